@@ -1,0 +1,262 @@
+//! Configuration (layer: edge, pure data). Parsed from TOML by the driver; the core receives a
+//! [`Config`] value and never reads files itself. Every field has a documented default
+//! (see `scripts/example-config.toml`).
+
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub identity: Identity,
+    pub network: Network,
+    pub module: ModuleSettings,
+    pub timing: Timing,
+    pub quirks: Quirks,
+    #[serde(rename = "access_point")]
+    pub access_points: Vec<AccessPoint>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            identity: Identity::default(),
+            network: Network::default(),
+            module: ModuleSettings::default(),
+            timing: Timing::default(),
+            quirks: Quirks::default(),
+            access_points: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parse and validate a TOML configuration text.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.network.ip.is_loopback() {
+            return Err(format!(
+                "network.ip {} is not a 127.0.0.0/8 address: the emulated module lives on loopback",
+                self.network.ip
+            ));
+        }
+        if self.module.message_type > 1 {
+            return Err("module.message_type must be 0 or 1".into());
+        }
+        crate::iwin::command::parse_mac(&self.identity.mac)
+            .ok_or_else(|| format!("identity.mac {:?} is not XX:XX:XX:XX:XX:XX", self.identity.mac))?;
+        for ap in &self.access_points {
+            if ap.ssid.is_empty() || ap.ssid.len() > 32 {
+                return Err(format!("access point ssid {:?} must be 1..32 bytes", ap.ssid));
+            }
+            if crate::iwin::command::parse_mac(&ap.bssid).is_none() {
+                return Err(format!("access point {:?}: bssid {:?} is not XX:XX:XX:XX:XX:XX", ap.ssid, ap.bssid));
+            }
+            if !(1..=14).contains(&ap.channel) && !(36..=165).contains(&ap.channel) {
+                return Err(format!("access point {:?}: channel {} is not a Wi-Fi channel", ap.ssid, ap.channel));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `I?`, `Z5`, `ZN` and the boot banner report.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Identity {
+    pub product_id: String,
+    pub firmware: String,
+    pub api: String,
+    pub stack: String,
+    pub rtos: String,
+    pub cpu_clock: u64,
+    pub product_name: String,
+    pub mac: String,
+    /// Print the reset banner before the first prompt (boot and `ZR`).
+    pub banner: bool,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            product_id: "ISM43362-M3G-L44-UART".into(),
+            firmware: "C3.5.2.3.STM".into(),
+            api: "v3.5.2".into(),
+            stack: "v1.4.0.rc1".into(),
+            rtos: "v8.2.1".into(),
+            cpu_clock: 120_000_000,
+            product_name: "Inventek eS-WiFi".into(),
+            mac: "C4:7F:51:01:12:31".into(),
+            banner: true,
+        }
+    }
+}
+
+/// The module's addresses once joined (DHCP), all on loopback so real sockets work.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Network {
+    /// Station IP; outgoing sockets bind it as their source. Any 127.0.0.0/8 address.
+    pub ip: Ipv4Addr,
+    pub mask: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub dns1: Ipv4Addr,
+    pub dns2: Ipv4Addr,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            ip: Ipv4Addr::new(127, 0, 0, 1),
+            mask: Ipv4Addr::new(255, 0, 0, 0),
+            gateway: Ipv4Addr::new(127, 0, 0, 1),
+            dns1: Ipv4Addr::new(127, 0, 0, 1),
+            dns2: Ipv4Addr::new(0, 0, 0, 0),
+        }
+    }
+}
+
+/// Power-up defaults of module settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModuleSettings {
+    /// `MT` at power-up: 0 = errors with reason and usage, 1 = bare `ERROR`.
+    pub message_type: u8,
+}
+
+impl Default for ModuleSettings {
+    fn default() -> Self {
+        ModuleSettings { message_type: 0 }
+    }
+}
+
+/// Emulated delays and limits, in milliseconds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timing {
+    /// Time `C0` takes to join (real modules: 1-5 s).
+    pub join_ms: u64,
+    /// Time `F0` takes to scan (real modules: 1-3 s).
+    pub scan_ms: u64,
+    /// `P6=1` gives up on a TCP connect after this long.
+    pub connect_timeout_ms: u64,
+    /// A payload command (`S3=n`) whose bytes stop arriving for this long is abandoned with an error.
+    pub payload_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            join_ms: 0,
+            scan_ms: 0,
+            connect_timeout_ms: 10_000,
+            payload_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Behaviours where the sources disagree (spec §9/§10); defaults follow the spec's decisions.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quirks {
+    /// `P6=1` to a closed TCP port answers OK (GH80) instead of the failure reply; later R0/S3 give -1.
+    pub refused_connect_ok: bool,
+    /// UDP client: with P2=0, bind the local port to the P4 value present at `P6=1` (spec §4).
+    pub udp_local_port_from_p4: bool,
+    /// Zephyr compatibility: drop one stray byte that arrives in the same burst right after a payload.
+    pub drop_byte_after_payload: bool,
+}
+
+impl Default for Quirks {
+    fn default() -> Self {
+        Quirks {
+            refused_connect_ok: false,
+            udp_local_port_from_p4: true,
+            drop_byte_after_payload: false,
+        }
+    }
+}
+
+/// Security of an emulated access point, as `C3` numbers it.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Security {
+    Open,
+    Wep,
+    Wpa,
+    Wpa2Aes,
+    Wpa2Mixed,
+    Wpa2Tkip,
+}
+
+impl Security {
+    /// The `C3` value of this security type.
+    pub fn code(self) -> u8 {
+        match self {
+            Security::Open => 0,
+            Security::Wep => 1,
+            Security::Wpa => 2,
+            Security::Wpa2Aes => 3,
+            Security::Wpa2Mixed => 4,
+            Security::Wpa2Tkip => 5,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Security> {
+        Some(match code {
+            0 => Security::Open,
+            1 => Security::Wep,
+            2 => Security::Wpa,
+            3 => Security::Wpa2Aes,
+            4 => Security::Wpa2Mixed,
+            5 => Security::Wpa2Tkip,
+            _ => return None,
+        })
+    }
+
+    /// The text `F0` prints for it.
+    pub fn scan_name(self) -> &'static str {
+        match self {
+            Security::Open => "Open",
+            Security::Wep => "WEP",
+            Security::Wpa => "WPA",
+            Security::Wpa2Aes => "WPA2 AES",
+            Security::Wpa2Mixed => "WPA2 Mixed",
+            Security::Wpa2Tkip => "WPA2 TKIP",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPoint {
+    pub ssid: String,
+    #[serde(default = "default_security")]
+    pub security: Security,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default = "default_bssid")]
+    pub bssid: String,
+    #[serde(default = "default_rssi")]
+    pub rssi: i32,
+    #[serde(default = "default_channel")]
+    pub channel: u8,
+}
+
+fn default_security() -> Security {
+    Security::Wpa2Aes
+}
+fn default_bssid() -> String {
+    "02:00:00:00:00:01".into()
+}
+fn default_rssi() -> i32 {
+    -52
+}
+fn default_channel() -> u8 {
+    6
+}

@@ -1,0 +1,16 @@
+//! eswifi-emu: an emulator of the Inventek eS-WiFi module's IWIN AT command set.
+//!
+//! Layers (each module's docs say what it may touch):
+//! - [`iwin`]: wire format only — framer (bytes → frames), command parser (frame → typed command),
+//!   reply encoder (typed reply → exact bytes).
+//! - [`module`]: the emulated module, a pure state machine (bytes, net events, time in; bytes,
+//!   [`module::io::NetOp`]s and a wake-up time out). No IO, no clock.
+//! - [`net`], [`serial`], [`driver`]: the edges — real sockets, DNS worker, pty, and the mio loop.
+//! - [`config`]: configuration data.
+
+pub mod config;
+pub mod driver;
+pub mod iwin;
+pub mod module;
+pub mod net;
+pub mod serial;

@@ -1,0 +1,85 @@
+//! Core ↔ driver boundary (layer: module API). Plain data only: the core emits [`NetOp`]s and consumes
+//! [`NetEvent`]s; the driver (src/net, src/driver.rs) performs them with real sockets. Nothing here does IO.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+/// Identifies one network connection (or UDP socket) for its whole life. Never reused, so a late event
+/// for a connection the core already dropped is recognised and ignored.
+pub type ConnId = u64;
+
+/// Identifies one DNS query.
+pub type QueryId = u64;
+
+/// A socket operation the driver must perform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetOp {
+    /// Resolve a host name to an IPv4 address off the event loop; answer with [`NetEvent::Resolved`].
+    Resolve { query: QueryId, name: String },
+    /// Open a non-blocking TCP connection from `local` (port 0 = ephemeral) to `remote`; answer with
+    /// `Connected` or `ConnectFailed`. `keepalive` enables TCP keep-alive with that idle time.
+    Connect {
+        conn: ConnId,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        keepalive: Option<Duration>,
+    },
+    /// Bind a UDP socket on `local`; if that port is taken and `ephemeral_fallback` is set, bind an
+    /// ephemeral port instead. Answer with `Connected` (bound) or `ConnectFailed`.
+    OpenUdp {
+        conn: ConnId,
+        local: SocketAddrV4,
+        ephemeral_fallback: bool,
+    },
+    /// Send bytes: a stream write for TCP, one datagram to `to` for UDP. Answer with `Sent` once the bytes
+    /// are accepted (the driver may hold them while the kernel buffer is full) or `Closed`.
+    Send {
+        conn: ConnId,
+        data: Vec<u8>,
+        to: Option<SocketAddrV4>,
+    },
+    /// Close and forget the connection. No further events for it are expected (stale ones are ignored).
+    Close { conn: ConnId },
+}
+
+/// Why a connection attempt failed (the log carries the detail; the wire reply follows the kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    Refused,
+    Unreachable,
+    TimedOut,
+    AddrInUse,
+    Other(String),
+}
+
+/// Why an established connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Orderly end of stream from the peer.
+    PeerClosed,
+    /// Reset or any IO error.
+    Error(String),
+}
+
+/// Something that happened on the network side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    Resolved {
+        query: QueryId,
+        result: Result<Ipv4Addr, String>,
+    },
+    /// The connection is established (TCP) or the UDP socket is bound; `local` is its local address.
+    Connected { conn: ConnId, local: SocketAddrV4 },
+    ConnectFailed { conn: ConnId, error: ConnectError },
+    /// Stream bytes received.
+    Data { conn: ConnId, data: Vec<u8> },
+    /// One UDP datagram received.
+    Datagram {
+        conn: ConnId,
+        data: Vec<u8>,
+        from: SocketAddrV4,
+    },
+    /// The bytes of the oldest unanswered `Send` were accepted.
+    Sent { conn: ConnId },
+    Closed { conn: ConnId, reason: CloseReason },
+}

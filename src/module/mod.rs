@@ -1,0 +1,875 @@
+//! The emulated module (layer: core). A pure state machine in the style of quinn-proto: inputs are
+//! serial bytes ([`Module::handle_serial`]), network events ([`Module::handle_net`]) and time
+//! ([`Module::handle_timeout`]); outputs are serial bytes ([`Module::take_serial`]), socket
+//! operations ([`Module::poll_op`]) and the next wake-up ([`Module::poll_timeout`]). It reads no
+//! clock and touches no file descriptor, so every behaviour is testable with byte strings and a fake
+//! clock.
+//!
+//! One command executes at a time (the host must wait for a reply, spec §2.2). A command that needs
+//! the network (`D0`, `P6=1`, `R0` waiting for data, `S3`) or emulated time (`C0`, `F0`) leaves a
+//! [`Pending`] state; bytes that arrive meanwhile stay in the framer until it completes.
+
+pub mod io;
+pub mod socket;
+pub mod station;
+
+use crate::config::Config;
+use crate::iwin::command::{self, AddrField, Command, ParseError};
+use crate::iwin::framer::{Frame, Framer};
+use crate::iwin::reply::{MessageType, Reason, Reply};
+use io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, QueryId};
+use socket::{Protocol, Socket, State, RX_LIMIT};
+use station::{Link, StationSettings};
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// Reset banner of the UART firmware (FW strings); the prompt `\r\n> ` follows it.
+const BANNER: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
+
+/// How long a `D0` lookup may take before the module reports the host as not found.
+const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A command waiting for the network or for emulated time.
+#[derive(Debug)]
+enum Pending {
+    Join { deadline: Instant },
+    Scan { deadline: Instant },
+    Resolve { query: QueryId, name: String, socket: usize, deadline: Instant },
+    Connect { socket: usize, deadline: Instant },
+    Read { socket: usize, deadline: Instant },
+    Send { socket: usize, conn: ConnId, len: usize, deadline: Option<Instant> },
+}
+
+/// What the payload the framer is collecting belongs to.
+#[derive(Debug)]
+enum PayloadFor {
+    Send { socket: usize },
+}
+
+/// Settings that `ZR` restores to their power-up values.
+#[derive(Debug)]
+struct System {
+    mt: MessageType,
+    suppress: u8,
+    mac: [u8; 6],
+    product_name: Vec<u8>,
+    baud: u32,
+    raw_bypass: u8,
+}
+
+impl System {
+    fn power_on(cfg: &Config) -> System {
+        System {
+            mt: if cfg.module.message_type == 1 {
+                MessageType::Simple
+            } else {
+                MessageType::Normal
+            },
+            suppress: 0,
+            // Config::validate checked the MAC.
+            mac: command::parse_mac(&cfg.identity.mac).unwrap_or([0xC4, 0x7F, 0x51, 0x01, 0x12, 0x31]),
+            product_name: cfg.identity.product_name.clone().into_bytes(),
+            baud: 115_200,
+            raw_bypass: 0,
+        }
+    }
+}
+
+/// One emulated eS-WiFi module.
+pub struct Module {
+    cfg: Config,
+    framer: Framer,
+    out: Vec<u8>,
+    ops: VecDeque<NetOp>,
+    pending: Option<Pending>,
+    payload: Option<(PayloadFor, Instant)>,
+    sys: System,
+    station: StationSettings,
+    link: Option<Link>,
+    sockets: [Socket; 4],
+    current: usize,
+    next_id: u64,
+    /// Host names resolved by `D0`, by address: the TLS layer sends them as SNI.
+    names: HashMap<Ipv4Addr, String>,
+}
+
+impl Module {
+    /// Power the module up at `now`; the boot banner and prompt are ready in [`Module::take_serial`].
+    pub fn new(config: &Config, _now: Instant) -> Module {
+        let mut m = Module {
+            framer: Framer::new(config.quirks.drop_byte_after_payload),
+            out: Vec::new(),
+            ops: VecDeque::new(),
+            pending: None,
+            payload: None,
+            sys: System::power_on(config),
+            station: StationSettings::default(),
+            link: None,
+            sockets: Default::default(),
+            current: 0,
+            next_id: 1,
+            names: HashMap::new(),
+            cfg: config.clone(),
+        };
+        m.boot_output();
+        m
+    }
+
+    /// Bytes the host wrote to the serial line.
+    pub fn handle_serial(&mut self, data: &[u8], now: Instant) {
+        self.framer.push(data);
+        if let Some((_, deadline)) = &mut self.payload {
+            // The payload timeout counts from the last byte received.
+            *deadline = now + Duration::from_millis(self.cfg.timing.payload_timeout_ms);
+        }
+        self.pump(now);
+    }
+
+    /// A network event from the driver.
+    pub fn handle_net(&mut self, ev: NetEvent, now: Instant) {
+        match ev {
+            NetEvent::Resolved { query, result } => self.on_resolved(query, result),
+            NetEvent::Connected { conn, local } => self.on_connected(conn, local),
+            NetEvent::ConnectFailed { conn, error } => self.on_connect_failed(conn, error),
+            NetEvent::Data { conn, data } => {
+                if let Some(i) = self.socket_of(conn) {
+                    self.sockets[i].rx.push_stream(&data);
+                    self.complete_read(i);
+                }
+            }
+            NetEvent::Datagram { conn, data, from } => {
+                if let Some(i) = self.socket_of(conn) {
+                    self.sockets[i].rx.push_datagram(data, from);
+                    self.complete_read(i);
+                }
+            }
+            NetEvent::Sent { conn } => {
+                if let Some(Pending::Send { conn: c, len, .. }) = &self.pending {
+                    if *c == conn {
+                        let len = *len;
+                        self.finish(Reply::payload(len.to_string()));
+                    }
+                }
+            }
+            NetEvent::Closed { conn, reason } => self.on_closed(conn, reason),
+        }
+        self.pump(now);
+    }
+
+    /// Called when `now` has reached the time [`Module::poll_timeout`] asked for (or later).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some((_, deadline)) = &self.payload {
+            if now >= *deadline {
+                let got = self.framer.abort_payload();
+                log::warn!("payload incomplete after {got} bytes: abandoned");
+                self.payload = None;
+                self.reply(self.error("S3", Reason::UnknownError, Vec::new()));
+            }
+        }
+        let due = match &self.pending {
+            Some(
+                Pending::Join { deadline }
+                | Pending::Scan { deadline }
+                | Pending::Resolve { deadline, .. }
+                | Pending::Connect { deadline, .. }
+                | Pending::Read { deadline, .. },
+            ) => now >= *deadline,
+            Some(Pending::Send { deadline, .. }) => deadline.is_some_and(|d| now >= d),
+            None => false,
+        };
+        if due {
+            match self.pending.take() {
+                Some(Pending::Join { .. }) => self.finish_join(),
+                Some(Pending::Scan { .. }) => self.finish_scan(),
+                Some(Pending::Resolve { name, .. }) => {
+                    log::warn!("D0 {name}: lookup timed out");
+                    self.reply(self.host_not_found(&name));
+                }
+                Some(Pending::Connect { socket, .. }) => {
+                    log::warn!("socket {socket}: connect timed out");
+                    let s = &mut self.sockets[socket];
+                    let proto = s.protocol;
+                    if let Some(conn) = s.reset_connection() {
+                        self.ops.push_back(NetOp::Close { conn });
+                    }
+                    self.reply(self.connect_failure(proto));
+                }
+                Some(Pending::Read { .. }) => self.reply(Reply::ok()),
+                Some(Pending::Send { len, socket, .. }) => {
+                    // The bytes stay queued in the driver and will go out; report them as accepted.
+                    log::warn!("socket {socket}: S2 timeout while the peer is not reading; {len} bytes still queued");
+                    self.reply(Reply::payload(len.to_string()));
+                }
+                None => {}
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Bytes to write to the serial line (drains them).
+    pub fn take_serial(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Next socket operation to perform.
+    pub fn poll_op(&mut self) -> Option<NetOp> {
+        self.ops.pop_front()
+    }
+
+    /// When the module next wants `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pending = match &self.pending {
+            Some(
+                Pending::Join { deadline }
+                | Pending::Scan { deadline }
+                | Pending::Resolve { deadline, .. }
+                | Pending::Connect { deadline, .. }
+                | Pending::Read { deadline, .. },
+            ) => Some(*deadline),
+            Some(Pending::Send { deadline, .. }) => *deadline,
+            None => None,
+        };
+        let payload = self.payload.as_ref().map(|(_, d)| *d);
+        pending.into_iter().chain(payload).min()
+    }
+
+    /// How many more received bytes the module will queue for `conn` (backpressure: the driver stops
+    /// reading a connection while this is 0 and retries after the next serial or net step).
+    pub fn rx_room(&self, conn: ConnId) -> usize {
+        self.socket_of(conn)
+            .map_or(0, |i| RX_LIMIT.saturating_sub(self.sockets[i].rx.len()))
+    }
+
+    /// True when a command is waiting for the network or for time.
+    pub fn is_busy(&self) -> bool {
+        self.pending.is_some() || self.payload.is_some()
+    }
+
+    // ---- command loop -------------------------------------------------------------------------
+
+    fn pump(&mut self, now: Instant) {
+        while self.pending.is_none() {
+            let Some(frame) = self.framer.next_frame() else {
+                break;
+            };
+            match frame {
+                Frame::Line(line) => {
+                    log::debug!("cmd  {}", line.escape_ascii());
+                    match command::parse(&line) {
+                        Ok(cmd) => self.execute(cmd, now),
+                        Err(e) => self.reply(self.parse_error(e)),
+                    }
+                }
+                Frame::Overlong(head) => {
+                    log::warn!("command line longer than {} bytes rejected", crate::iwin::framer::MAX_LINE);
+                    let mnemonic = head.get(..2).and_then(|m| std::str::from_utf8(m).ok());
+                    let err = match mnemonic.and_then(command::usage) {
+                        Some((m, _)) => ParseError { mnemonic: Some(m), reason: Reason::BadArgument },
+                        None => ParseError { mnemonic: None, reason: Reason::UnknownCommand },
+                    };
+                    self.reply(self.parse_error(err));
+                }
+                Frame::Payload(data) => {
+                    log::debug!("data {} bytes", data.len());
+                    match self.payload.take() {
+                        Some((PayloadFor::Send { socket }, _)) => self.send_payload(socket, data, now),
+                        None => log::error!("payload without a header"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, r: Reply) {
+        let bytes = r.encode(self.sys.mt);
+        log::debug!("rsp  {}", bytes.escape_ascii());
+        self.out.extend_from_slice(&bytes);
+    }
+
+    /// Complete the pending command with `r`.
+    fn finish(&mut self, r: Reply) {
+        self.pending = None;
+        self.reply(r);
+    }
+
+    fn error(&self, mnemonic: &str, reason: Reason, payload: Vec<u8>) -> Reply {
+        Reply::Error { payload, reason, usage: command::usage(mnemonic) }
+    }
+
+    fn parse_error(&self, e: ParseError) -> Reply {
+        Reply::Error {
+            payload: Vec::new(),
+            reason: e.reason,
+            usage: e.mnemonic.and_then(command::usage),
+        }
+    }
+
+    fn boot_output(&mut self) {
+        if self.cfg.identity.banner {
+            self.out.extend_from_slice(BANNER);
+        }
+        self.out.extend_from_slice(b"\r\n> ");
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn socket_of(&self, conn: ConnId) -> Option<usize> {
+        self.sockets.iter().position(|s| s.conn() == Some(conn))
+    }
+
+    /// Source address for outgoing sockets: the station IP when it is on loopback, else the
+    /// configured one (a static C6 address elsewhere cannot be bound on this host).
+    fn source_ip(&self) -> Ipv4Addr {
+        match &self.link {
+            Some(l) if l.ip.is_loopback() => l.ip,
+            _ => self.cfg.network.ip,
+        }
+    }
+
+    fn close_all_sockets(&mut self) {
+        for s in &mut self.sockets {
+            if let Some(conn) = s.reset_connection() {
+                self.ops.push_back(NetOp::Close { conn });
+            }
+        }
+    }
+
+    // ---- commands -----------------------------------------------------------------------------
+
+    fn execute(&mut self, cmd: Command, now: Instant) {
+        use Command::*;
+        let cur = self.current;
+        let r = match cmd {
+            Empty => Reply::Prompt,
+            CmdMode(_) => Reply::ok(),
+            Info => {
+                let id = &self.cfg.identity;
+                Reply::payload(format!(
+                    "{},{},{},{},{},{},{}",
+                    id.product_id,
+                    id.firmware,
+                    id.api,
+                    id.stack,
+                    id.rtos,
+                    id.cpu_clock,
+                    String::from_utf8_lossy(&self.sys.product_name)
+                ))
+            }
+            SetMessageType(t) => {
+                self.sys.mt = if t == 1 { MessageType::Simple } else { MessageType::Normal };
+                Reply::ok()
+            }
+            SetMessageSuppress(v) => {
+                self.sys.suppress = v;
+                Reply::ok()
+            }
+            SetMac(mac) => {
+                self.sys.mac = mac;
+                Reply::ok()
+            }
+            GetMac => Reply::payload(self.mac_text()),
+            SystemQuery => Reply::payload(format!(
+                "1,{:08},{:04x},{:04x},{},192.168.10.1,0,1,0,0,{}",
+                12_345_678,
+                0x0483,
+                0x5740,
+                self.mac_text(),
+                String::from_utf8_lossy(&self.sys.product_name)
+            )),
+            SetProductName(n) => {
+                self.sys.product_name = n;
+                Reply::ok()
+            }
+            Reset => {
+                self.reply(Reply::payload("[MODULE ] Resetting..."));
+                self.reset();
+                return;
+            }
+            UartQuery => Reply::payload(format!("0,{},8,None,1,Normal", self.sys.baud)),
+            SetBaud(b) => {
+                self.sys.baud = b;
+                Reply::ok()
+            }
+            UartApply => Reply::ok(),
+            BusQuery => Reply::payload("UART,0,0"),
+            SetRawBypass(v) => {
+                self.sys.raw_bypass = v;
+                Reply::ok()
+            }
+            SetSsid(v) => {
+                self.station.ssid = v;
+                Reply::ok()
+            }
+            SetPassphrase(v) => {
+                self.station.passphrase = v;
+                Reply::ok()
+            }
+            SetSecurity(v) => {
+                self.station.security = v;
+                Reply::ok()
+            }
+            SetDhcp(v) => {
+                self.station.dhcp = v;
+                Reply::ok()
+            }
+            SetIpVersion(v) => {
+                self.station.ip_version = v;
+                Reply::ok()
+            }
+            SetAddress(field, ip) => {
+                let st = &mut self.station;
+                *match field {
+                    AddrField::Ip => &mut st.ip,
+                    AddrField::Mask => &mut st.mask,
+                    AddrField::Gateway => &mut st.gateway,
+                    AddrField::Dns1 => &mut st.dns1,
+                    AddrField::Dns2 => &mut st.dns2,
+                } = ip;
+                Reply::ok()
+            }
+            SetJoinRetries(v) => {
+                self.station.join_retries = v;
+                Reply::ok()
+            }
+            SetAutoConnect(v) => {
+                self.station.auto_connect = v;
+                Reply::ok()
+            }
+            Disconnect => {
+                if self.link.take().is_some() {
+                    log::info!("left the network; all sockets closed");
+                }
+                self.close_all_sockets();
+                Reply::ok()
+            }
+            Country(None) => Reply::payload(self.station.country.clone()),
+            Country(Some(c)) => {
+                self.station.country = c;
+                Reply::ok()
+            }
+            Rssi => Reply::payload(self.link.as_ref().map_or(0, |l| l.rssi).to_string()),
+            Status => Reply::payload(if self.link.is_some() { "1" } else { "0" }),
+            Join => {
+                if self.link.is_some() {
+                    self.error("C0", Reason::UnknownError, b"Already connected!".to_vec())
+                } else if self.cfg.timing.join_ms > 0 {
+                    self.pending = Some(Pending::Join {
+                        deadline: now + Duration::from_millis(self.cfg.timing.join_ms),
+                    });
+                    return;
+                } else {
+                    self.finish_join();
+                    return;
+                }
+            }
+            StationQuery => Reply::payload(self.station_line()),
+            Scan => {
+                if self.cfg.timing.scan_ms > 0 {
+                    self.pending = Some(Pending::Scan {
+                        deadline: now + Duration::from_millis(self.cfg.timing.scan_ms),
+                    });
+                } else {
+                    self.finish_scan();
+                }
+                return;
+            }
+            Lookup(name) => {
+                self.lookup(name, now);
+                return;
+            }
+            Socket(None) => Reply::payload(cur.to_string()),
+            Socket(Some(i)) => {
+                self.current = i as usize;
+                Reply::ok()
+            }
+            SetProtocol(p) => {
+                self.sockets[cur].protocol = Protocol::from_code(p);
+                Reply::ok()
+            }
+            SetLocalPort(p) => {
+                self.sockets[cur].local_port = p;
+                Reply::ok()
+            }
+            SetRemoteIp(ip) => {
+                self.sockets[cur].remote_ip = ip;
+                Reply::ok()
+            }
+            SetRemotePort(p) => {
+                self.sockets[cur].remote_port = p;
+                Reply::ok()
+            }
+            Client(true) => {
+                self.start_client(cur, now);
+                return;
+            }
+            Client(false) => {
+                if let Some(conn) = self.sockets[cur].reset_connection() {
+                    log::info!("socket {cur}: closed by host");
+                    self.ops.push_back(NetOp::Close { conn });
+                }
+                Reply::ok()
+            }
+            SetBacklog(b) => {
+                self.sockets[cur].backlog = b;
+                Reply::ok()
+            }
+            SetTlsVerify(v) => {
+                self.sockets[cur].tls_verify = v;
+                Reply::ok()
+            }
+            SetKeepAlive(on, ms) => {
+                self.sockets[cur].keepalive = (on, ms);
+                Reply::ok()
+            }
+            TransportQuery => Reply::payload(self.sockets[cur].transport_line()),
+            Read => {
+                self.read(cur, now);
+                return;
+            }
+            SetReadSize(v) => {
+                self.sockets[cur].read_size = v;
+                Reply::ok()
+            }
+            SetReadTimeout(v) => {
+                self.sockets[cur].read_timeout_ms = v;
+                Reply::ok()
+            }
+            SetReadMode(v) => {
+                self.sockets[cur].read_mode = v;
+                Reply::ok()
+            }
+            ReadQuery => {
+                let s = &self.sockets[cur];
+                Reply::payload(format!("{},{},{}", s.read_size, s.read_timeout_ms, s.read_mode))
+            }
+            SetSendSize(v) => {
+                self.sockets[cur].send_size = v;
+                Reply::ok()
+            }
+            SetSendTimeout(v) => {
+                self.sockets[cur].send_timeout_ms = v;
+                Reply::ok()
+            }
+            Send(len) => {
+                self.framer.expect_payload(len);
+                let deadline = now + Duration::from_millis(self.cfg.timing.payload_timeout_ms);
+                self.payload = Some((PayloadFor::Send { socket: cur }, deadline));
+                return;
+            }
+            SendQuery => {
+                let s = &self.sockets[cur];
+                Reply::payload(format!("{},{}", s.send_size, s.send_timeout_ms))
+            }
+        };
+        self.reply(r);
+    }
+
+    fn mac_text(&self) -> String {
+        let m = self.sys.mac;
+        format!("{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+
+    /// `ZR`: close everything, restore power-up settings, print the banner and prompt.
+    fn reset(&mut self) {
+        self.close_all_sockets();
+        self.pending = None;
+        self.payload = None;
+        self.link = None;
+        self.sys = System::power_on(&self.cfg);
+        self.station = StationSettings::default();
+        self.sockets = Default::default();
+        self.current = 0;
+        self.names.clear();
+        log::info!("module reset");
+        self.boot_output();
+    }
+
+    // ---- station ------------------------------------------------------------------------------
+
+    fn finish_join(&mut self) {
+        self.pending = None;
+        let ssid = String::from_utf8_lossy(&self.station.ssid).into_owned();
+        match station::join(&self.cfg, &self.station) {
+            Ok(link) => {
+                log::info!("joined {ssid:?} as {}", link.ip);
+                let r = Reply::payload(format!("[JOIN   ] {},{},0,0", ssid, link.ip));
+                self.link = Some(link);
+                self.reply(r);
+            }
+            Err(e) => {
+                log::warn!("join {ssid:?} failed: {e}");
+                let payload = format!("[JOIN   ] {ssid}\r\n[JOIN   ] Failed").into_bytes();
+                self.reply(self.error("C0", Reason::UnknownError, payload));
+            }
+        }
+    }
+
+    fn finish_scan(&mut self) {
+        self.pending = None;
+        let lines: Vec<String> = station::scan_list(&self.cfg, &self.station)
+            .iter()
+            .enumerate()
+            .map(|(i, ap)| station::scan_line(i + 1, ap))
+            .collect();
+        self.reply(Reply::payload(lines.join("\r\n")));
+    }
+
+    /// `C?`: `SSID,Password,Security,DHCP,IPver,IP,Mask,Gateway,DNS1,DNS2,JoinRetries,AutoConnect,
+    /// AuthType,CountryCode,Status`.
+    fn station_line(&self) -> Vec<u8> {
+        let st = &self.station;
+        let zero = Ipv4Addr::UNSPECIFIED;
+        let (ip, mask, gw, dns1, dns2) = match &self.link {
+            Some(l) => (l.ip, l.mask, l.gateway, l.dns1, l.dns2),
+            None if st.dhcp => (zero, zero, zero, st.dns1, st.dns2),
+            None => (st.ip, st.mask, st.gateway, st.dns1, st.dns2),
+        };
+        let cc = st.country.split(|&b| b == b'/').next().unwrap_or_default();
+        let mut line = Vec::new();
+        line.extend_from_slice(&st.ssid);
+        line.push(b',');
+        line.extend_from_slice(&st.passphrase);
+        line.extend_from_slice(
+            format!(
+                ",{},{},{},{ip},{mask},{gw},{dns1},{dns2},{},{},{},",
+                st.security,
+                st.dhcp as u8,
+                st.ip_version,
+                st.join_retries,
+                st.auto_connect,
+                st.auth_type
+            )
+            .as_bytes(),
+        );
+        line.extend_from_slice(cc);
+        line.extend_from_slice(if self.link.is_some() { b",1" } else { b",0" });
+        line
+    }
+
+    // ---- DNS ----------------------------------------------------------------------------------
+
+    fn lookup(&mut self, name: Vec<u8>, now: Instant) {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        if self.link.is_none() {
+            log::warn!("D0 {name}: not joined to a network");
+            self.reply(self.host_not_found(&name));
+            return;
+        }
+        if let Ok(ip) = command::ipv4(name.as_bytes()) {
+            self.sockets[self.current].remote_ip = ip;
+            self.reply(Reply::payload(ip.to_string()));
+            return;
+        }
+        let query = self.next_id();
+        self.ops.push_back(NetOp::Resolve { query, name: name.clone() });
+        self.pending = Some(Pending::Resolve {
+            query,
+            name,
+            socket: self.current,
+            deadline: now + DNS_TIMEOUT,
+        });
+    }
+
+    fn on_resolved(&mut self, query: QueryId, result: Result<Ipv4Addr, String>) {
+        let Some(Pending::Resolve { query: q, .. }) = &self.pending else {
+            return;
+        };
+        if *q != query {
+            return;
+        }
+        let Some(Pending::Resolve { name, socket, .. }) = self.pending.take() else {
+            unreachable!()
+        };
+        match result {
+            Ok(ip) => {
+                log::info!("D0 {name} → {ip}");
+                self.sockets[socket].remote_ip = ip;
+                self.names.insert(ip, name);
+                self.reply(Reply::payload(ip.to_string()));
+            }
+            Err(e) => {
+                log::warn!("D0 {name}: {e}");
+                self.reply(self.host_not_found(&name));
+            }
+        }
+    }
+
+    fn host_not_found(&self, name: &str) -> Reply {
+        self.error(
+            "D0",
+            Reason::UnknownError,
+            format!("[DNS  LU] Host not found {name}").into_bytes(),
+        )
+    }
+
+    // ---- client sockets -----------------------------------------------------------------------
+
+    fn connect_failure(&self, proto: Protocol) -> Reply {
+        let text: &[u8] = match proto {
+            Protocol::Udp | Protocol::UdpLite => b"[UDP  RC] Error connecting",
+            Protocol::Tls => b"[TCP SSL] Connection issue",
+            _ => b"[TCP  RC] Failed to connect",
+        };
+        self.error("P6", Reason::UnknownError, text.to_vec())
+    }
+
+    fn start_client(&mut self, i: usize, now: Instant) {
+        let s = &self.sockets[i];
+        let proto = s.protocol;
+        let fail = |m: &Module, text: &[u8]| m.error("P6", Reason::UnknownError, text.to_vec());
+        if s.conn().is_some() {
+            let r = fail(self, b"[TCP  RC] Already Connected");
+            return self.reply(r);
+        }
+        if self.link.is_none() {
+            log::warn!("socket {i}: P6=1 while not joined to a network");
+            return self.reply(self.connect_failure(proto));
+        }
+        let conn = self.next_id();
+        let src = self.source_ip();
+        let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
+        let op = match proto {
+            Protocol::Tcp => {
+                let s = &self.sockets[i];
+                if s.remote_ip.is_unspecified() || s.remote_ip.is_broadcast() {
+                    log::warn!("socket {i}: P6=1 with remote host {}", s.remote_ip);
+                    let r = fail(self, b"[P6     ] Invalid IP Address");
+                    return self.reply(r);
+                }
+                NetOp::Connect {
+                    conn,
+                    local: SocketAddrV4::new(src, 0),
+                    remote: SocketAddrV4::new(s.remote_ip, s.remote_port),
+                    keepalive: s.keepalive.0.then(|| Duration::from_millis(s.keepalive.1 as u64)),
+                }
+            }
+            Protocol::Udp | Protocol::UdpLite => {
+                let s = &self.sockets[i];
+                // Spec §4 quirk: with P2=0 the P4 value present now becomes the local port.
+                let (port, fallback) = if s.local_port != 0 {
+                    (s.local_port, false)
+                } else if self.cfg.quirks.udp_local_port_from_p4 {
+                    (s.remote_port, true)
+                } else {
+                    (0, false)
+                };
+                NetOp::OpenUdp { conn, local: SocketAddrV4::new(src, port), ephemeral_fallback: fallback }
+            }
+            Protocol::Tls => {
+                log::warn!("socket {i}: TLS client sockets are not available in this build");
+                let r = fail(self, b"[TCP SSL] Unable to enable TLS!");
+                return self.reply(r);
+            }
+            Protocol::Mqtt => {
+                log::warn!("socket {i}: MQTT (P1=4) is not emulated");
+                let r = fail(self, b"Mode not supported.");
+                return self.reply(r);
+            }
+        };
+        log::info!("socket {i}: {op:?}");
+        self.sockets[i].rx.clear();
+        self.sockets[i].state = State::Connecting { conn, deadline };
+        self.ops.push_back(op);
+        self.pending = Some(Pending::Connect { socket: i, deadline });
+    }
+
+    fn on_connected(&mut self, conn: ConnId, local: SocketAddrV4) {
+        let Some(i) = self.socket_of(conn) else { return };
+        log::info!("socket {i}: connected from {local}");
+        self.sockets[i].state = State::Connected { conn, local };
+        if matches!(self.pending, Some(Pending::Connect { socket, .. }) if socket == i) {
+            self.finish(Reply::ok());
+        }
+    }
+
+    fn on_connect_failed(&mut self, conn: ConnId, error: ConnectError) {
+        let Some(i) = self.socket_of(conn) else { return };
+        let s = &mut self.sockets[i];
+        log::warn!("socket {i}: connect to {}:{} failed: {error:?}", s.remote_ip, s.remote_port);
+        let proto = s.protocol;
+        s.reset_connection();
+        let was_pending = matches!(self.pending, Some(Pending::Connect { socket, .. }) if socket == i);
+        if !was_pending {
+            return;
+        }
+        if error == ConnectError::Refused && self.cfg.quirks.refused_connect_ok {
+            // GH80 behaviour: OK now, -1 on the first read or send.
+            self.sockets[i].state = State::Closed;
+            self.finish(Reply::ok());
+        } else {
+            self.pending = None;
+            self.reply(self.connect_failure(proto));
+        }
+    }
+
+    fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
+        let Some(i) = self.socket_of(conn) else { return };
+        log::info!("socket {i}: connection ended: {reason:?}");
+        self.sockets[i].state = State::Closed;
+        match self.pending {
+            Some(Pending::Read { socket, .. }) if socket == i => self.complete_read(i),
+            Some(Pending::Send { conn: c, .. }) if c == conn => self.finish(Reply::Closed),
+            _ => {}
+        }
+    }
+
+    // ---- R0 / S3 ------------------------------------------------------------------------------
+
+    /// The reply to `R0` now, or None when the read must wait.
+    fn read_now(&mut self, i: usize) -> Option<Reply> {
+        let s = &mut self.sockets[i];
+        if let Some((data, _from)) = s.rx.take(s.read_size as usize) {
+            return Some(Reply::Ok(data));
+        }
+        match s.state {
+            State::Connected { .. } | State::Connecting { .. } => None,
+            // A UDP socket that is not open has nothing to say; a stream that ended says -1.
+            State::Idle if s.protocol.is_datagram() => Some(Reply::ok()),
+            State::Idle | State::Closed => Some(Reply::Closed),
+        }
+    }
+
+    fn read(&mut self, i: usize, now: Instant) {
+        match self.read_now(i) {
+            Some(r) => self.reply(r),
+            None if self.sockets[i].read_timeout_ms == 0 => self.reply(Reply::ok()),
+            None => {
+                let wait = Duration::from_millis(self.sockets[i].read_timeout_ms as u64);
+                self.pending = Some(Pending::Read { socket: i, deadline: now + wait });
+            }
+        }
+    }
+
+    /// Data or an end arrived for socket `i`: answer a waiting `R0`.
+    fn complete_read(&mut self, i: usize) {
+        if matches!(self.pending, Some(Pending::Read { socket, .. }) if socket == i) {
+            if let Some(r) = self.read_now(i) {
+                self.finish(r);
+            }
+        }
+    }
+
+    fn send_payload(&mut self, i: usize, data: Vec<u8>, now: Instant) {
+        let s = &self.sockets[i];
+        let State::Connected { conn, .. } = s.state else {
+            log::warn!("socket {i}: S3 of {} bytes on a socket that is not connected", data.len());
+            return self.reply(Reply::Closed);
+        };
+        let to = s
+            .protocol
+            .is_datagram()
+            .then(|| SocketAddrV4::new(s.remote_ip, s.remote_port));
+        let deadline = (s.send_timeout_ms > 0).then(|| now + Duration::from_millis(s.send_timeout_ms as u64));
+        let len = data.len();
+        self.ops.push_back(NetOp::Send { conn, data, to });
+        self.pending = Some(Pending::Send { socket: i, conn, len, deadline });
+    }
+}
+
+#[cfg(test)]
+mod tests;
