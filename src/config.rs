@@ -48,17 +48,30 @@ impl Config {
         if self.module.message_type > 1 {
             return Err("module.message_type must be 0 or 1".into());
         }
-        crate::iwin::command::parse_mac(&self.identity.mac)
-            .ok_or_else(|| format!("identity.mac {:?} is not XX:XX:XX:XX:XX:XX", self.identity.mac))?;
+        crate::iwin::command::parse_mac(&self.identity.mac).ok_or_else(|| {
+            format!(
+                "identity.mac {:?} is not XX:XX:XX:XX:XX:XX",
+                self.identity.mac
+            )
+        })?;
         for ap in &self.access_points {
             if ap.ssid.is_empty() || ap.ssid.len() > 32 {
-                return Err(format!("access point ssid {:?} must be 1..32 bytes", ap.ssid));
+                return Err(format!(
+                    "access point ssid {:?} must be 1..32 bytes",
+                    ap.ssid
+                ));
             }
             if crate::iwin::command::parse_mac(&ap.bssid).is_none() {
-                return Err(format!("access point {:?}: bssid {:?} is not XX:XX:XX:XX:XX:XX", ap.ssid, ap.bssid));
+                return Err(format!(
+                    "access point {:?}: bssid {:?} is not XX:XX:XX:XX:XX:XX",
+                    ap.ssid, ap.bssid
+                ));
             }
             if !(1..=14).contains(&ap.channel) && !(36..=165).contains(&ap.channel) {
-                return Err(format!("access point {:?}: channel {} is not a Wi-Fi channel", ap.ssid, ap.channel));
+                return Err(format!(
+                    "access point {:?}: channel {} is not a Wi-Fi channel",
+                    ap.ssid, ap.channel
+                ));
             }
         }
         Ok(())

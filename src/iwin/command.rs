@@ -158,7 +158,10 @@ const COMMANDS: &[(&str, &str)] = &[
     ("PR", "<0-4>"),
     ("C1", "<SSID>"),
     ("C2", "<passphrase>"),
-    ("C3", "<0=Open/1=WEP/2=WPA/3=WPA2 AES/4=WPA2 Mixed/5=WPA2 TKIP>"),
+    (
+        "C3",
+        "<0=Open/1=WEP/2=WPA/3=WPA2 AES/4=WPA2 Mixed/5=WPA2 TKIP>",
+    ),
     ("C4", "<0=Off/1=On>"),
     ("C5", "<0=IPv4/1=IPv6>"),
     ("C6", "<xxx.xxx.xxx.xxx>"),
@@ -443,13 +446,25 @@ mod tests {
         assert_eq!(parse(b"P0=0003"), Ok(Command::Socket(Some(3))));
         assert_eq!(parse(b"P0"), Ok(Command::Socket(None)));
         assert_eq!(parse(b"S3=0010"), Ok(Command::Send(10)));
-        assert_eq!(parse(b"C1=my net, with comma"), Ok(Command::SetSsid(b"my net, with comma".to_vec())));
+        assert_eq!(
+            parse(b"C1=my net, with comma"),
+            Ok(Command::SetSsid(b"my net, with comma".to_vec()))
+        );
         assert_eq!(parse(b"C2="), Ok(Command::SetPassphrase(vec![])));
         assert_eq!(parse(b"PK=0,0"), Ok(Command::SetKeepAlive(false, 0)));
         assert_eq!(parse(b"PK=1,3000"), Ok(Command::SetKeepAlive(true, 3000)));
-        assert_eq!(parse(b"CN=US/0"), Ok(Command::Country(Some(b"US/0".to_vec()))));
-        assert_eq!(parse(b"P3=127.0.0.1"), Ok(Command::SetRemoteIp(Ipv4Addr::LOCALHOST)));
-        assert_eq!(parse(b"Z4=C4:7F:51:1:2:3"), Ok(Command::SetMac([0xC4, 0x7F, 0x51, 1, 2, 3])));
+        assert_eq!(
+            parse(b"CN=US/0"),
+            Ok(Command::Country(Some(b"US/0".to_vec())))
+        );
+        assert_eq!(
+            parse(b"P3=127.0.0.1"),
+            Ok(Command::SetRemoteIp(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(
+            parse(b"Z4=C4:7F:51:1:2:3"),
+            Ok(Command::SetMac([0xC4, 0x7F, 0x51, 1, 2, 3]))
+        );
         assert_eq!(parse(b"$$$"), Ok(Command::CmdMode(true)));
         assert_eq!(parse(b""), Ok(Command::Empty));
     }

@@ -69,10 +69,19 @@ pub enum NetEvent {
         result: Result<Ipv4Addr, String>,
     },
     /// The connection is established (TCP) or the UDP socket is bound; `local` is its local address.
-    Connected { conn: ConnId, local: SocketAddrV4 },
-    ConnectFailed { conn: ConnId, error: ConnectError },
+    Connected {
+        conn: ConnId,
+        local: SocketAddrV4,
+    },
+    ConnectFailed {
+        conn: ConnId,
+        error: ConnectError,
+    },
     /// Stream bytes received.
-    Data { conn: ConnId, data: Vec<u8> },
+    Data {
+        conn: ConnId,
+        data: Vec<u8>,
+    },
     /// One UDP datagram received.
     Datagram {
         conn: ConnId,
@@ -80,6 +89,11 @@ pub enum NetEvent {
         from: SocketAddrV4,
     },
     /// The bytes of the oldest unanswered `Send` were accepted.
-    Sent { conn: ConnId },
-    Closed { conn: ConnId, reason: CloseReason },
+    Sent {
+        conn: ConnId,
+    },
+    Closed {
+        conn: ConnId,
+        reason: CloseReason,
+    },
 }

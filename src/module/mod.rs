@@ -33,12 +33,32 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// A command waiting for the network or for emulated time.
 #[derive(Debug)]
 enum Pending {
-    Join { deadline: Instant },
-    Scan { deadline: Instant },
-    Resolve { query: QueryId, name: String, socket: usize, deadline: Instant },
-    Connect { socket: usize, deadline: Instant },
-    Read { socket: usize, deadline: Instant },
-    Send { socket: usize, conn: ConnId, len: usize, deadline: Option<Instant> },
+    Join {
+        deadline: Instant,
+    },
+    Scan {
+        deadline: Instant,
+    },
+    Resolve {
+        query: QueryId,
+        name: String,
+        socket: usize,
+        deadline: Instant,
+    },
+    Connect {
+        socket: usize,
+        deadline: Instant,
+    },
+    Read {
+        socket: usize,
+        deadline: Instant,
+    },
+    Send {
+        socket: usize,
+        conn: ConnId,
+        len: usize,
+        deadline: Option<Instant>,
+    },
 }
 
 /// What the payload the framer is collecting belongs to.
@@ -68,7 +88,8 @@ impl System {
             },
             suppress: 0,
             // Config::validate checked the MAC.
-            mac: command::parse_mac(&cfg.identity.mac).unwrap_or([0xC4, 0x7F, 0x51, 0x01, 0x12, 0x31]),
+            mac: command::parse_mac(&cfg.identity.mac)
+                .unwrap_or([0xC4, 0x7F, 0x51, 0x01, 0x12, 0x31]),
             product_name: cfg.identity.product_name.clone().into_bytes(),
             baud: 115_200,
             raw_bypass: 0,
@@ -262,18 +283,29 @@ impl Module {
                     }
                 }
                 Frame::Overlong(head) => {
-                    log::warn!("command line longer than {} bytes rejected", crate::iwin::framer::MAX_LINE);
+                    log::warn!(
+                        "command line longer than {} bytes rejected",
+                        crate::iwin::framer::MAX_LINE
+                    );
                     let mnemonic = head.get(..2).and_then(|m| std::str::from_utf8(m).ok());
                     let err = match mnemonic.and_then(command::usage) {
-                        Some((m, _)) => ParseError { mnemonic: Some(m), reason: Reason::BadArgument },
-                        None => ParseError { mnemonic: None, reason: Reason::UnknownCommand },
+                        Some((m, _)) => ParseError {
+                            mnemonic: Some(m),
+                            reason: Reason::BadArgument,
+                        },
+                        None => ParseError {
+                            mnemonic: None,
+                            reason: Reason::UnknownCommand,
+                        },
                     };
                     self.reply(self.parse_error(err));
                 }
                 Frame::Payload(data) => {
                     log::debug!("data {} bytes", data.len());
                     match self.payload.take() {
-                        Some((PayloadFor::Send { socket }, _)) => self.send_payload(socket, data, now),
+                        Some((PayloadFor::Send { socket }, _)) => {
+                            self.send_payload(socket, data, now)
+                        }
                         None => log::error!("payload without a header"),
                     }
                 }
@@ -294,7 +326,11 @@ impl Module {
     }
 
     fn error(&self, mnemonic: &str, reason: Reason, payload: Vec<u8>) -> Reply {
-        Reply::Error { payload, reason, usage: command::usage(mnemonic) }
+        Reply::Error {
+            payload,
+            reason,
+            usage: command::usage(mnemonic),
+        }
     }
 
     fn parse_error(&self, e: ParseError) -> Reply {
@@ -361,7 +397,11 @@ impl Module {
                 ))
             }
             SetMessageType(t) => {
-                self.sys.mt = if t == 1 { MessageType::Simple } else { MessageType::Normal };
+                self.sys.mt = if t == 1 {
+                    MessageType::Simple
+                } else {
+                    MessageType::Normal
+                };
                 Reply::ok()
             }
             SetMessageSuppress(v) => {
@@ -545,7 +585,10 @@ impl Module {
             }
             ReadQuery => {
                 let s = &self.sockets[cur];
-                Reply::payload(format!("{},{},{}", s.read_size, s.read_timeout_ms, s.read_mode))
+                Reply::payload(format!(
+                    "{},{},{}",
+                    s.read_size, s.read_timeout_ms, s.read_mode
+                ))
             }
             SetSendSize(v) => {
                 self.sockets[cur].send_size = v;
@@ -571,7 +614,10 @@ impl Module {
 
     fn mac_text(&self) -> String {
         let m = self.sys.mac;
-        format!("{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}", m[0], m[1], m[2], m[3], m[4], m[5])
+        format!(
+            "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 
     /// `ZR`: close everything, restore power-up settings, print the banner and prompt.
@@ -666,7 +712,10 @@ impl Module {
             return;
         }
         let query = self.next_id();
-        self.ops.push_back(NetOp::Resolve { query, name: name.clone() });
+        self.ops.push_back(NetOp::Resolve {
+            query,
+            name: name.clone(),
+        });
         self.pending = Some(Pending::Resolve {
             query,
             name,
@@ -745,7 +794,10 @@ impl Module {
                     conn,
                     local: SocketAddrV4::new(src, 0),
                     remote: SocketAddrV4::new(s.remote_ip, s.remote_port),
-                    keepalive: s.keepalive.0.then(|| Duration::from_millis(s.keepalive.1 as u64)),
+                    keepalive: s
+                        .keepalive
+                        .0
+                        .then(|| Duration::from_millis(s.keepalive.1 as u64)),
                 }
             }
             Protocol::Udp | Protocol::UdpLite => {
@@ -758,7 +810,11 @@ impl Module {
                 } else {
                     (0, false)
                 };
-                NetOp::OpenUdp { conn, local: SocketAddrV4::new(src, port), ephemeral_fallback: fallback }
+                NetOp::OpenUdp {
+                    conn,
+                    local: SocketAddrV4::new(src, port),
+                    ephemeral_fallback: fallback,
+                }
             }
             Protocol::Tls => {
                 log::warn!("socket {i}: TLS client sockets are not available in this build");
@@ -775,11 +831,16 @@ impl Module {
         self.sockets[i].rx.clear();
         self.sockets[i].state = State::Connecting { conn, deadline };
         self.ops.push_back(op);
-        self.pending = Some(Pending::Connect { socket: i, deadline });
+        self.pending = Some(Pending::Connect {
+            socket: i,
+            deadline,
+        });
     }
 
     fn on_connected(&mut self, conn: ConnId, local: SocketAddrV4) {
-        let Some(i) = self.socket_of(conn) else { return };
+        let Some(i) = self.socket_of(conn) else {
+            return;
+        };
         log::info!("socket {i}: connected from {local}");
         self.sockets[i].state = State::Connected { conn, local };
         if matches!(self.pending, Some(Pending::Connect { socket, .. }) if socket == i) {
@@ -788,12 +849,19 @@ impl Module {
     }
 
     fn on_connect_failed(&mut self, conn: ConnId, error: ConnectError) {
-        let Some(i) = self.socket_of(conn) else { return };
+        let Some(i) = self.socket_of(conn) else {
+            return;
+        };
         let s = &mut self.sockets[i];
-        log::warn!("socket {i}: connect to {}:{} failed: {error:?}", s.remote_ip, s.remote_port);
+        log::warn!(
+            "socket {i}: connect to {}:{} failed: {error:?}",
+            s.remote_ip,
+            s.remote_port
+        );
         let proto = s.protocol;
         s.reset_connection();
-        let was_pending = matches!(self.pending, Some(Pending::Connect { socket, .. }) if socket == i);
+        let was_pending =
+            matches!(self.pending, Some(Pending::Connect { socket, .. }) if socket == i);
         if !was_pending {
             return;
         }
@@ -808,7 +876,9 @@ impl Module {
     }
 
     fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
-        let Some(i) = self.socket_of(conn) else { return };
+        let Some(i) = self.socket_of(conn) else {
+            return;
+        };
         log::info!("socket {i}: connection ended: {reason:?}");
         self.sockets[i].state = State::Closed;
         match self.pending {
@@ -840,7 +910,10 @@ impl Module {
             None if self.sockets[i].read_timeout_ms == 0 => self.reply(Reply::ok()),
             None => {
                 let wait = Duration::from_millis(self.sockets[i].read_timeout_ms as u64);
-                self.pending = Some(Pending::Read { socket: i, deadline: now + wait });
+                self.pending = Some(Pending::Read {
+                    socket: i,
+                    deadline: now + wait,
+                });
             }
         }
     }
@@ -857,17 +930,26 @@ impl Module {
     fn send_payload(&mut self, i: usize, data: Vec<u8>, now: Instant) {
         let s = &self.sockets[i];
         let State::Connected { conn, .. } = s.state else {
-            log::warn!("socket {i}: S3 of {} bytes on a socket that is not connected", data.len());
+            log::warn!(
+                "socket {i}: S3 of {} bytes on a socket that is not connected",
+                data.len()
+            );
             return self.reply(Reply::Closed);
         };
         let to = s
             .protocol
             .is_datagram()
             .then(|| SocketAddrV4::new(s.remote_ip, s.remote_port));
-        let deadline = (s.send_timeout_ms > 0).then(|| now + Duration::from_millis(s.send_timeout_ms as u64));
+        let deadline =
+            (s.send_timeout_ms > 0).then(|| now + Duration::from_millis(s.send_timeout_ms as u64));
         let len = data.len();
         self.ops.push_back(NetOp::Send { conn, data, to });
-        self.pending = Some(Pending::Send { socket: i, conn, len, deadline });
+        self.pending = Some(Pending::Send {
+            socket: i,
+            conn,
+            len,
+            deadline,
+        });
     }
 }
 

@@ -1,0 +1,790 @@
+//! Core tests: exact request/reply bytes for every command (both message types), malformed input,
+//! and socket behaviour in virtual time. No pty, no sockets: net events are fed by hand.
+
+use super::*;
+use crate::config::{AccessPoint, Config, Security};
+
+struct H {
+    m: Module,
+    now: Instant,
+}
+
+impl H {
+    fn new() -> H {
+        H::with(Config::default())
+    }
+
+    fn with(cfg: Config) -> H {
+        let now = Instant::now();
+        let mut m = Module::new(&cfg, now);
+        m.take_serial();
+        H { m, now }
+    }
+
+    /// Joined to a network with the default configuration.
+    fn joined() -> H {
+        let mut h = H::new();
+        h.send(b"C1=home\rC2=secret123\rC3=3\rC0\r");
+        h
+    }
+
+    fn send(&mut self, b: &[u8]) -> Vec<u8> {
+        self.m.handle_serial(b, self.now);
+        self.m.take_serial()
+    }
+
+    fn ops(&mut self) -> Vec<NetOp> {
+        std::iter::from_fn(|| self.m.poll_op()).collect()
+    }
+
+    fn net(&mut self, ev: NetEvent) -> Vec<u8> {
+        self.m.handle_net(ev, self.now);
+        self.m.take_serial()
+    }
+
+    fn advance(&mut self, ms: u64) -> Vec<u8> {
+        self.now += Duration::from_millis(ms);
+        if self.m.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.m.handle_timeout(self.now);
+        }
+        self.m.take_serial()
+    }
+
+    /// Open a TCP client on the current socket to 127.0.0.1:port and return its connection id.
+    fn connect_tcp(&mut self, port: u16) -> ConnId {
+        assert_eq!(
+            self.send(format!("P1=0\rP3=127.0.0.1\rP4={port}\r").as_bytes()),
+            OK.repeat(3)
+        );
+        assert_eq!(self.send(b"P6=1\r"), b"");
+        let conn = match self.ops().as_slice() {
+            [NetOp::Connect { conn, remote, .. }] => {
+                assert_eq!(*remote, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+                *conn
+            }
+            other => panic!("{other:?}"),
+        };
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+        assert_eq!(self.net(NetEvent::Connected { conn, local }), OK);
+        conn
+    }
+}
+
+const OK: &[u8] = b"\r\n\r\nOK\r\n> ";
+
+fn ok(p: &str) -> Vec<u8> {
+    format!("\r\n{p}\r\nOK\r\n> ").into_bytes()
+}
+
+fn err0(reason: &str, cmd: &str, usage: &str) -> Vec<u8> {
+    format!("\r\n\r\nERROR: {reason}\r\nUsage: {cmd} {usage}\r\n> ").into_bytes()
+}
+
+const ERR1: &[u8] = b"\r\n\r\nERROR\r\n> ";
+const CLOSED: &[u8] = b"\r\n-1\r\nERROR\r\n> ";
+
+/// Run a table of (request, exact reply) through one module, in order.
+fn table(h: &mut H, rows: &[(&[u8], Vec<u8>)]) {
+    for (req, want) in rows {
+        let got = h.send(req);
+        assert_eq!(
+            got.escape_ascii().to_string(),
+            want.escape_ascii().to_string(),
+            "request {}",
+            req.escape_ascii()
+        );
+    }
+}
+
+#[test]
+fn boot_prints_banner_then_prompt() {
+    let mut m = Module::new(&Config::default(), Instant::now());
+    let out = m.take_serial();
+    assert!(out.starts_with(b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n"));
+    assert!(out.ends_with(b"Copyright (c)2011-2020\r\n> "));
+    let mut cfg = Config::default();
+    cfg.identity.banner = false;
+    assert_eq!(Module::new(&cfg, Instant::now()).take_serial(), b"\r\n> ");
+}
+
+#[test]
+fn system_commands() {
+    let mut h = H::new();
+    table(
+        &mut h,
+        &[
+            (b"I?\r\n", ok("ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Inventek eS-WiFi")),
+            (b"\r", b"\r\n> ".to_vec()),
+            (b"$$$\r", OK.to_vec()),
+            (b"---\r", OK.to_vec()),
+            (b"Z5\r", ok("C4:7F:51:01:12:31")),
+            (b"Z4=C4:7F:51:1:2:3\r", OK.to_vec()),
+            (b"Z5\r", ok("C4:7F:51:01:02:03")),
+            (b"ZN=My Module\r", OK.to_vec()),
+            (b"I?\r", ok("ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,My Module")),
+            (b"Z?\r", ok("1,12345678,0483,5740,C4:7F:51:01:02:03,192.168.10.1,0,1,0,0,My Module")),
+            (b"MS=3\r", OK.to_vec()),
+            (b"U?\r", ok("0,115200,8,None,1,Normal")),
+            (b"U2=921600\r", OK.to_vec()),
+            (b"U0\r", OK.to_vec()),
+            (b"U?\r", ok("0,921600,8,None,1,Normal")),
+            (b"B?\r", ok("UART,0,0")),
+            (b"PR=0\r", OK.to_vec()),
+            (b"MT=1\r", OK.to_vec()),
+            (b"MT=0\r", OK.to_vec()),
+        ],
+    );
+}
+
+#[test]
+fn reset_answers_then_reboots_and_forgets_unsaved_settings() {
+    let mut h = H::new();
+    h.send(b"ZN=Other\rMT=1\rP0=2\r");
+    let out = h.send(b"ZR\r");
+    let head = b"\r\n[MODULE ] Resetting...\r\nOK\r\n> ";
+    assert!(out.starts_with(head));
+    assert!(out[head.len()..].starts_with(b"\r\n                eS-WiFi"));
+    assert!(out.ends_with(b"\r\n> "));
+    table(
+        &mut h,
+        &[
+            (b"P0\r", ok("0")),
+            (b"I?\r", ok("ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Inventek eS-WiFi")),
+            (b"P0=9\r", err0("Bad Argument", "P0", "<0-3>")),
+        ],
+    );
+}
+
+#[test]
+fn station_commands_and_join() {
+    let mut h = H::new();
+    table(
+        &mut h,
+        &[
+            (b"CS\r", ok("0")),
+            (b"CR\r", ok("0")),
+            (b"C?\r", ok(",,0,1,0,0.0.0.0,0.0.0.0,0.0.0.0,255.255.255.255,255.255.255.255,5,0,0,US,0")),
+            (b"C0\r", b"\r\n[JOIN   ] \r\n[JOIN   ] Failed\r\nERROR: Unknown Error\r\nUsage: C0 \r\n> ".to_vec()),
+            (b"C1=my net, 2\r", OK.to_vec()),
+            (b"C2=\r", OK.to_vec()),
+            (b"C3=4\r", OK.to_vec()),
+            (b"C4=1\r", OK.to_vec()),
+            (b"C5=0\r", OK.to_vec()),
+            (b"C6=192.168.1.50\r", OK.to_vec()),
+            (b"C7=255.255.255.0\r", OK.to_vec()),
+            (b"C8=192.168.1.1\r", OK.to_vec()),
+            (b"C9=8.8.8.8\r", OK.to_vec()),
+            (b"CA=1.1.1.1\r", OK.to_vec()),
+            (b"CB=3\r", OK.to_vec()),
+            (b"CC=0\r", OK.to_vec()),
+            (b"CN=US/0\r", OK.to_vec()),
+            (b"CN\r", ok("US/0")),
+            (b"C0\r", ok("[JOIN   ] my net, 2,127.0.0.1,0,0")),
+            (b"CS\r", ok("1")),
+            (b"CR\r", ok("-45")),
+            (b"C?\r", ok("my net, 2,,4,1,0,127.0.0.1,255.0.0.0,127.0.0.1,127.0.0.1,0.0.0.0,3,0,0,US,1")),
+            (b"C0\r", b"\r\nAlready connected!\r\nERROR: Unknown Error\r\nUsage: C0 \r\n> ".to_vec()),
+            (b"CD\r", OK.to_vec()),
+            (b"CS\r", ok("0")),
+            (b"C4=0\r", OK.to_vec()),
+            (b"C0\r", ok("[JOIN   ] my net, 2,192.168.1.50,0,0")),
+            (b"C?\r", ok("my net, 2,,4,0,0,192.168.1.50,255.255.255.0,192.168.1.1,8.8.8.8,1.1.1.1,3,0,0,US,1")),
+        ],
+    );
+}
+
+fn configured() -> Config {
+    Config {
+        access_points: vec![
+            AccessPoint {
+                ssid: "home".into(),
+                security: Security::Wpa2Aes,
+                password: "secret123".into(),
+                bssid: "08:86:3b:2b:7e:2e".into(),
+                rssi: -51,
+                channel: 1,
+            },
+            AccessPoint {
+                ssid: "cafe".into(),
+                security: Security::Open,
+                password: String::new(),
+                bssid: "02:11:22:33:44:55".into(),
+                rssi: -70,
+                channel: 11,
+            },
+        ],
+        ..Config::default()
+    }
+}
+
+#[test]
+fn configured_access_points_fail_like_the_module() {
+    let mut h = H::with(configured());
+    let failed = |ssid: &str| {
+        format!(
+            "\r\n[JOIN   ] {ssid}\r\n[JOIN   ] Failed\r\nERROR: Unknown Error\r\nUsage: C0 \r\n> "
+        )
+        .into_bytes()
+    };
+    table(
+        &mut h,
+        &[
+            (b"F0\r", ok("#001,\"home\",08:86:3B:2B:7E:2E,-51,72.2,Infrastructure,WPA2 AES,2.4GHz,1\r\n#002,\"cafe\",02:11:22:33:44:55,-70,54.0,Infrastructure,Open,2.4GHz,11")),
+            (b"C1=nowhere\rC2=secret123\rC3=3\r", OK.repeat(3)),
+            (b"C0\r", failed("nowhere")),
+            (b"C1=home\rC2=wrong\r", OK.repeat(2)),
+            (b"C0\r", failed("home")),
+            (b"C2=secret123\rC3=0\r", OK.repeat(2)),
+            (b"C0\r", failed("home")),
+            (b"C3=4\r", OK.to_vec()),
+            (b"C0\r", ok("[JOIN   ] home,127.0.0.1,0,0")),
+            (b"CR\r", ok("-51")),
+        ],
+    );
+    h.send(b"MT=1\r");
+    h.send(b"CD\rC1=cafe\rC3=1\r");
+    assert_eq!(
+        h.send(b"C0\r"),
+        b"\r\n[JOIN   ] cafe\r\n[JOIN   ] Failed\r\nERROR\r\n> "
+    );
+}
+
+#[test]
+fn scan_without_configured_aps_shows_c1_network_and_samples() {
+    let mut h = H::new();
+    h.send(b"C1=lab\rC3=3\r");
+    assert_eq!(
+        h.send(b"F0\r"),
+        ok("#001,\"lab\",02:00:5E:10:00:01,-45,72.2,Infrastructure,WPA2 AES,2.4GHz,6\r\n#002,\"eswifi-emu-sample\",02:00:5E:10:00:02,-67,72.2,Infrastructure,WPA2 AES,2.4GHz,1\r\n#003,\"eswifi-emu-open\",02:00:5E:10:00:03,-78,54.0,Infrastructure,Open,2.4GHz,11")
+    );
+}
+
+#[test]
+fn join_and_scan_take_emulated_time() {
+    let mut cfg = Config::default();
+    cfg.timing.join_ms = 1500;
+    cfg.timing.scan_ms = 800;
+    let mut h = H::with(cfg);
+    h.send(b"C1=x\r");
+    assert_eq!(h.send(b"C0\rCS\r"), b"");
+    assert_eq!(h.advance(1499), b"");
+    let mut want = ok("[JOIN   ] x,127.0.0.1,0,0");
+    want.extend(ok("1"));
+    assert_eq!(
+        h.advance(1),
+        want,
+        "CS queued behind C0 runs right after it"
+    );
+    assert_eq!(h.send(b"F0\r"), b"");
+    assert!(h.advance(800).starts_with(b"\r\n#001,\"x\""));
+}
+
+#[test]
+fn transport_settings() {
+    let mut h = H::new();
+    table(
+        &mut h,
+        &[
+            (b"P?\r", ok("0,0.0.0.0,5024,0.0.0.0,5025,0,0,8,0,0")),
+            (b"P0\r", ok("0")),
+            (b"P0=3\r", OK.to_vec()),
+            (b"P0\r", ok("3")),
+            (
+                b"P1=1\rP2=0007\rP3=10.0.0.9\rP4=80\rP8=6\rP9=2\rPK=1,3000\r",
+                OK.repeat(7),
+            ),
+            (b"P?\r", ok("1,0.0.0.0,7,10.0.0.9,80,0,0,6,0,0")),
+            (b"P0=0\r", OK.to_vec()),
+            (b"P?\r", ok("0,0.0.0.0,5024,0.0.0.0,5025,0,0,8,0,0")),
+            (b"R?\r", ok("1460,5000,0")),
+            (b"R1=1200\rR2=30\rR3=1\r", OK.repeat(3)),
+            (b"R?\r", ok("1200,30,1")),
+            (b"S?\r", ok("1460,5000")),
+            (b"S1=100\rS2=0\r", OK.repeat(2)),
+            (b"S?\r", ok("100,0")),
+            (b"PK=0,0\r", OK.to_vec()),
+        ],
+    );
+}
+
+#[test]
+fn malformed_commands_mt0_and_mt1() {
+    let rows: &[(&[u8], Vec<u8>)] = &[
+        (b"i?\r", b"\r\n\r\nERROR: Unknown Command\r\n> ".to_vec()),
+        (b"XY\r", b"\r\n\r\nERROR: Unknown Command\r\n> ".to_vec()),
+        (b"P\r", b"\r\n\r\nERROR: Unknown Command\r\n> ".to_vec()),
+        (b"P0=4\r", err0("Bad Argument", "P0", "<0-3>")),
+        (b"P0=x\r", err0("Bad Argument", "P0", "<0-3>")),
+        (b"P4=65536\r", err0("Bad Argument", "P4", "<0-65535>")),
+        (
+            b"P1\r",
+            err0(
+                "Insufficient Arguments",
+                "P1",
+                "<0=TCP/1=UDP/2=UDP-Lite/3=TCP-SSL/4=MQTT>",
+            ),
+        ),
+        (b"P6=1,2\r", err0("Bad Argument", "P6", "<0=Stop/1=Start>")),
+        (
+            b"PK=1\r",
+            err0("Insufficient Arguments", "PK", "<0=Off/1=On>,<250-7200000>"),
+        ),
+        (
+            b"PK=1,3000,5\r",
+            err0("Too Many Arguments", "PK", "<0=Off/1=On>,<250-7200000>"),
+        ),
+        (b"I?=1\r", err0("Too Many Arguments", "I?", "")),
+        (
+            b"P3=1.2.3\r",
+            err0("Bad Address Value", "P3", "<xxx.xxx.xxx.xxx>"),
+        ),
+        (
+            b"C6=300.1.1.1\r",
+            err0("Bad Address Value", "C6", "<xxx.xxx.xxx.xxx>"),
+        ),
+        (
+            b"Z4=11:22\r",
+            err0("Bad Address Value", "Z4", "<XX:XX:XX:XX:XX:XX>"),
+        ),
+        (
+            b"C3=6\r",
+            err0(
+                "Bad Argument",
+                "C3",
+                "<0=Open/1=WEP/2=WPA/3=WPA2 AES/4=WPA2 Mixed/5=WPA2 TKIP>",
+            ),
+        ),
+        (b"S3=0\r", err0("Bad Argument", "S3", "<1-1460>")),
+        (b"S3=1461\r", err0("Bad Argument", "S3", "<1-1460>")),
+        (b"R1=0\r", err0("Bad Argument", "R1", "<1-1460>")),
+        (b"R2=30001\r", err0("Bad Argument", "R2", "<0-30000>")),
+        (b"MT=2\r", err0("Bad Argument", "MT", "<0=Normal/1=Simple>")),
+        (
+            b"D0=\r",
+            err0("Insufficient Arguments", "D0", "<host name>"),
+        ),
+    ];
+    let mut h = H::new();
+    table(&mut h, rows);
+    // The module keeps answering after each error.
+    table(&mut h, &[(b"P0\r", ok("0"))]);
+
+    let mut h = H::new();
+    h.send(b"MT=1\r");
+    for (req, _) in rows {
+        assert_eq!(h.send(req), ERR1, "MT=1 {}", req.escape_ascii());
+    }
+    assert_eq!(h.send(b"P0\r"), ok("0"));
+}
+
+#[test]
+fn overlong_line_is_rejected_and_framer_resyncs() {
+    let mut h = H::new();
+    let mut line = b"C1=".to_vec();
+    line.extend(std::iter::repeat_n(b'a', 300));
+    line.push(b'\r');
+    assert_eq!(h.send(&line), err0("Bad Argument", "C1", "<SSID>"));
+    assert_eq!(
+        h.send(b"C?\r"),
+        ok(",,0,1,0,0.0.0.0,0.0.0.0,0.0.0.0,255.255.255.255,255.255.255.255,5,0,0,US,0")
+    );
+    let junk = vec![b'q'; 400];
+    assert_eq!(h.send(&junk), b"\r\n\r\nERROR: Unknown Command\r\n> ");
+    assert_eq!(h.send(b"more junk\rP0\r"), ok("0"));
+}
+
+#[test]
+fn socket_index_4_is_rejected() {
+    let mut h = H::new();
+    assert_eq!(h.send(b"P0=4\r"), err0("Bad Argument", "P0", "<0-3>"));
+    h.send(b"MT=1\r");
+    assert_eq!(h.send(b"P0=4\r"), ERR1);
+}
+
+#[test]
+fn dns_lookup_sets_remote_host_of_current_socket() {
+    let mut h = H::joined();
+    h.send(b"P0=2\r");
+    assert_eq!(h.send(b"D0=localhost\r"), b"");
+    let query = match h.ops().as_slice() {
+        [NetOp::Resolve { query, name }] if name == "localhost" => *query,
+        other => panic!("{other:?}"),
+    };
+    // Commands sent meanwhile wait; other sockets' traffic keeps being accepted.
+    assert_eq!(h.send(b"P?\r"), b"");
+    let mut want = ok("127.0.0.1");
+    want.extend(ok("0,0.0.0.0,5024,127.0.0.1,5025,0,0,8,0,0"));
+    assert_eq!(
+        h.net(NetEvent::Resolved {
+            query,
+            result: Ok(Ipv4Addr::LOCALHOST)
+        }),
+        want
+    );
+
+    assert_eq!(h.send(b"D0=10.1.2.3\r"), ok("10.1.2.3"));
+    assert!(h.ops().is_empty(), "a dotted address needs no lookup");
+    h.send(b"D0=nonexistent.invalid\r");
+    let query = match h.ops().as_slice() {
+        [NetOp::Resolve { query, .. }] => *query,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        h.net(NetEvent::Resolved { query, result: Err("no such host".into()) }),
+        b"\r\n[DNS  LU] Host not found nonexistent.invalid\r\nERROR: Unknown Error\r\nUsage: D0 <host name>\r\n> "
+    );
+}
+
+#[test]
+fn dns_completion_after_timeout_is_ignored_while_other_commands_run() {
+    let mut h = H::joined();
+    h.connect_tcp(7000);
+    h.send(b"P0=1\r");
+    assert_eq!(h.send(b"D0=slow.example\r"), b"");
+    let query = match h.ops().as_slice() {
+        [NetOp::Resolve { query, .. }] => *query,
+        other => panic!("{other:?}"),
+    };
+    let out = h.advance(10_000);
+    assert!(
+        out.starts_with(b"\r\n[DNS  LU] Host not found slow.example"),
+        "{}",
+        out.escape_ascii()
+    );
+    // Socket 0 keeps receiving while socket 1 is used.
+    let conn0 = h.m.sockets[0].conn().unwrap();
+    h.net(NetEvent::Data {
+        conn: conn0,
+        data: b"abc".to_vec(),
+    });
+    assert_eq!(h.send(b"P?\r"), ok("0,0.0.0.0,5024,0.0.0.0,5025,0,0,8,0,0"));
+    assert_eq!(
+        h.net(NetEvent::Resolved {
+            query,
+            result: Ok(Ipv4Addr::new(10, 0, 0, 1))
+        }),
+        b""
+    );
+    assert_eq!(
+        h.send(b"P?\r"),
+        ok("0,0.0.0.0,5024,0.0.0.0,5025,0,0,8,0,0"),
+        "late result changed nothing"
+    );
+    assert_eq!(h.send(b"P0=0\rR0\r"), [OK.to_vec(), ok("abc")].concat());
+}
+
+#[test]
+fn dns_and_sockets_need_a_network() {
+    let mut h = H::new();
+    assert_eq!(
+        h.send(b"D0=localhost\r"),
+        b"\r\n[DNS  LU] Host not found localhost\r\nERROR: Unknown Error\r\nUsage: D0 <host name>\r\n> "
+    );
+    h.send(b"P3=127.0.0.1\r");
+    assert_eq!(
+        h.send(b"P6=1\r"),
+        b"\r\n[TCP  RC] Failed to connect\r\nERROR: Unknown Error\r\nUsage: P6 <0=Stop/1=Start>\r\n> "
+    );
+    assert!(h.ops().is_empty());
+}
+
+#[test]
+fn tcp_client_connect_send_receive_close() {
+    let mut h = H::joined();
+    let conn = h.connect_tcp(7000);
+    // S3: payload is binary, reply is the count once the driver accepted it.
+    assert_eq!(h.send(b"S3=0005\r\r\n> \0"), b"");
+    match h.ops().as_slice() {
+        [NetOp::Send {
+            conn: c,
+            data,
+            to: None,
+        }] => {
+            assert_eq!(*c, conn);
+            assert_eq!(data, b"\r\n> \0");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.net(NetEvent::Sent { conn }), ok("5"));
+    // R0 returns queued data at once, up to R1.
+    h.net(NetEvent::Data {
+        conn,
+        data: b"0123456789".to_vec(),
+    });
+    assert_eq!(h.send(b"R1=4\rR0\r"), [OK.to_vec(), ok("0123")].concat());
+    assert_eq!(
+        h.send(b"R1=1460\rR0\r"),
+        [OK.to_vec(), ok("456789")].concat()
+    );
+    assert_eq!(h.send(b"P6=0\r"), OK);
+    assert_eq!(h.ops(), vec![NetOp::Close { conn }]);
+    assert_eq!(h.send(b"R0\r"), CLOSED);
+    assert_eq!(h.send(b"S3=1\rx"), CLOSED);
+}
+
+#[test]
+fn r0_waits_up_to_r2_then_returns_empty_ok() {
+    let mut h = H::joined();
+    let conn = h.connect_tcp(7000);
+    h.send(b"R2=300\r");
+    assert_eq!(h.send(b"R0\r"), b"");
+    assert_eq!(h.advance(299), b"");
+    assert_eq!(h.advance(1), OK);
+    // Data arriving during the wait answers at once.
+    assert_eq!(h.send(b"R0\r"), b"");
+    assert_eq!(h.advance(100), b"");
+    assert_eq!(
+        h.net(NetEvent::Data {
+            conn,
+            data: b"hi".to_vec()
+        }),
+        ok("hi")
+    );
+    assert_eq!(h.advance(1000), b"", "no second reply");
+    // R2=0 never waits.
+    assert_eq!(h.send(b"R2=0\rR0\r"), [OK, OK].concat());
+}
+
+#[test]
+fn minus_one_only_after_queued_data_is_drained() {
+    let mut h = H::joined();
+    let conn = h.connect_tcp(7000);
+    h.net(NetEvent::Data {
+        conn,
+        data: b"abcdef".to_vec(),
+    });
+    h.net(NetEvent::Closed {
+        conn,
+        reason: CloseReason::PeerClosed,
+    });
+    h.send(b"R1=4\r");
+    assert_eq!(h.send(b"R0\r"), ok("abcd"));
+    assert_eq!(h.send(b"R0\r"), ok("ef"));
+    assert_eq!(h.send(b"R0\r"), CLOSED);
+    assert_eq!(h.send(b"R0\r"), CLOSED);
+    assert_eq!(h.send(b"S3=2\rab"), CLOSED);
+    // A waiting R0 is answered with -1 when the peer closes.
+    let conn = {
+        h.send(b"P6=0\r");
+        h.ops();
+        h.connect_tcp(7001)
+    };
+    assert_eq!(h.send(b"R0\r"), b"");
+    assert_eq!(
+        h.net(NetEvent::Closed {
+            conn,
+            reason: CloseReason::Error("reset".into())
+        }),
+        CLOSED
+    );
+}
+
+#[test]
+fn connect_failures() {
+    let mut h = H::joined();
+    h.send(b"P3=127.0.0.1\rP4=1\r");
+    assert_eq!(h.send(b"P6=1\r"), b"");
+    let conn = match h.ops().as_slice() {
+        [NetOp::Connect { conn, .. }] => *conn,
+        other => panic!("{other:?}"),
+    };
+    let failed = b"\r\n[TCP  RC] Failed to connect\r\nERROR: Unknown Error\r\nUsage: P6 <0=Stop/1=Start>\r\n> ";
+    assert_eq!(
+        h.net(NetEvent::ConnectFailed {
+            conn,
+            error: ConnectError::Refused
+        }),
+        failed
+    );
+    assert_eq!(h.send(b"R0\r"), CLOSED);
+    // Timeout: the module gives up and closes the attempt.
+    h.send(b"P6=1\r");
+    let conn = match h.ops().as_slice() {
+        [NetOp::Connect { conn, .. }] => *conn,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.advance(9_999), b"");
+    assert_eq!(h.advance(1), failed);
+    assert_eq!(h.ops(), vec![NetOp::Close { conn }]);
+    // A late success for the abandoned attempt is ignored.
+    let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1234);
+    assert_eq!(h.net(NetEvent::Connected { conn, local }), b"");
+    assert_eq!(h.send(b"R0\r"), CLOSED);
+    // P3 unset.
+    h.send(b"P0=1\r");
+    assert_eq!(
+        h.send(b"P6=1\r"),
+        b"\r\n[P6     ] Invalid IP Address\r\nERROR: Unknown Error\r\nUsage: P6 <0=Stop/1=Start>\r\n> "
+    );
+}
+
+#[test]
+fn refused_connect_can_answer_ok_as_some_firmware_does() {
+    let mut cfg = Config::default();
+    cfg.quirks.refused_connect_ok = true;
+    let mut h = H::with(cfg);
+    h.send(b"C1=x\rC0\rP3=127.0.0.1\rP4=1\r");
+    h.send(b"P6=1\r");
+    let conn = match h.ops().as_slice() {
+        [NetOp::Connect { conn, .. }] => *conn,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        h.net(NetEvent::ConnectFailed {
+            conn,
+            error: ConnectError::Refused
+        }),
+        OK
+    );
+    assert_eq!(h.send(b"R0\r"), CLOSED);
+}
+
+#[test]
+fn udp_client_local_port_quirk_and_datagrams() {
+    let mut h = H::joined();
+    h.send(b"P1=1\rP2=0\rP3=127.0.0.1\rP4=9000\r");
+    assert_eq!(h.send(b"P6=1\r"), b"");
+    let conn = match h.ops().as_slice() {
+        [NetOp::OpenUdp {
+            conn,
+            local,
+            ephemeral_fallback: true,
+        }] => {
+            assert_eq!(*local, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000));
+            *conn
+        }
+        other => panic!("{other:?}"),
+    };
+    let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000);
+    assert_eq!(h.net(NetEvent::Connected { conn, local }), OK);
+    // Later P4 changes retarget S3.
+    h.send(b"P4=9001\r");
+    h.send(b"S3=3\rabc");
+    match h.ops().as_slice() {
+        [NetOp::Send {
+            to: Some(to), data, ..
+        }] => {
+            assert_eq!(*to, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001));
+            assert_eq!(data, b"abc");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.net(NetEvent::Sent { conn }), ok("3"));
+    // One datagram per R0; bytes beyond R1 are dropped.
+    let from = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
+    h.net(NetEvent::Datagram {
+        conn,
+        data: b"first datagram".to_vec(),
+        from,
+    });
+    h.net(NetEvent::Datagram {
+        conn,
+        data: b"second".to_vec(),
+        from,
+    });
+    assert_eq!(h.send(b"R1=5\rR0\r"), [OK.to_vec(), ok("first")].concat());
+    assert_eq!(h.send(b"R0\r"), ok("secon"));
+    assert_eq!(h.send(b"R2=0\rR0\r"), [OK, OK].concat());
+    // With P2 set, P2 is the local port and no fallback is allowed.
+    h.send(b"P6=0\rP2=5555\r");
+    h.ops();
+    h.send(b"P6=1\r");
+    assert!(matches!(
+        h.ops().as_slice(),
+        [NetOp::OpenUdp { local, ephemeral_fallback: false, .. }] if local.port() == 5555
+    ));
+}
+
+#[test]
+fn send_waits_for_driver_and_times_out_after_s2() {
+    let mut h = H::joined();
+    let conn = h.connect_tcp(7000);
+    h.send(b"S2=200\r");
+    assert_eq!(h.send(b"S3=2\rhi"), b"");
+    assert_eq!(h.advance(199), b"");
+    assert_eq!(h.advance(1), ok("2"));
+    assert_eq!(
+        h.net(NetEvent::Sent { conn }),
+        b"",
+        "late Sent is not a second reply"
+    );
+    // Peer gone while sending.
+    h.send(b"S3=2\rhi");
+    assert_eq!(
+        h.net(NetEvent::Closed {
+            conn,
+            reason: CloseReason::Error("broken pipe".into())
+        }),
+        CLOSED
+    );
+}
+
+#[test]
+fn incomplete_payload_times_out_and_module_keeps_answering() {
+    let mut h = H::joined();
+    h.connect_tcp(7000);
+    assert_eq!(h.send(b"S3=10\rabc"), b"");
+    assert_eq!(h.advance(29_999), b"");
+    assert_eq!(h.advance(1), err0("Unknown Error", "S3", "<1-1460>"));
+    assert_eq!(h.send(b"P0\r"), ok("0"));
+}
+
+#[test]
+fn disconnect_closes_every_socket() {
+    let mut h = H::joined();
+    let a = h.connect_tcp(7000);
+    h.send(b"P0=1\r");
+    let b = h.connect_tcp(7001);
+    assert_eq!(h.send(b"CD\r"), OK);
+    let mut ops = h.ops();
+    ops.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(
+        ops,
+        vec![NetOp::Close { conn: a }, NetOp::Close { conn: b }]
+    );
+    assert_eq!(h.send(b"R0\r"), CLOSED);
+    assert_eq!(h.send(b"P0=0\rR0\r"), [OK, CLOSED].concat());
+    // Events for closed connections are ignored.
+    assert_eq!(
+        h.net(NetEvent::Data {
+            conn: a,
+            data: b"late".to_vec()
+        }),
+        b""
+    );
+}
+
+#[test]
+fn receive_queue_limit_gives_backpressure() {
+    let mut h = H::joined();
+    let conn = h.connect_tcp(7000);
+    assert_eq!(h.m.rx_room(conn), RX_LIMIT);
+    h.net(NetEvent::Data {
+        conn,
+        data: vec![7; 1000],
+    });
+    assert_eq!(h.m.rx_room(conn), RX_LIMIT - 1000);
+    assert_eq!(h.m.rx_room(999_999), 0);
+}
+
+#[test]
+fn four_sockets_are_independent() {
+    let mut h = H::joined();
+    let mut conns = Vec::new();
+    for i in 0..4u16 {
+        h.send(format!("P0={i}\r").as_bytes());
+        conns.push(h.connect_tcp(7000 + i));
+    }
+    for (i, c) in conns.iter().enumerate() {
+        h.net(NetEvent::Data {
+            conn: *c,
+            data: format!("sock{i}").into_bytes(),
+        });
+    }
+    for i in (0..4).rev() {
+        assert_eq!(
+            h.send(format!("P0={i}\rR0\r").as_bytes()),
+            [OK.to_vec(), ok(&format!("sock{i}"))].concat()
+        );
+    }
+}
