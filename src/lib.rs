@@ -8,6 +8,7 @@
 //! - [`net`], [`serial`], [`driver`]: the edges — real sockets, DNS worker, pty, and the mio loop.
 //! - [`config`]: configuration data.
 
+pub mod certstore;
 pub mod config;
 pub mod driver;
 pub mod iwin;

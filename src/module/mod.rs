@@ -9,6 +9,7 @@
 //! the network (`D0`, `P6=1`, `R0` waiting for data, `S3`) or emulated time (`C0`, `F0`) leaves a
 //! [`Pending`] state; bytes that arrive meanwhile stay in the framer until it completes.
 
+pub mod certs;
 pub mod io;
 pub mod socket;
 pub mod station;
