@@ -273,3 +273,31 @@ fn default_rssi() -> i32 {
 fn default_channel() -> u8 {
     6
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_matches_defaults_where_it_says_so() {
+        let text = include_str!("../scripts/example-config.toml");
+        let cfg = Config::from_toml(text).unwrap();
+        assert_eq!(cfg.identity, Identity::default());
+        assert_eq!(cfg.network, Network::default());
+        assert_eq!(cfg.module, ModuleSettings::default());
+        assert_eq!(cfg.timing, Timing::default());
+        assert_eq!(cfg.quirks, Quirks::default());
+        assert_eq!(cfg.access_points.len(), 2);
+        assert_eq!(cfg.access_points[1].security, Security::Open);
+        assert_eq!(cfg.access_points[1].bssid, "02:00:00:00:00:01");
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        assert!(Config::from_toml("[network]\nip = \"10.0.0.2\"").unwrap_err().contains("127.0.0.0/8"));
+        assert!(Config::from_toml("[identity]\nmac = \"zz\"").unwrap_err().contains("identity.mac"));
+        assert!(Config::from_toml("[bogus]\n").is_err());
+        assert!(Config::from_toml("[[access_point]]\nssid = \"x\"\nchannel = 99").unwrap_err().contains("channel"));
+    }
+}
