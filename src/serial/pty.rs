@@ -1,0 +1,288 @@
+//! The pseudo-terminal the host program talks to (layer: edge). Owns the pty master and a slave fd of
+//! its own, and the optional `--link` symlink; knows nothing of the IWIN protocol.
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::pty::openpty;
+use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// A pty pair: the emulator reads and writes the non-blocking master; the host program opens the
+/// slave path as if it were the module's UART.
+#[derive(Debug)]
+pub struct Pty {
+    master: File,
+    /// Never read or written. Holding it keeps the slave side open while no host program has it
+    /// open, so the master does not report HUP/EIO (which would spin an edge-triggered loop and lose
+    /// the termios settings) between one host session and the next.
+    _slave: OwnedFd,
+    slave_path: PathBuf,
+}
+
+impl Pty {
+    /// Open a pty pair with the slave in raw mode (no echo, no line discipline) and the master
+    /// non-blocking.
+    pub fn open() -> io::Result<Pty> {
+        let pair = openpty(None, None)?;
+        let (master, slave) = (pair.master, pair.slave);
+
+        let mut termios = tcgetattr(&slave)?;
+        cfmakeraw(&mut termios);
+        tcsetattr(&slave, SetArg::TCSANOW, &termios)?;
+
+        let flags = OFlag::from_bits_truncate(fcntl(master.as_raw_fd(), FcntlArg::F_GETFL)?);
+        fcntl(
+            master.as_raw_fd(),
+            FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
+        )?;
+        // Keep both ends out of any child process a later feature might spawn: a leaked slave fd
+        // would keep the line alive behind our back.
+        for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        }
+
+        let slave_path = nix::unistd::ttyname(&slave)?;
+        Ok(Pty {
+            master: File::from(master),
+            _slave: slave,
+            slave_path,
+        })
+    }
+
+    /// The path a host program opens (e.g. `/dev/pts/7`).
+    pub fn slave_path(&self) -> &Path {
+        &self.slave_path
+    }
+
+    /// Read what the host wrote. `WouldBlock` when there is nothing.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.master).read(buf)
+    }
+
+    /// Write towards the host. `WouldBlock` when the line is full.
+    pub fn write(&self, data: &[u8]) -> io::Result<usize> {
+        (&self.master).write(data)
+    }
+}
+
+impl AsRawFd for Pty {
+    /// The master fd, for registering with the event loop.
+    fn as_raw_fd(&self) -> RawFd {
+        self.master.as_raw_fd()
+    }
+}
+
+impl AsFd for Pty {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
+    }
+}
+
+/// A symlink to the slave path at a stable, user-chosen place (`--link`). Removed on drop, unless
+/// someone has since pointed it elsewhere.
+#[derive(Debug)]
+pub struct PtyLink {
+    path: PathBuf,
+    target: PathBuf,
+}
+
+impl PtyLink {
+    /// Make `path` a symlink to `target`, replacing a stale symlink or file left there (e.g. by an
+    /// emulator that was killed). A directory at `path` is an error.
+    pub fn create(path: &Path, target: &Path) -> io::Result<PtyLink> {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if meta.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is a directory", path.display()),
+                ));
+            }
+        }
+        // Create beside it and rename over it: the link is replaced atomically, so a host program
+        // polling for it never sees it missing or half-made.
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no file name", path.display()),
+            )
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(target, &tmp)?;
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(PtyLink {
+            path: path.to_owned(),
+            target: target.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PtyLink {
+    fn drop(&mut self) {
+        // Another emulator may have taken the name over since; leave its link alone.
+        if std::fs::read_link(&self.path).is_ok_and(|t| t == self.target) {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                log::warn!("removing link {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::fs::OpenOptions;
+    use std::time::{Duration, Instant};
+
+    /// Read from the master until `want` bytes arrived or 2 s passed; fails on EOF/error/HUP.
+    fn read_master(pty: &Pty, poll: &mut Poll, want: usize) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        let mut events = Events::with_capacity(4);
+        let mut buf = [0u8; 256];
+        while got.len() < want && Instant::now() < deadline {
+            loop {
+                match pty.read(&mut buf) {
+                    Ok(0) => panic!("master saw EOF"),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("master read: {e}"),
+                }
+            }
+            if got.len() < want {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))
+                    .expect("poll");
+            }
+        }
+        got
+    }
+
+    fn open_slave(pty: &Pty) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(pty.slave_path())
+            .expect("open slave")
+    }
+
+    #[test]
+    fn slave_to_master_survives_reopen() {
+        let pty = Pty::open().expect("openpty");
+        let mut poll = Poll::new().expect("poll");
+        poll.registry()
+            .register(
+                &mut SourceFd(&pty.as_raw_fd()),
+                Token(0),
+                Interest::READABLE,
+            )
+            .expect("register");
+
+        for round in 0..3u8 {
+            let mut slave = open_slave(&pty);
+            let msg = [b'A' + round, 0, 0xff, b'\r', b'\n'];
+            slave.write_all(&msg).expect("write slave");
+            assert_eq!(read_master(&pty, &mut poll, msg.len()), msg);
+            drop(slave);
+
+            // With our own slave fd held, a host closing its end must not wake the master at all
+            // (a HUP would be reported level-style on every poll and spin the loop).
+            let mut events = Events::with_capacity(4);
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .expect("poll");
+            for ev in events.iter() {
+                assert!(
+                    !ev.is_read_closed() && !ev.is_error(),
+                    "master reported {ev:?} after the host closed the slave"
+                );
+            }
+            let mut buf = [0u8; 16];
+            match pty.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => panic!("expected WouldBlock after close, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn master_to_slave_raw_no_echo() {
+        let pty = Pty::open().expect("openpty");
+        let mut slave = open_slave(&pty);
+        // Raw mode: CR and LF pass unchanged, no line buffering.
+        let msg = b"\r\n> \x00\x7f";
+        assert_eq!(pty.write(msg).expect("write master"), msg.len());
+        let mut got = vec![0u8; msg.len()];
+        slave.read_exact(&mut got).expect("read slave");
+        assert_eq!(&got, msg);
+
+        // No echo: what the host writes must not come back to the host.
+        slave.write_all(b"AT\r").expect("write slave");
+        let mut poll = Poll::new().expect("poll");
+        poll.registry()
+            .register(
+                &mut SourceFd(&slave.as_raw_fd()),
+                Token(1),
+                Interest::READABLE,
+            )
+            .expect("register");
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .expect("poll");
+        assert!(events.is_empty(), "slave became readable: echo is on");
+    }
+
+    fn temp_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("eswifi-emu-test-{}-{tag}", std::process::id()))
+    }
+
+    #[test]
+    fn link_replaces_stale_and_is_removed() {
+        let pty = Pty::open().expect("openpty");
+        let path = temp_path("link");
+        std::fs::write(&path, b"stale").expect("stale file");
+        {
+            let link = PtyLink::create(&path, pty.slave_path()).expect("link");
+            assert_eq!(
+                std::fs::read_link(link.path()).expect("read_link"),
+                pty.slave_path()
+            );
+            // Opening through the link reaches the slave.
+            let mut through = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open link");
+            through.write_all(b"x").expect("write");
+        }
+        assert!(
+            std::fs::symlink_metadata(&path).is_err(),
+            "link left behind"
+        );
+    }
+
+    #[test]
+    fn link_left_alone_if_taken_over() {
+        let path = temp_path("takeover");
+        let link = PtyLink::create(&path, Path::new("/dev/null")).expect("link");
+        let other = PtyLink::create(&path, Path::new("/dev/zero")).expect("second link");
+        drop(link);
+        assert_eq!(
+            std::fs::read_link(&path).expect("still there"),
+            Path::new("/dev/zero")
+        );
+        drop(other);
+        assert!(std::fs::symlink_metadata(&path).is_err());
+    }
+}
