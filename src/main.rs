@@ -1,0 +1,95 @@
+//! `eswifi-emu` command line (layer: edge). Parses arguments, sets up logging and configuration, and
+//! hands over to [`eswifi_emu::driver`]. Serving is the default action; subcommands come later.
+
+use clap::{ArgAction, Parser, Subcommand};
+use eswifi_emu::config::Config;
+use eswifi_emu::driver::{serve, ServeOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Emulate an Inventek eS-WiFi module (IWIN AT commands) on a pseudo-terminal, with real networking
+/// on the host. Prints the pty path, then serves until SIGINT/SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "eswifi-emu", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+
+    /// Also create a symlink at PATH pointing to the pty (replaced if stale, removed at exit).
+    #[arg(long, value_name = "PATH")]
+    link: Option<PathBuf>,
+
+    /// TOML configuration file (defaults apply to everything it leaves out).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Directory holding the certificate sets.
+    #[arg(long, value_name = "DIR", default_value = "certsets")]
+    certsets: PathBuf,
+
+    /// More log output (-v debug, -vv trace). RUST_LOG, when set, takes precedence.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Only log errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+
+    if let Some(cmd) = cli.cmd {
+        match cmd {}
+    }
+
+    let config = match &cli.config {
+        None => Config::default(),
+        Some(path) => match load_config(path) {
+            Ok(c) => c,
+            Err(msg) => {
+                eprintln!("eswifi-emu: {}: {msg}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let opts = ServeOptions {
+        config,
+        link: cli.link,
+        certsets: cli.certsets,
+    };
+    let served = serve(&opts, |slave| {
+        let mut out = std::io::stdout().lock();
+        // The path is the one thing scripts read from stdout; it must be out before we wait.
+        if let Err(e) = writeln!(out, "{}", slave.display()).and_then(|()| out.flush()) {
+            log::warn!("printing the pty path: {e}");
+        }
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eswifi-emu: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    Config::from_toml(&text)
+}
