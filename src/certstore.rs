@@ -18,8 +18,14 @@ const MAGIC: &str = "eswifi-emu-otp 1";
 #[derive(Debug)]
 pub enum StoreError {
     /// A file exists but is not a complete item.
-    Corrupt { path: PathBuf, why: String },
-    Io { path: PathBuf, err: io::Error },
+    Corrupt {
+        path: PathBuf,
+        why: String,
+    },
+    Io {
+        path: PathBuf,
+        err: io::Error,
+    },
 }
 
 impl std::fmt::Display for StoreError {
@@ -61,7 +67,9 @@ impl CertStore {
 
     /// Path of one item's file.
     pub fn item_path(&self, set: usize, item: Item) -> PathBuf {
-        self.dir.join(format!("set{set}")).join(format!("{}.otp", item.file_stem()))
+        self.dir
+            .join(format!("set{set}"))
+            .join(format!("{}.otp", item.file_stem()))
     }
 
     /// Read every programmed item. A missing directory is an empty (factory-fresh) store; leftover
@@ -74,7 +82,10 @@ impl CertStore {
                 for e in entries.flatten() {
                     let name = e.file_name();
                     if name.to_string_lossy().ends_with(".tmp") {
-                        log::info!("removing {} left by an interrupted write", e.path().display());
+                        log::info!(
+                            "removing {} left by an interrupted write",
+                            e.path().display()
+                        );
                         let _ = fs::remove_file(e.path());
                     }
                 }
@@ -86,7 +97,10 @@ impl CertStore {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(err) => return Err(StoreError::Io { path, err }),
                 };
-                let data = decode(&bytes).map_err(|why| StoreError::Corrupt { path: path.clone(), why })?;
+                let data = decode(&bytes).map_err(|why| StoreError::Corrupt {
+                    path: path.clone(),
+                    why,
+                })?;
                 sets.put(set, item, data);
             }
         }
@@ -140,7 +154,11 @@ fn create_dir_synced(dir: &Path) -> io::Result<()> {
     }
     fs::create_dir_all(dir)?;
     if let Some(parent) = dir.parent() {
-        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
         File::open(parent)?.sync_all()?;
     }
     Ok(())
@@ -160,7 +178,10 @@ fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let len: usize = len.parse().map_err(|_| format!("bad length {len:?}"))?;
     let data = &bytes[nl + 1..];
     if data.len() != len {
-        return Err(format!("header says {len} bytes, file holds {}", data.len()));
+        return Err(format!(
+            "header says {len} bytes, file holds {}",
+            data.len()
+        ));
     }
     if sha256_hex(data) != digest {
         return Err("SHA-256 digest does not match the contents".into());
@@ -174,7 +195,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("eswifi-certstore-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("eswifi-certstore-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
     }
@@ -184,13 +206,21 @@ mod tests {
         let dir = tempdir("rw");
         let store = CertStore::new(&dir);
         assert_eq!(store.load().unwrap(), CertSets::default());
-        store.write(1, Item::Ca, b"-----BEGIN CERTIFICATE-----\r\nabc\0").unwrap();
+        store
+            .write(1, Item::Ca, b"-----BEGIN CERTIFICATE-----\r\nabc\0")
+            .unwrap();
         store.write(1, Item::Key, b"key bytes").unwrap();
         let sets = store.load().unwrap();
-        assert_eq!(sets.get(1, Item::Ca), Some(&b"-----BEGIN CERTIFICATE-----\r\nabc\0"[..]));
+        assert_eq!(
+            sets.get(1, Item::Ca),
+            Some(&b"-----BEGIN CERTIFICATE-----\r\nabc\0"[..])
+        );
         assert_eq!(sets.get(1, Item::Key), Some(&b"key bytes"[..]));
         assert_eq!(sets.get(0, Item::Ca), None);
-        let mode = fs::metadata(store.item_path(1, Item::Key)).unwrap().permissions().mode();
+        let mode = fs::metadata(store.item_path(1, Item::Key))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         store.erase().unwrap();
         assert_eq!(store.load().unwrap(), CertSets::default());
@@ -213,7 +243,11 @@ mod tests {
         fs::write(&path, &flipped).unwrap();
         assert!(store.load().unwrap_err().to_string().contains("digest"));
         fs::write(&path, b"").unwrap();
-        assert!(store.load().unwrap_err().to_string().contains("no header line"));
+        assert!(store
+            .load()
+            .unwrap_err()
+            .to_string()
+            .contains("no header line"));
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -13,6 +13,7 @@ pub struct Config {
     pub module: ModuleSettings,
     pub timing: Timing,
     pub quirks: Quirks,
+    pub tls: Tls,
     #[serde(rename = "access_point")]
     pub access_points: Vec<AccessPoint>,
 }
@@ -25,6 +26,7 @@ impl Default for Config {
             module: ModuleSettings::default(),
             timing: Timing::default(),
             quirks: Quirks::default(),
+            tls: Tls::default(),
             access_points: Vec::new(),
         }
     }
@@ -195,6 +197,31 @@ impl Default for Quirks {
     }
 }
 
+/// TLS client sockets and the certificate sets.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// Concurrent TLS sockets; the firmware allows one (`[TCP SSL] In use by socket N`).
+    pub max_sockets: u8,
+    /// Check that the server certificate names the host (the module has no such check).
+    pub check_hostname: bool,
+    /// C6 firmware profile: set 3 exists and is re-writable.
+    pub rewritable_set3: bool,
+    /// Refuse `PG` content that is not PEM instead of storing it with a warning.
+    pub refuse_non_pem: bool,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            max_sockets: 1,
+            check_hostname: false,
+            rewritable_set3: false,
+            refuse_non_pem: false,
+        }
+    }
+}
+
 /// Security of an emulated access point, as `C3` numbers it.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -295,9 +322,17 @@ mod tests {
     #[test]
     fn bad_configs_are_refused_with_a_reason() {
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
-        assert!(Config::from_toml("[network]\nip = \"10.0.0.2\"").unwrap_err().contains("127.0.0.0/8"));
-        assert!(Config::from_toml("[identity]\nmac = \"zz\"").unwrap_err().contains("identity.mac"));
+        assert!(Config::from_toml("[network]\nip = \"10.0.0.2\"")
+            .unwrap_err()
+            .contains("127.0.0.0/8"));
+        assert!(Config::from_toml("[identity]\nmac = \"zz\"")
+            .unwrap_err()
+            .contains("identity.mac"));
         assert!(Config::from_toml("[bogus]\n").is_err());
-        assert!(Config::from_toml("[[access_point]]\nssid = \"x\"\nchannel = 15").unwrap_err().contains("channel"));
+        assert!(
+            Config::from_toml("[[access_point]]\nssid = \"x\"\nchannel = 15")
+                .unwrap_err()
+                .contains("channel")
+        );
     }
 }

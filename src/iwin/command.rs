@@ -97,6 +97,16 @@ pub enum Command {
     SetBacklog(u8),
     /// `P9=<0..2>` — TLS verification level.
     SetTlsVerify(u8),
+    /// `PA=<0/1>,<name>` — custom CA name (used as the TLS server name when enabled).
+    SetCaName(bool, Vec<u8>),
+    /// `PB=<0/1>` — on CA verification failure: 0 abort, 1 report only.
+    SetVerifyReportOnly(bool),
+    /// `PE` — availability of every set; `PE=<set>` — of each item of one set.
+    CertAvailability(Option<u8>),
+    /// `PF=<func>,<set>` (or `PF=<set>`) selects the active set; `PF` alone reports it.
+    SelectCertSet(Option<(u8, u8)>),
+    /// `PG=<set>,<type>,<len>` — program one item: `len` raw bytes follow the CR.
+    ProgramCert { set: u8, item: u8, len: usize },
     /// `PK=<0/1>,<ms>` — TCP keep-alive.
     SetKeepAlive(bool, u32),
     /// `P?` — transport settings.
@@ -187,6 +197,11 @@ const COMMANDS: &[(&str, &str)] = &[
     ("P6", "<0=Stop/1=Start>"),
     ("P8", "<0-16>"),
     ("P9", "<0=None/1=Optional/2=Required>"),
+    ("PA", "<0=Off/1=On>,<CA name>"),
+    ("PB", "<0=Abort/1=Report only>"),
+    ("PE", "[<set>]"),
+    ("PF", "<0=TLS/1=AWS>,<set>"),
+    ("PG", "<set>,<0=Root CA/1=Certificate/2=Key>,<length>"),
     ("PK", "<0=Off/1=On>,<250-7200000>"),
     ("P?", ""),
     ("R0", ""),
@@ -323,6 +338,40 @@ fn parse_args(name: &'static str, args: Option<&[u8]>) -> ArgResult<Command> {
                 return Err(Reason::BadArgument);
             }
             SetKeepAlive(on, ms)
+        }
+        "PA" => {
+            let a = arg()?;
+            let (on, name) = match a.iter().position(|&b| b == b',') {
+                Some(i) => (&a[..i], &a[i + 1..]),
+                None => return Err(Reason::InsufficientArguments),
+            };
+            SetCaName(ranged(on, 0, 1)? == 1, string(name, 63)?)
+        }
+        "PB" => SetVerifyReportOnly(flag()?),
+        "PE" => match args {
+            None | Some([]) => CertAvailability(None),
+            Some(a) => CertAvailability(Some(ranged(a, 0, 3)? as u8)),
+        },
+        "PF" => match args {
+            None => SelectCertSet(None),
+            Some(a) => {
+                let f: Vec<&[u8]> = a.split(|&b| b == b',').collect();
+                match f[..] {
+                    [set] => SelectCertSet(Some((0, ranged(set, 0, 3)? as u8))),
+                    [func, set] => {
+                        SelectCertSet(Some((ranged(func, 0, 1)? as u8, ranged(set, 0, 3)? as u8)))
+                    }
+                    _ => return Err(Reason::TooManyArguments),
+                }
+            }
+        },
+        "PG" => {
+            let f = fields(arg()?, 3)?;
+            ProgramCert {
+                set: ranged(f[0], 0, 3)? as u8,
+                item: ranged(f[1], 0, 2)? as u8,
+                len: ranged(f[2], 0, crate::module::certs::MAX_ITEM as u32)? as usize,
+            }
         }
         "P?" => none(TransportQuery)?,
         "R0" => none(Read)?,
@@ -466,6 +515,28 @@ mod tests {
             Ok(Command::SetMac([0xC4, 0x7F, 0x51, 1, 2, 3]))
         );
         assert_eq!(parse(b"$$$"), Ok(Command::CmdMode(true)));
+        assert_eq!(
+            parse(b"PG=0,1,1731"),
+            Ok(Command::ProgramCert {
+                set: 0,
+                item: 1,
+                len: 1731
+            })
+        );
+        assert_eq!(
+            parse(b"PG=3,0,0876"),
+            Ok(Command::ProgramCert {
+                set: 3,
+                item: 0,
+                len: 876
+            })
+        );
+        assert_eq!(parse(b"PF=0,2"), Ok(Command::SelectCertSet(Some((0, 2)))));
+        assert_eq!(parse(b"PF=1"), Ok(Command::SelectCertSet(Some((0, 1)))));
+        assert_eq!(
+            parse(b"PA=1,my.host"),
+            Ok(Command::SetCaName(true, b"my.host".to_vec()))
+        );
         assert_eq!(parse(b""), Ok(Command::Empty));
     }
 
@@ -489,6 +560,10 @@ mod tests {
         assert_eq!(err("Z4=C4:7F:51:01:12"), Reason::BadAddressValue);
         assert_eq!(err("U2=1000"), Reason::BadArgument);
         assert_eq!(err("CN=us"), Reason::BadArgument);
+        assert_eq!(err("PG=0,3,10"), Reason::BadArgument);
+        assert_eq!(err("PG=0,0,16385"), Reason::BadArgument);
+        assert_eq!(err("PG=0,0"), Reason::InsufficientArguments);
+        assert_eq!(err("PF=0,1,2"), Reason::TooManyArguments);
         assert_eq!(parse(b"P0=9").unwrap_err().mnemonic, Some("P0"));
     }
 }

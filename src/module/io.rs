@@ -97,3 +97,13 @@ pub enum NetEvent {
         reason: CloseReason,
     },
 }
+
+/// A write to the certificate store the driver must perform off the event loop (crash-safely);
+/// answer with [`crate::module::Module::handle_stored`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOp {
+    pub req: u64,
+    pub set: usize,
+    pub item: crate::module::certs::Item,
+    pub data: Vec<u8>,
+}

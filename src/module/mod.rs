@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::iwin::command::{self, AddrField, Command, ParseError};
 use crate::iwin::framer::{Frame, Framer};
 use crate::iwin::reply::{MessageType, Reason, Reply};
-use io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, QueryId};
+use certs::{CertSets, Item};
+use io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, QueryId, StoreOp};
 use socket::{Protocol, Socket, State, RX_LIMIT};
 use station::{Link, StationSettings};
 use std::collections::{HashMap, VecDeque};
@@ -60,12 +61,20 @@ enum Pending {
         len: usize,
         deadline: Option<Instant>,
     },
+    /// `PG` waiting for the store to make the item durable.
+    Store {
+        req: u64,
+        set: usize,
+        item: Item,
+        data: Vec<u8>,
+    },
 }
 
 /// What the payload the framer is collecting belongs to.
 #[derive(Debug)]
 enum PayloadFor {
     Send { socket: usize },
+    Program { set: usize, item: Item },
 }
 
 /// Settings that `ZR` restores to their power-up values.
@@ -114,6 +123,30 @@ pub struct Module {
     next_id: u64,
     /// Host names resolved by `D0`, by address: the TLS layer sends them as SNI.
     names: HashMap<Ipv4Addr, String>,
+    /// Certificate sets as programmed (flash: survives `ZR`).
+    certs: CertSets,
+    store_ops: VecDeque<StoreOp>,
+    tls: TlsSettings,
+}
+
+/// `PF`/`PA` selections (reset by `ZR`).
+#[derive(Debug, Clone, Default)]
+struct TlsSettings {
+    /// Active set for TLS (`PF=0,<set>`) and for AWS (`PF=1,<set>`).
+    tls_set: u8,
+    aws_set: u8,
+    /// `PA=1,<name>`: server name to use instead of the `D0` name.
+    ca_name: Option<String>,
+}
+
+impl TlsSettings {
+    fn power_on() -> TlsSettings {
+        TlsSettings {
+            tls_set: 0,
+            aws_set: 2,
+            ca_name: None,
+        }
+    }
 }
 
 impl Module {
@@ -132,6 +165,9 @@ impl Module {
             current: 0,
             next_id: 1,
             names: HashMap::new(),
+            certs: CertSets::default(),
+            store_ops: VecDeque::new(),
+            tls: TlsSettings::power_on(),
             cfg: config.clone(),
         };
         m.boot_output();
@@ -198,7 +234,7 @@ impl Module {
                 | Pending::Read { deadline, .. },
             ) => now >= *deadline,
             Some(Pending::Send { deadline, .. }) => deadline.is_some_and(|d| now >= d),
-            None => false,
+            Some(Pending::Store { .. }) | None => false,
         };
         if due {
             match self.pending.take() {
@@ -223,6 +259,7 @@ impl Module {
                     log::warn!("socket {socket}: S2 timeout while the peer is not reading; {len} bytes still queued");
                     self.reply(Reply::payload(len.to_string()));
                 }
+                Some(p @ Pending::Store { .. }) => self.pending = Some(p),
                 None => {}
             }
         }
@@ -250,7 +287,7 @@ impl Module {
                 | Pending::Read { deadline, .. },
             ) => Some(*deadline),
             Some(Pending::Send { deadline, .. }) => *deadline,
-            None => None,
+            Some(Pending::Store { .. }) | None => None,
         };
         let payload = self.payload.as_ref().map(|(_, d)| *d);
         pending.into_iter().chain(payload).min()
@@ -261,6 +298,50 @@ impl Module {
     pub fn rx_room(&self, conn: ConnId) -> usize {
         self.socket_of(conn)
             .map_or(0, |i| RX_LIMIT.saturating_sub(self.sockets[i].rx.len()))
+    }
+
+    /// Install the certificate sets loaded from the store (at power-up, before serving).
+    pub fn set_cert_sets(&mut self, certs: CertSets) {
+        self.certs = certs;
+    }
+
+    /// The certificate sets as the module knows them.
+    pub fn cert_sets(&self) -> &CertSets {
+        &self.certs
+    }
+
+    /// Next certificate-store write to perform (off the event loop).
+    pub fn poll_store(&mut self) -> Option<StoreOp> {
+        self.store_ops.pop_front()
+    }
+
+    /// Result of a [`StoreOp`]: the item is durable (Ok) or could not be written.
+    pub fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
+        if matches!(&self.pending, Some(Pending::Store { req: r, .. }) if *r == req) {
+            let Some(Pending::Store {
+                set, item, data, ..
+            }) = self.pending.take()
+            else {
+                unreachable!()
+            };
+            match result {
+                Ok(()) => {
+                    log::info!(
+                        "set {set}: {} programmed ({} bytes)",
+                        item.label(),
+                        data.len()
+                    );
+                    self.certs.put(set, item, data);
+                    self.reply(Reply::ok());
+                }
+                Err(e) => {
+                    log::error!("set {set}: writing the {} failed: {e}", item.label());
+                    let payload = b"[CERTS  ] Failed to write to iFlash: 1".to_vec();
+                    self.reply(self.error("PG", Reason::UnknownError, payload));
+                }
+            }
+        }
+        self.pump(now);
     }
 
     /// True when a command is waiting for the network or for time.
@@ -306,6 +387,9 @@ impl Module {
                     match self.payload.take() {
                         Some((PayloadFor::Send { socket }, _)) => {
                             self.send_payload(socket, data, now)
+                        }
+                        Some((PayloadFor::Program { set, item }, _)) => {
+                            self.program(set, item, data)
                         }
                         None => log::error!("payload without a header"),
                     }
@@ -567,6 +651,53 @@ impl Module {
                 self.sockets[cur].keepalive = (on, ms);
                 Reply::ok()
             }
+            SetCaName(on, name) => {
+                self.tls.ca_name = on.then(|| String::from_utf8_lossy(&name).into_owned());
+                Reply::ok()
+            }
+            SetVerifyReportOnly(v) => {
+                self.sockets[cur].verify_report_only = v;
+                Reply::ok()
+            }
+            CertAvailability(set) => match self.cert_availability(set) {
+                Some(line) => Reply::payload(line),
+                None => self.error("PE", Reason::BadArgument, Vec::new()),
+            },
+            SelectCertSet(None) => {
+                Reply::payload(format!("{},{}", self.tls.tls_set, self.tls.aws_set))
+            }
+            SelectCertSet(Some((func, set))) => {
+                if !self.set_usable(set as usize) {
+                    self.error("PF", Reason::BadArgument, Vec::new())
+                } else {
+                    if func == 0 {
+                        self.tls.tls_set = set;
+                    } else {
+                        self.tls.aws_set = set;
+                    }
+                    Reply::ok()
+                }
+            }
+            ProgramCert { set, item, len } => {
+                let item = Item::from_code(item).unwrap_or(Item::Ca);
+                if !self.set_usable(set as usize) {
+                    self.error("PG", Reason::BadArgument, Vec::new())
+                } else if len == 0 {
+                    // ST's driver sends all three items, empty ones with length 0: leave them alone.
+                    Reply::ok()
+                } else {
+                    self.framer.expect_payload(len);
+                    let deadline = now + Duration::from_millis(self.cfg.timing.payload_timeout_ms);
+                    self.payload = Some((
+                        PayloadFor::Program {
+                            set: set as usize,
+                            item,
+                        },
+                        deadline,
+                    ));
+                    return;
+                }
+            }
             TransportQuery => Reply::payload(self.sockets[cur].transport_line()),
             Read => {
                 self.read(cur, now);
@@ -632,6 +763,7 @@ impl Module {
         self.sockets = Default::default();
         self.current = 0;
         self.names.clear();
+        self.tls = TlsSettings::power_on();
         log::info!("module reset");
         self.boot_output();
     }
@@ -889,6 +1021,87 @@ impl Module {
         }
     }
 
+    // ---- certificate sets ---------------------------------------------------------------------
+
+    /// Sets 0-2 always; set 3 only on the re-writable (C6) profile.
+    fn set_usable(&self, set: usize) -> bool {
+        set < 3 || (set == 3 && self.cfg.tls.rewritable_set3)
+    }
+
+    fn is_otp(&self, set: usize) -> bool {
+        set < 3
+    }
+
+    /// `PE`: `1` = available, `0` = used. Without a set: one field per set (available = nothing
+    /// programmed); with a set: CA, certificate, key.
+    fn cert_availability(&self, set: Option<u8>) -> Option<String> {
+        let bit = |free: bool| if free { "1" } else { "0" };
+        match set {
+            None => {
+                let n = if self.cfg.tls.rewritable_set3 { 4 } else { 3 };
+                let f: Vec<&str> = (0..n)
+                    .map(|s| bit(!self.is_otp(s) || self.certs.is_blank(s)))
+                    .collect();
+                Some(f.join(","))
+            }
+            Some(s) if self.set_usable(s as usize) => {
+                let s = s as usize;
+                let f: Vec<&str> = Item::ALL
+                    .iter()
+                    .map(|&i| bit(!self.is_otp(s) || self.certs.get(s, i).is_none()))
+                    .collect();
+                Some(f.join(","))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The `PG` payload arrived.
+    fn program(&mut self, set: usize, item: Item, data: Vec<u8>) {
+        if self.is_otp(set) {
+            if let Some(old) = self.certs.get(set, item) {
+                if old == data.as_slice() {
+                    log::info!(
+                        "set {set}: {} rewritten with identical bytes: Match",
+                        item.label()
+                    );
+                    return self.reply(Reply::payload("[CERTS   ] Match"));
+                }
+                log::warn!(
+                    "set {set}: {} is one-time programmable and already holds different bytes ({} vs {} bytes)",
+                    item.label(),
+                    old.len(),
+                    data.len()
+                );
+                let payload = b"[CERTS   ] Selected item unavailable (used)".to_vec();
+                return self.reply(self.error("PG", Reason::UnknownError, payload));
+            }
+        }
+        if let Err(why) = pem_check(item, &data) {
+            if self.cfg.tls.refuse_non_pem {
+                log::error!("set {set}: {} refused: {why}", item.label());
+                return self.reply(self.error("PG", Reason::BadArgument, Vec::new()));
+            }
+            log::warn!(
+                "set {set}: {} is not usable PEM ({why}); storing it anyway as the module would — this one-time slot is now used",
+                item.label()
+            );
+        }
+        let req = self.next_id();
+        self.store_ops.push_back(StoreOp {
+            req,
+            set,
+            item,
+            data: data.clone(),
+        });
+        self.pending = Some(Pending::Store {
+            req,
+            set,
+            item,
+            data,
+        });
+    }
+
     // ---- R0 / S3 ------------------------------------------------------------------------------
 
     /// The reply to `R0` now, or None when the read must wait.
@@ -951,6 +1164,25 @@ impl Module {
             len,
             deadline,
         });
+    }
+}
+
+/// Whether `data` holds PEM of the kind the item needs (trailing NUL and CRLF line ends are fine).
+pub fn pem_check(item: Item, data: &[u8]) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    match item {
+        Item::Ca | Item::Cert => {
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(data).collect();
+            match certs {
+                Ok(c) if !c.is_empty() => Ok(()),
+                Ok(_) => Err("no CERTIFICATE section found".into()),
+                Err(e) => Err(format!("bad PEM: {e}")),
+            }
+        }
+        Item::Key => PrivateKeyDer::from_pem_slice(data)
+            .map(|_| ())
+            .map_err(|e| format!("no private key: {e}")),
     }
 }
 

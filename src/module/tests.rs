@@ -788,3 +788,146 @@ fn four_sockets_are_independent() {
         );
     }
 }
+
+// ---- certificate sets (PF/PG/PE) ------------------------------------------------------------
+
+const PEM_CERT: &[u8] =
+    b"-----BEGIN CERTIFICATE-----\r\nMAMCAQA=\r\n-----END CERTIFICATE-----\r\n\0";
+
+impl H {
+    /// Send `PG=<set>,<item>,<len>` with `data` (ST's `%04d` header) and complete the store write.
+    fn program(&mut self, set: u8, item: u8, data: &[u8], store_ok: bool) -> Vec<u8> {
+        let mut out = self.send(format!("PG={set},{item},{:04}\r", data.len()).as_bytes());
+        out.extend(self.send(data));
+        if let Some(op) = self.m.poll_store() {
+            assert_eq!(op.set, set as usize);
+            assert_eq!(op.item as u8, item);
+            assert_eq!(op.data, data);
+            let result = if store_ok {
+                Ok(())
+            } else {
+                Err("disk full".to_string())
+            };
+            self.m.handle_stored(op.req, result, self.now);
+            out.extend(self.m.take_serial());
+        }
+        out
+    }
+}
+
+#[test]
+fn certificate_sets_are_one_time_programmable() {
+    let mut h = H::new();
+    table(
+        &mut h,
+        &[
+            (b"PE\r", ok("1,1,1")),
+            (b"PE=0\r", ok("1,1,1")),
+            (b"PF\r", ok("0,2")),
+            (b"PF=0,1\r", OK.to_vec()),
+            (b"PF\r", ok("1,2")),
+            (b"PF=2\r", OK.to_vec()),
+            (b"PF\r", ok("2,2")),
+            (
+                b"PF=0,3\r",
+                err0("Bad Argument", "PF", "<0=TLS/1=AWS>,<set>"),
+            ),
+            (
+                b"PG=3,0,0010\r",
+                err0(
+                    "Bad Argument",
+                    "PG",
+                    "<set>,<0=Root CA/1=Certificate/2=Key>,<length>",
+                ),
+            ),
+            (b"PG=1,2,0000\r", OK.to_vec()),
+            (b"PE=1\r", ok("1,1,1")),
+        ],
+    );
+    assert_eq!(h.program(1, 0, PEM_CERT, true), OK);
+    assert_eq!(h.m.cert_sets().get(1, Item::Ca), Some(PEM_CERT));
+    table(&mut h, &[(b"PE\r", ok("1,0,1")), (b"PE=1\r", ok("0,1,1"))]);
+    // Identical bytes: Match, nothing written.
+    assert_eq!(h.program(1, 0, PEM_CERT, true), ok("[CERTS   ] Match"));
+    // Different bytes: the slot is used.
+    let mut other = PEM_CERT.to_vec();
+    other.pop();
+    assert_eq!(
+        h.program(1, 0, &other, true),
+        b"\r\n[CERTS   ] Selected item unavailable (used)\r\nERROR: Unknown Error\r\nUsage: PG <set>,<0=Root CA/1=Certificate/2=Key>,<length>\r\n> "
+    );
+    assert_eq!(h.m.cert_sets().get(1, Item::Ca), Some(PEM_CERT));
+    // Items larger than one S3 payload are accepted.
+    let big = [
+        b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+        vec![b'A'; 8000],
+        b"\n-----END CERTIFICATE-----\n".to_vec(),
+    ]
+    .concat();
+    assert_eq!(h.program(2, 1, &big, true), OK);
+    // The sets survive a reset (flash), the selection does not.
+    h.send(b"ZR\r");
+    assert_eq!(h.send(b"PE\r"), ok("1,0,0"));
+    assert_eq!(h.send(b"PF\r"), ok("0,2"));
+}
+
+#[test]
+fn failed_store_write_leaves_the_slot_free() {
+    let mut h = H::new();
+    assert_eq!(
+        h.program(0, 2, b"-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n", false),
+        b"\r\n[CERTS  ] Failed to write to iFlash: 1\r\nERROR: Unknown Error\r\nUsage: PG <set>,<0=Root CA/1=Certificate/2=Key>,<length>\r\n> "
+    );
+    assert_eq!(h.send(b"PE=0\r"), ok("1,1,1"));
+}
+
+#[test]
+fn non_pem_is_stored_with_a_warning_or_refused_by_option() {
+    let mut h = H::new();
+    assert_eq!(h.program(0, 0, b"not a certificate", true), OK);
+    assert_eq!(h.send(b"PE=0\r"), ok("0,1,1"));
+    let mut cfg = Config::default();
+    cfg.tls.refuse_non_pem = true;
+    let mut h = H::with(cfg);
+    assert_eq!(
+        h.program(0, 0, b"not a certificate", true),
+        err0(
+            "Bad Argument",
+            "PG",
+            "<set>,<0=Root CA/1=Certificate/2=Key>,<length>"
+        )
+    );
+    assert_eq!(h.send(b"PE=0\r"), ok("1,1,1"));
+}
+
+#[test]
+fn set_3_is_rewritable_on_the_c6_profile() {
+    let mut cfg = Config::default();
+    cfg.tls.rewritable_set3 = true;
+    let mut h = H::with(cfg);
+    assert_eq!(h.send(b"PE\r"), ok("1,1,1,1"));
+    assert_eq!(h.program(3, 0, PEM_CERT, true), OK);
+    assert_eq!(
+        h.program(
+            3,
+            0,
+            b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+            true
+        ),
+        OK
+    );
+    assert_eq!(h.send(b"PE=3\r"), ok("1,1,1"));
+    assert_eq!(h.send(b"PF=0,3\r"), OK);
+}
+
+#[test]
+fn pem_check_accepts_what_drivers_send() {
+    assert!(pem_check(Item::Ca, PEM_CERT).is_ok());
+    assert!(pem_check(Item::Ca, b"garbage").is_err());
+    assert!(pem_check(
+        Item::Key,
+        b"-----BEGIN EC PRIVATE KEY-----\r\nMAMCAQA=\r\n-----END EC PRIVATE KEY-----\r\n\0"
+    )
+    .is_ok());
+    assert!(pem_check(Item::Key, PEM_CERT).is_err());
+}
