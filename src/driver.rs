@@ -188,11 +188,7 @@ impl<M: Core> Driver<M> {
             .filter_map(|l| l.core.poll_timeout())
             .min()
             .map(|t| t.saturating_duration_since(now));
-        if self.hurry
-            || self
-                .net
-                .has_pending_reads(|m, c| lines.get(m).map_or(0, |l| l.core.rx_room(c)))
-        {
+        if self.hurry || self.net.has_pending_reads(room(lines)) {
             timeout = Some(Duration::ZERO);
         }
         if let Some(cap) = max_wait {
@@ -261,10 +257,7 @@ impl<M: Core> Driver<M> {
                     moved = true;
                 }
             }
-            let lines = &self.lines;
-            self.net.pump_reads(registry, |m, c| {
-                lines.get(m).map_or(0, |l| l.core.rx_room(c))
-            });
+            self.net.pump_reads(registry, room(&self.lines));
             while let Some((idx, ev)) = self.net.pop_event() {
                 log_event(idx, &ev);
                 match self.lines.get_mut(idx) {
@@ -321,6 +314,11 @@ impl<M: Core> Line<M> {
         }
         Ok(())
     }
+}
+
+/// The cores' backpressure, as the NetStack asks for it.
+fn room<M: Core>(lines: &[Line<M>]) -> impl Fn(ModuleIdx, ConnId) -> usize + '_ {
+    |m, c| lines.get(m).map_or(0, |l| l.core.rx_room(c))
 }
 
 fn log_event(idx: ModuleIdx, ev: &NetEvent) {
