@@ -9,7 +9,7 @@ use crate::net::{ModuleIdx, NetStack, WriteQueue};
 use crate::serial::{Pty, PtyLink};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::HashMap;
 use std::io;
@@ -71,7 +71,7 @@ pub struct ServeOptions {
     pub certsets: PathBuf,
 }
 
-/// Emulate one module on a fresh pty until SIGINT/SIGTERM/SIGHUP. `ready` is called with the slave
+/// Emulate one module on a fresh pty until SIGINT or SIGTERM. `ready` is called with the slave
 /// path once a host program can open it.
 pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&Path)) -> io::Result<()> {
     log::debug!("certificate sets in {}", opts.certsets.display());
@@ -130,7 +130,7 @@ impl<M: Core> Driver<M> {
     pub fn new() -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut net = NetStack::new(poll.registry())?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
         let signal_token = net.alloc_token();
         poll.registry()
             .register(&mut signals, signal_token, Interest::READABLE)?;
