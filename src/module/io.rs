@@ -107,3 +107,23 @@ pub struct StoreOp {
     pub item: crate::module::certs::Item,
     pub data: Vec<u8>,
 }
+
+/// What a TLS client socket (`P1=3`) needs from the module: the verification level and the items of
+/// the active certificate set. The core has already checked that what the level needs is present and
+/// parses; the driver builds the rustls configuration from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsParams {
+    /// The active set (`PF=0,<set>`), for diagnostics.
+    pub set: usize,
+    /// `P9`: 0 none, 1 root CA if programmed, 2 root CA + client certificate and key.
+    pub verify: u8,
+    /// `PB=1`: a failed verification is logged but the connection proceeds.
+    pub report_only: bool,
+    /// PEM bytes of the set's root CA when it is to be used for verification.
+    pub ca: Option<Vec<u8>>,
+    /// PEM bytes of the client certificate and key when they are to be presented (P9=2).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    /// Server name: SNI (when it is a DNS name) and the name checked when `check_hostname` is set.
+    pub server_name: Option<String>,
+    pub check_hostname: bool,
+}
