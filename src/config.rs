@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use std::net::Ipv4Addr;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub identity: Identity,
@@ -16,20 +16,6 @@ pub struct Config {
     pub tls: Tls,
     #[serde(rename = "access_point")]
     pub access_points: Vec<AccessPoint>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            identity: Identity::default(),
-            network: Network::default(),
-            module: ModuleSettings::default(),
-            timing: Timing::default(),
-            quirks: Quirks::default(),
-            tls: Tls::default(),
-            access_points: Vec::new(),
-        }
-    }
 }
 
 impl Config {
@@ -137,17 +123,11 @@ impl Default for Network {
 }
 
 /// Power-up defaults of module settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModuleSettings {
     /// `MT` at power-up: 0 = errors with reason and usage, 1 = bare `ERROR`.
     pub message_type: u8,
-}
-
-impl Default for ModuleSettings {
-    fn default() -> Self {
-        ModuleSettings { message_type: 0 }
-    }
 }
 
 /// Emulated delays and limits, in milliseconds.

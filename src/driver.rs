@@ -2,8 +2,9 @@
 //! module's pty master, the [`NetStack`]'s sockets and DNS waker, and the shutdown signals. The loop
 //! moves bytes, events and time between them and the pure cores; it holds no protocol state.
 
+use crate::certstore::CertStore;
 use crate::config::Config;
-use crate::module::io::{ConnId, NetEvent, NetOp};
+use crate::module::io::{ConnId, NetEvent, NetOp, StoreOp};
 use crate::module::Module;
 use crate::net::{ModuleIdx, NetStack, WriteQueue};
 use crate::serial::{Pty, PtyLink};
@@ -15,6 +16,8 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Rounds of (serial out, ops, reads, events) per turn before the loop polls again; bounds the time
@@ -35,6 +38,11 @@ pub trait Core {
     fn poll_op(&mut self) -> Option<NetOp>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn rx_room(&self, conn: ConnId) -> usize;
+    /// Next certificate-store write (fakes have none).
+    fn poll_store(&mut self) -> Option<StoreOp> {
+        None
+    }
+    fn handle_stored(&mut self, _req: u64, _result: Result<(), String>, _now: Instant) {}
 }
 
 impl Core for Module {
@@ -59,6 +67,12 @@ impl Core for Module {
     fn rx_room(&self, conn: ConnId) -> usize {
         Module::rx_room(self, conn)
     }
+    fn poll_store(&mut self) -> Option<StoreOp> {
+        Module::poll_store(self)
+    }
+    fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
+        Module::handle_stored(self, req, result, now)
+    }
 }
 
 /// Everything `eswifi-emu` (serve) needs from the command line.
@@ -67,7 +81,7 @@ pub struct ServeOptions {
     pub config: Config,
     /// Also make this path a symlink to the pty slave.
     pub link: Option<PathBuf>,
-    /// Where certificate sets are stored (not used yet).
+    /// Where the certificate sets are stored (see `certsets/README.md`).
     pub certsets: PathBuf,
 }
 
@@ -84,8 +98,16 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&Path)) -> io::Result<()> {
         None => None,
     };
     let slave = pty.slave_path().to_owned();
+    let store = CertStore::new(&opts.certsets);
+    // A torn or corrupt item is an error worth stopping for: an OTP slot must never look empty.
+    let sets = store
+        .load()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut module = Module::new(&opts.config, Instant::now());
+    module.set_cert_sets(sets);
     let mut driver = Driver::new()?;
-    driver.add(Module::new(&opts.config, Instant::now()), pty)?;
+    let idx = driver.add(module, pty)?;
+    driver.set_store(idx, store);
     log::info!("emulating an eS-WiFi module on {}", slave.display());
     ready(&slave);
     driver.run()?;
@@ -110,6 +132,8 @@ struct Line<M> {
     /// Whether WRITABLE is in the pty's registered interest (only while `out` has bytes: a pty master
     /// turns writable each time the host reads).
     writable: bool,
+    /// Where this module's certificate sets live.
+    store: Option<CertStore>,
 }
 
 /// The event loop over any number of modules.
@@ -124,6 +148,35 @@ pub struct Driver<M: Core = Module> {
     /// Last settle stopped at the round limit: the cores may hold work, so the next poll must not
     /// sleep.
     hurry: bool,
+    store: StoreWorker,
+}
+
+/// Certificate-store writes run on this thread: an fsync must never hold up a serial line. It wakes
+/// the loop with the net stack's waker; results are collected every turn.
+struct StoreWorker {
+    jobs: mpsc::Sender<(ModuleIdx, CertStore, StoreOp)>,
+    done: mpsc::Receiver<(ModuleIdx, u64, Result<(), String>)>,
+}
+
+impl StoreWorker {
+    fn start(waker: Arc<mio::Waker>) -> io::Result<StoreWorker> {
+        let (jobs, job_rx) = mpsc::channel::<(ModuleIdx, CertStore, StoreOp)>();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("certstore".into())
+            .spawn(move || {
+                for (idx, store, op) in job_rx {
+                    let result = store.write(op.set, op.item, &op.data).map_err(|e| {
+                        format!("{}: {e}", store.item_path(op.set, op.item).display())
+                    });
+                    if done_tx.send((idx, op.req, result)).is_err() {
+                        return;
+                    }
+                    let _ = waker.wake();
+                }
+            })?;
+        Ok(StoreWorker { jobs, done })
+    }
 }
 
 impl<M: Core> Driver<M> {
@@ -134,7 +187,9 @@ impl<M: Core> Driver<M> {
         let signal_token = net.alloc_token();
         poll.registry()
             .register(&mut signals, signal_token, Interest::READABLE)?;
+        let store = StoreWorker::start(net.waker())?;
         Ok(Driver {
+            store,
             poll,
             events: Events::with_capacity(256),
             net,
@@ -161,9 +216,17 @@ impl<M: Core> Driver<M> {
             token,
             out: WriteQueue::default(),
             writable: false,
+            store: None,
         });
         self.by_token.insert(token, idx);
         Ok(idx)
+    }
+
+    /// Give a module its on-disk certificate store (without one, `PG` writes fail).
+    pub fn set_store(&mut self, idx: ModuleIdx, store: CertStore) {
+        if let Some(line) = self.lines.get_mut(idx) {
+            line.store = Some(store);
+        }
     }
 
     pub fn core(&self, idx: ModuleIdx) -> Option<&M> {
@@ -186,6 +249,7 @@ impl<M: Core> Driver<M> {
         let mut timeout = lines
             .iter()
             .filter_map(|l| l.core.poll_timeout())
+            .chain(self.net.next_deadline())
             .min()
             .map(|t| t.saturating_duration_since(now));
         if self.hurry || self.net.has_pending_reads(room(lines)) {
@@ -225,7 +289,13 @@ impl<M: Core> Driver<M> {
             return Ok(flow);
         }
 
+        while let Ok((idx, req, result)) = self.store.done.try_recv() {
+            if let Some(line) = self.lines.get_mut(idx) {
+                line.core.handle_stored(req, result, Instant::now());
+            }
+        }
         let now = Instant::now();
+        self.net.handle_deadlines(now);
         for line in &mut self.lines {
             if line.core.poll_timeout().is_some_and(|t| t <= now) {
                 line.core.handle_timeout(now);
@@ -255,6 +325,21 @@ impl<M: Core> Driver<M> {
                 while let Some(op) = line.core.poll_op() {
                     self.net.perform(registry, idx, op);
                     moved = true;
+                }
+                while let Some(op) = line.core.poll_store() {
+                    moved = true;
+                    let req = op.req;
+                    let sent = match &line.store {
+                        Some(store) => self.store.jobs.send((idx, store.clone(), op)).is_ok(),
+                        None => false,
+                    };
+                    if !sent {
+                        line.core.handle_stored(
+                            req,
+                            Err("no certificate store".into()),
+                            Instant::now(),
+                        );
+                    }
                 }
             }
             self.net.pump_reads(registry, room(&self.lines));
@@ -531,6 +616,7 @@ mod tests {
                 local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
                 remote,
                 keepalive: None,
+                tls: None,
             }],
             out: Vec::new(),
             room: 4,

@@ -23,6 +23,8 @@ pub enum NetOp {
         local: SocketAddrV4,
         remote: SocketAddrV4,
         keepalive: Option<Duration>,
+        /// Run a TLS client handshake over the connection; `Connected` only once it completed.
+        tls: Option<TlsParams>,
     },
     /// Bind a UDP socket on `local`; if that port is taken and `ephemeral_fallback` is set, bind an
     /// ephemeral port instead. Answer with `Connected` (bound) or `ConnectFailed`.
@@ -49,6 +51,8 @@ pub enum ConnectError {
     Unreachable,
     TimedOut,
     AddrInUse,
+    /// The TCP connection worked but the TLS handshake failed; the text is the precise reason.
+    Tls(String),
     Other(String),
 }
 

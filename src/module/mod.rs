@@ -19,7 +19,7 @@ use crate::iwin::command::{self, AddrField, Command, ParseError};
 use crate::iwin::framer::{Frame, Framer};
 use crate::iwin::reply::{MessageType, Reason, Reply};
 use certs::{CertSets, Item};
-use io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, QueryId, StoreOp};
+use io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, QueryId, StoreOp, TlsParams};
 use socket::{Protocol, Socket, State, RX_LIMIT};
 use station::{Link, StationSettings};
 use std::collections::{HashMap, VecDeque};
@@ -246,12 +246,10 @@ impl Module {
                 }
                 Some(Pending::Connect { socket, .. }) => {
                     log::warn!("socket {socket}: connect timed out");
-                    let s = &mut self.sockets[socket];
-                    let proto = s.protocol;
-                    if let Some(conn) = s.reset_connection() {
+                    if let Some(conn) = self.sockets[socket].reset_connection() {
                         self.ops.push_back(NetOp::Close { conn });
                     }
-                    self.reply(self.connect_failure(proto));
+                    self.reply(self.connect_failure(socket, None));
                 }
                 Some(Pending::Read { .. }) => self.reply(Reply::ok()),
                 Some(Pending::Send { len, socket, .. }) => {
@@ -891,13 +889,109 @@ impl Module {
 
     // ---- client sockets -----------------------------------------------------------------------
 
-    fn connect_failure(&self, proto: Protocol) -> Reply {
-        let text: &[u8] = match proto {
-            Protocol::Udp | Protocol::UdpLite => b"[UDP  RC] Error connecting",
-            Protocol::Tls => b"[TCP SSL] Connection issue",
+    /// The P6 failure reply. A TLS socket whose TCP connection worked but whose handshake failed says
+    /// so in the words of its context: P9=0/1 is the "simple" context, P9=2 the "advanced" one.
+    fn connect_failure(&self, i: usize, error: Option<&ConnectError>) -> Reply {
+        let s = &self.sockets[i];
+        let text: &[u8] = match (s.protocol, error) {
+            (Protocol::Udp | Protocol::UdpLite, _) => b"[UDP  RC] Error connecting",
+            (Protocol::Tls, Some(ConnectError::Tls(_))) if s.tls_verify < 2 => {
+                b"[TCP SSL] Simple context, failed to connect"
+            }
+            (Protocol::Tls, Some(ConnectError::Tls(_))) => b"[TCP SSL] Connection issue",
             _ => b"[TCP  RC] Failed to connect",
         };
         self.error("P6", Reason::UnknownError, text.to_vec())
+    }
+
+    /// The TLS parameters for a `P6=1` on socket `i`, or the failure reply when the active set lacks
+    /// what `P9` needs or holds something unusable.
+    fn tls_params(&self, i: usize) -> Result<TlsParams, Reply> {
+        let s = &self.sockets[i];
+        let fail =
+            |text: &str| Err(self.error("P6", Reason::UnknownError, text.as_bytes().to_vec()));
+        let max = self.cfg.tls.max_sockets as usize;
+        let busy: Vec<usize> = (0..4)
+            .filter(|&j| {
+                j != i
+                    && self.sockets[j].protocol == Protocol::Tls
+                    && self.sockets[j].conn().is_some()
+            })
+            .collect();
+        if busy.len() >= max {
+            log::warn!(
+                "socket {i}: TLS refused: {} TLS socket(s) allowed, in use by socket {}",
+                max,
+                busy[0]
+            );
+            return fail(&format!("[TCP SSL] In use by socket {}", busy[0]));
+        }
+        let set = self.tls.tls_set as usize;
+        let ca = self.certs.get(set, Item::Ca);
+        let cert = self.certs.get(set, Item::Cert);
+        let key = self.certs.get(set, Item::Key);
+        if s.tls_verify == 2 {
+            let missing: Vec<&str> = [(ca, Item::Ca), (cert, Item::Cert), (key, Item::Key)]
+                .iter()
+                .filter(|(d, _)| d.is_none())
+                .map(|(_, it)| it.label())
+                .collect();
+            if !missing.is_empty() {
+                log::warn!(
+                    "socket {i}: P9=2 needs a full set, but set {set} lacks: {}",
+                    missing.join(", ")
+                );
+                return fail("[TCP SSL] No cert and/or key found.");
+            }
+        }
+        let use_ca = if s.tls_verify >= 1 { ca } else { None };
+        if let Some(ca) = use_ca {
+            if let Err(why) = pem_check(Item::Ca, ca) {
+                log::warn!("socket {i}: the root CA of set {set} is unusable: {why}");
+                return fail("[TCP SSL] Root CA certificate failed to initialize: 1");
+            }
+        }
+        let client = match (s.tls_verify, cert, key) {
+            (2, Some(cert), Some(key)) => {
+                for (item, data) in [(Item::Cert, cert), (Item::Key, key)] {
+                    if let Err(why) = pem_check(item, data) {
+                        log::warn!(
+                            "socket {i}: the {} of set {set} is unusable: {why}",
+                            item.label()
+                        );
+                        return fail("[TCP SSL] Unable to enable TLS!");
+                    }
+                }
+                Some((cert.to_vec(), key.to_vec()))
+            }
+            _ => None,
+        };
+        let server_name = self
+            .tls
+            .ca_name
+            .clone()
+            .or_else(|| self.names.get(&s.remote_ip).cloned());
+        log::info!(
+            "socket {i}: TLS to {}:{} with set {set}, P9={} ({}), server name {:?}",
+            s.remote_ip,
+            s.remote_port,
+            s.tls_verify,
+            match (s.tls_verify, use_ca.is_some()) {
+                (0, _) | (1, false) => "no verification",
+                (1, true) => "root CA",
+                _ => "root CA + client certificate",
+            },
+            server_name
+        );
+        Ok(TlsParams {
+            set,
+            verify: s.tls_verify,
+            report_only: s.verify_report_only,
+            ca: use_ca.map(<[u8]>::to_vec),
+            client,
+            server_name,
+            check_hostname: self.cfg.tls.check_hostname,
+        })
     }
 
     fn start_client(&mut self, i: usize, now: Instant) {
@@ -910,19 +1004,28 @@ impl Module {
         }
         if self.link.is_none() {
             log::warn!("socket {i}: P6=1 while not joined to a network");
-            return self.reply(self.connect_failure(proto));
+            return self.reply(self.connect_failure(i, None));
         }
         let conn = self.next_id();
         let src = self.source_ip();
         let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
         let op = match proto {
-            Protocol::Tcp => {
+            Protocol::Tcp | Protocol::Tls => {
                 let s = &self.sockets[i];
                 if s.remote_ip.is_unspecified() || s.remote_ip.is_broadcast() {
                     log::warn!("socket {i}: P6=1 with remote host {}", s.remote_ip);
                     let r = fail(self, b"[P6     ] Invalid IP Address");
                     return self.reply(r);
                 }
+                let tls = if proto == Protocol::Tls {
+                    match self.tls_params(i) {
+                        Ok(p) => Some(p),
+                        Err(r) => return self.reply(r),
+                    }
+                } else {
+                    None
+                };
+                let s = &self.sockets[i];
                 NetOp::Connect {
                     conn,
                     local: SocketAddrV4::new(src, 0),
@@ -931,6 +1034,7 @@ impl Module {
                         .keepalive
                         .0
                         .then(|| Duration::from_millis(s.keepalive.1 as u64)),
+                    tls,
                 }
             }
             Protocol::Udp | Protocol::UdpLite => {
@@ -948,11 +1052,6 @@ impl Module {
                     local: SocketAddrV4::new(src, port),
                     ephemeral_fallback: fallback,
                 }
-            }
-            Protocol::Tls => {
-                log::warn!("socket {i}: TLS client sockets are not available in this build");
-                let r = fail(self, b"[TCP SSL] Unable to enable TLS!");
-                return self.reply(r);
             }
             Protocol::Mqtt => {
                 log::warn!("socket {i}: MQTT (P1=4) is not emulated");
@@ -991,7 +1090,6 @@ impl Module {
             s.remote_ip,
             s.remote_port
         );
-        let proto = s.protocol;
         s.reset_connection();
         let was_pending =
             matches!(self.pending, Some(Pending::Connect { socket, .. }) if socket == i);
@@ -1004,7 +1102,7 @@ impl Module {
             self.finish(Reply::ok());
         } else {
             self.pending = None;
-            self.reply(self.connect_failure(proto));
+            self.reply(self.connect_failure(i, Some(&error)));
         }
     }
 

@@ -69,6 +69,11 @@ impl Dns {
         }
     }
 
+    /// The loop's one waker (mio allows a single `Waker` per poll), for other worker threads.
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
     /// Move finished answers into `events` (called when the waker's token fires).
     pub(super) fn drain(&self, events: &mut VecDeque<(ModuleIdx, NetEvent)>) {
         while let Ok((module, query, result)) = self.rx.try_recv() {

@@ -5,6 +5,7 @@
 
 mod dns;
 mod queue;
+pub mod tls;
 
 pub use queue::WriteQueue;
 
@@ -16,7 +17,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{SocketAddr, SocketAddrV4};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which emulated module (index in the driver) an op came from and its events go to.
 pub type ModuleIdx = usize;
@@ -27,6 +28,11 @@ pub const SENT_HIGH_WATER: usize = 64 * 1024;
 
 /// Largest single read; also the UDP receive buffer (a datagram can be up to 64 KiB).
 const READ_BUF: usize = 65536;
+
+/// TLS 1.3 with a client certificate: the client's handshake ends before the server has judged the
+/// certificate, so `Connected` waits for the server's first record after it (or this long), and a
+/// rejection fails `P6=1` as it does on the module.
+const CLIENT_AUTH_GRACE: Duration = Duration::from_millis(300);
 
 /// All host sockets of all modules, and the token bookkeeping for the poll they live in.
 pub struct NetStack {
@@ -63,6 +69,21 @@ struct Tcp {
     /// Whether WRITABLE is in the registered interest (wanted while connecting or while `out` has
     /// bytes, dropped otherwise to avoid a wake-up per ACK).
     writable: bool,
+    /// TLS session riding on the stream; its ciphertext goes through `out`.
+    tls: Option<Box<TlsSession>>,
+}
+
+struct TlsSession {
+    conn: rustls::ClientConnection,
+    /// Local address, kept for the `Connected` that the handshake's end sends.
+    local: Option<SocketAddrV4>,
+    /// Handshake done but `Connected` deferred until this time (see [`CLIENT_AUTH_GRACE`]).
+    confirm_until: Option<Instant>,
+    /// `Connected` has been sent.
+    established: bool,
+    set: usize,
+    /// A client certificate is configured (P9=2).
+    client_auth: bool,
 }
 
 impl NetStack {
@@ -78,6 +99,12 @@ impl NetStack {
             dns: dns::Dns::new(registry, dns_token)?,
             scratch: vec![0; READ_BUF],
         })
+    }
+
+    /// The loop's waker: worker threads wake the poll with it (its events go to `handle_event`, which
+    /// ignores them unless DNS answered; other workers' owners check their channels every turn).
+    pub fn waker(&self) -> std::sync::Arc<mio::Waker> {
+        self.dns.waker()
     }
 
     /// A fresh token for a source that is not a socket (a pty, the signal pipe).
@@ -110,10 +137,26 @@ impl NetStack {
                 local,
                 remote,
                 keepalive,
+                tls,
             } => {
                 log::debug!(
-                    "m{module} connect #{conn} {local} -> {remote} keepalive {keepalive:?}"
+                    "m{module} connect #{conn} {local} -> {remote} keepalive {keepalive:?} tls {}",
+                    tls.is_some()
                 );
+                let session = match tls.map(|p| tls_session(&p, remote)).transpose() {
+                    Ok(s) => s,
+                    Err(why) => {
+                        log::warn!("m{module} #{conn}: TLS not started: {why}");
+                        self.push(
+                            module,
+                            NetEvent::ConnectFailed {
+                                conn,
+                                error: ConnectError::Tls(why),
+                            },
+                        );
+                        return;
+                    }
+                };
                 match tcp_connect(local, remote, keepalive) {
                     Ok(stream) => {
                         let tcp = Tcp {
@@ -122,6 +165,7 @@ impl NetStack {
                             out: WriteQueue::default(),
                             sends: VecDeque::new(),
                             writable: true,
+                            tls: session.map(Box::new),
                         };
                         self.insert(registry, module, conn, Kind::Tcp(tcp));
                     }
@@ -159,6 +203,7 @@ impl NetStack {
             NetOp::Close { conn } => {
                 log::debug!("m{module} close #{conn}");
                 if let Some(&token) = self.by_id.get(&(module, conn)) {
+                    self.close_notify(token);
                     self.remove(registry, token);
                 }
                 // Whatever was already queued for it is stale now: the core asked for silence.
@@ -193,8 +238,16 @@ impl NetStack {
                     tcp.connecting = false;
                     // Data may have arrived with the handshake; the event that said so is used up.
                     conn.want_read = true;
-                    self.events
-                        .push_back((module, NetEvent::Connected { conn: id, local }));
+                    match &mut tcp.tls {
+                        // TLS: `Connected` comes when the handshake is done; send the ClientHello.
+                        Some(t) => {
+                            t.local = Some(local);
+                            tls_out(&mut t.conn, &mut tcp.out);
+                        }
+                        None => self
+                            .events
+                            .push_back((module, NetEvent::Connected { conn: id, local })),
+                    }
                     self.flush_tcp(registry, token);
                 }
                 Err(e) => {
@@ -240,6 +293,23 @@ impl NetStack {
             }
             let (module, id) = (conn.module, conn.id);
             let end = match &mut conn.kind {
+                Kind::Tcp(tcp) if tcp.tls.is_some() => {
+                    let r = read_tls(
+                        tcp,
+                        budget,
+                        &mut self.scratch,
+                        &mut conn.want_read,
+                        module,
+                        id,
+                        &mut self.events,
+                    );
+                    if let Some(t) = &mut tcp.tls {
+                        // Handshake messages, alerts and key updates the reads produced.
+                        tls_out(&mut t.conn, &mut tcp.out);
+                    }
+                    self.flush_tcp(registry, token);
+                    r
+                }
                 Kind::Tcp(tcp) => read_tcp(
                     &mut tcp.stream,
                     budget,
@@ -266,6 +336,44 @@ impl NetStack {
                 log::debug!("m{module} closed #{id}: {reason:?}");
                 self.remove(registry, token);
                 self.push(module, NetEvent::Closed { conn: id, reason });
+            }
+        }
+    }
+
+    /// The earliest time [`NetStack::handle_deadlines`] must run.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter_map(|c| match &c.kind {
+                Kind::Tcp(Tcp { tls: Some(t), .. }) => t.confirm_until,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Finish TLS connections whose client-certificate grace period ended without a rejection.
+    pub fn handle_deadlines(&mut self, now: Instant) {
+        for conn in self.conns.values_mut() {
+            if let Kind::Tcp(Tcp { tls: Some(t), .. }) = &mut conn.kind {
+                if t.confirm_until.is_some_and(|d| now >= d) {
+                    establish(t, conn.module, conn.id, &mut self.events);
+                }
+            }
+        }
+    }
+
+    /// Tell a TLS peer we are closing (best effort; the socket goes away right after).
+    fn close_notify(&mut self, token: Token) {
+        if let Some(Conn {
+            kind: Kind::Tcp(tcp),
+            ..
+        }) = self.conns.get_mut(&token)
+        {
+            if let Some(t) = &mut tcp.tls {
+                t.conn.send_close_notify();
+                tls_out(&mut t.conn, &mut tcp.out);
+                let stream = &mut tcp.stream;
+                let _ = tcp.out.flush(|b| io::Write::write(stream, b));
             }
         }
     }
@@ -356,7 +464,16 @@ impl NetStack {
         };
         match &mut conn.kind {
             Kind::Tcp(tcp) => {
-                tcp.out.push(data);
+                match &mut tcp.tls {
+                    Some(t) => {
+                        // No plaintext limit is set, so the whole payload is taken.
+                        if let Err(e) = io::Write::write_all(&mut t.conn.writer(), data) {
+                            log::warn!("m{module} tls #{id}: write: {e}");
+                        }
+                        tls_out(&mut t.conn, &mut tcp.out);
+                    }
+                    None => tcp.out.push(data),
+                }
                 tcp.sends.push_back(tcp.out.pushed());
                 self.flush_tcp(registry, token);
             }
@@ -475,6 +592,180 @@ fn read_tcp(
         events.push_back((module, NetEvent::Data { conn: id, data }));
     }
     end
+}
+
+fn tls_session(
+    p: &crate::module::io::TlsParams,
+    remote: SocketAddrV4,
+) -> Result<TlsSession, String> {
+    let config = tls::client_config(p)?;
+    let mut conn = rustls::ClientConnection::new(config, tls::server_name(p, *remote.ip()))
+        .map_err(|e| format!("TLS session: {e}"))?;
+    // Our own high-water mark on `out` paces the host; rustls must not cut writes short.
+    conn.set_buffer_limit(None);
+    Ok(TlsSession {
+        conn,
+        local: None,
+        confirm_until: None,
+        established: false,
+        set: p.set,
+        client_auth: p.client.is_some(),
+    })
+}
+
+/// Move the ciphertext rustls has ready into the connection's write queue.
+fn tls_out(conn: &mut rustls::ClientConnection, out: &mut WriteQueue) {
+    let mut buf = Vec::new();
+    while conn.wants_write() {
+        if conn.write_tls(&mut buf).is_err() {
+            break;
+        }
+    }
+    out.push(&buf);
+}
+
+/// Report the TLS connection as established (once).
+fn establish(
+    t: &mut TlsSession,
+    module: ModuleIdx,
+    id: ConnId,
+    events: &mut VecDeque<(ModuleIdx, NetEvent)>,
+) {
+    t.confirm_until = None;
+    if t.established {
+        return;
+    }
+    t.established = true;
+    let local = t
+        .local
+        .unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+    log::info!(
+        "m{module} #{id}: TLS established ({:?}, {:?})",
+        t.conn.protocol_version(),
+        t.conn.negotiated_cipher_suite().map(|s| s.suite())
+    );
+    events.push_back((module, NetEvent::Connected { conn: id, local }));
+}
+
+/// Read and decrypt up to `budget` plaintext bytes of a TLS connection into one `Data` event, driving
+/// the handshake on the way. Returns why the connection ended, if it did; a failure before
+/// `Connected` becomes a `ConnectFailed` with the precise reason.
+fn read_tls(
+    tcp: &mut Tcp,
+    budget: usize,
+    scratch: &mut [u8],
+    want_read: &mut bool,
+    module: ModuleIdx,
+    id: ConnId,
+    events: &mut VecDeque<(ModuleIdx, NetEvent)>,
+) -> Option<CloseReason> {
+    let t = tcp.tls.as_mut()?;
+    let mut data = Vec::new();
+    let mut end: Option<Result<CloseReason, String>> = None;
+    let mut eof = false;
+    'outer: loop {
+        // Plaintext already decrypted.
+        while data.len() < budget {
+            let n = (budget - data.len()).min(scratch.len());
+            match io::Read::read(&mut t.conn.reader(), &mut scratch[..n]) {
+                Ok(0) => {
+                    end = Some(Ok(CloseReason::PeerClosed));
+                    break 'outer;
+                }
+                Ok(n) => data.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    end = Some(Err(
+                        "peer closed the connection without a TLS close_notify".into()
+                    ));
+                    break 'outer;
+                }
+                Err(e) => {
+                    end = Some(Err(e.to_string()));
+                    break 'outer;
+                }
+            }
+        }
+        if data.len() >= budget {
+            break; // want_read stays set: more may be waiting
+        }
+        if eof {
+            end = Some(Err(
+                "peer closed the connection during the TLS handshake".into()
+            ));
+            break;
+        }
+        let got = match t.conn.read_tls(&mut tcp.stream) {
+            Ok(0) => {
+                eof = true;
+                0
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *want_read = false;
+                break;
+            }
+            Err(e) => {
+                end = Some(Err(e.to_string()));
+                break;
+            }
+        };
+        let was_handshaking = t.conn.is_handshaking();
+        if let Err(e) = t.conn.process_new_packets() {
+            let why = tls::describe(&e);
+            end = Some(Err(why));
+            break;
+        }
+        if got > 0 && t.confirm_until.is_some() {
+            // The server answered after seeing our certificate: it accepted it.
+            establish(t, module, id, events);
+        }
+        if was_handshaking && !t.conn.is_handshaking() {
+            let client_auth_13 = t.client_auth
+                && t.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+            if client_auth_13 {
+                t.confirm_until = Some(Instant::now() + CLIENT_AUTH_GRACE);
+            } else {
+                establish(t, module, id, events);
+            }
+        }
+    }
+    if !data.is_empty() {
+        log::debug!("m{module} recv #{id} {} bytes (TLS)", data.len());
+        log::trace!("m{module} recv #{id} {}", data.escape_ascii());
+        if t.confirm_until.is_some() {
+            establish(t, module, id, events);
+        }
+        events.push_back((module, NetEvent::Data { conn: id, data }));
+    }
+    match end {
+        None => None,
+        Some(r) if !t.established => {
+            let why = match r {
+                Ok(_) => "peer closed the connection during the TLS handshake".to_string(),
+                Err(why) => why,
+            };
+            log::warn!(
+                "m{module} #{id}: TLS handshake with set {} failed: {why}",
+                t.set
+            );
+            events.push_back((
+                module,
+                NetEvent::ConnectFailed {
+                    conn: id,
+                    error: ConnectError::Tls(why),
+                },
+            ));
+            // The connection is gone; the caller removes it without a second event.
+            Some(CloseReason::Error(String::new()))
+        }
+        Some(Ok(r)) => Some(r),
+        Some(Err(why)) => {
+            log::info!("m{module} #{id}: TLS connection ended: {why}");
+            Some(CloseReason::Error(why))
+        }
+    }
 }
 
 /// Receive whole datagrams while the module has room (a datagram is never split, so the last one may

@@ -77,6 +77,7 @@ impl Harness {
                 local: SocketAddrV4::new(LO, 0),
                 remote,
                 keepalive: None,
+                tls: None,
             },
         );
         let evs = self.expect("Connected", |e| matches!(e, NetEvent::Connected { .. }));
@@ -117,6 +118,7 @@ fn tcp_connect_send_receive_peer_close() {
             local: SocketAddrV4::new(LO, 0),
             remote: addr,
             keepalive: Some(Duration::from_secs(30)),
+            tls: None,
         },
     );
     let evs = h.expect("Connected", |e| matches!(e, NetEvent::Connected { .. }));
@@ -178,6 +180,7 @@ fn tcp_refused() {
             local: SocketAddrV4::new(LO, 0),
             remote: addr,
             keepalive: None,
+            tls: None,
         },
     );
     let evs = h.expect("ConnectFailed", |e| {
@@ -205,6 +208,7 @@ fn tcp_local_port_in_use() {
             local: addr,
             remote,
             keepalive: None,
+            tls: None,
         },
     );
     assert_eq!(
