@@ -15,3 +15,4 @@ pub mod iwin;
 pub mod module;
 pub mod net;
 pub mod serial;
+pub mod tools;

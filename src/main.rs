@@ -1,7 +1,9 @@
 //! `eswifi-emu` command line (layer: edge). Parses arguments, sets up logging and configuration, and
-//! hands over to [`eswifi_emu::driver`]. Serving is the default action; subcommands come later.
+//! hands over to [`eswifi_emu::driver`] (serving, the default) or [`eswifi_emu::tools`] (`flash`,
+//! `certs`).
 
 use clap::{ArgAction, Parser, Subcommand};
+use eswifi_emu::certstore::CertStore;
 use eswifi_emu::config::Config;
 use eswifi_emu::driver::{serve, ServeOptions};
 use std::io::Write;
@@ -38,14 +40,66 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Cmd {}
+enum Cmd {
+    /// Offline equivalent of flashing a complete firmware image: program items into a set (replacing
+    /// what is there) and/or erase every set — the only way to clear one-time-programmable sets.
+    Flash {
+        /// Remove every item of every set first.
+        #[arg(long)]
+        erase: bool,
+        /// The set to program (0-2 one-time programmable, 3 re-writable on C6 firmware).
+        #[arg(long, value_name = "N")]
+        set: Option<usize>,
+        /// Root CA (PEM) to store as item 0.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Client certificate (PEM) to store as item 1.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// Client private key (PEM) to store as item 2.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// List what each certificate set holds: items present, and subject, issuer and validity of
+    /// certificates. Never prints key material.
+    Certs,
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
 
     if let Some(cmd) = cli.cmd {
-        match cmd {}
+        let store = CertStore::new(&cli.certsets);
+        let result = match cmd {
+            Cmd::Flash {
+                erase,
+                set,
+                ca,
+                cert,
+                key,
+            } => {
+                let plan = eswifi_emu::tools::FlashPlan {
+                    erase,
+                    set,
+                    ca,
+                    cert,
+                    key,
+                };
+                eswifi_emu::tools::flash(&store, &plan).map(|lines| lines.join("\n"))
+            }
+            Cmd::Certs => eswifi_emu::tools::list(&store).map(|s| s.trim_end().to_string()),
+        };
+        return match result {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("eswifi-emu: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
 
     let config = match &cli.config {

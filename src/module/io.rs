@@ -115,7 +115,7 @@ pub struct StoreOp {
 /// What a TLS client socket (`P1=3`) needs from the module: the verification level and the items of
 /// the active certificate set. The core has already checked that what the level needs is present and
 /// parses; the driver builds the rustls configuration from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsParams {
     /// The active set (`PF=0,<set>`), for diagnostics.
     pub set: usize,
@@ -130,4 +130,19 @@ pub struct TlsParams {
     /// Server name: SNI (when it is a DNS name) and the name checked when `check_hostname` is set.
     pub server_name: Option<String>,
     pub check_hostname: bool,
+}
+
+/// Lengths only: logs never carry certificate or key bytes.
+impl std::fmt::Debug for TlsParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsParams")
+            .field("set", &self.set)
+            .field("verify", &self.verify)
+            .field("report_only", &self.report_only)
+            .field("ca_bytes", &self.ca.as_ref().map(Vec::len))
+            .field("client_cert_and_key", &self.client.is_some())
+            .field("server_name", &self.server_name)
+            .field("check_hostname", &self.check_hostname)
+            .finish()
+    }
 }
