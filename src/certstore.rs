@@ -109,24 +109,30 @@ impl CertStore {
 
     /// Store one item crash-safely.
     pub fn write(&self, set: usize, item: Item, data: &[u8]) -> io::Result<()> {
-        let set_dir = self.dir.join(format!("set{set}"));
-        create_dir_synced(&set_dir)?;
-        let path = self.item_path(set, item);
-        let tmp = set_dir.join(format!(".{}.otp.tmp", item.file_stem()));
         let mode = if item == Item::Key { 0o600 } else { 0o644 };
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode)
-                .open(&tmp)?;
-            f.write_all(format!("{MAGIC} {} {}\n", data.len(), sha256_hex(data)).as_bytes())?;
-            f.write_all(data)?;
-            f.sync_all()?;
+        write_durable(&self.item_path(set, item), data, mode)
+    }
+
+    /// The saved module settings (`Z1`), beside the sets.
+    pub fn settings_path(&self) -> PathBuf {
+        self.dir.join("settings.saved")
+    }
+
+    /// Store the saved settings crash-safely (mode 0600: they hold the Wi-Fi passphrase).
+    pub fn write_settings(&self, data: &[u8]) -> io::Result<()> {
+        write_durable(&self.settings_path(), data, 0o600)
+    }
+
+    /// The saved settings, if any were saved; a torn or corrupt file is an error naming it.
+    pub fn load_settings(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.settings_path();
+        match fs::read(&path) {
+            Ok(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|why| StoreError::Corrupt { path, why }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(StoreError::Io { path, err }),
         }
-        fs::rename(&tmp, &path)?;
-        File::open(&set_dir)?.sync_all()
     }
 
     /// Remove every item of every set (the offline "flash a complete firmware image").
@@ -145,6 +151,31 @@ impl CertStore {
         }
         Ok(())
     }
+}
+
+/// Write `data` under the checked header to `path` via a temp file: write, fsync, rename, fsync the
+/// directory. Readers see the old file or the complete new one, never a torn one.
+fn write_durable(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_dir_synced(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(format!("{MAGIC} {} {}\n", data.len(), sha256_hex(data)).as_bytes())?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
 }
 
 /// Create `dir` (and parents) and make the new entries durable.
@@ -224,6 +255,18 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         store.erase().unwrap();
         assert_eq!(store.load().unwrap(), CertSets::default());
+        assert_eq!(store.load_settings().unwrap(), None);
+        store.write_settings(b"ssid=6c6162").unwrap();
+        assert_eq!(
+            store.load_settings().unwrap().as_deref(),
+            Some(&b"ssid=6c6162"[..])
+        );
+        fs::write(store.settings_path(), b"eswifi-emu-otp 1 3 00\nabc").unwrap();
+        assert!(store
+            .load_settings()
+            .unwrap_err()
+            .to_string()
+            .contains("settings.saved"));
         let _ = fs::remove_dir_all(&dir);
     }
 

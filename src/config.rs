@@ -128,6 +128,17 @@ impl Default for Network {
 pub struct ModuleSettings {
     /// `MT` at power-up: 0 = errors with reason and usage, 1 = bare `ERROR`.
     pub message_type: u8,
+    /// How asynchronous messages reach the host: written unsolicited between replies (`uart`, the
+    /// UART firmware) or queued for `MR` (`poll`, the SPI firmware ST's es_wifi.c expects).
+    pub events: EventMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EventMode {
+    #[default]
+    Uart,
+    Poll,
 }
 
 /// Emulated delays and limits, in milliseconds.

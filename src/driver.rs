@@ -166,10 +166,18 @@ impl StoreWorker {
             .name("certstore".into())
             .spawn(move || {
                 for (idx, store, op) in job_rx {
-                    let result = store.write(op.set, op.item, &op.data).map_err(|e| {
-                        format!("{}: {e}", store.item_path(op.set, op.item).display())
-                    });
-                    if done_tx.send((idx, op.req, result)).is_err() {
+                    let req = op.req();
+                    let result = match op {
+                        StoreOp::Item {
+                            set, item, data, ..
+                        } => store
+                            .write(set, item, &data)
+                            .map_err(|e| format!("{}: {e}", store.item_path(set, item).display())),
+                        StoreOp::Settings { data, .. } => store
+                            .write_settings(&data)
+                            .map_err(|e| format!("{}: {e}", store.settings_path().display())),
+                    };
+                    if done_tx.send((idx, req, result)).is_err() {
                         return;
                     }
                     let _ = waker.wake();
@@ -328,7 +336,7 @@ impl<M: Core> Driver<M> {
                 }
                 while let Some(op) = line.core.poll_store() {
                     moved = true;
-                    let req = op.req;
+                    let req = op.req();
                     let sent = match &line.store {
                         Some(store) => self.store.jobs.send((idx, store.clone(), op)).is_ok(),
                         None => false,

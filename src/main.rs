@@ -4,7 +4,7 @@
 
 use clap::{ArgAction, Parser, Subcommand};
 use eswifi_emu::certstore::CertStore;
-use eswifi_emu::config::Config;
+use eswifi_emu::config::{Config, EventMode};
 use eswifi_emu::driver::{serve, ServeOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,7 +26,12 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Directory holding the certificate sets.
+    /// How asynchronous messages reach the host: `uart` writes them between replies (UART firmware),
+    /// `poll` queues them for `MR` (SPI firmware). Overrides the configuration file.
+    #[arg(long, value_enum, value_name = "MODE")]
+    events: Option<EventMode>,
+
+    /// Directory holding the certificate sets and saved settings.
     #[arg(long, value_name = "DIR", default_value = "certsets")]
     certsets: PathBuf,
 
@@ -112,6 +117,10 @@ fn main() -> ExitCode {
             }
         },
     };
+    let mut config = config;
+    if let Some(mode) = cli.events {
+        config.module.events = mode;
+    }
     let opts = ServeOptions {
         config,
         link: cli.link,

@@ -91,8 +91,15 @@ pub enum Command {
     SetRemoteIp(Ipv4Addr),
     /// `P4=<port>` — remote port.
     SetRemotePort(u16),
+    /// `P5=<0/1/10/11>` — server: stop, start, close current client and take the next, start
+    /// multi-accept.
+    Server(u8),
     /// `P6=<0/1>` — stop/start the client connection.
     Client(bool),
+    /// `P7=<0..3>` — legacy accept loop: stop, start, close current client, next client.
+    AcceptLoop(u8),
+    /// `MR` — read one queued asynchronous message.
+    ReadMessage,
     /// `P8=<0..16>` — listen backlog.
     SetBacklog(u8),
     /// `P9=<0..2>` — TLS verification level.
@@ -194,7 +201,13 @@ const COMMANDS: &[(&str, &str)] = &[
     ("P2", "<0-65535>"),
     ("P3", "<xxx.xxx.xxx.xxx>"),
     ("P4", "<0-65535>"),
+    (
+        "P5",
+        "<0=Stop/1=Start/10=Next client/11=Start multi-accept>",
+    ),
     ("P6", "<0=Stop/1=Start>"),
+    ("P7", "<0=Stop/1=Start/2=Close client/3=Next client>"),
+    ("MR", ""),
     ("P8", "<0-16>"),
     ("P9", "<0=None/1=Optional/2=Required>"),
     ("PA", "<0=Off/1=On>,<CA name>"),
@@ -326,7 +339,16 @@ fn parse_args(name: &'static str, args: Option<&[u8]>) -> ArgResult<Command> {
         "P2" => SetLocalPort(num(0, 65535)? as u16),
         "P3" => SetRemoteIp(ip()?),
         "P4" => SetRemotePort(num(0, 65535)? as u16),
+        "P5" => {
+            let v = num(0, 11)?;
+            if !matches!(v, 0 | 1 | 10 | 11) {
+                return Err(Reason::BadArgument);
+            }
+            Server(v as u8)
+        }
         "P6" => Client(flag()?),
+        "P7" => AcceptLoop(num(0, 3)? as u8),
+        "MR" => none(ReadMessage)?,
         "P8" => SetBacklog(num(0, 16)? as u8),
         "P9" => SetTlsVerify(num(0, 2)? as u8),
         "PK" => {

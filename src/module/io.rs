@@ -40,9 +40,29 @@ pub enum NetOp {
         data: Vec<u8>,
         to: Option<SocketAddrV4>,
     },
+    /// Listen for TCP clients on `local` (module-side server). Answer with `Connected` (listening) or
+    /// `ConnectFailed`; then one `Accepted` per client, each with a fresh connection id chosen by the
+    /// driver (ids with [`ACCEPTED_BIT`] set, so they never collide with the core's own).
+    Listen {
+        conn: ConnId,
+        local: SocketAddrV4,
+        backlog: u32,
+    },
+    /// Send `count` ICMP echo requests to `target`, `interval` apart, waiting up to `timeout` for each
+    /// reply, off the event loop; answer with [`NetEvent::PingDone`].
+    Ping {
+        query: QueryId,
+        target: Ipv4Addr,
+        count: u32,
+        interval: Duration,
+        timeout: Duration,
+    },
     /// Close and forget the connection. No further events for it are expected (stale ones are ignored).
     Close { conn: ConnId },
 }
+
+/// Set in the ids the driver gives accepted connections.
+pub const ACCEPTED_BIT: ConnId = 1 << 63;
 
 /// Why a connection attempt failed (the log carries the detail; the wire reply follows the kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,16 +120,41 @@ pub enum NetEvent {
         conn: ConnId,
         reason: CloseReason,
     },
+    /// A client connected to the listener `listener`; it is connection `conn` from now on.
+    Accepted {
+        listener: ConnId,
+        conn: ConnId,
+        peer: SocketAddrV4,
+    },
+    /// The round trip of each echo request in order (None: no reply in time). `Err` when no ICMP
+    /// socket could be opened at all (the text says why).
+    PingDone {
+        query: QueryId,
+        result: Result<Vec<Option<Duration>>, String>,
+    },
 }
 
-/// A write to the certificate store the driver must perform off the event loop (crash-safely);
-/// answer with [`crate::module::Module::handle_stored`].
+/// A write to the module's flash (the on-disk store) the driver must perform off the event loop,
+/// crash-safely; answer with [`crate::module::Module::handle_stored`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreOp {
-    pub req: u64,
-    pub set: usize,
-    pub item: crate::module::certs::Item,
-    pub data: Vec<u8>,
+pub enum StoreOp {
+    /// One item of a certificate set (`PG`).
+    Item {
+        req: u64,
+        set: usize,
+        item: crate::module::certs::Item,
+        data: Vec<u8>,
+    },
+    /// The saved settings (`Z1`), as [`crate::module::Module`] serialises them.
+    Settings { req: u64, data: Vec<u8> },
+}
+
+impl StoreOp {
+    pub fn req(&self) -> u64 {
+        match self {
+            StoreOp::Item { req, .. } | StoreOp::Settings { req, .. } => *req,
+        }
+    }
 }
 
 /// What a TLS client socket (`P1=3`) needs from the module: the verification level and the items of

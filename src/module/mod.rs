@@ -11,15 +11,17 @@
 
 pub mod certs;
 pub mod io;
+pub mod server;
 pub mod socket;
 pub mod station;
 
-use crate::config::Config;
+use crate::config::{Config, EventMode};
 use crate::iwin::command::{self, AddrField, Command, ParseError};
 use crate::iwin::framer::{Frame, Framer};
-use crate::iwin::reply::{MessageType, Reason, Reply};
+use crate::iwin::reply::{encode_async, MessageType, Reason, Reply};
 use certs::{CertSets, Item};
 use io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, QueryId, StoreOp, TlsParams};
+use server::{Server, Waiting};
 use socket::{Protocol, Socket, State, RX_LIMIT};
 use station::{Link, StationSettings};
 use std::collections::{HashMap, VecDeque};
@@ -61,13 +63,51 @@ enum Pending {
         len: usize,
         deadline: Option<Instant>,
     },
-    /// `PG` waiting for the store to make the item durable.
+    /// `PG`/`Z1` waiting for the store to make the data durable.
     Store {
         req: u64,
+        what: Durable,
+    },
+    /// `P5=1`/`P5=11` waiting for the listener to be bound.
+    Listen {
+        socket: usize,
+        deadline: Instant,
+    },
+}
+
+impl Pending {
+    /// When the command gives up (None: it waits for its answer however long).
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Pending::Join { deadline }
+            | Pending::Scan { deadline }
+            | Pending::Resolve { deadline, .. }
+            | Pending::Connect { deadline, .. }
+            | Pending::Read { deadline, .. }
+            | Pending::Listen { deadline, .. } => Some(*deadline),
+            Pending::Send { deadline, .. } => *deadline,
+            Pending::Store { .. } => None,
+        }
+    }
+}
+
+/// What a pending store write is for.
+#[derive(Debug)]
+enum Durable {
+    Item {
         set: usize,
         item: Item,
         data: Vec<u8>,
     },
+}
+
+/// Which asynchronous messages `MS` can suppress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventClass {
+    /// `[AP DHCP]` (MS bit 0).
+    Dhcp,
+    /// `[TCP SVR]` / `[UDP SVR]` (MS bit 1).
+    Server,
 }
 
 /// What the payload the framer is collecting belongs to.
@@ -127,6 +167,8 @@ pub struct Module {
     certs: CertSets,
     store_ops: VecDeque<StoreOp>,
     tls: TlsSettings,
+    /// Asynchronous messages not yet delivered (written between replies, or fetched with `MR`).
+    events: VecDeque<Vec<u8>>,
 }
 
 /// `PF`/`PA` selections (reset by `ZR`).
@@ -168,6 +210,7 @@ impl Module {
             certs: CertSets::default(),
             store_ops: VecDeque::new(),
             tls: TlsSettings::power_on(),
+            events: VecDeque::new(),
             cfg: config.clone(),
         };
         m.boot_output();
@@ -194,14 +237,23 @@ impl Module {
                 if let Some(i) = self.socket_of(conn) {
                     self.sockets[i].rx.push_stream(&data);
                     self.complete_read(i);
+                } else if let Some(w) = self.waiting_client(conn) {
+                    w.rx.push_stream(&data);
                 }
             }
             NetEvent::Datagram { conn, data, from } => {
                 if let Some(i) = self.socket_of(conn) {
+                    self.udp_server_sender(i, from);
                     self.sockets[i].rx.push_datagram(data, from);
                     self.complete_read(i);
                 }
             }
+            NetEvent::Accepted {
+                listener,
+                conn,
+                peer,
+            } => self.on_accepted(listener, conn, peer),
+            NetEvent::PingDone { .. } => {}
             NetEvent::Sent { conn } => {
                 if let Some(Pending::Send { conn: c, len, .. }) = &self.pending {
                     if *c == conn {
@@ -225,17 +277,11 @@ impl Module {
                 self.reply(self.error("S3", Reason::UnknownError, Vec::new()));
             }
         }
-        let due = match &self.pending {
-            Some(
-                Pending::Join { deadline }
-                | Pending::Scan { deadline }
-                | Pending::Resolve { deadline, .. }
-                | Pending::Connect { deadline, .. }
-                | Pending::Read { deadline, .. },
-            ) => now >= *deadline,
-            Some(Pending::Send { deadline, .. }) => deadline.is_some_and(|d| now >= d),
-            Some(Pending::Store { .. }) | None => false,
-        };
+        let due = self
+            .pending
+            .as_ref()
+            .and_then(Pending::deadline)
+            .is_some_and(|d| now >= d);
         if due {
             match self.pending.take() {
                 Some(Pending::Join { .. }) => self.finish_join(),
@@ -257,6 +303,11 @@ impl Module {
                     log::warn!("socket {socket}: S2 timeout while the peer is not reading; {len} bytes still queued");
                     self.reply(Reply::payload(len.to_string()));
                 }
+                Some(Pending::Listen { socket, .. }) => {
+                    log::warn!("socket {socket}: listener not ready in time");
+                    self.close_socket(socket);
+                    self.reply(self.error("P5", Reason::UnknownError, Vec::new()));
+                }
                 Some(p @ Pending::Store { .. }) => self.pending = Some(p),
                 None => {}
             }
@@ -276,17 +327,7 @@ impl Module {
 
     /// When the module next wants `handle_timeout`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let pending = match &self.pending {
-            Some(
-                Pending::Join { deadline }
-                | Pending::Scan { deadline }
-                | Pending::Resolve { deadline, .. }
-                | Pending::Connect { deadline, .. }
-                | Pending::Read { deadline, .. },
-            ) => Some(*deadline),
-            Some(Pending::Send { deadline, .. }) => *deadline,
-            Some(Pending::Store { .. }) | None => None,
-        };
+        let pending = self.pending.as_ref().and_then(Pending::deadline);
         let payload = self.payload.as_ref().map(|(_, d)| *d);
         pending.into_iter().chain(payload).min()
     }
@@ -294,8 +335,15 @@ impl Module {
     /// How many more received bytes the module will queue for `conn` (backpressure: the driver stops
     /// reading a connection while this is 0 and retries after the next serial or net step).
     pub fn rx_room(&self, conn: ConnId) -> usize {
-        self.socket_of(conn)
-            .map_or(0, |i| RX_LIMIT.saturating_sub(self.sockets[i].rx.len()))
+        if let Some(i) = self.socket_of(conn) {
+            return RX_LIMIT.saturating_sub(self.sockets[i].rx.len());
+        }
+        self.sockets
+            .iter()
+            .filter_map(|s| s.server.as_ref())
+            .flat_map(|srv| srv.waiting.iter())
+            .find(|w| w.conn == conn)
+            .map_or(0, |w| RX_LIMIT.saturating_sub(w.rx.len()))
     }
 
     /// Install the certificate sets loaded from the store (at power-up, before serving).
@@ -316,12 +364,10 @@ impl Module {
     /// Result of a [`StoreOp`]: the item is durable (Ok) or could not be written.
     pub fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
         if matches!(&self.pending, Some(Pending::Store { req: r, .. }) if *r == req) {
-            let Some(Pending::Store {
-                set, item, data, ..
-            }) = self.pending.take()
-            else {
+            let Some(Pending::Store { what, .. }) = self.pending.take() else {
                 unreachable!()
             };
+            let Durable::Item { set, item, data } = what;
             match result {
                 Ok(()) => {
                     log::info!(
@@ -394,6 +440,34 @@ impl Module {
                 }
             }
         }
+        self.flush_events();
+    }
+
+    /// Queue an asynchronous message unless `MS` suppresses its class.
+    fn emit_event(&mut self, class: EventClass, message: String) {
+        let bit = match class {
+            EventClass::Dhcp => 1,
+            EventClass::Server => 2,
+        };
+        if self.sys.suppress & bit != 0 {
+            log::debug!("event suppressed by MS={}: {message}", self.sys.suppress);
+            return;
+        }
+        log::info!("event {message}");
+        self.events.push_back(message.into_bytes());
+    }
+
+    /// UART firmware: write queued messages, but only between replies (never while a command is
+    /// executing or its payload is arriving).
+    fn flush_events(&mut self) {
+        if self.cfg.module.events != EventMode::Uart || self.is_busy() {
+            return;
+        }
+        while let Some(msg) = self.events.pop_front() {
+            let bytes = encode_async(&msg);
+            log::debug!("evt  {}", bytes.escape_ascii());
+            self.out.extend_from_slice(&bytes);
+        }
     }
 
     fn reply(&mut self, r: Reply) {
@@ -451,10 +525,15 @@ impl Module {
     }
 
     fn close_all_sockets(&mut self) {
-        for s in &mut self.sockets {
-            if let Some(conn) = s.reset_connection() {
-                self.ops.push_back(NetOp::Close { conn });
-            }
+        for i in 0..self.sockets.len() {
+            self.close_socket(i);
+        }
+    }
+
+    /// Close the socket's connection and any server it runs.
+    fn close_socket(&mut self, i: usize) {
+        for conn in self.sockets[i].reset_all() {
+            self.ops.push_back(NetOp::Close { conn });
         }
     }
 
@@ -625,6 +704,19 @@ impl Module {
             SetRemotePort(p) => {
                 self.sockets[cur].remote_port = p;
                 Reply::ok()
+            }
+            Server(mode) => {
+                self.server_command(cur, mode, now);
+                return;
+            }
+            AcceptLoop(v) => self.accept_loop(cur, v),
+            ReadMessage => {
+                let mut p = b"[SOMA]".to_vec();
+                if let Some(msg) = self.events.pop_front() {
+                    p.extend_from_slice(&msg);
+                }
+                p.extend_from_slice(b"[EOMA]");
+                Reply::Ok(p)
             }
             Client(true) => {
                 self.start_client(cur, now);
@@ -1070,6 +1162,21 @@ impl Module {
     }
 
     fn on_connected(&mut self, conn: ConnId, local: SocketAddrV4) {
+        if let Some(i) = self.server_socket(conn) {
+            let srv = self.sockets[i].server.as_mut().expect("server_socket");
+            srv.bound = true;
+            log::info!(
+                "socket {i}: {} server on {local}",
+                if srv.udp { "UDP" } else { "TCP" }
+            );
+            if srv.udp {
+                self.sockets[i].state = State::Connected { conn, local };
+            }
+            if matches!(self.pending, Some(Pending::Listen { socket, .. }) if socket == i) {
+                self.finish(Reply::ok());
+            }
+            return;
+        }
         let Some(i) = self.socket_of(conn) else {
             return;
         };
@@ -1081,6 +1188,18 @@ impl Module {
     }
 
     fn on_connect_failed(&mut self, conn: ConnId, error: ConnectError) {
+        if let Some(i) = self.server_socket(conn) {
+            log::warn!(
+                "socket {i}: cannot serve on port {}: {error:?}",
+                self.sockets[i].local_port
+            );
+            self.close_socket(i);
+            if matches!(self.pending, Some(Pending::Listen { socket, .. }) if socket == i) {
+                self.pending = None;
+                self.reply(self.error("P5", Reason::UnknownError, Vec::new()));
+            }
+            return;
+        }
         let Some(i) = self.socket_of(conn) else {
             return;
         };
@@ -1107,6 +1226,11 @@ impl Module {
     }
 
     fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(w) = self.waiting_client(conn) {
+            log::info!("waiting client {} disconnected", w.peer);
+            w.closed = true;
+            return;
+        }
         let Some(i) = self.socket_of(conn) else {
             return;
         };
@@ -1117,6 +1241,198 @@ impl Module {
             Some(Pending::Send { conn: c, .. }) if c == conn => self.finish(Reply::Closed),
             _ => {}
         }
+    }
+
+    // ---- servers (P5/P7) -------------------------------------------------------------------------
+
+    /// Address module-side servers listen on.
+    fn server_ip(&self) -> Ipv4Addr {
+        self.source_ip()
+    }
+
+    fn server_socket(&self, listener: ConnId) -> Option<usize> {
+        self.sockets.iter().position(|s| {
+            s.server
+                .as_ref()
+                .is_some_and(|srv| srv.listener == listener)
+        })
+    }
+
+    fn waiting_client(&mut self, conn: ConnId) -> Option<&mut Waiting> {
+        self.sockets
+            .iter_mut()
+            .filter_map(|s| s.server.as_mut())
+            .find_map(|srv| srv.waiting_mut(conn))
+    }
+
+    /// `P5`: 0 stop, 1 start, 11 start with multi-accept, 10 close the current client and take the
+    /// next.
+    fn server_command(&mut self, i: usize, mode: u8, now: Instant) {
+        match mode {
+            0 => {
+                if self.sockets[i].server.is_some() {
+                    log::info!("socket {i}: server stopped");
+                    self.close_socket(i);
+                }
+                self.reply(Reply::ok())
+            }
+            10 => {
+                self.next_client(i);
+                self.reply(Reply::ok())
+            }
+            _ => self.start_server(i, mode == 11, now),
+        }
+    }
+
+    fn start_server(&mut self, i: usize, multi: bool, now: Instant) {
+        let s = &mut self.sockets[i];
+        if let Some(srv) = &mut s.server {
+            srv.accept_loop |= multi;
+            return self.reply(Reply::ok());
+        }
+        if s.conn().is_some() {
+            log::warn!("socket {i}: P5 while a client connection is open (P6=0 first)");
+            return self.reply(self.error("P5", Reason::UnknownError, Vec::new()));
+        }
+        if self.link.is_none() {
+            log::warn!("socket {i}: P5 while not joined to a network");
+            return self.reply(self.error("P5", Reason::UnknownError, Vec::new()));
+        }
+        let s = &self.sockets[i];
+        let local = SocketAddrV4::new(self.server_ip(), s.local_port);
+        let conn = self.next_id();
+        let s = &mut self.sockets[i];
+        let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
+        let op = match s.protocol {
+            Protocol::Tcp => NetOp::Listen {
+                conn,
+                local,
+                backlog: s.backlog.max(1) as u32,
+            },
+            Protocol::Udp | Protocol::UdpLite => {
+                s.state = State::Connecting { conn, deadline };
+                NetOp::OpenUdp {
+                    conn,
+                    local,
+                    ephemeral_fallback: false,
+                }
+            }
+            Protocol::Tls | Protocol::Mqtt => {
+                log::warn!("socket {i}: servers are TCP (P1=0) or UDP (P1=1) here");
+                let r = self.error("P5", Reason::UnknownError, b"Mode not supported.".to_vec());
+                return self.reply(r);
+            }
+        };
+        s.rx.clear();
+        s.server = Some(Server::new(conn, s.protocol.is_datagram(), multi));
+        log::info!("socket {i}: {op:?}");
+        self.ops.push_back(op);
+        self.pending = Some(Pending::Listen {
+            socket: i,
+            deadline,
+        });
+    }
+
+    /// `P7`: 0 stop the accept loop, 1 start it, 2 close the current client, 3 take the next.
+    fn accept_loop(&mut self, i: usize, v: u8) -> Reply {
+        let Some(srv) = self.sockets[i].server.as_mut() else {
+            return self.error("P7", Reason::UnknownError, Vec::new());
+        };
+        match v {
+            0 | 1 => srv.accept_loop = v == 1,
+            2 => {
+                if let Some(conn) = self.sockets[i].reset_connection() {
+                    self.ops.push_back(NetOp::Close { conn });
+                }
+            }
+            _ => self.next_client(i),
+        }
+        Reply::ok()
+    }
+
+    /// Close the current client of a TCP server and make the next waiting one current.
+    fn next_client(&mut self, i: usize) {
+        if self.sockets[i].server.as_ref().is_none_or(|srv| srv.udp) {
+            return;
+        }
+        if let Some(conn) = self.sockets[i].reset_connection() {
+            log::info!("socket {i}: current client closed");
+            self.ops.push_back(NetOp::Close { conn });
+        }
+        self.promote(i);
+    }
+
+    /// Make the oldest waiting client current, announcing it.
+    fn promote(&mut self, i: usize) {
+        let s = &mut self.sockets[i];
+        let Some(w) = s.server.as_mut().and_then(|srv| srv.waiting.pop_front()) else {
+            return;
+        };
+        let local = SocketAddrV4::new(self.cfg.network.ip, s.local_port);
+        s.state = if w.closed {
+            State::Closed
+        } else {
+            State::Connected {
+                conn: w.conn,
+                local,
+            }
+        };
+        s.rx = w.rx;
+        // P? reports the client: ClientIP and (as ST and CMSIS read it) RemotePort.
+        s.client_ip = *w.peer.ip();
+        s.remote_port = w.peer.port();
+        let port = s.local_port;
+        log::info!("socket {i}: client {} is current", w.peer);
+        self.emit_event(
+            EventClass::Server,
+            format!("[TCP SVR] Accepted {}:{}", w.peer.ip(), port),
+        );
+        self.complete_read(i);
+    }
+
+    fn on_accepted(&mut self, listener: ConnId, conn: ConnId, peer: SocketAddrV4) {
+        let Some(i) = self.server_socket(listener) else {
+            self.ops.push_back(NetOp::Close { conn });
+            return;
+        };
+        let backlog = self.sockets[i].backlog.max(1) as usize;
+        let s = &mut self.sockets[i];
+        let srv = s.server.as_mut().expect("server_socket");
+        if srv.waiting.len() >= backlog {
+            log::warn!("socket {i}: backlog of {backlog} full; client {peer} refused");
+            self.ops.push_back(NetOp::Close { conn });
+            return;
+        }
+        log::info!("socket {i}: client {peer} connected");
+        srv.waiting.push_back(Waiting {
+            conn,
+            peer,
+            rx: Default::default(),
+            closed: false,
+        });
+        if s.state == State::Idle {
+            self.promote(i);
+        }
+    }
+
+    /// A datagram reached a UDP server: announce a sender not seen before.
+    fn udp_server_sender(&mut self, i: usize, from: SocketAddrV4) {
+        let s = &mut self.sockets[i];
+        let port = s.local_port;
+        let Some(srv) = s.server.as_mut().filter(|srv| srv.udp) else {
+            return;
+        };
+        if srv.seen.contains(&from) {
+            return;
+        }
+        if srv.seen.len() >= 16 {
+            srv.seen.remove(0);
+        }
+        srv.seen.push(from);
+        self.emit_event(
+            EventClass::Server,
+            format!("[UDP SVR] Accepted {}:{}", from.ip(), port),
+        );
     }
 
     // ---- certificate sets ---------------------------------------------------------------------
@@ -1186,7 +1502,7 @@ impl Module {
             );
         }
         let req = self.next_id();
-        self.store_ops.push_back(StoreOp {
+        self.store_ops.push_back(StoreOp::Item {
             req,
             set,
             item,
@@ -1194,9 +1510,7 @@ impl Module {
         });
         self.pending = Some(Pending::Store {
             req,
-            set,
-            item,
-            data,
+            what: Durable::Item { set, item, data },
         });
     }
 
@@ -1205,11 +1519,27 @@ impl Module {
     /// The reply to `R0` now, or None when the read must wait.
     fn read_now(&mut self, i: usize) -> Option<Reply> {
         let s = &mut self.sockets[i];
-        if let Some((data, _from)) = s.rx.take(s.read_size as usize) {
+        if let Some((data, from)) = s.rx.take(s.read_size as usize) {
+            if let (Some(from), Some(_)) = (from, &s.server) {
+                // A UDP server answers (S3) and reports (P?) the sender of the last datagram read.
+                s.remote_ip = *from.ip();
+                s.remote_port = from.port();
+            }
             return Some(Reply::Ok(data));
         }
+        if s.state == State::Closed && s.server.as_ref().is_some_and(|srv| !srv.udp) {
+            // The current client is done and drained: -1 now, then the server moves on.
+            s.state = State::Idle;
+            if s.server.as_ref().is_some_and(|srv| srv.accept_loop) {
+                self.promote(i);
+            }
+            return Some(Reply::Closed);
+        }
+        let s = &mut self.sockets[i];
         match s.state {
             State::Connected { .. } | State::Connecting { .. } => None,
+            // A serving socket between clients waits for one.
+            State::Idle if s.server.is_some() => None,
             // A UDP socket that is not open has nothing to say; a stream that ended says -1.
             State::Idle if s.protocol.is_datagram() => Some(Reply::ok()),
             State::Idle | State::Closed => Some(Reply::Closed),

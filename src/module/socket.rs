@@ -3,6 +3,7 @@
 //! operations.
 
 use super::io::ConnId;
+use super::server::Server;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
@@ -118,6 +119,8 @@ pub struct Socket {
     pub client_ip: Ipv4Addr,
     pub state: State,
     pub rx: RxQueue,
+    /// Set while the socket serves (`P5`).
+    pub server: Option<Server>,
 }
 
 impl Default for Socket {
@@ -140,6 +143,7 @@ impl Default for Socket {
             client_ip: Ipv4Addr::UNSPECIFIED,
             state: State::Idle,
             rx: RxQueue::default(),
+            server: None,
         }
     }
 }
@@ -165,8 +169,27 @@ impl Socket {
         conn
     }
 
+    /// Drop the connection and any server (listener, waiting clients); returns what the driver must
+    /// close.
+    pub fn reset_all(&mut self) -> Vec<ConnId> {
+        let mut conns: Vec<ConnId> = self.reset_connection().into_iter().collect();
+        if let Some(server) = self.server.take() {
+            for c in server.conns() {
+                if !conns.contains(&c) {
+                    conns.push(c);
+                }
+            }
+        }
+        self.client_ip = Ipv4Addr::UNSPECIFIED;
+        conns
+    }
+
     /// `P?` — `Protocol,ClientIP,LocalPort,HostIP,RemotePort,TCPServer,UDPServer,Backlogs,AcceptLoop,ReadMode`.
     pub fn transport_line(&self) -> String {
+        let (tcp_server, udp_server, accept_loop) = match &self.server {
+            Some(s) => (!s.udp as u8, s.udp as u8, s.accept_loop as u8),
+            None => (0, 0, 0),
+        };
         format!(
             "{},{},{},{},{},{},{},{},{},{}",
             self.protocol as u8,
@@ -174,10 +197,10 @@ impl Socket {
             self.local_port,
             self.remote_ip,
             self.remote_port,
-            0,
-            0,
+            tcp_server,
+            udp_server,
             self.backlog,
-            0,
+            accept_loop,
             self.read_mode
         )
     }

@@ -800,15 +800,24 @@ impl H {
         let mut out = self.send(format!("PG={set},{item},{:04}\r", data.len()).as_bytes());
         out.extend(self.send(data));
         if let Some(op) = self.m.poll_store() {
-            assert_eq!(op.set, set as usize);
-            assert_eq!(op.item as u8, item);
-            assert_eq!(op.data, data);
+            let StoreOp::Item {
+                set: s,
+                item: i,
+                data: d,
+                ..
+            } = &op
+            else {
+                panic!("{op:?}")
+            };
+            assert_eq!(*s, set as usize);
+            assert_eq!(*i as u8, item);
+            assert_eq!(d, data);
             let result = if store_ok {
                 Ok(())
             } else {
                 Err("disk full".to_string())
             };
-            self.m.handle_stored(op.req, result, self.now);
+            self.m.handle_stored(op.req(), result, self.now);
             out.extend(self.m.take_serial());
         }
         out
@@ -930,4 +939,333 @@ fn pem_check_accepts_what_drivers_send() {
     )
     .is_ok());
     assert!(pem_check(Item::Key, PEM_CERT).is_err());
+}
+
+// ---- servers and asynchronous events -------------------------------------------------------
+
+impl H {
+    /// Start a TCP server on socket `sock`, port `port`; returns the listener id.
+    fn tcp_server(&mut self, sock: u8, port: u16, mode: u8) -> ConnId {
+        self.send(format!("P0={sock}\rP1=0\rP2={port}\rP8=3\r").as_bytes());
+        assert_eq!(self.send(format!("P5={mode}\r").as_bytes()), b"");
+        let listener = match self.ops().as_slice() {
+            [NetOp::Listen {
+                conn,
+                local,
+                backlog: 3,
+            }] => {
+                assert_eq!(*local, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+                *conn
+            }
+            other => panic!("{other:?}"),
+        };
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        assert_eq!(
+            self.net(NetEvent::Connected {
+                conn: listener,
+                local
+            }),
+            OK
+        );
+        listener
+    }
+}
+
+fn peer(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 9), port)
+}
+
+#[test]
+fn tcp_server_accepts_announces_and_serves_the_client() {
+    let mut h = H::joined();
+    let l = h.tcp_server(0, 8080, 1);
+    assert_eq!(h.send(b"P?\r"), ok("0,0.0.0.0,8080,0.0.0.0,5025,1,0,3,0,0"));
+    let c = ACCEPTED + 1;
+    assert_eq!(
+        h.net(NetEvent::Accepted {
+            listener: l,
+            conn: c,
+            peer: peer(40001)
+        }),
+        b"\r\n[TCP SVR] Accepted 127.0.0.9:8080\r\n> "
+    );
+    assert_eq!(
+        h.send(b"P?\r"),
+        ok("0,127.0.0.9,8080,0.0.0.0,40001,1,0,3,0,0")
+    );
+    h.net(NetEvent::Data {
+        conn: c,
+        data: b"W0FAC0B1234".to_vec(),
+    });
+    assert_eq!(h.send(b"R0\r"), ok("W0FAC0B1234"));
+    h.send(b"S3=11\rA0FAC0B1234");
+    match h.ops().as_slice() {
+        [NetOp::Send {
+            conn,
+            data,
+            to: None,
+        }] => {
+            assert_eq!(*conn, c);
+            assert_eq!(data, b"A0FAC0B1234");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.net(NetEvent::Sent { conn: c }), ok("11"));
+    // The client leaves: its data first, then -1; the server keeps listening.
+    h.net(NetEvent::Data {
+        conn: c,
+        data: b"bye".to_vec(),
+    });
+    h.net(NetEvent::Closed {
+        conn: c,
+        reason: CloseReason::PeerClosed,
+    });
+    assert_eq!(h.send(b"R0\r"), ok("bye"));
+    assert_eq!(h.send(b"R0\r"), CLOSED);
+    assert_eq!(
+        h.send(b"R2=0\rR0\r"),
+        [OK, OK].concat(),
+        "between clients: no data, no -1"
+    );
+    let c2 = ACCEPTED + 2;
+    assert_eq!(
+        h.net(NetEvent::Accepted {
+            listener: l,
+            conn: c2,
+            peer: peer(40002)
+        }),
+        b"\r\n[TCP SVR] Accepted 127.0.0.9:8080\r\n> "
+    );
+    assert_eq!(h.send(b"P5=0\r"), OK);
+    assert_eq!(
+        h.ops(),
+        vec![NetOp::Close { conn: c2 }, NetOp::Close { conn: l }]
+    );
+    assert_eq!(
+        h.send(b"P?\r"),
+        ok("0,0.0.0.0,8080,0.0.0.0,40002,0,0,3,0,0")
+    );
+}
+
+const ACCEPTED: ConnId = io::ACCEPTED_BIT;
+
+#[test]
+fn backlog_is_walked_in_order_with_p5_10() {
+    let mut h = H::joined();
+    let l = h.tcp_server(1, 9000, 1);
+    let mut out = Vec::new();
+    for n in 1..=3u16 {
+        out.extend(h.net(NetEvent::Accepted {
+            listener: l,
+            conn: ACCEPTED + n as u64,
+            peer: peer(50000 + n),
+        }));
+        h.net(NetEvent::Data {
+            conn: ACCEPTED + n as u64,
+            data: format!("client{n}").into_bytes(),
+        });
+    }
+    assert_eq!(
+        out, b"\r\n[TCP SVR] Accepted 127.0.0.9:9000\r\n> ",
+        "only the current client is announced"
+    );
+    // P8 bounds the clients waiting behind the current one: a fourth waits, a fifth is refused.
+    h.net(NetEvent::Accepted {
+        listener: l,
+        conn: ACCEPTED + 4,
+        peer: peer(50004),
+    });
+    assert_eq!(h.ops(), vec![]);
+    h.net(NetEvent::Accepted {
+        listener: l,
+        conn: ACCEPTED + 5,
+        peer: peer(50005),
+    });
+    assert_eq!(h.ops(), vec![NetOp::Close { conn: ACCEPTED + 5 }]);
+    assert_eq!(h.send(b"R0\r"), ok("client1"));
+    for n in 2..=3u64 {
+        assert_eq!(
+            h.send(b"P5=10\r"),
+            [
+                OK.to_vec(),
+                b"\r\n[TCP SVR] Accepted 127.0.0.9:9000\r\n> ".to_vec()
+            ]
+            .concat()
+        );
+        assert_eq!(
+            h.ops(),
+            vec![NetOp::Close {
+                conn: ACCEPTED + n - 1
+            }]
+        );
+        assert_eq!(
+            h.send(b"P?\r"),
+            ok(&format!("0,127.0.0.9,9000,0.0.0.0,{},1,0,3,0,0", 50000 + n))
+        );
+        assert_eq!(h.send(b"R0\r"), ok(&format!("client{n}")));
+    }
+}
+
+#[test]
+fn multi_accept_moves_to_the_next_client_after_minus_one() {
+    let mut h = H::joined();
+    let l = h.tcp_server(0, 9001, 11);
+    h.net(NetEvent::Accepted {
+        listener: l,
+        conn: ACCEPTED + 1,
+        peer: peer(1),
+    });
+    h.net(NetEvent::Accepted {
+        listener: l,
+        conn: ACCEPTED + 2,
+        peer: peer(2),
+    });
+    h.net(NetEvent::Data {
+        conn: ACCEPTED + 2,
+        data: b"second".to_vec(),
+    });
+    h.net(NetEvent::Closed {
+        conn: ACCEPTED + 1,
+        reason: CloseReason::PeerClosed,
+    });
+    assert_eq!(
+        h.send(b"R0\r"),
+        [
+            CLOSED.to_vec(),
+            b"\r\n[TCP SVR] Accepted 127.0.0.9:9001\r\n> ".to_vec()
+        ]
+        .concat()
+    );
+    assert_eq!(h.send(b"R0\r"), ok("second"));
+}
+
+#[test]
+fn events_wait_for_the_reply_in_progress_and_ms_suppresses_them() {
+    let mut h = H::joined();
+    let l = h.tcp_server(0, 9002, 1);
+    h.send(b"P0=1\r");
+    let conn = h.connect_tcp(7000);
+    h.send(b"R2=1000\r");
+    assert_eq!(h.send(b"R0\r"), b"");
+    // A client arrives while R0 waits: the event follows the reply, never inside it.
+    assert_eq!(
+        h.net(NetEvent::Accepted {
+            listener: l,
+            conn: ACCEPTED + 1,
+            peer: peer(3)
+        }),
+        b""
+    );
+    assert_eq!(
+        h.net(NetEvent::Data {
+            conn,
+            data: b"\r\nOK\r\n> ".to_vec()
+        }),
+        [
+            ok("\r\nOK\r\n> "),
+            b"\r\n[TCP SVR] Accepted 127.0.0.9:9002\r\n> ".to_vec()
+        ]
+        .concat()
+    );
+    h.send(b"P0=0\rP5=10\r");
+    h.send(b"MS=2\r");
+    h.net(NetEvent::Accepted {
+        listener: l,
+        conn: ACCEPTED + 2,
+        peer: peer(4),
+    });
+    assert_eq!(
+        h.send(b"P5=10\r"),
+        OK,
+        "MS bit 1 suppresses server messages"
+    );
+}
+
+#[test]
+fn poll_mode_queues_events_for_mr() {
+    let mut cfg = Config::default();
+    cfg.module.events = crate::config::EventMode::Poll;
+    let mut h = H::with(cfg);
+    h.send(b"C1=x\rC0\r");
+    let l = h.tcp_server(0, 9003, 1);
+    assert_eq!(h.send(b"MR\r"), ok("[SOMA][EOMA]"));
+    assert_eq!(
+        h.net(NetEvent::Accepted {
+            listener: l,
+            conn: ACCEPTED + 1,
+            peer: peer(5)
+        }),
+        b""
+    );
+    assert_eq!(
+        h.send(b"MR\r"),
+        ok("[SOMA][TCP SVR] Accepted 127.0.0.9:9003[EOMA]")
+    );
+    assert_eq!(h.send(b"MR\r"), ok("[SOMA][EOMA]"));
+}
+
+#[test]
+fn udp_server_answers_the_last_sender() {
+    let mut h = H::joined();
+    h.send(b"P0=2\rP1=1\rP2=7777\r");
+    assert_eq!(h.send(b"P5=1\r"), b"");
+    let conn = match h.ops().as_slice() {
+        [NetOp::OpenUdp {
+            conn,
+            local,
+            ephemeral_fallback: false,
+        }] => {
+            assert_eq!(local.port(), 7777);
+            *conn
+        }
+        other => panic!("{other:?}"),
+    };
+    let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7777);
+    assert_eq!(h.net(NetEvent::Connected { conn, local }), OK);
+    assert_eq!(
+        h.net(NetEvent::Datagram {
+            conn,
+            data: b"ping".to_vec(),
+            from: peer(6000)
+        }),
+        b"\r\n[UDP SVR] Accepted 127.0.0.9:7777\r\n> "
+    );
+    assert_eq!(h.send(b"R0\r"), ok("ping"));
+    assert_eq!(
+        h.send(b"P?\r"),
+        ok("1,0.0.0.0,7777,127.0.0.9,6000,0,1,8,0,0")
+    );
+    h.send(b"S3=4\rpong");
+    assert!(matches!(h.ops().as_slice(), [NetOp::Send { to: Some(to), .. }] if *to == peer(6000)));
+}
+
+#[test]
+fn server_needs_network_and_a_free_port() {
+    let mut h = H::new();
+    assert_eq!(
+        h.send(b"P5=1\r"),
+        err0(
+            "Unknown Error",
+            "P5",
+            "<0=Stop/1=Start/10=Next client/11=Start multi-accept>"
+        )
+    );
+    let mut h = H::joined();
+    h.send(b"P2=80\rP5=1\r");
+    let l = match h.ops().as_slice() {
+        [NetOp::Listen { conn, .. }] => *conn,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        h.net(NetEvent::ConnectFailed {
+            conn: l,
+            error: ConnectError::AddrInUse
+        }),
+        err0(
+            "Unknown Error",
+            "P5",
+            "<0=Stop/1=Start/10=Next client/11=Start multi-accept>"
+        )
+    );
+    assert_eq!(h.send(b"P?\r"), ok("0,0.0.0.0,80,0.0.0.0,5025,0,0,8,0,0"));
 }

@@ -4,14 +4,15 @@
 //! and the mio registry; knows nothing of IWIN and never blocks.
 
 mod dns;
+mod ping;
 mod queue;
 pub mod tls;
 
 pub use queue::WriteQueue;
 
-use crate::module::io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp};
+use crate::module::io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, ACCEPTED_BIT};
 use mio::event::Event;
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use std::collections::{HashMap, VecDeque};
@@ -44,6 +45,11 @@ pub struct NetStack {
     events: VecDeque<(ModuleIdx, NetEvent)>,
     dns: dns::Dns,
     scratch: Vec<u8>,
+    /// Ids for accepted connections (with [`ACCEPTED_BIT`] set, disjoint from the cores' ids).
+    next_accepted: ConnId,
+    /// Results of ping workers; they wake the loop with the DNS waker.
+    ping_tx: std::sync::mpsc::Sender<(ModuleIdx, NetEvent)>,
+    ping_rx: std::sync::mpsc::Receiver<(ModuleIdx, NetEvent)>,
 }
 
 struct Conn {
@@ -58,6 +64,7 @@ struct Conn {
 enum Kind {
     Tcp(Tcp),
     Udp(UdpSocket),
+    Listener(TcpListener),
 }
 
 struct Tcp {
@@ -89,6 +96,7 @@ struct TlsSession {
 impl NetStack {
     pub fn new(registry: &Registry) -> io::Result<NetStack> {
         let mut next_token = 0;
+        let (ping_tx, ping_rx) = std::sync::mpsc::channel();
         let dns_token = Token(next_token);
         next_token += 1;
         Ok(NetStack {
@@ -98,6 +106,9 @@ impl NetStack {
             events: VecDeque::new(),
             dns: dns::Dns::new(registry, dns_token)?,
             scratch: vec![0; READ_BUF],
+            next_accepted: ACCEPTED_BIT | 1,
+            ping_tx,
+            ping_rx,
         })
     }
 
@@ -200,6 +211,39 @@ impl NetStack {
                 log::trace!("m{module} send #{conn} {}", data.escape_ascii());
                 self.send(registry, module, conn, &data, to);
             }
+            NetOp::Listen {
+                conn,
+                local,
+                backlog,
+            } => {
+                log::debug!("m{module} listen #{conn} on {local} backlog {backlog}");
+                match tcp_listen(local, backlog) {
+                    Ok(l) => {
+                        if self.insert(registry, module, conn, Kind::Listener(l)) {
+                            self.push(module, NetEvent::Connected { conn, local });
+                        }
+                    }
+                    Err(e) => self.connect_failed(module, conn, &e),
+                }
+            }
+            NetOp::Ping {
+                query,
+                target,
+                count,
+                interval,
+                timeout,
+            } => {
+                log::debug!("m{module} ping #{query} {target} x{count}");
+                let req = ping::Request {
+                    module,
+                    query,
+                    target,
+                    count,
+                    interval,
+                    timeout,
+                };
+                ping::spawn(req, self.ping_tx.clone(), self.dns.waker());
+            }
             NetOp::Close { conn } => {
                 log::debug!("m{module} close #{conn}");
                 if let Some(&token) = self.by_id.get(&(module, conn)) {
@@ -219,6 +263,9 @@ impl NetStack {
         let token = event.token();
         if token == self.dns.token() {
             self.dns.drain(&mut self.events);
+            while let Ok(ev) = self.ping_rx.try_recv() {
+                self.events.push_back(ev);
+            }
             return;
         }
         let Some(conn) = self.conns.get_mut(&token) else {
@@ -226,6 +273,7 @@ impl NetStack {
         };
         let (module, id) = (conn.module, conn.id);
         match &mut conn.kind {
+            Kind::Listener(_) => self.accept_all(registry, token),
             Kind::Udp(_) => {
                 if event.is_readable() || event.is_error() {
                     conn.want_read = true;
@@ -293,6 +341,10 @@ impl NetStack {
             }
             let (module, id) = (conn.module, conn.id);
             let end = match &mut conn.kind {
+                Kind::Listener(_) => {
+                    conn.want_read = false;
+                    None
+                }
                 Kind::Tcp(tcp) if tcp.tls.is_some() => {
                     let r = read_tls(
                         tcp,
@@ -336,6 +388,60 @@ impl NetStack {
                 log::debug!("m{module} closed #{id}: {reason:?}");
                 self.remove(registry, token);
                 self.push(module, NetEvent::Closed { conn: id, reason });
+            }
+        }
+    }
+
+    /// Accept every pending client of a listener; each becomes a connection of its own.
+    fn accept_all(&mut self, registry: &Registry, token: Token) {
+        loop {
+            let Some(Conn {
+                module,
+                id,
+                kind: Kind::Listener(l),
+                ..
+            }) = self.conns.get(&token)
+            else {
+                return;
+            };
+            let (module, listener) = (*module, *id);
+            match l.accept() {
+                Ok((stream, SocketAddr::V4(peer))) => {
+                    let conn = self.next_accepted;
+                    self.next_accepted += 1;
+                    log::debug!("m{module} listener #{listener} accepted #{conn} from {peer}");
+                    let tcp = Tcp {
+                        stream,
+                        connecting: false,
+                        out: WriteQueue::default(),
+                        sends: VecDeque::new(),
+                        writable: true,
+                        tls: None,
+                    };
+                    if self.insert(registry, module, conn, Kind::Tcp(tcp)) {
+                        if let Some(c) = self.conns.get_mut(&self.by_id[&(module, conn)]) {
+                            // Data may already be waiting; no edge will announce it again.
+                            c.want_read = true;
+                        }
+                        self.push(
+                            module,
+                            NetEvent::Accepted {
+                                listener,
+                                conn,
+                                peer,
+                            },
+                        );
+                    }
+                }
+                Ok((_, peer)) => {
+                    log::debug!("m{module} listener #{listener}: dropped IPv6 client {peer}")
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("m{module} listener #{listener}: accept: {e}");
+                    return;
+                }
             }
         }
     }
@@ -408,6 +514,7 @@ impl NetStack {
                 Interest::READABLE | Interest::WRITABLE,
             ),
             Kind::Udp(sock) => registry.register(sock, token, Interest::READABLE),
+            Kind::Listener(l) => registry.register(l, token, Interest::READABLE),
         };
         if let Err(e) = registered {
             self.connect_failed(module, id, &e);
@@ -434,6 +541,7 @@ impl NetStack {
         let r = match &mut conn.kind {
             Kind::Tcp(tcp) => registry.deregister(&mut tcp.stream),
             Kind::Udp(sock) => registry.deregister(sock),
+            Kind::Listener(l) => registry.deregister(l),
         };
         if let Err(e) = r {
             log::debug!("deregister #{}: {e}", conn.id);
@@ -476,6 +584,10 @@ impl NetStack {
                 }
                 tcp.sends.push_back(tcp.out.pushed());
                 self.flush_tcp(registry, token);
+            }
+            Kind::Listener(_) => {
+                log::warn!("m{module} #{id}: send on a listening socket dropped");
+                self.push(module, NetEvent::Sent { conn: id });
             }
             Kind::Udp(sock) => {
                 match to {
@@ -861,6 +973,17 @@ fn connect_result(stream: &TcpStream) -> io::Result<Option<SocketAddrV4>> {
     }
 }
 
+/// A non-blocking listening socket on `local` (SO_REUSEADDR, so a restarted server can rebind a port
+/// whose old connections are in TIME_WAIT).
+fn tcp_listen(local: SocketAddrV4, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SockAddr::from(local))?;
+    socket.listen(backlog.clamp(1, 128) as i32)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 fn udp_bind(local: SocketAddrV4, ephemeral_fallback: bool) -> io::Result<UdpSocket> {
     match UdpSocket::bind(SocketAddr::V4(local)) {
         Err(e)
@@ -888,7 +1011,8 @@ fn connect_error(e: &io::Error) -> ConnectError {
 
 fn event_conn(ev: &NetEvent) -> Option<ConnId> {
     match ev {
-        NetEvent::Resolved { .. } => None,
+        NetEvent::Resolved { .. } | NetEvent::PingDone { .. } => None,
+        NetEvent::Accepted { conn, .. } => Some(*conn),
         NetEvent::Connected { conn, .. }
         | NetEvent::ConnectFailed { conn, .. }
         | NetEvent::Data { conn, .. }

@@ -1,0 +1,156 @@
+//! ICMP echo for `T0` (layer: edge). Runs on a worker thread per request, since each echo may wait a
+//! second or more: an unprivileged ICMP datagram socket where the OS allows it
+//! (net.ipv4.ping_group_range), else a raw socket when privileged. Results go back over a channel and
+//! the loop's waker.
+
+use crate::module::io::{NetEvent, QueryId};
+use crate::net::ModuleIdx;
+use mio::Waker;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One ping request from a module.
+pub struct Request {
+    pub module: ModuleIdx,
+    pub query: QueryId,
+    pub target: Ipv4Addr,
+    pub count: u32,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+pub fn spawn(req: Request, done: Sender<(ModuleIdx, NetEvent)>, waker: Arc<Waker>) {
+    let spawned = std::thread::Builder::new()
+        .name("ping".into())
+        .spawn(move || {
+            let result = run(&req);
+            if let Err(e) = &result {
+                log::warn!("ping {}: {e}", req.target);
+            }
+            let _ = done.send((
+                req.module,
+                NetEvent::PingDone {
+                    query: req.query,
+                    result,
+                },
+            ));
+            let _ = waker.wake();
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start a ping thread: {e}");
+    }
+}
+
+/// Open an ICMP socket: datagram (unprivileged) first, raw second. Returns the socket and whether
+/// replies carry an IP header (raw).
+fn open() -> Result<(UdpSocket, bool), String> {
+    let dgram = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4));
+    let (sock, raw) = match dgram {
+        Ok(s) => (s, false),
+        Err(e1) => match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
+            Ok(s) => (s, true),
+            Err(e2) => {
+                return Err(format!(
+                    "no ICMP socket: datagram ({e1}; see net.ipv4.ping_group_range) and raw ({e2}; needs CAP_NET_RAW)"
+                ))
+            }
+        },
+    };
+    // Any fd with recv/send_to semantics will do; UdpSocket gives them without unsafe code.
+    Ok((UdpSocket::from(sock), raw))
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn echo_request(id: u16, seq: u16) -> Vec<u8> {
+    let mut pkt = vec![8, 0, 0, 0];
+    pkt.extend_from_slice(&id.to_be_bytes());
+    pkt.extend_from_slice(&seq.to_be_bytes());
+    pkt.extend_from_slice(b"eswifi-emu ping payload 32 bytes");
+    let c = checksum(&pkt);
+    pkt[2..4].copy_from_slice(&c.to_be_bytes());
+    pkt
+}
+
+fn run(req: &Request) -> Result<Vec<Option<Duration>>, String> {
+    let (sock, raw) = open()?;
+    let to = SockAddr::from(SocketAddrV4::new(req.target, 0));
+    let to = to.as_socket().ok_or("bad target")?;
+    let id = (std::process::id() as u16) ^ (req.query as u16);
+    let mut results = Vec::new();
+    let mut buf = [0u8; 1500];
+    for seq in 0..req.count {
+        if seq > 0 {
+            std::thread::sleep(req.interval);
+        }
+        let seq16 = seq as u16;
+        let sent = Instant::now();
+        if let Err(e) = sock.send_to(&echo_request(id, seq16), to) {
+            log::warn!("ping {}: send: {e}", req.target);
+            results.push(None);
+            continue;
+        }
+        let deadline = sent + req.timeout;
+        let mut rtt = None;
+        while let Some(left) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        {
+            sock.set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("receive: {e}")),
+            };
+            let icmp = if raw {
+                let ihl = ((buf[0] & 0x0f) as usize) * 4;
+                &buf[ihl.min(n)..n]
+            } else {
+                &buf[..n]
+            };
+            // Echo reply with our sequence (the kernel picks the id of datagram sockets).
+            let ours = icmp.len() >= 8
+                && icmp[0] == 0
+                && u16::from_be_bytes([icmp[6], icmp[7]]) == seq16
+                && (!raw || u16::from_be_bytes([icmp[4], icmp[5]]) == id);
+            if ours {
+                rtt = Some(sent.elapsed());
+                break;
+            }
+        }
+        results.push(rtt);
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_of_echo_request_verifies() {
+        let pkt = echo_request(0x1234, 7);
+        assert_eq!(checksum(&pkt), 0, "a packet with its checksum sums to zero");
+    }
+}
