@@ -33,6 +33,12 @@ impl Config {
                 self.network.ip
             ));
         }
+        if !self.network.ap_ip.is_loopback() {
+            return Err(format!(
+                "network.ap_ip {} is not a 127.0.0.0/8 address: local programs must reach the soft AP",
+                self.network.ap_ip
+            ));
+        }
         if self.module.message_type > 1 {
             return Err("module.message_type must be 0 or 1".into());
         }
@@ -108,6 +114,9 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     pub dns1: Ipv4Addr,
     pub dns2: Ipv4Addr,
+    /// Soft-AP address (`Z6`) at power-up. Servers opened while the AP runs listen here, so it must be
+    /// on loopback for local programs to reach them (the module's own default is 192.168.10.1).
+    pub ap_ip: Ipv4Addr,
 }
 
 impl Default for Network {
@@ -118,6 +127,7 @@ impl Default for Network {
             gateway: Ipv4Addr::new(127, 0, 0, 1),
             dns1: Ipv4Addr::new(127, 0, 0, 1),
             dns2: Ipv4Addr::new(0, 0, 0, 0),
+            ap_ip: Ipv4Addr::new(127, 0, 10, 1),
         }
     }
 }

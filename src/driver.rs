@@ -103,8 +103,12 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&Path)) -> io::Result<()> {
     let sets = store
         .load()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let saved = store
+        .load_settings()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let mut module = Module::new(&opts.config, Instant::now());
     module.set_cert_sets(sets);
+    module.load_saved(saved);
     let mut driver = Driver::new()?;
     let idx = driver.add(module, pty)?;
     driver.set_store(idx, store);

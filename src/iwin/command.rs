@@ -39,6 +39,42 @@ pub enum Command {
     SetProductName(Vec<u8>),
     /// `ZR` — soft reset.
     Reset,
+    /// `Z0` — factory defaults (not saved until `Z1`).
+    FactoryReset,
+    /// `Z1` — save the current settings.
+    SaveSettings,
+    /// `Z6=<ip>` — soft-AP address.
+    SetApIp(Ipv4Addr),
+    /// `AS=<0/1>,<ssid>` — soft-AP SSID (1: append the MAC).
+    SetApSsid(bool, Vec<u8>),
+    /// `A1=<0/2/3/4>` — soft-AP security.
+    SetApSecurity(u8),
+    /// `A2=<key>` — soft-AP key.
+    SetApKey(Vec<u8>),
+    /// `AC=<channel>` — soft-AP channel (0 = auto).
+    SetApChannel(u8),
+    /// `AL=<0..255>` — DHCP lease.
+    SetApLease(u8),
+    /// `AT=<1..4>` — maximum clients.
+    SetApMaxClients(u8),
+    /// `A0` — start the soft AP with DHCP, DNS and web server.
+    ApStart,
+    /// `AD` — start the soft AP in direct-connect mode.
+    ApDirect,
+    /// `AE` — stop the soft AP.
+    ApStop,
+    /// `A?` — soft-AP settings.
+    ApQuery,
+    /// `T1=<ip>` — ping target.
+    SetPingTarget(Ipv4Addr),
+    /// `T2=<0..65535>` — ping repeats.
+    SetPingRepeats(u16),
+    /// `T3=<0..5000>` — delay between pings (ms).
+    SetPingDelay(u16),
+    /// `T0` — ping.
+    Ping,
+    /// `T?` — ping settings.
+    PingQuery,
     /// `U?` — UART settings.
     UartQuery,
     /// `U2=<baud>` — stage a baud rate.
@@ -168,6 +204,24 @@ const COMMANDS: &[(&str, &str)] = &[
     ("Z?", ""),
     ("ZN", "<product name>"),
     ("ZR", ""),
+    ("Z0", ""),
+    ("Z1", ""),
+    ("Z6", "<xxx.xxx.xxx.xxx>"),
+    ("AS", "<0=SSID/1=SSID+MAC>,<SSID>"),
+    ("A1", "<0=Open/2=WPA/3=WPA2/4=WPA+WPA2>"),
+    ("A2", "<key>"),
+    ("AC", "<0=Auto/channel>"),
+    ("AL", "<0-255>"),
+    ("AT", "<1-4>"),
+    ("A0", ""),
+    ("AD", ""),
+    ("AE", ""),
+    ("A?", ""),
+    ("T1", "<xxx.xxx.xxx.xxx>"),
+    ("T2", "<0-65535>"),
+    ("T3", "<0-5000>"),
+    ("T0", ""),
+    ("T?", ""),
     ("U?", ""),
     ("U2", "<1200 - 2073600>"),
     ("U0", ""),
@@ -291,6 +345,49 @@ fn parse_args(name: &'static str, args: Option<&[u8]>) -> ArgResult<Command> {
         "Z?" => none(SystemQuery)?,
         "ZN" => SetProductName(text(32)?),
         "ZR" => none(Reset)?,
+        "Z0" => none(FactoryReset)?,
+        "Z1" => none(SaveSettings)?,
+        "Z6" => SetApIp(ip()?),
+        "AS" => {
+            let a = arg()?;
+            let Some(i) = a.iter().position(|&b| b == b',') else {
+                return Err(Reason::InsufficientArguments);
+            };
+            // ST sends "AS=0, <ssid>": the bytes after the comma are kept as sent.
+            SetApSsid(ranged(&a[..i], 0, 1)? == 1, string(&a[i + 1..], 32)?)
+        }
+        "A1" => {
+            let v = num(0, 4)?;
+            if v == 1 {
+                return Err(Reason::BadArgument);
+            }
+            SetApSecurity(v as u8)
+        }
+        "A2" => {
+            let key = text(63)?;
+            if !key.is_empty() && key.len() < 8 {
+                return Err(Reason::BadArgument);
+            }
+            SetApKey(key)
+        }
+        "AC" => {
+            let c = num(0, 165)?;
+            if c > 14 && !matches!(c, 36..=64 | 100..=165) {
+                return Err(Reason::BadArgument);
+            }
+            SetApChannel(c as u8)
+        }
+        "AL" => SetApLease(num(0, 255)? as u8),
+        "AT" => SetApMaxClients(num(1, 4)? as u8),
+        "A0" => none(ApStart)?,
+        "AD" => none(ApDirect)?,
+        "AE" => none(ApStop)?,
+        "A?" => none(ApQuery)?,
+        "T1" => SetPingTarget(ip()?),
+        "T2" => SetPingRepeats(num(0, 65535)? as u16),
+        "T3" => SetPingDelay(num(0, 5000)? as u16),
+        "T0" => none(Ping)?,
+        "T?" => none(PingQuery)?,
         "U?" => none(UartQuery)?,
         "U2" => {
             let baud = num(1200, 2_073_600)?;

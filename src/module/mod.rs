@@ -9,8 +9,10 @@
 //! the network (`D0`, `P6=1`, `R0` waiting for data, `S3`) or emulated time (`C0`, `F0`) leaves a
 //! [`Pending`] state; bytes that arrive meanwhile stay in the framer until it completes.
 
+pub mod ap;
 pub mod certs;
 pub mod io;
+pub mod saved;
 pub mod server;
 pub mod socket;
 pub mod station;
@@ -19,8 +21,10 @@ use crate::config::{Config, EventMode};
 use crate::iwin::command::{self, AddrField, Command, ParseError};
 use crate::iwin::framer::{Frame, Framer};
 use crate::iwin::reply::{encode_async, MessageType, Reason, Reply};
+use ap::ApSettings;
 use certs::{CertSets, Item};
 use io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, QueryId, StoreOp, TlsParams};
+use saved::Saved;
 use server::{Server, Waiting};
 use socket::{Protocol, Socket, State, RX_LIMIT};
 use station::{Link, StationSettings};
@@ -73,6 +77,13 @@ enum Pending {
         socket: usize,
         deadline: Instant,
     },
+    /// `T0` waiting for the echo replies.
+    Ping {
+        query: QueryId,
+        target: Ipv4Addr,
+        count: u32,
+        deadline: Instant,
+    },
 }
 
 impl Pending {
@@ -84,7 +95,8 @@ impl Pending {
             | Pending::Resolve { deadline, .. }
             | Pending::Connect { deadline, .. }
             | Pending::Read { deadline, .. }
-            | Pending::Listen { deadline, .. } => Some(*deadline),
+            | Pending::Listen { deadline, .. }
+            | Pending::Ping { deadline, .. } => Some(*deadline),
             Pending::Send { deadline, .. } => *deadline,
             Pending::Store { .. } => None,
         }
@@ -97,6 +109,9 @@ enum Durable {
     Item {
         set: usize,
         item: Item,
+        data: Vec<u8>,
+    },
+    Settings {
         data: Vec<u8>,
     },
 }
@@ -169,6 +184,14 @@ pub struct Module {
     tls: TlsSettings,
     /// Asynchronous messages not yet delivered (written between replies, or fetched with `MR`).
     events: VecDeque<Vec<u8>>,
+    ap: ApSettings,
+    ap_running: bool,
+    /// Stations the emulated DHCP server has announced (`[AP DHCP] Assigned`).
+    ap_stations: Vec<Ipv4Addr>,
+    /// What `Z1` last saved (flash): applied at boot and by `ZR`.
+    saved: Option<Vec<u8>>,
+    /// `T1`, `T2`, `T3`.
+    ping: (Ipv4Addr, u16, u16),
 }
 
 /// `PF`/`PA` selections (reset by `ZR`).
@@ -211,6 +234,11 @@ impl Module {
             store_ops: VecDeque::new(),
             tls: TlsSettings::power_on(),
             events: VecDeque::new(),
+            ap: ApSettings::power_on(config.network.ap_ip),
+            ap_running: false,
+            ap_stations: Vec::new(),
+            saved: None,
+            ping: (Ipv4Addr::UNSPECIFIED, 0, 0),
             cfg: config.clone(),
         };
         m.boot_output();
@@ -253,7 +281,7 @@ impl Module {
                 conn,
                 peer,
             } => self.on_accepted(listener, conn, peer),
-            NetEvent::PingDone { .. } => {}
+            NetEvent::PingDone { query, result } => self.on_ping(query, result),
             NetEvent::Sent { conn } => {
                 if let Some(Pending::Send { conn: c, len, .. }) = &self.pending {
                     if *c == conn {
@@ -308,6 +336,10 @@ impl Module {
                     self.close_socket(socket);
                     self.reply(self.error("P5", Reason::UnknownError, Vec::new()));
                 }
+                Some(Pending::Ping { target, count, .. }) => {
+                    log::warn!("ping {target}: no answer from the ping worker in time");
+                    self.reply(ping_reply(target, &vec![None; count as usize]));
+                }
                 Some(p @ Pending::Store { .. }) => self.pending = Some(p),
                 None => {}
             }
@@ -346,6 +378,16 @@ impl Module {
             .map_or(0, |w| RX_LIMIT.saturating_sub(w.rx.len()))
     }
 
+    /// Install the settings `Z1` saved earlier (at power-up, before serving): the module boots again
+    /// with them, joining at once when they say `CC=1`.
+    pub fn load_saved(&mut self, saved: Option<Vec<u8>>) {
+        self.saved = saved;
+        self.out.clear();
+        self.power_on_settings();
+        self.boot_output();
+        self.auto_join();
+    }
+
     /// Install the certificate sets loaded from the store (at power-up, before serving).
     pub fn set_cert_sets(&mut self, certs: CertSets) {
         self.certs = certs;
@@ -367,7 +409,24 @@ impl Module {
             let Some(Pending::Store { what, .. }) = self.pending.take() else {
                 unreachable!()
             };
-            let Durable::Item { set, item, data } = what;
+            let (set, item, data) = match what {
+                Durable::Item { set, item, data } => (set, item, data),
+                Durable::Settings { data } => {
+                    match result {
+                        Ok(()) => {
+                            log::info!("settings saved ({} bytes)", data.len());
+                            self.saved = Some(data);
+                            self.reply(Reply::ok());
+                        }
+                        Err(e) => {
+                            log::error!("saving settings failed: {e}");
+                            self.reply(self.error("Z1", Reason::UnknownError, Vec::new()));
+                        }
+                    }
+                    self.pump(now);
+                    return;
+                }
+            };
             match result {
                 Ok(()) => {
                     log::info!(
@@ -592,6 +651,87 @@ impl Module {
                 self.reset();
                 return;
             }
+            FactoryReset => {
+                if self.link.is_some() || self.ap_running {
+                    let text =
+                        b"Please shutdown network before resetting to factory configuration.";
+                    self.error("Z0", Reason::UnknownError, text.to_vec())
+                } else {
+                    log::info!("factory defaults restored (not saved until Z1)");
+                    self.factory_settings();
+                    Reply::ok()
+                }
+            }
+            SaveSettings => {
+                let data = self.snapshot().encode();
+                let req = self.next_id();
+                self.store_ops.push_back(StoreOp::Settings {
+                    req,
+                    data: data.clone(),
+                });
+                self.pending = Some(Pending::Store {
+                    req,
+                    what: Durable::Settings { data },
+                });
+                return;
+            }
+            SetApIp(ip) => {
+                self.ap.ip = ip;
+                Reply::ok()
+            }
+            SetApSsid(mac, ssid) => {
+                self.ap.append_mac = mac;
+                self.ap.ssid = ssid;
+                Reply::ok()
+            }
+            SetApSecurity(v) => {
+                self.ap.security = v;
+                Reply::ok()
+            }
+            SetApKey(k) => {
+                self.ap.key = k;
+                Reply::ok()
+            }
+            SetApChannel(c) => {
+                self.ap.channel = c;
+                Reply::ok()
+            }
+            SetApLease(v) => {
+                self.ap.lease = v;
+                Reply::ok()
+            }
+            SetApMaxClients(v) => {
+                self.ap.max_clients = v;
+                Reply::ok()
+            }
+            ApStart => self.ap_start(false),
+            ApDirect => self.ap_start(true),
+            ApStop => {
+                if self.ap_running {
+                    log::info!("soft AP stopped");
+                }
+                self.ap_running = false;
+                self.ap_stations.clear();
+                Reply::ok()
+            }
+            ApQuery => Reply::Ok(self.ap.query_line(self.sys.mac, self.ap_running)),
+            SetPingTarget(ip) => {
+                self.ping.0 = ip;
+                Reply::ok()
+            }
+            SetPingRepeats(n) => {
+                self.ping.1 = n;
+                Reply::ok()
+            }
+            SetPingDelay(ms) => {
+                self.ping.2 = ms;
+                Reply::ok()
+            }
+            Ping => {
+                self.start_ping(now);
+                return;
+            }
+            PingQuery => Reply::payload(format!("{},{},{}", self.ping.0, self.ping.1, self.ping.2)),
             UartQuery => Reply::payload(format!("0,{},8,None,1,Normal", self.sys.baud)),
             SetBaud(b) => {
                 self.sys.baud = b;
@@ -848,14 +988,156 @@ impl Module {
         self.pending = None;
         self.payload = None;
         self.link = None;
-        self.sys = System::power_on(&self.cfg);
-        self.station = StationSettings::default();
         self.sockets = Default::default();
         self.current = 0;
         self.names.clear();
         self.tls = TlsSettings::power_on();
+        self.events.clear();
+        self.ap_running = false;
+        self.ap_stations.clear();
         log::info!("module reset");
+        self.power_on_settings();
         self.boot_output();
+        self.auto_join();
+    }
+
+    // ---- saved settings ------------------------------------------------------------------------
+
+    /// Power-up values of everything `Z1` saves.
+    fn factory(&self) -> Saved {
+        let sys = System::power_on(&self.cfg);
+        Saved {
+            station: StationSettings::default(),
+            ap: ApSettings::power_on(self.cfg.network.ap_ip),
+            mac: sys.mac,
+            product_name: sys.product_name,
+            baud: sys.baud,
+            message_type: (sys.mt == MessageType::Simple) as u8,
+            suppress: sys.suppress,
+        }
+    }
+
+    /// The current values of everything `Z1` saves.
+    fn snapshot(&self) -> Saved {
+        Saved {
+            station: self.station.clone(),
+            ap: self.ap.clone(),
+            mac: self.sys.mac,
+            product_name: self.sys.product_name.clone(),
+            baud: self.sys.baud,
+            message_type: (self.sys.mt == MessageType::Simple) as u8,
+            suppress: self.sys.suppress,
+        }
+    }
+
+    fn apply(&mut self, s: Saved) {
+        self.station = s.station;
+        self.ap = s.ap;
+        self.sys.mac = s.mac;
+        self.sys.product_name = s.product_name;
+        self.sys.baud = s.baud;
+        self.sys.mt = if s.message_type == 1 {
+            MessageType::Simple
+        } else {
+            MessageType::Normal
+        };
+        self.sys.suppress = s.suppress;
+    }
+
+    /// `Z0`: factory values now; flash keeps what `Z1` saved until the next `Z1`.
+    fn factory_settings(&mut self) {
+        self.sys = System::power_on(&self.cfg);
+        let f = self.factory();
+        self.apply(f);
+    }
+
+    /// Boot / `ZR`: factory values, then the saved ones on top.
+    fn power_on_settings(&mut self) {
+        self.factory_settings();
+        if let Some(data) = self.saved.clone() {
+            let mut s = self.factory();
+            match s.decode_onto(&data) {
+                Ok(()) => self.apply(s),
+                Err(e) => {
+                    log::error!("saved settings unusable ({e}); factory defaults apply");
+                    self.out
+                        .extend_from_slice(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults");
+                }
+            }
+        }
+    }
+
+    /// `CC` bit 0 (auto-join at boot): join now and tell the host the way `C0` would.
+    fn auto_join(&mut self) {
+        if self.station.auto_connect & 1 == 0 {
+            return;
+        }
+        let ssid = String::from_utf8_lossy(&self.station.ssid).into_owned();
+        let msg = match station::join(&self.cfg, &self.station) {
+            Ok(link) => {
+                log::info!("auto-joined {ssid:?} at boot as {}", link.ip);
+                let m = format!("[JOIN   ] {ssid},{},0,0", link.ip);
+                self.link = Some(link);
+                m
+            }
+            Err(e) => {
+                log::warn!("auto-join {ssid:?} at boot failed: {e}");
+                format!("[JOIN   ] {ssid}\r\n[JOIN   ] Failed")
+            }
+        };
+        self.out.extend_from_slice(&encode_async(msg.as_bytes()));
+    }
+
+    // ---- ping ----------------------------------------------------------------------------------
+
+    fn start_ping(&mut self, now: Instant) {
+        let (target, repeats, delay) = self.ping;
+        // M46: T2 counts repeats after the first echo; 65535 ("continuous") is capped.
+        let count = (repeats as u32 + 1).min(1000);
+        if !self.network_up() || target.is_unspecified() {
+            log::warn!("ping {target}: no network or no target (T1)");
+            return self.reply(ping_reply(target, &vec![None; count as usize]));
+        }
+        let query = self.next_id();
+        let interval = Duration::from_millis(delay as u64);
+        let timeout = Duration::from_secs(1);
+        self.ops.push_back(NetOp::Ping {
+            query,
+            target,
+            count,
+            interval,
+            timeout,
+        });
+        let deadline = now + (interval + timeout) * count + Duration::from_secs(5);
+        self.pending = Some(Pending::Ping {
+            query,
+            target,
+            count,
+            deadline,
+        });
+    }
+
+    fn on_ping(&mut self, query: QueryId, result: Result<Vec<Option<Duration>>, String>) {
+        let Some(Pending::Ping {
+            query: q,
+            target,
+            count,
+            ..
+        }) = self.pending
+        else {
+            return;
+        };
+        if q != query {
+            return;
+        }
+        let rtts = match result {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("ping {target}: {e}; answering Timeout");
+                vec![None; count as usize]
+            }
+        };
+        self.finish(ping_reply(target, &rtts));
     }
 
     // ---- station ------------------------------------------------------------------------------
@@ -1094,12 +1376,14 @@ impl Module {
             let r = fail(self, b"[TCP  RC] Already Connected");
             return self.reply(r);
         }
-        if self.link.is_none() {
-            log::warn!("socket {i}: P6=1 while not joined to a network");
+        if !self.network_up() {
+            log::warn!(
+                "socket {i}: P6=1 while neither joined to a network nor running the soft AP"
+            );
             return self.reply(self.connect_failure(i, None));
         }
         let conn = self.next_id();
-        let src = self.source_ip();
+        let src = self.server_ip();
         let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
         let op = match proto {
             Protocol::Tcp | Protocol::Tls => {
@@ -1245,9 +1529,45 @@ impl Module {
 
     // ---- servers (P5/P7) -------------------------------------------------------------------------
 
-    /// Address module-side servers listen on.
+    /// Address module-side servers listen on: the soft AP's while it runs without a station link.
     fn server_ip(&self) -> Ipv4Addr {
-        self.source_ip()
+        if self.ap_running && self.link.is_none() {
+            self.ap_bind_ip()
+        } else {
+            self.source_ip()
+        }
+    }
+
+    /// The soft AP's address on this host (a non-loopback `Z6` cannot be bound here).
+    fn ap_bind_ip(&self) -> Ipv4Addr {
+        if self.ap.ip.is_loopback() {
+            self.ap.ip
+        } else {
+            self.cfg.network.ap_ip
+        }
+    }
+
+    fn network_up(&self) -> bool {
+        self.link.is_some() || self.ap_running
+    }
+
+    /// `A0`/`AD`: bring the soft AP up.
+    fn ap_start(&mut self, direct: bool) -> Reply {
+        if self.ap_running {
+            return Reply::payload("[AP     ] Already running");
+        }
+        self.ap_running = true;
+        let ssid = String::from_utf8_lossy(&self.ap.effective_ssid(self.sys.mac)).into_owned();
+        log::info!(
+            "soft AP {ssid:?} up at {}; servers listen on {}",
+            self.ap.ip,
+            self.ap_bind_ip()
+        );
+        let mut p = format!("[AP     ] SSID: {ssid},{}", self.ap.ip);
+        if direct {
+            p.push_str("\r\n[WEB SVR] CSO Server started");
+        }
+        Reply::payload(p)
     }
 
     fn server_socket(&self, listener: ConnId) -> Option<usize> {
@@ -1294,8 +1614,8 @@ impl Module {
             log::warn!("socket {i}: P5 while a client connection is open (P6=0 first)");
             return self.reply(self.error("P5", Reason::UnknownError, Vec::new()));
         }
-        if self.link.is_none() {
-            log::warn!("socket {i}: P5 while not joined to a network");
+        if !self.network_up() {
+            log::warn!("socket {i}: P5 while neither joined to a network nor running the soft AP");
             return self.reply(self.error("P5", Reason::UnknownError, Vec::new()));
         }
         let s = &self.sockets[i];
@@ -1404,6 +1724,18 @@ impl Module {
             return;
         }
         log::info!("socket {i}: client {peer} connected");
+        if self.ap_running && self.link.is_none() && !self.ap_stations.contains(peer.ip()) {
+            // A local program reaching the AP's address plays a station that joined and got a lease.
+            self.ap_stations.push(*peer.ip());
+            let msg = format!(
+                "[AP DHCP] Assigned {} has {}",
+                ap::station_mac(*peer.ip()),
+                peer.ip()
+            );
+            self.emit_event(EventClass::Dhcp, msg);
+        }
+        let s = &mut self.sockets[i];
+        let srv = s.server.as_mut().expect("server_socket");
         srv.waiting.push_back(Waiting {
             conn,
             peer,
@@ -1593,6 +1925,18 @@ impl Module {
             deadline,
         });
     }
+}
+
+/// `T0`'s payload: `<ip>,<ms>` per answered echo, `Timeout` per lost one.
+fn ping_reply(target: Ipv4Addr, rtts: &[Option<Duration>]) -> Reply {
+    let lines: Vec<String> = rtts
+        .iter()
+        .map(|r| match r {
+            Some(d) => format!("{target},{}", d.as_millis()),
+            None => "Timeout".to_string(),
+        })
+        .collect();
+    Reply::payload(lines.join("\r\n"))
 }
 
 /// Whether `data` holds PEM of the kind the item needs (trailing NUL and CRLF line ends are fine).

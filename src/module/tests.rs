@@ -1269,3 +1269,182 @@ fn server_needs_network_and_a_free_port() {
     );
     assert_eq!(h.send(b"P?\r"), ok("0,0.0.0.0,80,0.0.0.0,5025,0,0,8,0,0"));
 }
+
+// ---- saved settings, soft AP, ping -------------------------------------------------------------
+
+impl H {
+    /// Complete the pending settings write and return the saved bytes.
+    fn complete_save(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let op = self.m.poll_store().expect("a store op");
+        let StoreOp::Settings { req, data } = op else {
+            panic!("{op:?}")
+        };
+        self.m.handle_stored(req, Ok(()), self.now);
+        (data, self.m.take_serial())
+    }
+}
+
+#[test]
+fn saved_settings_survive_reset_unsaved_ones_do_not() {
+    let mut h = H::new();
+    h.send(b"C1=saved net\rC2=pw123456\rC3=3\rCC=1\rZN=Saved Name\rMT=1\r");
+    assert_eq!(h.send(b"Z1\r"), b"", "Z1 answers once durable");
+    let (data, out) = h.complete_save();
+    assert_eq!(out, OK);
+    h.send(b"C1=not saved\rZN=Temp\r");
+    let out = h.send(b"ZR\r");
+    // CC=1: the module joins at boot and says so after the prompt.
+    assert!(
+        out.ends_with(b"\r\n> \r\n[JOIN   ] saved net,127.0.0.1,0,0\r\n> "),
+        "{}",
+        out.escape_ascii()
+    );
+    assert_eq!(
+        h.send(b"C?\r"),
+        ok("saved net,pw123456,3,1,0,127.0.0.1,255.0.0.0,127.0.0.1,127.0.0.1,0.0.0.0,5,1,0,US,1")
+    );
+    assert_eq!(
+        h.send(b"I?\r"),
+        ok("ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Saved Name")
+    );
+    assert_eq!(h.send(b"P0=9\r"), ERR1, "MT=1 was saved too");
+    // A fresh module given the saved bytes (a restart) comes up the same way.
+    let mut m = Module::new(&Config::default(), Instant::now());
+    m.load_saved(Some(data));
+    assert!(m
+        .take_serial()
+        .ends_with(b"\r\n[JOIN   ] saved net,127.0.0.1,0,0\r\n> "));
+}
+
+#[test]
+fn factory_reset_is_refused_while_connected() {
+    let mut h = H::joined();
+    assert_eq!(
+        h.send(b"Z0\r"),
+        b"\r\nPlease shutdown network before resetting to factory configuration.\r\nERROR: Unknown Error\r\nUsage: Z0 \r\n> "
+    );
+    h.send(b"CD\r");
+    assert_eq!(h.send(b"Z0\r"), OK);
+    assert_eq!(
+        h.send(b"C?\r"),
+        ok(",,0,1,0,0.0.0.0,0.0.0.0,0.0.0.0,255.255.255.255,255.255.255.255,5,0,0,US,0")
+    );
+}
+
+#[test]
+fn corrupt_saved_settings_fall_back_to_defaults_with_the_boot_message() {
+    let mut m = Module::new(&Config::default(), Instant::now());
+    m.load_saved(Some(b"eswifi-emu-settings 1\nip=bogus\n".to_vec()));
+    let out = m.take_serial();
+    assert!(
+        out.starts_with(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults\r\n"),
+        "{}",
+        out.escape_ascii()
+    );
+    assert!(out.ends_with(b"\r\n> "));
+}
+
+#[test]
+fn soft_ap_settings_and_servers_on_its_address() {
+    let mut h = H::new();
+    table(
+        &mut h,
+        &[
+            (
+                b"A?\r",
+                ok("eS-WiFi_AP_C47F51011231,127.0.10.1,1,0,,1,24,0"),
+            ),
+            (b"AS=0, lab ap\r", OK.to_vec()),
+            (b"A1=3\rA2=appass99\rAC=6\rAL=2\rAT=2\r", OK.repeat(5)),
+            (
+                b"A1=1\r",
+                err0("Bad Argument", "A1", "<0=Open/2=WPA/3=WPA2/4=WPA+WPA2>"),
+            ),
+            (b"A2=short\r", err0("Bad Argument", "A2", "<key>")),
+            (b"A0\r", ok("[AP     ] SSID:  lab ap,127.0.10.1")),
+            (b"A0\r", ok("[AP     ] Already running")),
+            (b"A?\r", ok(" lab ap,127.0.10.1,6,3,appass99,1,2,1")),
+        ],
+    );
+    // A server in AP mode listens on the AP address; a station joining gets a DHCP message.
+    h.send(b"P1=0\rP2=80\r");
+    h.send(b"P5=1\r");
+    let l = match h.ops().as_slice() {
+        [NetOp::Listen { conn, local, .. }] => {
+            assert_eq!(*local, SocketAddrV4::new(Ipv4Addr::new(127, 0, 10, 1), 80));
+            *conn
+        }
+        other => panic!("{other:?}"),
+    };
+    h.net(NetEvent::Connected {
+        conn: l,
+        local: SocketAddrV4::new(Ipv4Addr::new(127, 0, 10, 1), 80),
+    });
+    assert_eq!(
+        h.net(NetEvent::Accepted { listener: l, conn: ACCEPTED + 1, peer: peer(4444) }),
+        b"\r\n[AP DHCP] Assigned 02:00:7F:00:00:09 has 127.0.0.9\r\n> \r\n[TCP SVR] Accepted 127.0.0.9:80\r\n> "
+    );
+    h.send(b"MS=1\rP5=10\r");
+    assert_eq!(
+        h.send(b"AE\rZ6=127.0.20.1\rAD\r"),
+        [
+            OK.to_vec(),
+            OK.to_vec(),
+            ok("[AP     ] SSID:  lab ap,127.0.20.1\r\n[WEB SVR] CSO Server started")
+        ]
+        .concat()
+    );
+}
+
+#[test]
+fn ping_reports_each_echo_and_timeouts() {
+    let mut h = H::joined();
+    table(
+        &mut h,
+        &[
+            (b"T?\r", ok("0.0.0.0,0,0")),
+            (b"T1=127.0.0.1\rT2=2\rT3=100\r", OK.repeat(3)),
+            (b"T?\r", ok("127.0.0.1,2,100")),
+        ],
+    );
+    assert_eq!(h.send(b"T0=\r"), b"");
+    let query = match h.ops().as_slice() {
+        [NetOp::Ping {
+            query,
+            target,
+            count: 3,
+            interval,
+            ..
+        }] => {
+            assert_eq!(*target, Ipv4Addr::LOCALHOST);
+            assert_eq!(*interval, Duration::from_millis(100));
+            *query
+        }
+        other => panic!("{other:?}"),
+    };
+    let rtts = vec![
+        Some(Duration::from_millis(3)),
+        None,
+        Some(Duration::from_micros(400)),
+    ];
+    assert_eq!(
+        h.net(NetEvent::PingDone {
+            query,
+            result: Ok(rtts)
+        }),
+        ok("127.0.0.1,3\r\nTimeout\r\n127.0.0.1,0")
+    );
+    // No ICMP socket available: Timeout per echo.
+    h.send(b"T2=0\rT0\r");
+    let query = match h.ops().as_slice() {
+        [NetOp::Ping { query, .. }] => *query,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        h.net(NetEvent::PingDone {
+            query,
+            result: Err("no ICMP socket".into())
+        }),
+        ok("Timeout")
+    );
+}
