@@ -326,11 +326,8 @@ impl<M: Core> Driver<M> {
             for (idx, line) in self.lines.iter_mut().enumerate() {
                 let bytes = line.core.take_serial();
                 if !bytes.is_empty() {
-                    log::debug!(
-                        "m{idx} serial out {}: {}",
-                        bytes.len(),
-                        bytes.escape_ascii()
-                    );
+                    // Contents are logged by the core, which knows what they are.
+                    log::trace!("m{idx} serial out {} bytes", bytes.len());
                     line.out.push(&bytes);
                     line.flush(registry)?;
                 }
@@ -383,7 +380,8 @@ impl<M: Core> Line<M> {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     let data = &buf[..n];
-                    log::debug!("m{idx} serial in  {n}: {}", data.escape_ascii());
+                    // Only the count: the core logs commands, and never certificate-key payloads.
+                    log::trace!("m{idx} serial in {n} bytes");
                     self.core.handle_serial(data, Instant::now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

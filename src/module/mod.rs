@@ -486,7 +486,11 @@ impl Module {
                     self.reply(self.parse_error(err));
                 }
                 Frame::Payload(data) => {
+                    // S3 data may be shown at trace level; PG data (keys) never.
                     log::debug!("data {} bytes", data.len());
+                    if matches!(self.payload, Some((PayloadFor::Send { .. }, _))) {
+                        log::trace!("data {}", data.escape_ascii());
+                    }
                     match self.payload.take() {
                         Some((PayloadFor::Send { socket }, _)) => {
                             self.send_payload(socket, data, now)
