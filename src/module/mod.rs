@@ -867,9 +867,13 @@ impl Module {
                 return;
             }
             Client(false) => {
-                if let Some(conn) = self.sockets[cur].reset_connection() {
-                    log::info!("socket {cur}: closed by host");
-                    self.ops.push_back(NetOp::Close { conn });
+                // A UDP server's socket is its listener: only P5=0 stops it.
+                let udp_server = self.sockets[cur].server.as_ref().is_some_and(|srv| srv.udp);
+                if !udp_server {
+                    if let Some(conn) = self.sockets[cur].reset_connection() {
+                        log::info!("socket {cur}: closed by host");
+                        self.ops.push_back(NetOp::Close { conn });
+                    }
                 }
                 Reply::ok()
             }
@@ -1376,7 +1380,10 @@ impl Module {
         let s = &self.sockets[i];
         let proto = s.protocol;
         let fail = |m: &Module, text: &[u8]| m.error("P6", Reason::UnknownError, text.to_vec());
-        if s.conn().is_some() {
+        if s.conn().is_some() || s.server.is_some() {
+            log::warn!(
+                "socket {i}: P6=1 on a socket that is connected or serving (P6=0 / P5=0 first)"
+            );
             let r = fail(self, b"[TCP  RC] Already Connected");
             return self.reply(r);
         }

@@ -1448,3 +1448,29 @@ fn ping_reports_each_echo_and_timeouts() {
         ok("Timeout")
     );
 }
+
+#[test]
+fn client_commands_on_a_serving_socket_leave_the_server_intact() {
+    let mut h = H::joined();
+    h.send(b"P0=2\rP1=1\rP2=7778\rP5=1\r");
+    let conn = match h.ops().as_slice() {
+        [NetOp::OpenUdp { conn, .. }] => *conn,
+        other => panic!("{other:?}"),
+    };
+    h.net(NetEvent::Connected {
+        conn,
+        local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7778),
+    });
+    assert_eq!(h.send(b"P6=0\r"), OK);
+    assert!(h.ops().is_empty(), "the UDP server keeps its socket");
+    assert_eq!(
+        h.send(b"P6=1\r"),
+        b"\r\n[TCP  RC] Already Connected\r\nERROR: Unknown Error\r\nUsage: P6 <0=Stop/1=Start>\r\n> "
+    );
+    h.net(NetEvent::Datagram {
+        conn,
+        data: b"still here".to_vec(),
+        from: peer(1),
+    });
+    assert_eq!(h.send(b"R0\r"), ok("still here"));
+}
