@@ -32,8 +32,9 @@ const READ_BUF: usize = 65536;
 
 /// TLS 1.3 with a client certificate: the client's handshake ends before the server has judged the
 /// certificate, so `Connected` waits for the server's first record after it (or this long), and a
-/// rejection fails `P6=1` as it does on the module.
-const CLIENT_AUTH_GRACE: Duration = Duration::from_millis(300);
+/// rejection fails `P6=1` as it does on the module. Servers send session tickets right after the
+/// client's Finished, so the wait is normally far shorter.
+const CLIENT_AUTH_GRACE: Duration = Duration::from_secs(1);
 
 /// All host sockets of all modules, and the token bookkeeping for the poll they live in.
 pub struct NetStack {
