@@ -341,21 +341,19 @@ impl NetStack {
                 continue;
             }
             let (module, id) = (conn.module, conn.id);
+            let mut sink = Sink {
+                module,
+                id,
+                want_read: &mut conn.want_read,
+                events: &mut self.events,
+            };
             let end = match &mut conn.kind {
                 Kind::Listener(_) => {
-                    conn.want_read = false;
+                    *sink.want_read = false;
                     None
                 }
                 Kind::Tcp(tcp) if tcp.tls.is_some() => {
-                    let r = read_tls(
-                        tcp,
-                        budget,
-                        &mut self.scratch,
-                        &mut conn.want_read,
-                        module,
-                        id,
-                        &mut self.events,
-                    );
+                    let r = read_tls(tcp, budget, &mut self.scratch, &mut sink);
                     if let Some(t) = &mut tcp.tls {
                         // Handshake messages, alerts and key updates the reads produced.
                         tls_out(&mut t.conn, &mut tcp.out);
@@ -363,32 +361,20 @@ impl NetStack {
                     self.flush_tcp(registry, token);
                     r
                 }
-                Kind::Tcp(tcp) => read_tcp(
-                    &mut tcp.stream,
-                    budget,
-                    &mut self.scratch,
-                    &mut conn.want_read,
-                    module,
-                    id,
-                    &mut self.events,
-                ),
+                Kind::Tcp(tcp) => read_tcp(&mut tcp.stream, budget, &mut self.scratch, &mut sink),
                 Kind::Udp(sock) => {
-                    read_udp(
-                        sock,
-                        budget,
-                        &mut self.scratch,
-                        &mut conn.want_read,
-                        module,
-                        id,
-                        &mut self.events,
-                    );
+                    read_udp(sock, budget, &mut self.scratch, &mut sink);
                     None
                 }
             };
-            if let Some(reason) = end {
-                log::debug!("m{module} closed #{id}: {reason:?}");
-                self.remove(registry, token);
-                self.push(module, NetEvent::Closed { conn: id, reason });
+            match end {
+                None => {}
+                Some(End::Reported) => self.remove(registry, token),
+                Some(End::Closed(reason)) => {
+                    log::debug!("m{module} closed #{id}: {reason:?}");
+                    self.remove(registry, token);
+                    self.push(module, NetEvent::Closed { conn: id, reason });
+                }
             }
         }
     }
@@ -673,38 +659,65 @@ fn read_tcp(
     stream: &mut TcpStream,
     budget: usize,
     scratch: &mut [u8],
-    want_read: &mut bool,
-    module: ModuleIdx,
-    id: ConnId,
-    events: &mut VecDeque<(ModuleIdx, NetEvent)>,
-) -> Option<CloseReason> {
+    sink: &mut Sink,
+) -> Option<End> {
     let mut data = Vec::new();
     let mut end = None;
     while data.len() < budget {
         let n = (budget - data.len()).min(scratch.len());
         match stream.read(&mut scratch[..n]) {
             Ok(0) => {
-                end = Some(CloseReason::PeerClosed);
+                end = Some(End::Closed(CloseReason::PeerClosed));
                 break;
             }
             Ok(n) => data.extend_from_slice(&scratch[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *want_read = false;
+                *sink.want_read = false;
                 break;
             }
             Err(e) => {
-                end = Some(CloseReason::Error(e.to_string()));
+                end = Some(End::Closed(CloseReason::Error(e.to_string())));
                 break;
             }
         }
     }
-    if !data.is_empty() {
-        log::debug!("m{module} recv #{id} {} bytes", data.len());
-        log::trace!("m{module} recv #{id} {}", data.escape_ascii());
-        events.push_back((module, NetEvent::Data { conn: id, data }));
-    }
+    sink.data(data);
     end
+}
+
+/// Where a read reports what it found, for one connection.
+struct Sink<'a> {
+    module: ModuleIdx,
+    id: ConnId,
+    /// Cleared once the socket has been read to `WouldBlock`.
+    want_read: &'a mut bool,
+    events: &'a mut VecDeque<(ModuleIdx, NetEvent)>,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, ev: NetEvent) {
+        self.events.push_back((self.module, ev));
+    }
+
+    /// Stream bytes received (nothing if empty).
+    fn data(&mut self, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        log::debug!("m{} recv #{} {} bytes", self.module, self.id, data.len());
+        log::trace!("m{} recv #{} {}", self.module, self.id, data.escape_ascii());
+        let conn = self.id;
+        self.push(NetEvent::Data { conn, data });
+    }
+}
+
+/// How a connection ended during a read.
+enum End {
+    /// Tell the core with `Closed`.
+    Closed(CloseReason),
+    /// Already reported (a TLS handshake that failed, as `ConnectFailed`): only forget the socket.
+    Reported,
 }
 
 fn tls_session(
@@ -763,16 +776,9 @@ fn establish(
 /// Read and decrypt up to `budget` plaintext bytes of a TLS connection into one `Data` event, driving
 /// the handshake on the way. Returns why the connection ended, if it did; a failure before
 /// `Connected` becomes a `ConnectFailed` with the precise reason.
-fn read_tls(
-    tcp: &mut Tcp,
-    budget: usize,
-    scratch: &mut [u8],
-    want_read: &mut bool,
-    module: ModuleIdx,
-    id: ConnId,
-    events: &mut VecDeque<(ModuleIdx, NetEvent)>,
-) -> Option<CloseReason> {
+fn read_tls(tcp: &mut Tcp, budget: usize, scratch: &mut [u8], sink: &mut Sink) -> Option<End> {
     let t = tcp.tls.as_mut()?;
+    let (module, id) = (sink.module, sink.id);
     let mut data = Vec::new();
     let mut end: Option<Result<CloseReason, String>> = None;
     let mut eof = false;
@@ -816,7 +822,7 @@ fn read_tls(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *want_read = false;
+                *sink.want_read = false;
                 break;
             }
             Err(e) => {
@@ -832,7 +838,7 @@ fn read_tls(
         }
         if got > 0 && t.confirm_until.is_some() {
             // The server answered after seeing our certificate: it accepted it.
-            establish(t, module, id, events);
+            establish(t, module, id, sink.events);
         }
         if was_handshaking && !t.conn.is_handshaking() {
             let client_auth_13 = t.client_auth
@@ -840,18 +846,14 @@ fn read_tls(
             if client_auth_13 {
                 t.confirm_until = Some(Instant::now() + CLIENT_AUTH_GRACE);
             } else {
-                establish(t, module, id, events);
+                establish(t, module, id, sink.events);
             }
         }
     }
-    if !data.is_empty() {
-        log::debug!("m{module} recv #{id} {} bytes (TLS)", data.len());
-        log::trace!("m{module} recv #{id} {}", data.escape_ascii());
-        if t.confirm_until.is_some() {
-            establish(t, module, id, events);
-        }
-        events.push_back((module, NetEvent::Data { conn: id, data }));
+    if !data.is_empty() && t.confirm_until.is_some() {
+        establish(t, module, id, sink.events);
     }
+    sink.data(data);
     match end {
         None => None,
         Some(r) if !t.established => {
@@ -863,62 +865,48 @@ fn read_tls(
                 "m{module} #{id}: TLS handshake with set {} failed: {why}",
                 t.set
             );
-            events.push_back((
-                module,
-                NetEvent::ConnectFailed {
-                    conn: id,
-                    error: ConnectError::Tls(why),
-                },
-            ));
-            // The connection is gone; the caller removes it without a second event.
-            Some(CloseReason::Error(String::new()))
+            sink.push(NetEvent::ConnectFailed {
+                conn: id,
+                error: ConnectError::Tls(why),
+            });
+            Some(End::Reported)
         }
-        Some(Ok(r)) => Some(r),
+        Some(Ok(r)) => Some(End::Closed(r)),
         Some(Err(why)) => {
             log::info!("m{module} #{id}: TLS connection ended: {why}");
-            Some(CloseReason::Error(why))
+            Some(End::Closed(CloseReason::Error(why)))
         }
     }
 }
 
 /// Receive whole datagrams while the module has room (a datagram is never split, so the last one may
 /// exceed the room; the core decides what to keep).
-fn read_udp(
-    sock: &UdpSocket,
-    budget: usize,
-    scratch: &mut [u8],
-    want_read: &mut bool,
-    module: ModuleIdx,
-    id: ConnId,
-    events: &mut VecDeque<(ModuleIdx, NetEvent)>,
-) {
+fn read_udp(sock: &UdpSocket, budget: usize, scratch: &mut [u8], sink: &mut Sink) {
+    let (module, id) = (sink.module, sink.id);
     let mut used = 0;
     while used < budget {
         match sock.recv_from(scratch) {
             Ok((n, SocketAddr::V4(from))) => {
                 log::debug!("m{module} recv #{id} datagram {n} bytes from {from}");
                 log::trace!("m{module} recv #{id} {}", scratch[..n].escape_ascii());
-                events.push_back((
-                    module,
-                    NetEvent::Datagram {
-                        conn: id,
-                        data: scratch[..n].to_vec(),
-                        from,
-                    },
-                ));
+                sink.push(NetEvent::Datagram {
+                    conn: id,
+                    data: scratch[..n].to_vec(),
+                    from,
+                });
                 // Empty datagrams count too, so a flood of them cannot keep us here.
                 used += n.max(1);
             }
             Ok((_, from)) => log::debug!("m{module} udp #{id}: dropped datagram from {from}"),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *want_read = false;
+                *sink.want_read = false;
                 return;
             }
             Err(e) => {
                 // UDP errors (e.g. a reported ICMP error) do not end the socket.
                 log::debug!("m{module} udp #{id}: recv: {e}");
-                *want_read = false;
+                *sink.want_read = false;
                 return;
             }
         }
