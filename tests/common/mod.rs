@@ -803,6 +803,19 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// A TCP port on 127.0.0.1 with (very likely) nothing listening: bind, take the port, close.
+/// Poll `get` every 10 ms, at most `timeout`, until `pred` holds; returns the last value. For waiting
+/// on something certain to happen (a server noticing a connection), never for timing assertions.
+pub fn wait_for<T>(timeout: Duration, get: impl Fn() -> T, pred: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = get();
+        if pred(&v) || Instant::now() >= deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().unwrap().port()

@@ -471,27 +471,7 @@ impl TlsServer {
     /// Poll the log (every 10 ms, at most `timeout`) until `pred` holds; returns the last log.
     /// For waiting on events that are certain to come, not for timing assertions.
     pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&ServerLog) -> bool) -> ServerLog {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let l = self.log();
-            if pred(&l) || Instant::now() >= deadline {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
-        }
-        let threads: Vec<_> = self.threads.lock().unwrap().drain(..).collect();
-        for t in threads {
-            let _ = t.join();
-        }
+        crate::common::wait_for(timeout, || self.log(), pred)
     }
 }
 

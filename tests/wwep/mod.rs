@@ -443,27 +443,7 @@ impl WwepServer {
     /// Poll the log (every 10 ms, at most `timeout`) until `pred` holds; returns the last log. For
     /// waiting on something certain to happen, never for timing assertions.
     pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&WwepLog) -> bool) -> WwepLog {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let l = self.log();
-            if pred(&l) || Instant::now() >= deadline {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for WwepServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        for t in self.acceptors.drain(..) {
-            let _ = t.join();
-        }
-        let threads: Vec<_> = self.threads.lock().unwrap().drain(..).collect();
-        for t in threads {
-            let _ = t.join();
-        }
+        crate::common::wait_for(timeout, || self.log(), pred)
     }
 }
 
