@@ -1474,3 +1474,63 @@ fn client_commands_on_a_serving_socket_leave_the_server_intact() {
     });
     assert_eq!(h.send(b"R0\r"), ok("still here"));
 }
+
+#[test]
+fn legacy_p7_accept_loop() {
+    let mut h = H::joined();
+    assert_eq!(
+        h.send(b"P7=1\r"),
+        err0(
+            "Unknown Error",
+            "P7",
+            "<0=Stop/1=Start/2=Close client/3=Next client>"
+        ),
+        "no server to loop on"
+    );
+    let l = h.tcp_server(0, 9004, 1);
+    assert_eq!(h.send(b"P7=1\r"), OK);
+    assert_eq!(h.send(b"P?\r"), ok("0,0.0.0.0,9004,0.0.0.0,5025,1,0,3,1,0"));
+    h.net(NetEvent::Accepted {
+        listener: l,
+        conn: ACCEPTED + 1,
+        peer: peer(1),
+    });
+    h.net(NetEvent::Accepted {
+        listener: l,
+        conn: ACCEPTED + 2,
+        peer: peer(2),
+    });
+    h.net(NetEvent::Accepted {
+        listener: l,
+        conn: ACCEPTED + 3,
+        peer: peer(3),
+    });
+    // P7=3: next client; P7=2: close the current one without taking another.
+    assert_eq!(
+        h.send(b"P7=3\r"),
+        [
+            OK.to_vec(),
+            b"\r\n[TCP SVR] Accepted 127.0.0.9:9004\r\n> ".to_vec()
+        ]
+        .concat()
+    );
+    assert_eq!(h.ops(), vec![NetOp::Close { conn: ACCEPTED + 1 }]);
+    assert_eq!(h.send(b"P7=2\r"), OK);
+    assert_eq!(h.ops(), vec![NetOp::Close { conn: ACCEPTED + 2 }]);
+    assert_eq!(
+        h.send(b"R2=0\rR0\r"),
+        [OK, OK].concat(),
+        "no current client until the next is taken"
+    );
+    // The third client is taken the same way; P7=0 then stops the loop.
+    assert_eq!(
+        h.send(b"P7=3\r"),
+        [
+            OK.to_vec(),
+            b"\r\n[TCP SVR] Accepted 127.0.0.9:9004\r\n> ".to_vec()
+        ]
+        .concat()
+    );
+    assert_eq!(h.send(b"P7=0\r"), OK);
+    assert_eq!(h.send(b"P?\r"), ok("0,127.0.0.9,9004,0.0.0.0,3,1,0,3,0,0"));
+}
