@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 /// Reset banner of the UART firmware (FW strings); the prompt `\r\n> ` follows it.
 const BANNER: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
 
+/// Asynchronous messages kept for `MR` at most.
+const MAX_EVENTS: usize = 32;
+
 /// How long a `D0` lookup may take before the module reports the host as not found.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -517,6 +520,12 @@ impl Module {
             return;
         }
         log::info!("event {message}");
+        if self.events.len() >= MAX_EVENTS {
+            // Poll mode with a host that never sends MR: keep the newest, as a ring buffer would.
+            if let Some(old) = self.events.pop_front() {
+                log::warn!("event queue full; dropped {}", old.escape_ascii());
+            }
+        }
         self.events.push_back(message.into_bytes());
     }
 
@@ -1695,11 +1704,12 @@ impl Module {
 
     /// Make the oldest waiting client current, announcing it.
     fn promote(&mut self, i: usize) {
+        let ip = self.server_ip();
         let s = &mut self.sockets[i];
         let Some(w) = s.server.as_mut().and_then(|srv| srv.waiting.pop_front()) else {
             return;
         };
-        let local = SocketAddrV4::new(self.cfg.network.ip, s.local_port);
+        let local = SocketAddrV4::new(ip, s.local_port);
         s.state = if w.closed {
             State::Closed
         } else {

@@ -1534,3 +1534,26 @@ fn legacy_p7_accept_loop() {
     assert_eq!(h.send(b"P7=0\r"), OK);
     assert_eq!(h.send(b"P?\r"), ok("0,127.0.0.9,9004,0.0.0.0,3,1,0,3,0,0"));
 }
+
+#[test]
+fn poll_mode_keeps_the_newest_events_when_mr_is_never_sent() {
+    let mut cfg = Config::default();
+    cfg.module.events = crate::config::EventMode::Poll;
+    let mut h = H::with(cfg);
+    h.send(b"C1=x\rC0\r");
+    let l = h.tcp_server(0, 9005, 11);
+    for n in 1..=40u64 {
+        h.net(NetEvent::Accepted {
+            listener: l,
+            conn: ACCEPTED + n,
+            peer: peer(n as u16),
+        });
+        h.send(b"P5=10\r");
+    }
+    let mut got = 0;
+    while h.send(b"MR\r") != ok("[SOMA][EOMA]") {
+        got += 1;
+        assert!(got <= 40, "MR never ran dry");
+    }
+    assert_eq!(got, MAX_EVENTS);
+}
