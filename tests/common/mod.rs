@@ -803,6 +803,18 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// A TCP port on 127.0.0.1 with (very likely) nothing listening: bind, take the port, close.
+/// Make an accepted test-server socket blocking with the given read timeout (the server's polling
+/// tick) and a 20 s write timeout; false if the socket is already unusable.
+pub fn blocking_with_tick(sock: &TcpStream, tick: Duration) -> bool {
+    let ok = sock.set_nonblocking(false).is_ok()
+        && sock.set_read_timeout(Some(tick)).is_ok()
+        && sock
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .is_ok();
+    let _ = sock.set_nodelay(true);
+    ok
+}
+
 /// Poll `get` every 10 ms, at most `timeout`, until `pred` holds; returns the last value. For waiting
 /// on something certain to happen (a server noticing a connection), never for timing assertions.
 pub fn wait_for<T>(timeout: Duration, get: impl Fn() -> T, pred: impl Fn(&T) -> bool) -> T {

@@ -106,16 +106,22 @@ pub struct Ca {
     pub id: Identity,
 }
 
+/// Certificate parameters of a CA named `cn`.
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p
+}
+
 impl Ca {
     pub fn new(cn: &str) -> Ca {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = dn(cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut p = ca_params(cn);
         p.not_before = rcgen::date_time_ymd(2015, 1, 1);
         p.not_after = rcgen::date_time_ymd(2099, 12, 31);
         let key = KeyPair::generate().expect("CA key");
@@ -130,14 +136,7 @@ impl Ca {
 
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, cn: &str) -> Ca {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = dn(cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut p = ca_params(cn);
         p.use_authority_key_identifier_extension = true;
         p.not_before = rcgen::date_time_ymd(2015, 1, 1);
         p.not_after = rcgen::date_time_ymd(2099, 12, 31);
@@ -525,17 +524,9 @@ fn serve_conn(
     log: &Mutex<ServerLog>,
 ) {
     let note = |f: &dyn Fn(&mut ServerLog)| f(&mut log.lock().unwrap());
-    if sock.set_nonblocking(false).is_err()
-        || sock
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .is_err()
-        || sock
-            .set_write_timeout(Some(Duration::from_secs(20)))
-            .is_err()
-    {
+    if !crate::common::blocking_with_tick(&sock, Duration::from_millis(50)) {
         return;
     }
-    let _ = sock.set_nodelay(true);
     let mut conn = match ServerConnection::new(config) {
         Ok(c) => c,
         Err(e) => {

@@ -326,17 +326,9 @@ where
 /// Plain WWEP on one accepted connection, until the client closes or the server stops.
 fn serve_plain(mut sock: TcpStream, peer: SocketAddr, shared: Shared) {
     shared.log.lock().unwrap().plain_connections += 1;
-    if sock.set_nonblocking(false).is_err()
-        || sock
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .is_err()
-        || sock
-            .set_write_timeout(Some(Duration::from_secs(20)))
-            .is_err()
-    {
+    if !crate::common::blocking_with_tick(&sock, Duration::from_millis(20)) {
         return;
     }
-    let _ = sock.set_nodelay(true);
     let mut conv = Conversation::new(shared.clone(), Some(peer), false);
     let mut buf = [0u8; 4096];
     while shared.running() {
