@@ -28,6 +28,10 @@ const MAX_SETTLE_ROUNDS: usize = 64;
 /// in one piece (the core's stray-byte quirk looks at bursts).
 const SERIAL_CHUNK: usize = 8192;
 
+/// Serial output the driver holds for a line; while more waits, it takes no more replies from the
+/// core (which then stops taking input): a host that never reads stalls instead of growing memory.
+pub const SERIAL_OUT_HIGH: usize = 64 * 1024;
+
 /// What the driver needs from an emulated module. [`Module`] is the real one; the driver's tests use
 /// small fakes.
 pub trait Core {
@@ -38,6 +42,10 @@ pub trait Core {
     fn poll_op(&mut self) -> Option<NetOp>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn rx_room(&self, conn: ConnId) -> usize;
+    /// How many more serial bytes the core takes now (0: stop reading the line).
+    fn serial_room(&self) -> usize {
+        usize::MAX
+    }
     /// Next certificate-store write (fakes have none).
     fn poll_store(&mut self) -> Option<StoreOp> {
         None
@@ -66,6 +74,9 @@ impl Core for Module {
     }
     fn rx_room(&self, conn: ConnId) -> usize {
         Module::rx_room(self, conn)
+    }
+    fn serial_room(&self) -> usize {
+        Module::serial_room(self)
     }
     fn poll_store(&mut self) -> Option<StoreOp> {
         Module::poll_store(self)
@@ -106,7 +117,10 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&Path)) -> io::Result<()> {
     let saved = store
         .load_settings()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let mut module = Module::new(&opts.config, Instant::now());
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut module = Module::new(&opts.config, Instant::now(), unix);
     module.set_cert_sets(sets);
     module.load_saved(saved);
     let mut driver = Driver::new()?;
@@ -136,6 +150,9 @@ struct Line<M> {
     /// Whether WRITABLE is in the pty's registered interest (only while `out` has bytes: a pty master
     /// turns writable each time the host reads).
     writable: bool,
+    /// The line has input we have not read (the core had no room); edge-triggered polling will
+    /// not say so again, so it is retried whenever the core may have room.
+    want_read: bool,
     /// Where this module's certificate sets live.
     store: Option<CertStore>,
 }
@@ -228,6 +245,7 @@ impl<M: Core> Driver<M> {
             token,
             out: WriteQueue::default(),
             writable: false,
+            want_read: true,
             store: None,
         });
         self.by_token.insert(token, idx);
@@ -261,10 +279,12 @@ impl<M: Core> Driver<M> {
         let mut timeout = lines
             .iter()
             .filter_map(|l| l.core.poll_timeout())
-            .chain(self.net.next_deadline())
             .min()
             .map(|t| t.saturating_duration_since(now));
-        if self.hurry || self.net.has_pending_reads(room(lines)) {
+        let serial_pending = lines
+            .iter()
+            .any(|l| l.want_read && l.core.serial_room() > 0);
+        if self.hurry || serial_pending || self.net.has_pending_reads(room(lines)) {
             timeout = Some(Duration::ZERO);
         }
         if let Some(cap) = max_wait {
@@ -288,6 +308,7 @@ impl<M: Core> Driver<M> {
             } else if let Some(&idx) = self.by_token.get(&token) {
                 let line = &mut self.lines[idx];
                 if event.is_readable() {
+                    line.want_read = true;
                     line.read_serial(idx)?;
                 }
                 if event.is_writable() {
@@ -307,7 +328,6 @@ impl<M: Core> Driver<M> {
             }
         }
         let now = Instant::now();
-        self.net.handle_deadlines(now);
         for line in &mut self.lines {
             if line.core.poll_timeout().is_some_and(|t| t <= now) {
                 line.core.handle_timeout(now);
@@ -324,12 +344,20 @@ impl<M: Core> Driver<M> {
         for _ in 0..MAX_SETTLE_ROUNDS {
             let mut moved = false;
             for (idx, line) in self.lines.iter_mut().enumerate() {
-                let bytes = line.core.take_serial();
-                if !bytes.is_empty() {
-                    // Contents are logged by the core, which knows what they are.
-                    log::trace!("m{idx} serial out {} bytes", bytes.len());
-                    line.out.push(&bytes);
-                    line.flush(registry)?;
+                if line.want_read && line.core.serial_room() > 0 {
+                    let before = line.core.serial_room();
+                    line.read_serial(idx)?;
+                    moved |= line.core.serial_room() != before;
+                }
+                if line.out.len() < SERIAL_OUT_HIGH {
+                    let bytes = line.core.take_serial();
+                    if !bytes.is_empty() {
+                        // Contents are logged by the core, which knows what they are.
+                        log::trace!("m{idx} serial out {} bytes", bytes.len());
+                        line.out.push(&bytes);
+                        line.flush(registry)?;
+                        moved = true;
+                    }
                 }
                 while let Some(op) = line.core.poll_op() {
                     self.net.perform(registry, idx, op);
@@ -371,13 +399,22 @@ impl<M: Core> Driver<M> {
 }
 
 impl<M: Core> Line<M> {
-    /// Feed what the host wrote to the core, chunk by chunk, until the pty is drained.
+    /// Feed what the host wrote to the core, chunk by chunk, while it has room, until the pty is
+    /// drained (then `want_read` is cleared).
     fn read_serial(&mut self, idx: ModuleIdx) -> io::Result<()> {
         let mut buf = [0u8; SERIAL_CHUNK];
         loop {
-            match self.pty.read(&mut buf) {
+            let room = self.core.serial_room().min(SERIAL_CHUNK);
+            if room == 0 {
+                // The host's bytes wait in the pty (and then in the host): backpressure.
+                return Ok(());
+            }
+            match self.pty.read(&mut buf[..room]) {
                 // Not expected while we hold the slave open; stop rather than spin.
-                Ok(0) => return Ok(()),
+                Ok(0) => {
+                    self.want_read = false;
+                    return Ok(());
+                }
                 Ok(n) => {
                     let data = &buf[..n];
                     // Only the count: the core logs commands, and never certificate-key payloads.
@@ -385,7 +422,10 @@ impl<M: Core> Line<M> {
                     self.core.handle_serial(data, Instant::now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.want_read = false;
+                    return Ok(());
+                }
                 Err(e) => return Err(io::Error::new(e.kind(), format!("pty read: {e}"))),
             }
         }
@@ -583,6 +623,7 @@ mod tests {
             match ev {
                 NetEvent::Connected { conn, .. } => self.ops.push(NetOp::Send {
                     conn,
+                    seq: 1,
                     data: b"hello".to_vec(),
                     to: None,
                 }),
@@ -626,7 +667,6 @@ mod tests {
                 local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
                 remote,
                 keepalive: None,
-                tls: None,
             }],
             out: Vec::new(),
             room: 4,

@@ -4,6 +4,9 @@
 //! Syntax (spec §2.2): a two-character uppercase mnemonic (or `?`, `$$$`, `---`), optionally `=` and
 //! arguments. String settings (SSID, passphrase, host name, product name) take the whole remainder,
 //! commas and spaces included; numbers may carry leading zeros.
+//!
+//! Commands are grouped by the part of the module that owns them ([`Command::System`],
+//! [`Command::Station`], …), so the module's dispatcher is one short match.
 
 use crate::iwin::reply::Reason;
 use nom::bytes::complete::tag;
@@ -16,26 +19,172 @@ use std::net::Ipv4Addr;
 /// Largest `S3`/`R1`/`S1` payload (TCP MSS).
 pub const MAX_PAYLOAD: usize = 1460;
 
-/// A parsed command. The mnemonic is in each variant's doc.
+/// Largest item `PG` accepts (certificate chains and 4096-bit keys fit).
+pub const MAX_CERT_ITEM: usize = 16 * 1024;
+
+macro_rules! mnemonics {
+    ($($(#[$doc:meta])* $name:ident = $text:literal, $usage:literal;)*) => {
+        /// A known command mnemonic, with the usage text the firmware prints after
+        /// `Usage: <mnemonic> ` in MT=0 errors (help-table style; commands without arguments have an
+        /// empty usage, GH13: `Usage: C0 `).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Mnemonic {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Mnemonic {
+            pub const ALL: &'static [Mnemonic] = &[$(Mnemonic::$name,)*];
+
+            /// The mnemonic as the host writes it.
+            pub fn text(self) -> &'static str {
+                match self {
+                    $(Mnemonic::$name => $text,)*
+                }
+            }
+
+            /// The usage text of MT=0 error replies.
+            pub fn usage(self) -> &'static str {
+                match self {
+                    $(Mnemonic::$name => $usage,)*
+                }
+            }
+        }
+    };
+}
+
+mnemonics! {
+    /// `$$$` — enter human-readable command mode.
+    CmdModeOn = "$$$", "";
+    /// `---` — leave human-readable command mode.
+    CmdModeOff = "---", "";
+    /// `I?` — identity line.
+    IQ = "I?", "";
+    /// `MT` — message type.
+    MT = "MT", "<0=Normal/1=Simple>";
+    /// `MS` — asynchronous message suppression.
+    MS = "MS", "<0-3>";
+    /// `MR` — read one queued asynchronous message.
+    MR = "MR", "";
+    Z4 = "Z4", "<XX:XX:XX:XX:XX:XX>";
+    Z5 = "Z5", "";
+    ZQ = "Z?", "";
+    ZN = "ZN", "<product name>";
+    ZR = "ZR", "";
+    Z0 = "Z0", "";
+    Z1 = "Z1", "";
+    Z6 = "Z6", "<xxx.xxx.xxx.xxx>";
+    AS = "AS", "<0=SSID/1=SSID+MAC>,<SSID>";
+    A1 = "A1", "<0=Open/2=WPA/3=WPA2/4=WPA+WPA2>";
+    A2 = "A2", "<key>";
+    AC = "AC", "<0=Auto/channel>";
+    AL = "AL", "<0-255>";
+    AT = "AT", "<1-4>";
+    A0 = "A0", "";
+    AD = "AD", "";
+    AE = "AE", "";
+    AQ = "A?", "";
+    T1 = "T1", "<xxx.xxx.xxx.xxx>";
+    T2 = "T2", "<0-65535>";
+    T3 = "T3", "<0-5000>";
+    T0 = "T0", "";
+    TQ = "T?", "";
+    UQ = "U?", "";
+    U2 = "U2", "<1200 - 2073600>";
+    U0 = "U0", "";
+    BQ = "B?", "";
+    PR = "PR", "<0-4>";
+    C1 = "C1", "<SSID>";
+    C2 = "C2", "<passphrase>";
+    C3 = "C3", "<0=Open/1=WEP/2=WPA/3=WPA2 AES/4=WPA2 Mixed/5=WPA2 TKIP>";
+    C4 = "C4", "<0=Off/1=On>";
+    C5 = "C5", "<0=IPv4/1=IPv6>";
+    C6 = "C6", "<xxx.xxx.xxx.xxx>";
+    C7 = "C7", "<xxx.xxx.xxx.xxx>";
+    C8 = "C8", "<xxx.xxx.xxx.xxx>";
+    C9 = "C9", "<xxx.xxx.xxx.xxx>";
+    CA = "CA", "<xxx.xxx.xxx.xxx>";
+    CB = "CB", "<0-10>";
+    CC = "CC", "<0=Off/1=Auto Join/2=Auto Reconnect/3=Both>";
+    CD = "CD", "";
+    CN = "CN", "<country code>[/<rev>]";
+    CR = "CR", "";
+    CS = "CS", "";
+    C0 = "C0", "";
+    CQ = "C?", "";
+    F0 = "F0", "";
+    D0 = "D0", "<host name>";
+    P0 = "P0", "<0-3>";
+    P1 = "P1", "<0=TCP/1=UDP/2=UDP-Lite/3=TCP-SSL/4=MQTT>";
+    P2 = "P2", "<0-65535>";
+    P3 = "P3", "<xxx.xxx.xxx.xxx>";
+    P4 = "P4", "<0-65535>";
+    P5 = "P5", "<0=Stop/1=Start/10=Next client/11=Start multi-accept>";
+    P6 = "P6", "<0=Stop/1=Start>";
+    P7 = "P7", "<0=Stop/1=Start/2=Close client/3=Next client>";
+    P8 = "P8", "<0-16>";
+    P9 = "P9", "<0=None/1=Optional/2=Required>";
+    PA = "PA", "<0=Off/1=On>,<CA name>";
+    PB = "PB", "<0=Abort/1=Report only>";
+    PE = "PE", "[<set>]";
+    PF = "PF", "<0=TLS/1=AWS>,<set>";
+    PG = "PG", "<set>,<0=Root CA/1=Certificate/2=Key>,<length>";
+    PK = "PK", "<0=Off/1=On>,<250-7200000>";
+    PQ = "P?", "";
+    R0 = "R0", "";
+    R1 = "R1", "<1-1460>";
+    R2 = "R2", "<0-30000>";
+    R3 = "R3", "<0/1>";
+    RQ = "R?", "";
+    S1 = "S1", "<1-1460>";
+    S2 = "S2", "<0-30000>";
+    S3 = "S3", "<1-1460>";
+    SQ = "S?", "";
+}
+
+impl Mnemonic {
+    /// The mnemonic a command line starts with, if it is a known one.
+    pub fn from_bytes(b: &[u8]) -> Option<Mnemonic> {
+        Mnemonic::ALL
+            .iter()
+            .copied()
+            .find(|m| m.text().as_bytes() == b)
+    }
+}
+
+/// A parsed command, grouped by the part of the module that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Empty line: the module answers with a prompt.
     Empty,
+    System(SystemCmd),
+    Station(StationCmd),
+    Ap(ApCmd),
+    Ping(PingCmd),
+    Socket(SocketCmd),
+    Server(ServerCmd),
+    Cert(CertCmd),
+}
+
+/// Identity, modes, UART, saved settings, reset, asynchronous messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemCmd {
     /// `$$$` enter / `---` exit human-readable command mode.
     CmdMode(bool),
-    /// `I?` — identity line.
+    /// `I?`
     Info,
-    /// `MT=<0/1>` — message type.
+    /// `MT=<0/1>`
     SetMessageType(u8),
-    /// `MS=<0..3>` — asynchronous message suppression bits.
+    /// `MS=<0..3>`
     SetMessageSuppress(u8),
-    /// `Z4=<mac>` — set MAC address.
+    /// `MR`
+    ReadMessage,
+    /// `Z4=<mac>`
     SetMac([u8; 6]),
-    /// `Z5` — MAC address.
+    /// `Z5`
     GetMac,
-    /// `Z?` — system configuration.
+    /// `Z?`
     SystemQuery,
-    /// `ZN=<name>` — product name.
+    /// `ZN=<name>`
     SetProductName(Vec<u8>),
     /// `ZR` — soft reset.
     Reset,
@@ -43,135 +192,156 @@ pub enum Command {
     FactoryReset,
     /// `Z1` — save the current settings.
     SaveSettings,
-    /// `Z6=<ip>` — soft-AP address.
-    SetApIp(Ipv4Addr),
-    /// `AS=<0/1>,<ssid>` — soft-AP SSID (1: append the MAC).
-    SetApSsid(bool, Vec<u8>),
-    /// `A1=<0/2/3/4>` — soft-AP security.
-    SetApSecurity(u8),
-    /// `A2=<key>` — soft-AP key.
-    SetApKey(Vec<u8>),
-    /// `AC=<channel>` — soft-AP channel (0 = auto).
-    SetApChannel(u8),
-    /// `AL=<0..255>` — DHCP lease.
-    SetApLease(u8),
-    /// `AT=<1..4>` — maximum clients.
-    SetApMaxClients(u8),
-    /// `A0` — start the soft AP with DHCP, DNS and web server.
-    ApStart,
-    /// `AD` — start the soft AP in direct-connect mode.
-    ApDirect,
-    /// `AE` — stop the soft AP.
-    ApStop,
-    /// `A?` — soft-AP settings.
-    ApQuery,
-    /// `T1=<ip>` — ping target.
-    SetPingTarget(Ipv4Addr),
-    /// `T2=<0..65535>` — ping repeats.
-    SetPingRepeats(u16),
-    /// `T3=<0..5000>` — delay between pings (ms).
-    SetPingDelay(u16),
-    /// `T0` — ping.
-    Ping,
-    /// `T?` — ping settings.
-    PingQuery,
-    /// `U?` — UART settings.
+    /// `U?`
     UartQuery,
     /// `U2=<baud>` — stage a baud rate.
     SetBaud(u32),
     /// `U0` — activate staged UART settings.
     UartApply,
-    /// `B?` — bus settings.
+    /// `B?`
     BusQuery,
     /// `PR=<0..4>` — raw-Ethernet bypass mode (Zephyr sends `PR=0`).
     SetRawBypass(u8),
-    /// `C1=<ssid>`.
+}
+
+/// Station settings, join, scan, DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StationCmd {
+    /// `C1=<ssid>`
     SetSsid(Vec<u8>),
-    /// `C2=<passphrase>`.
+    /// `C2=<passphrase>` (a secret: never logged)
     SetPassphrase(Vec<u8>),
-    /// `C3=<0..5>` — security type.
+    /// `C3=<0..5>`
     SetSecurity(u8),
-    /// `C4=<0/1>` — DHCP.
+    /// `C4=<0/1>`
     SetDhcp(bool),
-    /// `C5=<0/1>` — IP version.
+    /// `C5=<0/1>`
     SetIpVersion(u8),
     /// `C6`..`CA` — static IP, mask, gateway, DNS1, DNS2.
     SetAddress(AddrField, Ipv4Addr),
-    /// `CB=<0..10>` — join retries.
+    /// `CB=<0..10>`
     SetJoinRetries(u8),
-    /// `CC=<0..3>` — auto-connect.
+    /// `CC=<0..3>`
     SetAutoConnect(u8),
-    /// `CD` — disconnect.
+    /// `CD`
     Disconnect,
     /// `CN` — country code; None queries.
     Country(Option<Vec<u8>>),
-    /// `CR` — RSSI.
+    /// `CR`
     Rssi,
-    /// `CS` — connection status.
+    /// `CS`
     Status,
-    /// `C0` — join.
+    /// `C0`
     Join,
-    /// `C?` — station settings.
-    StationQuery,
-    /// `F0` — scan.
+    /// `C?`
+    Query,
+    /// `F0`
     Scan,
-    /// `D0=<name>` — DNS lookup.
+    /// `D0=<name>`
     Lookup(Vec<u8>),
+}
+
+/// Soft-AP settings and control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApCmd {
+    /// `Z6=<ip>`
+    SetIp(Ipv4Addr),
+    /// `AS=<0/1>,<ssid>` (1: append the MAC)
+    SetSsid(bool, Vec<u8>),
+    /// `A1=<0/2/3/4>`
+    SetSecurity(u8),
+    /// `A2=<key>` (a secret: never logged)
+    SetKey(Vec<u8>),
+    /// `AC=<channel>`
+    SetChannel(u8),
+    /// `AL=<0..255>`
+    SetLease(u8),
+    /// `AT=<1..4>`
+    SetMaxClients(u8),
+    /// `A0` (false) or `AD` (true, direct connect)
+    Start { direct: bool },
+    /// `AE`
+    Stop,
+    /// `A?`
+    Query,
+}
+
+/// `T*` — ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingCmd {
+    SetTarget(Ipv4Addr),
+    SetRepeats(u16),
+    SetDelay(u16),
+    Ping,
+    Query,
+}
+
+/// Per-socket settings, the client connection, reads and sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketCmd {
     /// `P0=<0..3>` selects a socket; `P0` alone reports the current one.
-    Socket(Option<u8>),
-    /// `P1=<0..4>` — protocol.
+    Select(Option<u8>),
+    /// `P1=<0..4>`
     SetProtocol(u8),
-    /// `P2=<port>` — local port.
+    /// `P2=<port>`
     SetLocalPort(u16),
-    /// `P3=<ip>` — remote host.
+    /// `P3=<ip>`
     SetRemoteIp(Ipv4Addr),
-    /// `P4=<port>` — remote port.
+    /// `P4=<port>`
     SetRemotePort(u16),
-    /// `P5=<0/1/10/11>` — server: stop, start, close current client and take the next, start
-    /// multi-accept.
-    Server(u8),
     /// `P6=<0/1>` — stop/start the client connection.
     Client(bool),
-    /// `P7=<0..3>` — legacy accept loop: stop, start, close current client, next client.
-    AcceptLoop(u8),
-    /// `MR` — read one queued asynchronous message.
-    ReadMessage,
     /// `P8=<0..16>` — listen backlog.
     SetBacklog(u8),
     /// `P9=<0..2>` — TLS verification level.
     SetTlsVerify(u8),
-    /// `PA=<0/1>,<name>` — custom CA name (used as the TLS server name when enabled).
-    SetCaName(bool, Vec<u8>),
     /// `PB=<0/1>` — on CA verification failure: 0 abort, 1 report only.
     SetVerifyReportOnly(bool),
-    /// `PE` — availability of every set; `PE=<set>` — of each item of one set.
-    CertAvailability(Option<u8>),
-    /// `PF=<func>,<set>` (or `PF=<set>`) selects the active set; `PF` alone reports it.
-    SelectCertSet(Option<(u8, u8)>),
-    /// `PG=<set>,<type>,<len>` — program one item: `len` raw bytes follow the CR.
-    ProgramCert { set: u8, item: u8, len: usize },
-    /// `PK=<0/1>,<ms>` — TCP keep-alive.
+    /// `PK=<0/1>,<ms>`
     SetKeepAlive(bool, u32),
-    /// `P?` — transport settings.
-    TransportQuery,
-    /// `R0` — read.
+    /// `P?`
+    Query,
+    /// `R0`
     Read,
-    /// `R1=<1..1460>` — read size.
+    /// `R1=<1..1460>`
     SetReadSize(u16),
-    /// `R2=<0..30000>` — read timeout (ms).
+    /// `R2=<0..30000>`
     SetReadTimeout(u32),
-    /// `R3=<0/1>` — read mode.
+    /// `R3=<0/1>`
     SetReadMode(u8),
-    /// `R?` — read settings.
+    /// `R?`
     ReadQuery,
-    /// `S1=<1..1460>` — S0 packet size.
+    /// `S1=<1..1460>`
     SetSendSize(u16),
-    /// `S2=<0..30000>` — write timeout (ms).
+    /// `S2=<0..30000>`
     SetSendTimeout(u32),
-    /// `S3=<n>` — send: n raw bytes follow the CR.
+    /// `S3=<n>` — n raw bytes follow the CR.
     Send(usize),
-    /// `S?` — send settings.
+    /// `S?`
     SendQuery,
+}
+
+/// Module-side servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCmd {
+    /// `P5=<0/1/10/11>` — stop, start, close the current client and take the next, start
+    /// multi-accept.
+    Server(u8),
+    /// `P7=<0..3>` — legacy accept loop: stop, start, close current client, next client.
+    AcceptLoop(u8),
+}
+
+/// Certificate sets and TLS selections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertCmd {
+    /// `PA=<0/1>,<name>` — custom CA name (used as the TLS server name when enabled).
+    SetCaName(bool, Vec<u8>),
+    /// `PE` — availability of every set; `PE=<set>` — of each item of one set.
+    Availability(Option<u8>),
+    /// `PF=<func>,<set>` (or `PF=<set>`) selects the active set; `PF` alone reports it.
+    Select(Option<(u8, u8)>),
+    /// `PG=<set>,<type>,<len>` — program one item: `len` raw bytes follow the CR.
+    Program { set: u8, item: u8, len: usize },
 }
 
 /// Which address `C6`..`CA` sets.
@@ -187,140 +357,67 @@ pub enum AddrField {
 /// Why a line was rejected; `mnemonic` is the known command it named (for the `Usage:` line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseError {
-    pub mnemonic: Option<&'static str>,
+    pub mnemonic: Option<Mnemonic>,
     pub reason: Reason,
 }
 
-/// Known mnemonics and their usage text (printed after `Usage: <cmd> ` in MT=0 errors). Texts follow
-/// the firmware help table's style; commands without arguments have an empty usage (GH13: `Usage: C0 `).
-const COMMANDS: &[(&str, &str)] = &[
-    ("$$$", ""),
-    ("---", ""),
-    ("I?", ""),
-    ("MT", "<0=Normal/1=Simple>"),
-    ("MS", "<0-3>"),
-    ("Z4", "<XX:XX:XX:XX:XX:XX>"),
-    ("Z5", ""),
-    ("Z?", ""),
-    ("ZN", "<product name>"),
-    ("ZR", ""),
-    ("Z0", ""),
-    ("Z1", ""),
-    ("Z6", "<xxx.xxx.xxx.xxx>"),
-    ("AS", "<0=SSID/1=SSID+MAC>,<SSID>"),
-    ("A1", "<0=Open/2=WPA/3=WPA2/4=WPA+WPA2>"),
-    ("A2", "<key>"),
-    ("AC", "<0=Auto/channel>"),
-    ("AL", "<0-255>"),
-    ("AT", "<1-4>"),
-    ("A0", ""),
-    ("AD", ""),
-    ("AE", ""),
-    ("A?", ""),
-    ("T1", "<xxx.xxx.xxx.xxx>"),
-    ("T2", "<0-65535>"),
-    ("T3", "<0-5000>"),
-    ("T0", ""),
-    ("T?", ""),
-    ("U?", ""),
-    ("U2", "<1200 - 2073600>"),
-    ("U0", ""),
-    ("B?", ""),
-    ("PR", "<0-4>"),
-    ("C1", "<SSID>"),
-    ("C2", "<passphrase>"),
-    (
-        "C3",
-        "<0=Open/1=WEP/2=WPA/3=WPA2 AES/4=WPA2 Mixed/5=WPA2 TKIP>",
-    ),
-    ("C4", "<0=Off/1=On>"),
-    ("C5", "<0=IPv4/1=IPv6>"),
-    ("C6", "<xxx.xxx.xxx.xxx>"),
-    ("C7", "<xxx.xxx.xxx.xxx>"),
-    ("C8", "<xxx.xxx.xxx.xxx>"),
-    ("C9", "<xxx.xxx.xxx.xxx>"),
-    ("CA", "<xxx.xxx.xxx.xxx>"),
-    ("CB", "<0-10>"),
-    ("CC", "<0=Off/1=Auto Join/2=Auto Reconnect/3=Both>"),
-    ("CD", ""),
-    ("CN", "<country code>[/<rev>]"),
-    ("CR", ""),
-    ("CS", ""),
-    ("C0", ""),
-    ("C?", ""),
-    ("F0", ""),
-    ("D0", "<host name>"),
-    ("P0", "<0-3>"),
-    ("P1", "<0=TCP/1=UDP/2=UDP-Lite/3=TCP-SSL/4=MQTT>"),
-    ("P2", "<0-65535>"),
-    ("P3", "<xxx.xxx.xxx.xxx>"),
-    ("P4", "<0-65535>"),
-    (
-        "P5",
-        "<0=Stop/1=Start/10=Next client/11=Start multi-accept>",
-    ),
-    ("P6", "<0=Stop/1=Start>"),
-    ("P7", "<0=Stop/1=Start/2=Close client/3=Next client>"),
-    ("MR", ""),
-    ("P8", "<0-16>"),
-    ("P9", "<0=None/1=Optional/2=Required>"),
-    ("PA", "<0=Off/1=On>,<CA name>"),
-    ("PB", "<0=Abort/1=Report only>"),
-    ("PE", "[<set>]"),
-    ("PF", "<0=TLS/1=AWS>,<set>"),
-    ("PG", "<set>,<0=Root CA/1=Certificate/2=Key>,<length>"),
-    ("PK", "<0=Off/1=On>,<250-7200000>"),
-    ("P?", ""),
-    ("R0", ""),
-    ("R1", "<1-1460>"),
-    ("R2", "<0-30000>"),
-    ("R3", "<0/1>"),
-    ("R?", ""),
-    ("S1", "<1-1460>"),
-    ("S2", "<0-30000>"),
-    ("S3", "<1-1460>"),
-    ("S?", ""),
-];
-
-/// The usage text of a known mnemonic.
-pub fn usage(mnemonic: &str) -> Option<(&'static str, &'static str)> {
-    COMMANDS.iter().copied().find(|(m, _)| *m == mnemonic)
+impl ParseError {
+    pub fn unknown() -> ParseError {
+        ParseError {
+            mnemonic: None,
+            reason: Reason::UnknownCommand,
+        }
+    }
 }
 
 type ArgResult<T> = Result<T, Reason>;
+
+/// Split a line into its mnemonic and arguments (`None`: no `=`), or `Err` when it names no known
+/// command.
+pub fn split(line: &[u8]) -> Result<(Mnemonic, Option<&[u8]>), ParseError> {
+    let (mn, args): (&[u8], Option<&[u8]>) = match line {
+        b"$$$" | b"---" => (line, None),
+        _ if line.len() >= 2 => match &line[2..] {
+            [] => (&line[..2], None),
+            [b'=', rest @ ..] => (&line[..2], Some(rest)),
+            _ => return Err(ParseError::unknown()),
+        },
+        _ => return Err(ParseError::unknown()),
+    };
+    Mnemonic::from_bytes(mn)
+        .map(|m| (m, args))
+        .ok_or_else(ParseError::unknown)
+}
 
 /// Parse one command line.
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
     if line.is_empty() {
         return Ok(Command::Empty);
     }
-    let (mn, args): (&[u8], Option<&[u8]>) = match line {
-        b"$$$" | b"---" => (line, None),
-        _ if line.len() >= 2 => match &line[2..] {
-            [] => (&line[..2], None),
-            [b'=', rest @ ..] => (&line[..2], Some(rest)),
-            _ => return Err(unknown()),
-        },
-        _ => return Err(unknown()),
-    };
-    let Some((name, _)) = std::str::from_utf8(mn).ok().and_then(usage) else {
-        return Err(unknown());
-    };
-    parse_args(name, args).map_err(|reason| ParseError {
-        mnemonic: Some(name),
+    let (m, args) = split(line)?;
+    parse_args(m, args).map_err(|reason| ParseError {
+        mnemonic: Some(m),
         reason,
     })
 }
 
-fn unknown() -> ParseError {
-    ParseError {
-        mnemonic: None,
-        reason: Reason::UnknownCommand,
+/// The line as it may appear in a log: known mnemonics with their arguments, except the secrets
+/// (`C2`, `A2`) which are masked; anything else (junk, or stray lines that might be certificate or
+/// key material) only as its length.
+pub fn log_text(line: &[u8]) -> String {
+    match split(line) {
+        Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(a))) => {
+            format!("{}=<{} bytes hidden>", m.text(), a.len())
+        }
+        Ok(_) if line.is_ascii() => line.escape_ascii().to_string(),
+        _ if line.is_empty() => String::new(),
+        _ => format!("<unrecognised line of {} bytes>", line.len()),
     }
 }
 
-fn parse_args(name: &'static str, args: Option<&[u8]>) -> ArgResult<Command> {
-    use Command::*;
+fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
+    use Command as C;
+    use Mnemonic as M;
     // Commands without arguments: an empty `=` is tolerated, anything else is too much.
     let none = |cmd: Command| match args {
         None | Some([]) => Ok(cmd),
@@ -331,124 +428,131 @@ fn parse_args(name: &'static str, args: Option<&[u8]>) -> ArgResult<Command> {
     let flag = || num(0, 1).map(|v| v == 1);
     let ip = || arg().and_then(ipv4);
     let text = |max: usize| arg().and_then(|a| string(a, max));
-    Ok(match name {
-        "$$$" => CmdMode(true),
-        "---" => CmdMode(false),
-        "I?" => none(Info)?,
-        "MT" => SetMessageType(num(0, 1)? as u8),
-        "MS" => SetMessageSuppress(num(0, 3)? as u8),
-        "Z4" => SetMac(arg().and_then(|a| {
+    let sys = C::System;
+    let st = C::Station;
+    let ap = C::Ap;
+    let sock = C::Socket;
+    Ok(match m {
+        M::CmdModeOn => sys(SystemCmd::CmdMode(true)),
+        M::CmdModeOff => sys(SystemCmd::CmdMode(false)),
+        M::IQ => none(sys(SystemCmd::Info))?,
+        M::MT => sys(SystemCmd::SetMessageType(num(0, 1)? as u8)),
+        M::MS => sys(SystemCmd::SetMessageSuppress(num(0, 3)? as u8)),
+        M::MR => none(sys(SystemCmd::ReadMessage))?,
+        M::Z4 => sys(SystemCmd::SetMac(arg().and_then(|a| {
             let s = std::str::from_utf8(a).map_err(|_| Reason::BadAddressValue)?;
             parse_mac(s).ok_or(Reason::BadAddressValue)
-        })?),
-        "Z5" => none(GetMac)?,
-        "Z?" => none(SystemQuery)?,
-        "ZN" => SetProductName(text(32)?),
-        "ZR" => none(Reset)?,
-        "Z0" => none(FactoryReset)?,
-        "Z1" => none(SaveSettings)?,
-        "Z6" => SetApIp(ip()?),
-        "AS" => {
+        })?)),
+        M::Z5 => none(sys(SystemCmd::GetMac))?,
+        M::ZQ => none(sys(SystemCmd::SystemQuery))?,
+        M::ZN => sys(SystemCmd::SetProductName(text(32)?)),
+        M::ZR => none(sys(SystemCmd::Reset))?,
+        M::Z0 => none(sys(SystemCmd::FactoryReset))?,
+        M::Z1 => none(sys(SystemCmd::SaveSettings))?,
+        M::UQ => none(sys(SystemCmd::UartQuery))?,
+        M::U2 => {
+            let baud = num(1200, 2_073_600)?;
+            if !BAUD_RATES.contains(&baud) {
+                return Err(Reason::BadArgument);
+            }
+            sys(SystemCmd::SetBaud(baud))
+        }
+        M::U0 => none(sys(SystemCmd::UartApply))?,
+        M::BQ => none(sys(SystemCmd::BusQuery))?,
+        M::PR => sys(SystemCmd::SetRawBypass(num(0, 4)? as u8)),
+        M::Z6 => ap(ApCmd::SetIp(ip()?)),
+        M::AS => {
             let a = arg()?;
             let Some(i) = a.iter().position(|&b| b == b',') else {
                 return Err(Reason::InsufficientArguments);
             };
             // ST sends "AS=0, <ssid>": the bytes after the comma are kept as sent.
-            SetApSsid(ranged(&a[..i], 0, 1)? == 1, string(&a[i + 1..], 32)?)
+            ap(ApCmd::SetSsid(
+                ranged(&a[..i], 0, 1)? == 1,
+                string(&a[i + 1..], 32)?,
+            ))
         }
-        "A1" => {
+        M::A1 => {
             let v = num(0, 4)?;
             if v == 1 {
                 return Err(Reason::BadArgument);
             }
-            SetApSecurity(v as u8)
+            ap(ApCmd::SetSecurity(v as u8))
         }
-        "A2" => {
+        M::A2 => {
             let key = text(63)?;
             if !key.is_empty() && key.len() < 8 {
                 return Err(Reason::BadArgument);
             }
-            SetApKey(key)
+            ap(ApCmd::SetKey(key))
         }
-        "AC" => {
+        M::AC => {
             let c = num(0, 165)?;
             if c > 14 && !matches!(c, 36..=64 | 100..=165) {
                 return Err(Reason::BadArgument);
             }
-            SetApChannel(c as u8)
+            ap(ApCmd::SetChannel(c as u8))
         }
-        "AL" => SetApLease(num(0, 255)? as u8),
-        "AT" => SetApMaxClients(num(1, 4)? as u8),
-        "A0" => none(ApStart)?,
-        "AD" => none(ApDirect)?,
-        "AE" => none(ApStop)?,
-        "A?" => none(ApQuery)?,
-        "T1" => SetPingTarget(ip()?),
-        "T2" => SetPingRepeats(num(0, 65535)? as u16),
-        "T3" => SetPingDelay(num(0, 5000)? as u16),
-        "T0" => none(Ping)?,
-        "T?" => none(PingQuery)?,
-        "U?" => none(UartQuery)?,
-        "U2" => {
-            let baud = num(1200, 2_073_600)?;
-            if !BAUD_RATES.contains(&baud) {
-                return Err(Reason::BadArgument);
-            }
-            SetBaud(baud)
-        }
-        "U0" => none(UartApply)?,
-        "B?" => none(BusQuery)?,
-        "PR" => SetRawBypass(num(0, 4)? as u8),
-        "C1" => SetSsid(text(32)?),
-        "C2" => SetPassphrase(text(64)?),
-        "C3" => SetSecurity(num(0, 5)? as u8),
-        "C4" => SetDhcp(flag()?),
-        "C5" => SetIpVersion(num(0, 1)? as u8),
-        "C6" => SetAddress(AddrField::Ip, ip()?),
-        "C7" => SetAddress(AddrField::Mask, ip()?),
-        "C8" => SetAddress(AddrField::Gateway, ip()?),
-        "C9" => SetAddress(AddrField::Dns1, ip()?),
-        "CA" => SetAddress(AddrField::Dns2, ip()?),
-        "CB" => SetJoinRetries(num(0, 10)? as u8),
-        "CC" => SetAutoConnect(num(0, 3)? as u8),
-        "CD" => none(Disconnect)?,
-        "CN" => match args {
-            None => Country(None),
-            Some(a) => Country(Some(country(a)?)),
+        M::AL => ap(ApCmd::SetLease(num(0, 255)? as u8)),
+        M::AT => ap(ApCmd::SetMaxClients(num(1, 4)? as u8)),
+        M::A0 => none(ap(ApCmd::Start { direct: false }))?,
+        M::AD => none(ap(ApCmd::Start { direct: true }))?,
+        M::AE => none(ap(ApCmd::Stop))?,
+        M::AQ => none(ap(ApCmd::Query))?,
+        M::T1 => C::Ping(PingCmd::SetTarget(ip()?)),
+        M::T2 => C::Ping(PingCmd::SetRepeats(num(0, 65535)? as u16)),
+        M::T3 => C::Ping(PingCmd::SetDelay(num(0, 5000)? as u16)),
+        M::T0 => none(C::Ping(PingCmd::Ping))?,
+        M::TQ => none(C::Ping(PingCmd::Query))?,
+        M::C1 => st(StationCmd::SetSsid(text(32)?)),
+        M::C2 => st(StationCmd::SetPassphrase(text(64)?)),
+        M::C3 => st(StationCmd::SetSecurity(num(0, 5)? as u8)),
+        M::C4 => st(StationCmd::SetDhcp(flag()?)),
+        M::C5 => st(StationCmd::SetIpVersion(num(0, 1)? as u8)),
+        M::C6 => st(StationCmd::SetAddress(AddrField::Ip, ip()?)),
+        M::C7 => st(StationCmd::SetAddress(AddrField::Mask, ip()?)),
+        M::C8 => st(StationCmd::SetAddress(AddrField::Gateway, ip()?)),
+        M::C9 => st(StationCmd::SetAddress(AddrField::Dns1, ip()?)),
+        M::CA => st(StationCmd::SetAddress(AddrField::Dns2, ip()?)),
+        M::CB => st(StationCmd::SetJoinRetries(num(0, 10)? as u8)),
+        M::CC => st(StationCmd::SetAutoConnect(num(0, 3)? as u8)),
+        M::CD => none(st(StationCmd::Disconnect))?,
+        M::CN => match args {
+            None => st(StationCmd::Country(None)),
+            Some(a) => st(StationCmd::Country(Some(country(a)?))),
         },
-        "CR" => none(Rssi)?,
-        "CS" => none(Status)?,
-        "C0" => none(Join)?,
-        "C?" => none(StationQuery)?,
-        "F0" => none(Scan)?,
-        "D0" => {
+        M::CR => none(st(StationCmd::Rssi))?,
+        M::CS => none(st(StationCmd::Status))?,
+        M::C0 => none(st(StationCmd::Join))?,
+        M::CQ => none(st(StationCmd::Query))?,
+        M::F0 => none(st(StationCmd::Scan))?,
+        M::D0 => {
             let name = text(64)?;
             if name.is_empty() {
                 return Err(Reason::InsufficientArguments);
             }
-            Lookup(name)
+            st(StationCmd::Lookup(name))
         }
-        "P0" => match args {
-            None => Socket(None),
-            Some(a) => Socket(Some(ranged(a, 0, 3)? as u8)),
+        M::P0 => match args {
+            None => sock(SocketCmd::Select(None)),
+            Some(a) => sock(SocketCmd::Select(Some(ranged(a, 0, 3)? as u8))),
         },
-        "P1" => SetProtocol(num(0, 4)? as u8),
-        "P2" => SetLocalPort(num(0, 65535)? as u16),
-        "P3" => SetRemoteIp(ip()?),
-        "P4" => SetRemotePort(num(0, 65535)? as u16),
-        "P5" => {
+        M::P1 => sock(SocketCmd::SetProtocol(num(0, 4)? as u8)),
+        M::P2 => sock(SocketCmd::SetLocalPort(num(0, 65535)? as u16)),
+        M::P3 => sock(SocketCmd::SetRemoteIp(ip()?)),
+        M::P4 => sock(SocketCmd::SetRemotePort(num(0, 65535)? as u16)),
+        M::P5 => {
             let v = num(0, 11)?;
             if !matches!(v, 0 | 1 | 10 | 11) {
                 return Err(Reason::BadArgument);
             }
-            Server(v as u8)
+            C::Server(ServerCmd::Server(v as u8))
         }
-        "P6" => Client(flag()?),
-        "P7" => AcceptLoop(num(0, 3)? as u8),
-        "MR" => none(ReadMessage)?,
-        "P8" => SetBacklog(num(0, 16)? as u8),
-        "P9" => SetTlsVerify(num(0, 2)? as u8),
-        "PK" => {
+        M::P6 => sock(SocketCmd::Client(flag()?)),
+        M::P7 => C::Server(ServerCmd::AcceptLoop(num(0, 3)? as u8)),
+        M::P8 => sock(SocketCmd::SetBacklog(num(0, 16)? as u8)),
+        M::P9 => sock(SocketCmd::SetTlsVerify(num(0, 2)? as u8)),
+        M::PK => {
             let fields = fields(arg()?, 2)?;
             let on = ranged(fields[0], 0, 1)? == 1;
             let ms = ranged(fields[1], 0, 7_200_000)?;
@@ -456,53 +560,54 @@ fn parse_args(name: &'static str, args: Option<&[u8]>) -> ArgResult<Command> {
             if on && ms < 250 {
                 return Err(Reason::BadArgument);
             }
-            SetKeepAlive(on, ms)
+            sock(SocketCmd::SetKeepAlive(on, ms))
         }
-        "PA" => {
+        M::PA => {
             let a = arg()?;
             let (on, name) = match a.iter().position(|&b| b == b',') {
                 Some(i) => (&a[..i], &a[i + 1..]),
                 None => return Err(Reason::InsufficientArguments),
             };
-            SetCaName(ranged(on, 0, 1)? == 1, string(name, 63)?)
+            C::Cert(CertCmd::SetCaName(
+                ranged(on, 0, 1)? == 1,
+                string(name, 63)?,
+            ))
         }
-        "PB" => SetVerifyReportOnly(flag()?),
-        "PE" => match args {
-            None | Some([]) => CertAvailability(None),
-            Some(a) => CertAvailability(Some(ranged(a, 0, 3)? as u8)),
+        M::PB => sock(SocketCmd::SetVerifyReportOnly(flag()?)),
+        M::PE => match args {
+            None | Some([]) => C::Cert(CertCmd::Availability(None)),
+            Some(a) => C::Cert(CertCmd::Availability(Some(ranged(a, 0, 3)? as u8))),
         },
-        "PF" => match args {
-            None => SelectCertSet(None),
+        M::PF => match args {
+            None => C::Cert(CertCmd::Select(None)),
             Some(a) => {
                 let f: Vec<&[u8]> = a.split(|&b| b == b',').collect();
-                match f[..] {
-                    [set] => SelectCertSet(Some((0, ranged(set, 0, 3)? as u8))),
-                    [func, set] => {
-                        SelectCertSet(Some((ranged(func, 0, 1)? as u8, ranged(set, 0, 3)? as u8)))
-                    }
+                let sel = match f[..] {
+                    [set] => (0, ranged(set, 0, 3)? as u8),
+                    [func, set] => (ranged(func, 0, 1)? as u8, ranged(set, 0, 3)? as u8),
                     _ => return Err(Reason::TooManyArguments),
-                }
+                };
+                C::Cert(CertCmd::Select(Some(sel)))
             }
         },
-        "PG" => {
+        M::PG => {
             let f = fields(arg()?, 3)?;
-            ProgramCert {
+            C::Cert(CertCmd::Program {
                 set: ranged(f[0], 0, 3)? as u8,
                 item: ranged(f[1], 0, 2)? as u8,
-                len: ranged(f[2], 0, crate::module::certs::MAX_ITEM as u32)? as usize,
-            }
+                len: ranged(f[2], 0, MAX_CERT_ITEM as u32)? as usize,
+            })
         }
-        "P?" => none(TransportQuery)?,
-        "R0" => none(Read)?,
-        "R1" => SetReadSize(num(1, MAX_PAYLOAD as u32)? as u16),
-        "R2" => SetReadTimeout(num(0, 30_000)?),
-        "R3" => SetReadMode(num(0, 1)? as u8),
-        "R?" => none(ReadQuery)?,
-        "S1" => SetSendSize(num(1, MAX_PAYLOAD as u32)? as u16),
-        "S2" => SetSendTimeout(num(0, 30_000)?),
-        "S3" => Send(num(1, MAX_PAYLOAD as u32)? as usize),
-        "S?" => none(SendQuery)?,
-        _ => unreachable!("every mnemonic in COMMANDS is handled"),
+        M::PQ => none(sock(SocketCmd::Query))?,
+        M::R0 => none(sock(SocketCmd::Read))?,
+        M::R1 => sock(SocketCmd::SetReadSize(num(1, MAX_PAYLOAD as u32)? as u16)),
+        M::R2 => sock(SocketCmd::SetReadTimeout(num(0, 30_000)?)),
+        M::R3 => sock(SocketCmd::SetReadMode(num(0, 1)? as u8)),
+        M::RQ => none(sock(SocketCmd::ReadQuery))?,
+        M::S1 => sock(SocketCmd::SetSendSize(num(1, MAX_PAYLOAD as u32)? as u16)),
+        M::S2 => sock(SocketCmd::SetSendTimeout(num(0, 30_000)?)),
+        M::S3 => sock(SocketCmd::Send(num(1, MAX_PAYLOAD as u32)? as usize)),
+        M::SQ => none(sock(SocketCmd::SendQuery))?,
     })
 }
 
@@ -610,52 +715,77 @@ mod tests {
 
     #[test]
     fn mnemonics_and_arguments() {
-        assert_eq!(parse(b"I?"), Ok(Command::Info));
-        assert_eq!(parse(b"P0=0003"), Ok(Command::Socket(Some(3))));
-        assert_eq!(parse(b"P0"), Ok(Command::Socket(None)));
-        assert_eq!(parse(b"S3=0010"), Ok(Command::Send(10)));
+        assert_eq!(parse(b"I?"), Ok(Command::System(SystemCmd::Info)));
+        assert_eq!(
+            parse(b"P0=0003"),
+            Ok(Command::Socket(SocketCmd::Select(Some(3))))
+        );
+        assert_eq!(parse(b"P0"), Ok(Command::Socket(SocketCmd::Select(None))));
+        assert_eq!(parse(b"S3=0010"), Ok(Command::Socket(SocketCmd::Send(10))));
         assert_eq!(
             parse(b"C1=my net, with comma"),
-            Ok(Command::SetSsid(b"my net, with comma".to_vec()))
+            Ok(Command::Station(StationCmd::SetSsid(
+                b"my net, with comma".to_vec()
+            )))
         );
-        assert_eq!(parse(b"C2="), Ok(Command::SetPassphrase(vec![])));
-        assert_eq!(parse(b"PK=0,0"), Ok(Command::SetKeepAlive(false, 0)));
-        assert_eq!(parse(b"PK=1,3000"), Ok(Command::SetKeepAlive(true, 3000)));
+        assert_eq!(
+            parse(b"C2="),
+            Ok(Command::Station(StationCmd::SetPassphrase(vec![])))
+        );
+        assert_eq!(
+            parse(b"PK=0,0"),
+            Ok(Command::Socket(SocketCmd::SetKeepAlive(false, 0)))
+        );
+        assert_eq!(
+            parse(b"PK=1,3000"),
+            Ok(Command::Socket(SocketCmd::SetKeepAlive(true, 3000)))
+        );
         assert_eq!(
             parse(b"CN=US/0"),
-            Ok(Command::Country(Some(b"US/0".to_vec())))
+            Ok(Command::Station(StationCmd::Country(Some(
+                b"US/0".to_vec()
+            ))))
         );
         assert_eq!(
             parse(b"P3=127.0.0.1"),
-            Ok(Command::SetRemoteIp(Ipv4Addr::LOCALHOST))
+            Ok(Command::Socket(SocketCmd::SetRemoteIp(Ipv4Addr::LOCALHOST)))
         );
         assert_eq!(
             parse(b"Z4=C4:7F:51:1:2:3"),
-            Ok(Command::SetMac([0xC4, 0x7F, 0x51, 1, 2, 3]))
+            Ok(Command::System(SystemCmd::SetMac([
+                0xC4, 0x7F, 0x51, 1, 2, 3
+            ])))
         );
-        assert_eq!(parse(b"$$$"), Ok(Command::CmdMode(true)));
+        assert_eq!(parse(b"$$$"), Ok(Command::System(SystemCmd::CmdMode(true))));
         assert_eq!(
             parse(b"PG=0,1,1731"),
-            Ok(Command::ProgramCert {
+            Ok(Command::Cert(CertCmd::Program {
                 set: 0,
                 item: 1,
                 len: 1731
-            })
+            }))
         );
         assert_eq!(
             parse(b"PG=3,0,0876"),
-            Ok(Command::ProgramCert {
+            Ok(Command::Cert(CertCmd::Program {
                 set: 3,
                 item: 0,
                 len: 876
-            })
+            }))
         );
-        assert_eq!(parse(b"PF=0,2"), Ok(Command::SelectCertSet(Some((0, 2)))));
-        assert_eq!(parse(b"PF=1"), Ok(Command::SelectCertSet(Some((0, 1)))));
+        assert_eq!(
+            parse(b"PF=0,2"),
+            Ok(Command::Cert(CertCmd::Select(Some((0, 2)))))
+        );
+        assert_eq!(
+            parse(b"PF=1"),
+            Ok(Command::Cert(CertCmd::Select(Some((0, 1)))))
+        );
         assert_eq!(
             parse(b"PA=1,my.host"),
-            Ok(Command::SetCaName(true, b"my.host".to_vec()))
+            Ok(Command::Cert(CertCmd::SetCaName(true, b"my.host".to_vec())))
         );
+        assert_eq!(parse(b"P5=11"), Ok(Command::Server(ServerCmd::Server(11))));
         assert_eq!(parse(b""), Ok(Command::Empty));
     }
 
@@ -683,6 +813,36 @@ mod tests {
         assert_eq!(err("PG=0,0,16385"), Reason::BadArgument);
         assert_eq!(err("PG=0,0"), Reason::InsufficientArguments);
         assert_eq!(err("PF=0,1,2"), Reason::TooManyArguments);
-        assert_eq!(parse(b"P0=9").unwrap_err().mnemonic, Some("P0"));
+        assert_eq!(parse(b"P0=9").unwrap_err().mnemonic, Some(Mnemonic::P0));
+    }
+
+    #[test]
+    fn every_mnemonic_round_trips_and_has_a_parser() {
+        for &m in Mnemonic::ALL {
+            assert_eq!(Mnemonic::from_bytes(m.text().as_bytes()), Some(m));
+            // Whatever the arguments, a known mnemonic never reads as "Unknown Command".
+            let r = parse(m.text().as_bytes());
+            assert!(
+                r.as_ref()
+                    .err()
+                    .is_none_or(|e| e.reason != Reason::UnknownCommand),
+                "{m:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_text_hides_secrets_and_unrecognised_lines() {
+        assert_eq!(log_text(b"C1=home"), "C1=home");
+        assert_eq!(log_text(b"C2=hunter22"), "C2=<8 bytes hidden>");
+        assert_eq!(log_text(b"A2=secret99"), "A2=<8 bytes hidden>");
+        // A base64 line of a PEM key that arrives as stray command lines.
+        let stray = b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+        assert_eq!(log_text(stray), "<unrecognised line of 52 bytes>");
+        assert_eq!(
+            log_text(b"-----BEGIN PRIVATE KEY-----"),
+            "<unrecognised line of 27 bytes>"
+        );
+        assert_eq!(log_text(b"P6=1"), "P6=1");
     }
 }

@@ -3,8 +3,6 @@
 //! follow (`S3=<n>\r<n bytes>`, `PG=…,<len>\r<len bytes>`) and tells the framer with
 //! [`Framer::expect_payload`]; until then bytes after a CR are not interpreted, so nothing is lost.
 
-use std::collections::VecDeque;
-
 /// Longest command line the module accepts (spec §2.2 suggests ≥ 256).
 pub const MAX_LINE: usize = 256;
 
@@ -30,13 +28,17 @@ enum Mode {
 
 #[derive(Debug, Default)]
 pub struct Framer {
-    buf: VecDeque<u8>,
+    /// Received bytes; those before `pos` are consumed (a Vec with a read offset, so payloads are
+    /// moved with slice copies).
+    buf: Vec<u8>,
+    pos: usize,
     /// Bytes of the current command line consumed from `buf` so far.
     line: Vec<u8>,
     mode: Mode,
     /// Zephyr quirk: drop one byte that arrives in the same write burst right after a payload.
     drop_after_payload: bool,
-    /// How many bytes at the front of `buf` arrived in the same `push` as the last consumed byte.
+    /// How many unconsumed bytes at the front of `buf` arrived in the same `push` as the last
+    /// consumed byte.
     same_burst: usize,
 }
 
@@ -51,10 +53,21 @@ impl Framer {
     /// Append bytes read from the serial line.
     pub fn push(&mut self, data: &[u8]) {
         // Bytes already buffered keep their burst; only a push into an empty buffer starts a new count.
-        if self.buf.is_empty() {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
             self.same_burst = data.len();
+        } else if self.pos > 4096 && self.pos * 2 > self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
         }
-        self.buf.extend(data);
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Received bytes not yet framed (a partial line or payload is not counted): what a host has
+    /// written ahead of the command being executed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
     }
 
     /// True while a payload is being collected.
@@ -64,7 +77,7 @@ impl Framer {
 
     /// True when no partial line or payload is buffered.
     pub fn is_idle(&self) -> bool {
-        self.buf.is_empty() && self.line.is_empty() && matches!(self.mode, Mode::Command)
+        self.buffered() == 0 && self.line.is_empty() && matches!(self.mode, Mode::Command)
     }
 
     /// After a header line, the next `len` raw bytes are payload (`len` may be 0: an empty payload frame
@@ -84,65 +97,86 @@ impl Framer {
         }
     }
 
+    /// Forget everything buffered (module reset).
+    pub fn clear(&mut self) {
+        let drop_after_payload = self.drop_after_payload;
+        *self = Framer::new(drop_after_payload);
+    }
+
     /// The next complete frame, if the buffered bytes hold one.
     pub fn next_frame(&mut self) -> Option<Frame> {
         loop {
+            let pending = &self.buf[self.pos..];
             match &mut self.mode {
                 Mode::Payload { data, remaining } => {
-                    let take = (*remaining).min(self.buf.len());
-                    data.extend(self.buf.drain(..take));
-                    self.same_burst = self.same_burst.saturating_sub(take);
+                    let take = (*remaining).min(pending.len());
+                    data.extend_from_slice(&pending[..take]);
+                    self.consume(take);
+                    let Mode::Payload { remaining, .. } = &mut self.mode else {
+                        unreachable!("mode checked above")
+                    };
                     *remaining -= take;
                     if *remaining > 0 {
                         return None;
                     }
                     let Mode::Payload { data, .. } = std::mem::take(&mut self.mode) else {
-                        unreachable!()
+                        unreachable!("mode checked above")
                     };
                     if self.drop_after_payload && self.same_burst > 0 {
-                        self.buf.pop_front();
-                        self.same_burst -= 1;
+                        self.consume(1);
                     }
                     return Some(Frame::Payload(data));
                 }
-                Mode::Skipping => {
-                    let cr = self.buf.iter().position(|&b| b == b'\r');
-                    match cr {
+                Mode::Skipping => match pending.iter().position(|&b| b == b'\r') {
+                    Some(i) => {
+                        self.consume(i + 1);
+                        self.mode = Mode::Command;
+                    }
+                    None => {
+                        let n = pending.len();
+                        self.consume(n);
+                        return None;
+                    }
+                },
+                Mode::Command => {
+                    let end = pending.iter().position(|&b| b == b'\r');
+                    let upto = end.unwrap_or(pending.len());
+                    let mut overlong = false;
+                    let mut used = upto;
+                    for (k, &b) in pending[..upto].iter().enumerate() {
+                        if b == b'\n' || b == 0 {
+                            continue;
+                        }
+                        self.line.push(b);
+                        if self.line.len() > MAX_LINE {
+                            overlong = true;
+                            used = k + 1;
+                            break;
+                        }
+                    }
+                    if overlong {
+                        self.consume(used);
+                        self.mode = Mode::Skipping;
+                        return Some(Frame::Overlong(std::mem::take(&mut self.line)));
+                    }
+                    return match end {
                         Some(i) => {
                             self.consume(i + 1);
-                            self.mode = Mode::Command;
+                            Some(Frame::Line(std::mem::take(&mut self.line)))
                         }
                         None => {
-                            let n = self.buf.len();
-                            self.consume(n);
-                            return None;
+                            self.consume(upto);
+                            None
                         }
-                    }
-                }
-                Mode::Command => {
-                    while let Some(b) = self.buf.pop_front() {
-                        self.same_burst = self.same_burst.saturating_sub(1);
-                        match b {
-                            b'\r' => return Some(Frame::Line(std::mem::take(&mut self.line))),
-                            b'\n' | 0 => {}
-                            _ => {
-                                self.line.push(b);
-                                if self.line.len() > MAX_LINE {
-                                    self.mode = Mode::Skipping;
-                                    let head = std::mem::take(&mut self.line);
-                                    return Some(Frame::Overlong(head));
-                                }
-                            }
-                        }
-                    }
-                    return None;
+                    };
                 }
             }
         }
     }
 
     fn consume(&mut self, n: usize) {
-        self.buf.drain(..n);
+        let n = n.min(self.buffered());
+        self.pos += n;
         self.same_burst = self.same_burst.saturating_sub(n);
     }
 }

@@ -2,6 +2,8 @@
 //! `\r\n<payload>\r\nOK\r\n> `, the MT=0 / MT=1 error forms, the closed-socket `-1` form and the
 //! asynchronous-message form. Pure.
 
+use crate::iwin::command::Mnemonic;
+
 /// The reason texts the firmware prints after `ERROR: ` (spec §2.3, FW strings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -43,11 +45,11 @@ pub enum Reply {
     /// Success; the payload may be empty and may hold several `\r\n`-separated lines.
     Ok(Vec<u8>),
     /// Failure. `payload` lines (e.g. `[JOIN   ] Failed`) come before the error tail; `usage` is the
-    /// mnemonic and its usage text for the MT=0 form (None for `Unknown Command`, which has no usage).
+    /// mnemonic whose usage text the MT=0 form prints (None for `Unknown Command`, which has none).
     Error {
         payload: Vec<u8>,
         reason: Reason,
-        usage: Option<(&'static str, &'static str)>,
+        usage: Option<Mnemonic>,
     },
     /// `-1` for a read or send on a closed connection: no OK (spec §3.10, §10).
     Closed,
@@ -84,11 +86,11 @@ impl Reply {
                 if mt == MessageType::Normal {
                     out.extend_from_slice(b": ");
                     out.extend_from_slice(reason.text().as_bytes());
-                    if let Some((cmd, text)) = usage {
+                    if let Some(m) = usage {
                         out.extend_from_slice(b"\r\nUsage: ");
-                        out.extend_from_slice(cmd.as_bytes());
+                        out.extend_from_slice(m.text().as_bytes());
                         out.push(b' ');
-                        out.extend_from_slice(text.as_bytes());
+                        out.extend_from_slice(m.usage().as_bytes());
                     }
                 }
                 out.extend_from_slice(b"\r\n> ");
@@ -121,7 +123,7 @@ mod tests {
         let e = Reply::Error {
             payload: b"[JOIN   ] x\r\n[JOIN   ] Failed".to_vec(),
             reason: Reason::UnknownError,
-            usage: Some(("C0", "")),
+            usage: Some(Mnemonic::C0),
         };
         assert_eq!(
             e.encode(n),

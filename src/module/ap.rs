@@ -1,8 +1,53 @@
-//! Soft-AP emulation (layer: core): the `A*`/`Z6` settings and the `A0`/`AD`/`A?` texts. Pure. While
-//! the AP runs, module-side servers listen on its address (a loopback address, so local programs play
-//! the stations that join it).
+//! Soft-AP area (layer: core): the `A*`/`Z6` settings, `A0`/`AD`/`AE`/`A?`, and the stations its DHCP
+//! server announces. Pure. While the AP runs, module-side servers listen on its address (a loopback
+//! address, so local programs play the stations that join it).
 
+use super::{ok, payload, Answer, EventClass, Module, Step};
+use crate::iwin::command::ApCmd;
+use crate::iwin::reply::Reply;
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+
+/// Stations the DHCP server remembers having announced; the least recently seen is forgotten first
+/// (and announced again if it comes back).
+pub const MAX_STATIONS: usize = 32;
+
+/// The soft AP: its settings, whether it runs, and the stations it has leased an address to.
+#[derive(Debug)]
+pub struct SoftAp {
+    pub settings: ApSettings,
+    pub running: bool,
+    stations: VecDeque<Ipv4Addr>,
+}
+
+impl SoftAp {
+    pub fn power_on(ip: Ipv4Addr) -> SoftAp {
+        SoftAp {
+            settings: ApSettings::power_on(ip),
+            running: false,
+            stations: VecDeque::new(),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.running = false;
+        self.stations.clear();
+    }
+
+    /// Note a station at `ip`; true when it is new (to be announced).
+    fn lease(&mut self, ip: Ipv4Addr) -> bool {
+        if let Some(k) = self.stations.iter().position(|&a| a == ip) {
+            self.stations.remove(k);
+            self.stations.push_back(ip);
+            return false;
+        }
+        if self.stations.len() >= MAX_STATIONS {
+            self.stations.pop_front();
+        }
+        self.stations.push_back(ip);
+        true
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApSettings {
@@ -61,6 +106,89 @@ impl ApSettings {
 pub fn station_mac(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("02:00:{:02X}:{:02X}:{:02X}:{:02X}", o[0], o[1], o[2], o[3])
+}
+
+impl Module {
+    pub(super) fn ap_command(&mut self, cmd: ApCmd) -> Step {
+        let ap = &mut self.ap.settings;
+        match cmd {
+            ApCmd::SetIp(ip) => ap.ip = ip,
+            ApCmd::SetSsid(mac, ssid) => {
+                ap.append_mac = mac;
+                ap.ssid = ssid;
+            }
+            ApCmd::SetSecurity(v) => ap.security = v,
+            ApCmd::SetKey(k) => ap.key = k,
+            ApCmd::SetChannel(c) => ap.channel = c,
+            ApCmd::SetLease(v) => ap.lease = v,
+            ApCmd::SetMaxClients(v) => ap.max_clients = v,
+            ApCmd::Start { direct } => return self.ap_start(direct),
+            ApCmd::Stop => {
+                if self.ap.running {
+                    log::info!("soft AP stopped");
+                }
+                self.ap.stop();
+            }
+            ApCmd::Query => {
+                let (mac, running) = (self.sys.mac, self.ap.running);
+                let mut hidden = self.ap.settings.clone();
+                hidden.key = b"<key hidden>".to_vec();
+                return Ok(Answer::Secret {
+                    reply: Reply::Ok(self.ap.settings.query_line(mac, running)),
+                    log: hidden.query_line(mac, running),
+                });
+            }
+        }
+        ok()
+    }
+
+    /// `A0`/`AD`: bring the soft AP up.
+    fn ap_start(&mut self, direct: bool) -> Step {
+        if self.ap.running {
+            return payload("[AP     ] Already running");
+        }
+        self.ap.running = true;
+        let ap = &self.ap.settings;
+        let ssid = String::from_utf8_lossy(&ap.effective_ssid(self.sys.mac)).into_owned();
+        log::info!(
+            "soft AP {ssid:?} up at {}; servers listen on {}",
+            ap.ip,
+            self.ap_bind_ip()
+        );
+        let mut p = format!("[AP     ] SSID: {ssid},{}", ap.ip);
+        if direct {
+            p.push_str("\r\n[WEB SVR] CSO Server started");
+        }
+        payload(p)
+    }
+
+    /// The soft AP's address on this host (a non-loopback `Z6` cannot be bound here).
+    pub(super) fn ap_bind_ip(&self) -> Ipv4Addr {
+        if self.ap.settings.ip.is_loopback() {
+            self.ap.settings.ip
+        } else {
+            self.cfg.network.ap_ip
+        }
+    }
+
+    /// Address module-side servers listen on: the soft AP's while it runs without a station link.
+    pub(super) fn server_ip(&self) -> Ipv4Addr {
+        if self.ap.running && self.station.link.is_none() {
+            self.ap_bind_ip()
+        } else {
+            self.source_ip()
+        }
+    }
+
+    /// A local program reached a server through the AP: it plays a station that joined and got a
+    /// lease, announced once.
+    pub(super) fn ap_client(&mut self, ip: Ipv4Addr) {
+        if !self.ap.running || self.station.link.is_some() || !self.ap.lease(ip) {
+            return;
+        }
+        let msg = format!("[AP DHCP] Assigned {} has {}", station_mac(ip), ip);
+        self.emit_event(EventClass::Dhcp, msg);
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,16 @@
 //! Core ↔ driver boundary (layer: module API). Plain data only: the core emits [`NetOp`]s and consumes
 //! [`NetEvent`]s; the driver (src/net, src/driver.rs) performs them with real sockets. Nothing here does IO.
+//!
+//! The contract, exactly:
+//! - Every connection the core opens has a [`ConnId`] that is never reused; the driver's events name it.
+//! - `Send { seq }` is answered by exactly one `Sent { seq }` once all its bytes went to the kernel,
+//!   in the order the sends were made; a connection whose write fails is reported `Closed` instead.
+//!   The core never has more than [`SEND_WINDOW`] unanswered bytes per connection, so the driver's
+//!   buffer per connection is bounded by it.
+//! - `Close { how: Drain }` delivers what was sent, then closes gracefully; the driver answers with one
+//!   `Closed { reason: Drained }` (or `Closed` with an error). `Close { how: Abort }` drops the
+//!   connection at once and is never answered. After a `Close` no other event names the connection.
+//! - The driver never times anything out: every deadline is a core timer ([`crate::module::Module::poll_timeout`]).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -8,8 +19,23 @@ use std::time::Duration;
 /// for a connection the core already dropped is recognised and ignored.
 pub type ConnId = u64;
 
-/// Identifies one DNS query.
+/// Identifies one DNS query or ping.
 pub type QueryId = u64;
+
+/// Identifies one `Send`; `Sent` echoes it.
+pub type SendSeq = u64;
+
+/// Unanswered send bytes the core allows per connection: the emulated socket send buffer.
+pub const SEND_WINDOW: usize = 64 * 1024;
+
+/// How a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseHow {
+    /// Deliver every byte already sent, then end the stream (FIN), as lwIP's `tcp_close` does.
+    Drain,
+    /// Drop it now (module reset, Wi-Fi disconnect, a refused client).
+    Abort,
+}
 
 /// A socket operation the driver must perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +49,6 @@ pub enum NetOp {
         local: SocketAddrV4,
         remote: SocketAddrV4,
         keepalive: Option<Duration>,
-        /// Run a TLS client handshake over the connection; `Connected` only once it completed.
-        tls: Option<TlsParams>,
     },
     /// Bind a UDP socket on `local`; if that port is taken and `ephemeral_fallback` is set, bind an
     /// ephemeral port instead. Answer with `Connected` (bound) or `ConnectFailed`.
@@ -33,10 +57,10 @@ pub enum NetOp {
         local: SocketAddrV4,
         ephemeral_fallback: bool,
     },
-    /// Send bytes: a stream write for TCP, one datagram to `to` for UDP. Answer with `Sent` once the bytes
-    /// are accepted (the driver may hold them while the kernel buffer is full) or `Closed`.
+    /// Send bytes: a stream write for TCP, one datagram to `to` for UDP. Answer with `Sent { seq }`.
     Send {
         conn: ConnId,
+        seq: SendSeq,
         data: Vec<u8>,
         to: Option<SocketAddrV4>,
     },
@@ -57,8 +81,8 @@ pub enum NetOp {
         interval: Duration,
         timeout: Duration,
     },
-    /// Close and forget the connection. No further events for it are expected (stale ones are ignored).
-    Close { conn: ConnId },
+    /// Close the connection (see [`CloseHow`]).
+    Close { conn: ConnId, how: CloseHow },
 }
 
 /// Set in the ids the driver gives accepted connections.
@@ -71,18 +95,18 @@ pub enum ConnectError {
     Unreachable,
     TimedOut,
     AddrInUse,
-    /// The TCP connection worked but the TLS handshake failed; the text is the precise reason.
-    Tls(String),
     Other(String),
 }
 
-/// Why an established connection ended.
+/// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// Orderly end of stream from the peer.
     PeerClosed,
     /// Reset or any IO error.
     Error(String),
+    /// A `Close { how: Drain }` completed.
+    Drained,
 }
 
 /// Something that happened on the network side.
@@ -92,7 +116,8 @@ pub enum NetEvent {
         query: QueryId,
         result: Result<Ipv4Addr, String>,
     },
-    /// The connection is established (TCP) or the UDP socket is bound; `local` is its local address.
+    /// The connection is established (TCP), the UDP socket is bound, or the listener listens; `local`
+    /// is its local address.
     Connected {
         conn: ConnId,
         local: SocketAddrV4,
@@ -112,9 +137,10 @@ pub enum NetEvent {
         data: Vec<u8>,
         from: SocketAddrV4,
     },
-    /// The bytes of the oldest unanswered `Send` were accepted.
+    /// Every byte of the `Send` numbered `seq` went to the kernel.
     Sent {
         conn: ConnId,
+        seq: SendSeq,
     },
     Closed {
         conn: ConnId,
@@ -134,9 +160,25 @@ pub enum NetEvent {
     },
 }
 
+impl NetEvent {
+    /// The connection the event is about (None for DNS and ping answers).
+    pub fn conn(&self) -> Option<ConnId> {
+        match self {
+            NetEvent::Resolved { .. } | NetEvent::PingDone { .. } => None,
+            NetEvent::Accepted { conn, .. }
+            | NetEvent::Connected { conn, .. }
+            | NetEvent::ConnectFailed { conn, .. }
+            | NetEvent::Data { conn, .. }
+            | NetEvent::Datagram { conn, .. }
+            | NetEvent::Sent { conn, .. }
+            | NetEvent::Closed { conn, .. } => Some(*conn),
+        }
+    }
+}
+
 /// A write to the module's flash (the on-disk store) the driver must perform off the event loop,
 /// crash-safely; answer with [`crate::module::Module::handle_stored`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreOp {
     /// One item of a certificate set (`PG`).
     Item {
@@ -157,37 +199,23 @@ impl StoreOp {
     }
 }
 
-/// What a TLS client socket (`P1=3`) needs from the module: the verification level and the items of
-/// the active certificate set. The core has already checked that what the level needs is present and
-/// parses; the driver builds the rustls configuration from it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TlsParams {
-    /// The active set (`PF=0,<set>`), for diagnostics.
-    pub set: usize,
-    /// `P9`: 0 none, 1 root CA if programmed, 2 root CA + client certificate and key.
-    pub verify: u8,
-    /// `PB=1`: a failed verification is logged but the connection proceeds.
-    pub report_only: bool,
-    /// PEM bytes of the set's root CA when it is to be used for verification.
-    pub ca: Option<Vec<u8>>,
-    /// PEM bytes of the client certificate and key when they are to be presented (P9=2).
-    pub client: Option<(Vec<u8>, Vec<u8>)>,
-    /// Server name: SNI (when it is a DNS name) and the name checked when `check_hostname` is set.
-    pub server_name: Option<String>,
-    pub check_hostname: bool,
-}
-
-/// Lengths only: logs never carry certificate or key bytes.
-impl std::fmt::Debug for TlsParams {
+/// Lengths only: an item may be a private key, the settings hold the Wi-Fi passphrase.
+impl std::fmt::Debug for StoreOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsParams")
-            .field("set", &self.set)
-            .field("verify", &self.verify)
-            .field("report_only", &self.report_only)
-            .field("ca_bytes", &self.ca.as_ref().map(Vec::len))
-            .field("client_cert_and_key", &self.client.is_some())
-            .field("server_name", &self.server_name)
-            .field("check_hostname", &self.check_hostname)
-            .finish()
+        match self {
+            StoreOp::Item {
+                req,
+                set,
+                item,
+                data,
+            } => write!(
+                f,
+                "StoreOp::Item #{req} set {set} {item:?} ({} bytes)",
+                data.len()
+            ),
+            StoreOp::Settings { req, data } => {
+                write!(f, "StoreOp::Settings #{req} ({} bytes)", data.len())
+            }
+        }
     }
 }

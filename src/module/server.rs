@@ -1,58 +1,246 @@
-//! Module-side servers (layer: core): the `P5`/`P7` state of a socket that listens for TCP clients or
-//! receives UDP datagrams. Pure data; the module issues the operations. The current client of a TCP
-//! server lives in the socket's connection state; clients accepted while one is current wait here
-//! (up to the backlog, `P8`) with their own receive queues.
+//! Server area (layer: core): `P5`/`P7` on a socket that listens for TCP clients or receives UDP
+//! datagrams. The current client of a TCP server is the socket's stream (`R0`/`S3` use it); clients
+//! accepted meanwhile wait in the listener (up to the backlog, `P8`) with their own receive queues.
+//! A waiting client becomes current only by `P5=10`/`P7=3`, by an accept while none is current, or
+//! — with the accept loop (`P5=11`/`P7=1`) — right after the `-1` of the previous one was read. Pure.
 
-use super::io::ConnId;
-use super::socket::RxQueue;
-use std::collections::VecDeque;
-use std::net::SocketAddrV4;
+use super::error::ServerError;
+use super::io::{CloseHow, ConnId, NetOp};
+use super::socket::{Opening, Protocol, SocketState, Stream, Waiting};
+use super::{ok, Answer, Busy, EventClass, Module, Step};
+use crate::iwin::command::ServerCmd;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
 
-/// A client accepted by the host's TCP server but not yet made current.
-#[derive(Debug)]
-pub struct Waiting {
-    pub conn: ConnId,
-    pub peer: SocketAddrV4,
-    pub rx: RxQueue,
-    /// The client already disconnected (its data is still delivered, then `-1`).
-    pub closed: bool,
-}
-
-#[derive(Debug)]
-pub struct Server {
-    /// The listening socket (TCP) or the bound socket (UDP).
-    pub listener: ConnId,
-    pub udp: bool,
-    /// Bound and serving (the driver confirmed).
-    pub bound: bool,
-    /// Multi-accept (`P5=11`) or the legacy accept loop (`P7=1`): after a client ends and its data is
-    /// read, the next waiting client becomes current by itself.
-    pub accept_loop: bool,
-    pub waiting: VecDeque<Waiting>,
-    /// UDP: senders already announced with `[UDP SVR] Accepted`.
-    pub seen: Vec<SocketAddrV4>,
-}
-
-impl Server {
-    pub fn new(listener: ConnId, udp: bool, accept_loop: bool) -> Server {
-        Server {
-            listener,
-            udp,
-            bound: false,
-            accept_loop,
-            waiting: VecDeque::new(),
-            seen: Vec::new(),
+impl Module {
+    pub(super) fn server_command(&mut self, cmd: ServerCmd, now: Instant) -> Step {
+        let i = self.current;
+        match cmd {
+            ServerCmd::Server(0) => {
+                self.stop_server(i, now);
+                ok()
+            }
+            ServerCmd::Server(10) => {
+                self.next_client(i, now);
+                ok()
+            }
+            ServerCmd::Server(mode) => self.start_server(i, mode == 11, now),
+            ServerCmd::AcceptLoop(v) => {
+                let state = self.sockets[i].state_mut();
+                let is_udp_server = matches!(state, SocketState::Udp(u) if u.server.is_some());
+                let Some(l) = state.listener_mut() else {
+                    if is_udp_server {
+                        return ok();
+                    }
+                    return Err(ServerError::NotServing.into());
+                };
+                match v {
+                    0 | 1 => l.accept_loop = v == 1,
+                    2 => self.close_current(i, now),
+                    _ => self.next_client(i, now),
+                }
+                ok()
+            }
         }
     }
 
-    pub fn waiting_mut(&mut self, conn: ConnId) -> Option<&mut Waiting> {
-        self.waiting.iter_mut().find(|w| w.conn == conn)
+    fn start_server(&mut self, i: usize, multi: bool, now: Instant) -> Step {
+        let s = &mut self.sockets[i];
+        match s.state_mut() {
+            st if st.listener().is_some() => {
+                if let Some(l) = st.listener_mut() {
+                    l.accept_loop |= multi;
+                }
+                return ok();
+            }
+            SocketState::Udp(u) if u.server.is_some() => return ok(),
+            st if st.is_busy() => {
+                log::warn!(
+                    "socket {i}: P5 while the socket is {} (P6=0 first)",
+                    st.name()
+                );
+                return Err(ServerError::StartFailed.into());
+            }
+            _ => {}
+        }
+        if !self.network_up() {
+            log::warn!("socket {i}: P5 while neither joined to a network nor running the soft AP");
+            return Err(ServerError::StartFailed.into());
+        }
+        let local = SocketAddrV4::new(self.server_ip(), self.sockets[i].local_port);
+        let conn = self.next_id();
+        let s = &self.sockets[i];
+        let (op, what) = match s.protocol {
+            Protocol::Tcp => (
+                NetOp::Listen {
+                    conn,
+                    local,
+                    backlog: s.backlog.max(1) as u32,
+                },
+                Opening::TcpServer { accept_loop: multi },
+            ),
+            Protocol::Udp | Protocol::UdpLite => (
+                NetOp::OpenUdp {
+                    conn,
+                    local,
+                    ephemeral_fallback: false,
+                },
+                Opening::UdpServer,
+            ),
+            Protocol::Tls | Protocol::Mqtt => {
+                log::warn!("socket {i}: servers are TCP (P1=0) or UDP (P1=1) here");
+                return Err(ServerError::ModeNotSupported.into());
+            }
+        };
+        log::info!("socket {i}: {op:?}");
+        self.sockets[i].set_state(i, SocketState::Opening { conn, what }, "P5");
+        self.ops.push_back(op);
+        let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
+        Ok(Answer::Wait(Busy::Listen {
+            socket: i,
+            deadline,
+        }))
     }
 
-    /// Every connection this server owns (for closing it all).
-    pub fn conns(&self) -> Vec<ConnId> {
-        std::iter::once(self.listener)
-            .chain(self.waiting.iter().map(|w| w.conn))
-            .collect()
+    /// `P5=0`: stop serving; the current client is closed gracefully, the rest at once.
+    fn stop_server(&mut self, i: usize, now: Instant) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, "P5=0");
+        let (listener, current) = match old {
+            SocketState::Listening(l) | SocketState::ServingEnded(l, _) => (l, None),
+            SocketState::Serving(l, s) => (l, Some(s)),
+            SocketState::Udp(u) if u.server.is_some() => {
+                log::info!("socket {i}: UDP server stopped");
+                self.close_conn(u.conn, CloseHow::Abort, now);
+                return;
+            }
+            other => {
+                // Not a server: nothing to stop.
+                self.sockets[i].set_state(i, other, "P5=0 on no server");
+                return;
+            }
+        };
+        log::info!("socket {i}: server stopped");
+        if let Some(s) = current {
+            self.close_stream(*s, CloseHow::Drain, now);
+        }
+        for w in &listener.waiting {
+            self.close_conn(w.conn, CloseHow::Abort, now);
+        }
+        self.close_conn(listener.conn, CloseHow::Abort, now);
+        self.sockets[i].client_ip = Ipv4Addr::UNSPECIFIED;
+    }
+
+    /// Close the current client of a TCP server (the server keeps listening).
+    fn close_current(&mut self, i: usize, now: Instant) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, "client closed");
+        let l = match old {
+            SocketState::Serving(l, s) => {
+                log::info!("socket {i}: current client closed");
+                self.close_stream(*s, CloseHow::Drain, now);
+                l
+            }
+            SocketState::ServingEnded(l, _) | SocketState::Listening(l) => l,
+            other => {
+                self.sockets[i].set_state(i, other, "no client to close");
+                return;
+            }
+        };
+        self.sockets[i].set_state(i, SocketState::Listening(l), "client closed");
+    }
+
+    /// `P5=10`/`P7=3`: close the current client and make the next waiting one current.
+    fn next_client(&mut self, i: usize, now: Instant) {
+        if self.sockets[i].state().listener().is_none() {
+            return;
+        }
+        self.close_current(i, now);
+        self.promote(i);
+    }
+
+    /// Make the oldest waiting client current, announcing it (only from `Listening`).
+    pub(super) fn promote(&mut self, i: usize) {
+        let local_port = self.sockets[i].local_port;
+        let s = &mut self.sockets[i];
+        let SocketState::Listening(l) = s.state_mut() else {
+            return;
+        };
+        let Some(w) = l.waiting.pop_front() else {
+            return;
+        };
+        let old = s.set_state(i, SocketState::Idle, "promote");
+        let SocketState::Listening(l) = old else {
+            unreachable!("matched above")
+        };
+        let Waiting {
+            conn,
+            peer,
+            rx,
+            closed,
+        } = w;
+        let new = if closed {
+            SocketState::ServingEnded(l, rx)
+        } else {
+            let mut stream = Stream::new(conn, None);
+            stream.rx = rx;
+            SocketState::Serving(l, Box::new(stream))
+        };
+        s.set_state(i, new, "client is current");
+        // P? reports the client: ClientIP and (as ST and CMSIS read it) RemotePort.
+        s.client_ip = *peer.ip();
+        s.remote_port = peer.port();
+        log::info!("socket {i}: client {peer} is current");
+        self.emit_event(
+            EventClass::Server,
+            format!("[TCP SVR] Accepted {}:{}", peer.ip(), local_port),
+        );
+    }
+
+    pub(super) fn on_accepted(&mut self, listener: ConnId, conn: ConnId, peer: SocketAddrV4) {
+        let found = self
+            .sockets
+            .iter()
+            .position(|s| s.state().listener().is_some_and(|l| l.conn == listener));
+        let Some(i) = found else {
+            self.ops.push_back(NetOp::Close {
+                conn,
+                how: CloseHow::Abort,
+            });
+            return;
+        };
+        let backlog = self.sockets[i].backlog.max(1) as usize;
+        let waiting = self.sockets[i]
+            .state()
+            .listener()
+            .map_or(0, |l| l.waiting.len());
+        if waiting >= backlog {
+            log::warn!("socket {i}: backlog of {backlog} full; client {peer} refused");
+            self.ops.push_back(NetOp::Close {
+                conn,
+                how: CloseHow::Abort,
+            });
+            return;
+        }
+        log::info!("socket {i}: client {peer} connected");
+        self.ap_client(*peer.ip());
+        let state = self.sockets[i].state_mut();
+        let idle = matches!(state, SocketState::Listening(_));
+        if let Some(l) = state.listener_mut() {
+            l.waiting.push_back(Waiting {
+                conn,
+                peer,
+                rx: Default::default(),
+                closed: false,
+            });
+        }
+        if idle {
+            self.promote(i);
+        }
+    }
+
+    /// `P5=1` ran out of time.
+    pub(super) fn listen_timed_out(&mut self, i: usize) -> Step {
+        log::warn!("socket {i}: listener not ready in time");
+        self.abort_socket(i, "listen timed out");
+        Err(ServerError::StartFailed.into())
     }
 }

@@ -1,15 +1,19 @@
-//! One of the module's four sockets (layer: core). Settings set by `P1`..`P9`, `PK`, `R*`, `S*`, the
-//! connection state and the receive queue. Pure data and transitions; the module issues the
-//! operations.
+//! One of the module's four sockets (layer: core, pure data): the settings set by `P1`..`P9`, `PK`,
+//! `R*`, `S*`, and its one [`SocketState`], changed only through [`Socket::set_state`] so that every
+//! transition is logged. Receive queues and send windows live inside the states that have a
+//! connection, so no flag can disagree with the state.
 
-use super::io::ConnId;
-use super::server::Server;
+use super::io::{ConnId, SendSeq, SEND_WINDOW};
+use super::tls::TlsClient;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
 
-/// Receive queue limit per socket; beyond it the driver stops reading (TCP window closes).
+/// Receive queue limit per connection; beyond it the driver stops reading (TCP window closes).
 pub const RX_LIMIT: usize = 64 * 1024;
+
+/// UDP senders a server remembers having announced (`[UDP SVR] Accepted`); the least recently heard
+/// one is forgotten first, and announced again if it comes back.
+pub const UDP_SENDERS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -34,23 +38,6 @@ impl Protocol {
     pub fn is_datagram(self) -> bool {
         matches!(self, Protocol::Udp | Protocol::UdpLite)
     }
-}
-
-/// Where the socket's client connection is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    Idle,
-    /// `P6=1` issued; waiting for the driver. Fails at `deadline`.
-    Connecting {
-        conn: ConnId,
-        deadline: Instant,
-    },
-    Connected {
-        conn: ConnId,
-        local: SocketAddrV4,
-    },
-    /// The peer closed (or the connection broke); queued data may remain, then reads give `-1`.
-    Closed,
 }
 
 /// Received data: a byte stream (TCP/TLS) or whole datagrams (UDP).
@@ -91,18 +78,250 @@ impl RxQueue {
             return None;
         }
         let n = max.min(self.stream.len());
-        Some((self.stream.drain(..n).collect(), None))
-    }
-
-    pub fn clear(&mut self) {
-        *self = RxQueue::default();
+        let (a, b) = self.stream.as_slices();
+        let mut out = Vec::with_capacity(n);
+        let from_a = n.min(a.len());
+        out.extend_from_slice(&a[..from_a]);
+        out.extend_from_slice(&b[..n - from_a]);
+        self.stream.drain(..n);
+        Some((out, None))
     }
 }
 
+/// Bytes handed to the driver and not yet confirmed written (`Sent`), per connection: the emulated
+/// socket send buffer, bounded by [`SEND_WINDOW`].
+#[derive(Debug, Default)]
+pub struct TxWindow {
+    in_flight: VecDeque<(SendSeq, usize)>,
+    bytes: usize,
+}
+
+impl TxWindow {
+    /// How many more bytes may be handed to the driver now.
+    pub fn room(&self) -> usize {
+        SEND_WINDOW.saturating_sub(self.bytes)
+    }
+
+    pub fn push(&mut self, seq: SendSeq, len: usize) {
+        self.in_flight.push_back((seq, len));
+        self.bytes += len;
+    }
+
+    /// The driver wrote the send `seq` (sends complete in order). False if `seq` is not the oldest
+    /// one in flight: a contract violation the caller logs.
+    pub fn ack(&mut self, seq: SendSeq) -> bool {
+        match self.in_flight.front() {
+            Some(&(s, len)) if s == seq => {
+                self.in_flight.pop_front();
+                self.bytes -= len;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An open stream: a TCP or TLS client connection, or the current client of a TCP server.
+#[derive(Debug)]
+pub struct Stream {
+    pub conn: ConnId,
+    pub rx: RxQueue,
+    pub tx: TxWindow,
+    /// TLS session riding on the connection (the driver sees only ciphertext).
+    pub tls: Option<Box<TlsClient>>,
+}
+
+impl Stream {
+    pub fn new(conn: ConnId, tls: Option<Box<TlsClient>>) -> Stream {
+        Stream {
+            conn,
+            rx: RxQueue::default(),
+            tx: TxWindow::default(),
+            tls,
+        }
+    }
+}
+
+/// A bound UDP socket: a client (`P6=1`) or a server (`P5=1`).
+#[derive(Debug)]
+pub struct UdpSock {
+    pub conn: ConnId,
+    pub rx: RxQueue,
+    pub tx: TxWindow,
+    /// Servers: the senders already announced, most recently heard last.
+    pub server: Option<VecDeque<SocketAddrV4>>,
+}
+
+impl UdpSock {
+    /// Note a datagram from `from`; true when the sender is new (to be announced).
+    pub fn heard(&mut self, from: SocketAddrV4) -> bool {
+        let Some(seen) = &mut self.server else {
+            return false;
+        };
+        if let Some(k) = seen.iter().position(|&a| a == from) {
+            seen.remove(k);
+            seen.push_back(from);
+            return false;
+        }
+        if seen.len() >= UDP_SENDERS {
+            seen.pop_front();
+        }
+        seen.push_back(from);
+        true
+    }
+}
+
+/// A client accepted by a TCP server but not yet made current.
+#[derive(Debug)]
+pub struct Waiting {
+    pub conn: ConnId,
+    pub peer: SocketAddrV4,
+    pub rx: RxQueue,
+    /// The client already disconnected (its data is still delivered, then `-1`).
+    pub closed: bool,
+}
+
+/// A listening TCP server (`P5`/`P7`).
+#[derive(Debug)]
+pub struct Listener {
+    pub conn: ConnId,
+    /// Multi-accept (`P5=11`) or the legacy accept loop (`P7=1`): after a client ends and its `-1`
+    /// is read, the next waiting client becomes current by itself.
+    pub accept_loop: bool,
+    /// Clients waiting behind the current one (at most `P8`).
+    pub waiting: VecDeque<Waiting>,
+}
+
+/// What a `P6=1`/`P5=1` under way will become.
+#[derive(Debug)]
+pub enum Opening {
+    Tcp,
+    Tls(Box<TlsClient>),
+    Udp,
+    UdpServer,
+    TcpServer { accept_loop: bool },
+}
+
+/// Where the socket is. The reply to `R0`, `S3`, `P6` and `P5` follows from this alone.
+#[derive(Debug, Default)]
+pub enum SocketState {
+    /// Nothing open.
+    #[default]
+    Idle,
+    /// Waiting for the driver to connect, bind or listen.
+    Opening { conn: ConnId, what: Opening },
+    /// TLS client: TCP is up, the handshake runs (the stream's `tls` is set).
+    Handshaking(Box<Stream>),
+    /// A client connection (TCP or TLS).
+    Open(Box<Stream>),
+    /// The client connection ended; what it received is still readable, then `-1`.
+    Ended(RxQueue),
+    /// A bound UDP client or server.
+    Udp(Box<UdpSock>),
+    /// A TCP server without a current client.
+    Listening(Box<Listener>),
+    /// A TCP server and its current client.
+    Serving(Box<Listener>, Box<Stream>),
+    /// A TCP server whose current client ended: its data, then `-1`, then the server moves on.
+    ServingEnded(Box<Listener>, RxQueue),
+}
+
+impl SocketState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SocketState::Idle => "idle",
+            SocketState::Opening { .. } => "opening",
+            SocketState::Handshaking(_) => "tls-handshake",
+            SocketState::Open(_) => "open",
+            SocketState::Ended(_) => "ended",
+            SocketState::Udp(u) if u.server.is_some() => "udp-server",
+            SocketState::Udp(_) => "udp",
+            SocketState::Listening(_) => "listening",
+            SocketState::Serving(..) => "serving",
+            SocketState::ServingEnded(..) => "serving-ended",
+        }
+    }
+
+    /// The listener of a TCP server.
+    pub fn listener(&self) -> Option<&Listener> {
+        match self {
+            SocketState::Listening(l)
+            | SocketState::Serving(l, _)
+            | SocketState::ServingEnded(l, _) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn listener_mut(&mut self) -> Option<&mut Listener> {
+        match self {
+            SocketState::Listening(l)
+            | SocketState::Serving(l, _)
+            | SocketState::ServingEnded(l, _) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The stream whose data `R0`/`S3` use: a client connection or a server's current client.
+    pub fn stream_mut(&mut self) -> Option<&mut Stream> {
+        match self {
+            SocketState::Open(s) | SocketState::Serving(_, s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The receive queue `R0` reads, if the state has one.
+    pub fn rx(&self) -> Option<&RxQueue> {
+        match self {
+            SocketState::Handshaking(s) | SocketState::Open(s) | SocketState::Serving(_, s) => {
+                Some(&s.rx)
+            }
+            SocketState::Ended(rx) | SocketState::ServingEnded(_, rx) => Some(rx),
+            SocketState::Udp(u) => Some(&u.rx),
+            _ => None,
+        }
+    }
+
+    pub fn rx_mut(&mut self) -> Option<&mut RxQueue> {
+        match self {
+            SocketState::Handshaking(s) | SocketState::Open(s) | SocketState::Serving(_, s) => {
+                Some(&mut s.rx)
+            }
+            SocketState::Ended(rx) | SocketState::ServingEnded(_, rx) => Some(rx),
+            SocketState::Udp(u) => Some(&mut u.rx),
+            _ => None,
+        }
+    }
+
+    /// Every live connection of this state (for lookups and for closing it all).
+    pub fn conns(&self) -> Vec<ConnId> {
+        match self {
+            SocketState::Idle | SocketState::Ended(_) => vec![],
+            SocketState::Opening { conn, .. } => vec![*conn],
+            SocketState::Handshaking(s) | SocketState::Open(s) => vec![s.conn],
+            SocketState::Udp(u) => vec![u.conn],
+            SocketState::Listening(l) | SocketState::ServingEnded(l, _) => std::iter::once(l.conn)
+                .chain(l.waiting.iter().map(|w| w.conn))
+                .collect(),
+            SocketState::Serving(l, s) => std::iter::once(s.conn)
+                .chain(std::iter::once(l.conn))
+                .chain(l.waiting.iter().map(|w| w.conn))
+                .collect(),
+        }
+    }
+
+    /// True while a client or server connection is live (what `P6=1` must not start over).
+    pub fn is_busy(&self) -> bool {
+        !matches!(self, SocketState::Idle | SocketState::Ended(_))
+    }
+}
+
+/// A socket's settings and state.
 #[derive(Debug)]
 pub struct Socket {
     pub protocol: Protocol,
     pub local_port: u16,
+    /// `P2` was set by the host since power-up (the UDP client's local port follows it then).
+    pub local_port_set: bool,
     pub remote_ip: Ipv4Addr,
     pub remote_port: u16,
     pub backlog: u8,
@@ -117,10 +336,7 @@ pub struct Socket {
     pub send_timeout_ms: u32,
     /// `P?` ClientIP: the peer of an accepted client (0.0.0.0 until then).
     pub client_ip: Ipv4Addr,
-    pub state: State,
-    pub rx: RxQueue,
-    /// Set while the socket serves (`P5`).
-    pub server: Option<Server>,
+    state: SocketState,
 }
 
 impl Default for Socket {
@@ -129,6 +345,7 @@ impl Default for Socket {
         Socket {
             protocol: Protocol::Tcp,
             local_port: 5024,
+            local_port_set: false,
             remote_ip: Ipv4Addr::UNSPECIFIED,
             remote_port: 5025,
             backlog: 8,
@@ -141,54 +358,55 @@ impl Default for Socket {
             send_size: 1460,
             send_timeout_ms: 5000,
             client_ip: Ipv4Addr::UNSPECIFIED,
-            state: State::Idle,
-            rx: RxQueue::default(),
-            server: None,
+            state: SocketState::Idle,
         }
     }
 }
 
 impl Socket {
-    /// The live connection, if any (connecting or connected).
-    pub fn conn(&self) -> Option<ConnId> {
-        match self.state {
-            State::Connecting { conn, .. } | State::Connected { conn, .. } => Some(conn),
-            _ => None,
+    pub fn state(&self) -> &SocketState {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut SocketState {
+        &mut self.state
+    }
+
+    /// The one place a socket changes state; returns the old state (whose connections the caller
+    /// closes or moves on).
+    pub fn set_state(&mut self, index: usize, new: SocketState, why: &str) -> SocketState {
+        let old = std::mem::replace(&mut self.state, new);
+        if old.name() != self.state.name() {
+            log::debug!(
+                "socket {index}: {} -> {} ({why})",
+                old.name(),
+                self.state.name()
+            );
         }
+        old
     }
 
-    pub fn is_connected(&self) -> bool {
-        matches!(self.state, State::Connected { .. })
-    }
-
-    /// Drop the connection and anything queued; returns the connection the driver must close.
-    pub fn reset_connection(&mut self) -> Option<ConnId> {
-        let conn = self.conn();
-        self.state = State::Idle;
-        self.rx.clear();
-        conn
-    }
-
-    /// Drop the connection and any server (listener, waiting clients); returns what the driver must
-    /// close.
-    pub fn reset_all(&mut self) -> Vec<ConnId> {
-        let mut conns: Vec<ConnId> = self.reset_connection().into_iter().collect();
-        if let Some(server) = self.server.take() {
-            for c in server.conns() {
-                if !conns.contains(&c) {
-                    conns.push(c);
-                }
+    /// Holds (or is setting up) a TLS session: what `[tls] max_sockets` counts.
+    pub fn uses_tls(&self) -> bool {
+        match &self.state {
+            SocketState::Opening {
+                what: Opening::Tls(_),
+                ..
             }
+            | SocketState::Handshaking(_) => true,
+            SocketState::Open(s) => s.tls.is_some(),
+            _ => false,
         }
-        self.client_ip = Ipv4Addr::UNSPECIFIED;
-        conns
     }
 
     /// `P?` — `Protocol,ClientIP,LocalPort,HostIP,RemotePort,TCPServer,UDPServer,Backlogs,AcceptLoop,ReadMode`.
     pub fn transport_line(&self) -> String {
-        let (tcp_server, udp_server, accept_loop) = match &self.server {
-            Some(s) => (!s.udp as u8, s.udp as u8, s.accept_loop as u8),
-            None => (0, 0, 0),
+        let (tcp_server, udp_server, accept_loop) = match &self.state {
+            SocketState::Udp(u) if u.server.is_some() => (0, 1, 0),
+            s => match s.listener() {
+                Some(l) => (1, 0, l.accept_loop as u8),
+                None => (0, 0, 0),
+            },
         };
         format!(
             "{},{},{},{},{},{},{},{},{},{}",
@@ -224,10 +442,46 @@ mod tests {
     }
 
     #[test]
-    fn stream_chunks() {
+    fn stream_chunks_across_the_ring_seam() {
         let mut q = RxQueue::default();
         q.push_stream(b"hello world");
         assert_eq!(q.take(5).unwrap().0, b"hello");
-        assert_eq!(q.take(100).unwrap().0, b" world");
+        q.push_stream(b"!!");
+        assert_eq!(q.take(100).unwrap().0, b" world!!");
+        assert_eq!(q.take(1), None);
+    }
+
+    #[test]
+    fn send_window_acks_in_order_only() {
+        let mut w = TxWindow::default();
+        w.push(1, 1000);
+        w.push(2, 500);
+        assert_eq!(w.room(), SEND_WINDOW - 1500);
+        assert!(!w.ack(2), "out of order");
+        assert!(w.ack(1));
+        assert!(w.ack(2));
+        assert!(!w.ack(2), "twice");
+        assert_eq!(w.room(), SEND_WINDOW);
+    }
+
+    #[test]
+    fn udp_server_remembers_a_bounded_set_of_senders() {
+        let mut u = UdpSock {
+            conn: 1,
+            rx: RxQueue::default(),
+            tx: TxWindow::default(),
+            server: Some(VecDeque::new()),
+        };
+        let a = |p: u16| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
+        assert!(u.heard(a(1)));
+        assert!(!u.heard(a(1)));
+        for p in 2..=UDP_SENDERS as u16 {
+            assert!(u.heard(a(p)));
+            // The first sender keeps talking: it stays remembered.
+            assert!(!u.heard(a(1)));
+        }
+        assert!(u.heard(a(9999)), "a new sender beyond the bound");
+        assert!(!u.heard(a(1)), "the busy sender was not evicted");
+        assert!(u.heard(a(2)), "the least recently heard one was");
     }
 }

@@ -1,8 +1,21 @@
-//! Wi-Fi station emulation (layer: core): the `C*` settings, the join decision against the configured
-//! access points, and the `F0` scan list. Pure.
+//! Station area (layer: core): the `C*` settings, joining (`C0`) against the configured access
+//! points, the `F0` scan list, `CD`, and `D0` name lookups. Pure.
 
+use super::error::StationError;
+use super::io::{NetOp, QueryId};
+use super::{ok, payload, Answer, Busy, Module, Step, DNS_TIMEOUT};
 use crate::config::{AccessPoint, Config, Security};
+use crate::iwin::command::{self, AddrField, StationCmd};
+use crate::iwin::reply::Reply;
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// The station: its settings and, once joined, the association.
+#[derive(Debug, Default)]
+pub struct Station {
+    pub settings: StationSettings,
+    pub link: Option<Link>,
+}
 
 /// Station settings (`C1`..`CC`, `CN`, `CE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +211,210 @@ pub fn scan_line(index: usize, ap: &AccessPoint) -> String {
         band,
         ap.channel
     )
+}
+
+impl Module {
+    pub(super) fn station_command(&mut self, cmd: StationCmd, now: Instant) -> Step {
+        use StationCmd::*;
+        let st = &mut self.station.settings;
+        match cmd {
+            SetSsid(v) => st.ssid = v,
+            SetPassphrase(v) => st.passphrase = v,
+            SetSecurity(v) => st.security = v,
+            SetDhcp(v) => st.dhcp = v,
+            SetIpVersion(v) => st.ip_version = v,
+            SetAddress(field, ip) => {
+                *match field {
+                    AddrField::Ip => &mut st.ip,
+                    AddrField::Mask => &mut st.mask,
+                    AddrField::Gateway => &mut st.gateway,
+                    AddrField::Dns1 => &mut st.dns1,
+                    AddrField::Dns2 => &mut st.dns2,
+                } = ip;
+            }
+            SetJoinRetries(v) => st.join_retries = v,
+            SetAutoConnect(v) => st.auto_connect = v,
+            Country(Some(c)) => st.country = c,
+            Country(None) => return payload(st.country.clone()),
+            Disconnect => {
+                if self.station.link.take().is_some() {
+                    log::info!("left the network; all sockets closed");
+                }
+                for i in 0..self.sockets.len() {
+                    self.abort_socket(i, "CD");
+                }
+            }
+            Rssi => {
+                let rssi = self.station.link.as_ref().map_or(0, |l| l.rssi);
+                return payload(rssi.to_string());
+            }
+            Status => {
+                return payload(if self.station.link.is_some() {
+                    "1"
+                } else {
+                    "0"
+                })
+            }
+            Join => {
+                if self.station.link.is_some() {
+                    return Err(StationError::AlreadyConnected.into());
+                }
+                if self.cfg.timing.join_ms > 0 {
+                    let deadline = now + Duration::from_millis(self.cfg.timing.join_ms);
+                    return Ok(Answer::Wait(Busy::Join { deadline }));
+                }
+                return self.finish_join();
+            }
+            Query => {
+                return Ok(Answer::Secret {
+                    reply: Reply::Ok(self.station_line(false)),
+                    log: self.station_line(true),
+                });
+            }
+            Scan => {
+                if self.cfg.timing.scan_ms > 0 {
+                    let deadline = now + Duration::from_millis(self.cfg.timing.scan_ms);
+                    return Ok(Answer::Wait(Busy::Scan { deadline }));
+                }
+                return self.finish_scan();
+            }
+            Lookup(name) => return self.lookup(name, now),
+        }
+        ok()
+    }
+
+    /// `C0` after its emulated time.
+    pub(super) fn finish_join(&mut self) -> Step {
+        let settings = &self.station.settings;
+        let ssid = String::from_utf8_lossy(&settings.ssid).into_owned();
+        match join(&self.cfg, settings) {
+            Ok(link) => {
+                log::info!("joined {ssid:?} as {}", link.ip);
+                let r = format!("[JOIN   ] {},{},0,0", ssid, link.ip);
+                self.station.link = Some(link);
+                payload(r)
+            }
+            Err(e) => {
+                log::warn!("join {ssid:?} failed: {e}");
+                Err(StationError::JoinFailed {
+                    ssid: settings.ssid.clone(),
+                }
+                .into())
+            }
+        }
+    }
+
+    /// `F0` after its emulated time.
+    pub(super) fn finish_scan(&mut self) -> Step {
+        let lines: Vec<String> = scan_list(&self.cfg, &self.station.settings)
+            .iter()
+            .enumerate()
+            .map(|(i, ap)| scan_line(i + 1, ap))
+            .collect();
+        payload(lines.join("\r\n"))
+    }
+
+    /// `C?`: `SSID,Password,Security,DHCP,IPver,IP,Mask,Gateway,DNS1,DNS2,JoinRetries,AutoConnect,
+    /// AuthType,CountryCode,Status`; `hide_secret` masks the password (for the log).
+    fn station_line(&self, hide_secret: bool) -> Vec<u8> {
+        let st = &self.station.settings;
+        let zero = Ipv4Addr::UNSPECIFIED;
+        let (ip, mask, gw, dns1, dns2) = match &self.station.link {
+            Some(l) => (l.ip, l.mask, l.gateway, l.dns1, l.dns2),
+            None if st.dhcp => (zero, zero, zero, st.dns1, st.dns2),
+            None => (st.ip, st.mask, st.gateway, st.dns1, st.dns2),
+        };
+        let cc = st.country.split(|&b| b == b'/').next().unwrap_or_default();
+        let mut line = Vec::new();
+        line.extend_from_slice(&st.ssid);
+        line.push(b',');
+        if hide_secret {
+            line.extend_from_slice(b"<passphrase hidden>");
+        } else {
+            line.extend_from_slice(&st.passphrase);
+        }
+        line.extend_from_slice(
+            format!(
+                ",{},{},{},{ip},{mask},{gw},{dns1},{dns2},{},{},{},",
+                st.security,
+                st.dhcp as u8,
+                st.ip_version,
+                st.join_retries,
+                st.auto_connect,
+                st.auth_type
+            )
+            .as_bytes(),
+        );
+        line.extend_from_slice(cc);
+        line.extend_from_slice(if self.station.link.is_some() {
+            b",1"
+        } else {
+            b",0"
+        });
+        line
+    }
+
+    fn lookup(&mut self, name: Vec<u8>, now: Instant) -> Step {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        if self.station.link.is_none() {
+            log::warn!("D0 {name}: not joined to a network");
+            return Err(StationError::HostNotFound { name }.into());
+        }
+        if let Ok(ip) = command::ipv4(name.as_bytes()) {
+            self.sockets[self.current].remote_ip = ip;
+            return payload(ip.to_string());
+        }
+        let query = self.next_id();
+        self.ops.push_back(NetOp::Resolve {
+            query,
+            name: name.clone(),
+        });
+        Ok(Answer::Wait(Busy::Resolve {
+            query,
+            name,
+            socket: self.current,
+            deadline: now + DNS_TIMEOUT,
+        }))
+    }
+
+    pub(super) fn on_resolved(&mut self, query: QueryId, result: Result<Ipv4Addr, String>) {
+        let Some(Busy::Resolve { query: q, .. }) = &self.busy else {
+            return;
+        };
+        if *q != query {
+            return;
+        }
+        let Some(Busy::Resolve { name, socket, .. }) = self.busy.take() else {
+            unreachable!("checked above")
+        };
+        let step = match result {
+            Ok(ip) => {
+                log::info!("D0 {name} -> {ip}");
+                self.sockets[socket].remote_ip = ip;
+                self.remember_name(ip, name);
+                payload(ip.to_string())
+            }
+            Err(e) => {
+                log::warn!("D0 {name}: {e}");
+                Err(StationError::HostNotFound { name }.into())
+            }
+        };
+        self.conclude(step);
+    }
+
+    /// Source address for outgoing sockets: the station IP when it is on loopback, else the
+    /// configured one (a static C6 address elsewhere cannot be bound on this host).
+    pub(super) fn source_ip(&self) -> Ipv4Addr {
+        match &self.station.link {
+            Some(l) if l.ip.is_loopback() => l.ip,
+            _ => self.cfg.network.ip,
+        }
+    }
+
+    /// Joined, or running the soft AP: sockets can be used.
+    pub(super) fn network_up(&self) -> bool {
+        self.station.link.is_some() || self.ap.running
+    }
 }
 
 #[cfg(test)]

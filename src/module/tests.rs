@@ -3,6 +3,35 @@
 
 use super::*;
 use crate::config::{AccessPoint, Config, Security};
+use crate::module::certs::Item;
+use crate::module::io::{CloseReason, ConnectError, StoreOp};
+use crate::module::socket::RX_LIMIT;
+use std::net::SocketAddrV4;
+
+/// The wall clock the test modules believe in (certificate validity is checked against it).
+fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+}
+
+fn module(cfg: &Config) -> Module {
+    Module::new(cfg, Instant::now(), unix_now())
+}
+
+fn drain(conn: ConnId) -> NetOp {
+    NetOp::Close {
+        conn,
+        how: CloseHow::Drain,
+    }
+}
+
+fn abort(conn: ConnId) -> NetOp {
+    NetOp::Close {
+        conn,
+        how: CloseHow::Abort,
+    }
+}
 
 struct H {
     m: Module,
@@ -16,7 +45,7 @@ impl H {
 
     fn with(cfg: Config) -> H {
         let now = Instant::now();
-        let mut m = Module::new(&cfg, now);
+        let mut m = Module::new(&cfg, now, unix_now());
         m.take_serial();
         H { m, now }
     }
@@ -98,13 +127,13 @@ fn table(h: &mut H, rows: &[(&[u8], Vec<u8>)]) {
 
 #[test]
 fn boot_prints_banner_then_prompt() {
-    let mut m = Module::new(&Config::default(), Instant::now());
+    let mut m = module(&Config::default());
     let out = m.take_serial();
     assert!(out.starts_with(b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n"));
     assert!(out.ends_with(b"Copyright (c)2011-2020\r\n> "));
     let mut cfg = Config::default();
     cfg.identity.banner = false;
-    assert_eq!(Module::new(&cfg, Instant::now()).take_serial(), b"\r\n> ");
+    assert_eq!(module(&cfg).take_serial(), b"\r\n> ");
 }
 
 #[test]
@@ -452,7 +481,7 @@ fn dns_completion_after_timeout_is_ignored_while_other_commands_run() {
         out.escape_ascii()
     );
     // Socket 0 keeps receiving while socket 1 is used.
-    let conn0 = h.m.sockets[0].conn().unwrap();
+    let conn0 = h.m.sockets[0].state().conns()[0];
     h.net(NetEvent::Data {
         conn: conn0,
         data: b"abc".to_vec(),
@@ -492,20 +521,22 @@ fn dns_and_sockets_need_a_network() {
 fn tcp_client_connect_send_receive_close() {
     let mut h = H::joined();
     let conn = h.connect_tcp(7000);
-    // S3: payload is binary, reply is the count once the driver accepted it.
-    assert_eq!(h.send(b"S3=0005\r\r\n> \0"), b"");
-    match h.ops().as_slice() {
+    // S3: payload is binary, reply is the count once it is in the send window.
+    assert_eq!(h.send(b"S3=0005\r\r\n> \0"), ok("5"));
+    let seq = match h.ops().as_slice() {
         [NetOp::Send {
             conn: c,
+            seq,
             data,
             to: None,
         }] => {
             assert_eq!(*c, conn);
             assert_eq!(data, b"\r\n> \0");
+            *seq
         }
         other => panic!("{other:?}"),
-    }
-    assert_eq!(h.net(NetEvent::Sent { conn }), ok("5"));
+    };
+    assert_eq!(h.net(NetEvent::Sent { conn, seq }), b"");
     // R0 returns queued data at once, up to R1.
     h.net(NetEvent::Data {
         conn,
@@ -517,7 +548,7 @@ fn tcp_client_connect_send_receive_close() {
         [OK.to_vec(), ok("456789")].concat()
     );
     assert_eq!(h.send(b"P6=0\r"), OK);
-    assert_eq!(h.ops(), vec![NetOp::Close { conn }]);
+    assert_eq!(h.ops(), vec![drain(conn)]);
     assert_eq!(h.send(b"R0\r"), CLOSED);
     assert_eq!(h.send(b"S3=1\rx"), CLOSED);
 }
@@ -605,7 +636,7 @@ fn connect_failures() {
     };
     assert_eq!(h.advance(9_999), b"");
     assert_eq!(h.advance(1), failed);
-    assert_eq!(h.ops(), vec![NetOp::Close { conn }]);
+    assert_eq!(h.ops(), vec![abort(conn)]);
     // A late success for the abandoned attempt is ignored.
     let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1234);
     assert_eq!(h.net(NetEvent::Connected { conn, local }), b"");
@@ -659,17 +690,21 @@ fn udp_client_local_port_quirk_and_datagrams() {
     assert_eq!(h.net(NetEvent::Connected { conn, local }), OK);
     // Later P4 changes retarget S3.
     h.send(b"P4=9001\r");
-    h.send(b"S3=3\rabc");
-    match h.ops().as_slice() {
+    assert_eq!(h.send(b"S3=3\rabc"), ok("3"));
+    let seq = match h.ops().as_slice() {
         [NetOp::Send {
-            to: Some(to), data, ..
+            to: Some(to),
+            data,
+            seq,
+            ..
         }] => {
             assert_eq!(*to, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001));
             assert_eq!(data, b"abc");
+            *seq
         }
         other => panic!("{other:?}"),
-    }
-    assert_eq!(h.net(NetEvent::Sent { conn }), ok("3"));
+    };
+    assert_eq!(h.net(NetEvent::Sent { conn, seq }), b"");
     // One datagram per R0; bytes beyond R1 are dropped.
     let from = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
     h.net(NetEvent::Datagram {
@@ -696,20 +731,52 @@ fn udp_client_local_port_quirk_and_datagrams() {
 }
 
 #[test]
-fn send_waits_for_driver_and_times_out_after_s2() {
+fn send_fills_the_window_then_waits_up_to_s2_and_answers_what_was_accepted() {
     let mut h = H::joined();
     let conn = h.connect_tcp(7000);
     h.send(b"S2=200\r");
-    assert_eq!(h.send(b"S3=2\rhi"), b"");
+    // 44 sends of 1460 bytes fill the 64 KiB window but for 1136 bytes.
+    let chunk = vec![b'x'; 1460];
+    let mut seqs = Vec::new();
+    for _ in 0..44 {
+        let mut req = b"S3=1460\r".to_vec();
+        req.extend_from_slice(&chunk);
+        assert_eq!(h.send(&req), ok("1460"));
+        seqs.extend(h.ops().iter().map(|op| match op {
+            NetOp::Send { seq, .. } => *seq,
+            other => panic!("{other:?}"),
+        }));
+    }
+    let room = io::SEND_WINDOW - 44 * 1460;
+    // The next one: what fits goes out now, the rest waits for room.
+    let mut req = b"S3=1460\r".to_vec();
+    req.extend_from_slice(&chunk);
+    assert_eq!(h.send(&req), b"");
+    match h.ops().as_slice() {
+        [NetOp::Send { data, .. }] => assert_eq!(data.len(), room),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(h.advance(199), b"");
-    assert_eq!(h.advance(1), ok("2"));
     assert_eq!(
-        h.net(NetEvent::Sent { conn }),
-        b"",
-        "late Sent is not a second reply"
+        h.advance(1),
+        ok(&room.to_string()),
+        "S2 expired: what was accepted"
     );
-    // Peer gone while sending.
-    h.send(b"S3=2\rhi");
+    assert!(h.ops().is_empty(), "nothing more goes out for that S3");
+    // Room opens as the driver writes: the next S3 goes out whole again.
+    assert_eq!(h.net(NetEvent::Sent { conn, seq: seqs[0] }), b"");
+    assert_eq!(h.send(&req), ok("1460"));
+    // A window full with nothing acknowledged within S2: 0 (CMSIS reads it as "try again").
+    let mut small = b"S3=1460\r".to_vec();
+    small.extend_from_slice(&chunk);
+    assert_eq!(h.send(&small), b"");
+    h.ops();
+    assert_eq!(h.advance(200), ok("0"));
+    // A waiting S3 completes when the driver catches up.
+    assert_eq!(h.send(&small), b"");
+    assert_eq!(h.net(NetEvent::Sent { conn, seq: seqs[1] }), ok("1460"));
+    // Peer gone while a send waits: -1.
+    assert_eq!(h.send(&small), b"");
     assert_eq!(
         h.net(NetEvent::Closed {
             conn,
@@ -717,6 +784,61 @@ fn send_waits_for_driver_and_times_out_after_s2() {
         }),
         CLOSED
     );
+}
+
+#[test]
+fn s2_zero_waits_at_most_30_seconds() {
+    let mut h = H::joined();
+    h.connect_tcp(7000);
+    h.send(b"S2=0\r");
+    let mut req = b"S3=1460\r".to_vec();
+    req.extend_from_slice(&[b'y'; 1460]);
+    for _ in 0..44 {
+        assert_eq!(h.send(&req), ok("1460"));
+    }
+    assert_eq!(h.send(&req), b"");
+    assert_eq!(h.advance(29_999), b"");
+    let room = io::SEND_WINDOW - 44 * 1460;
+    assert_eq!(h.advance(1), ok(&room.to_string()));
+    // And the module answers again.
+    assert_eq!(
+        h.send(b"ZR\r")[..32],
+        b"\r\n[MODULE ] Resetting...\r\nOK\r\n> "[..]
+    );
+}
+
+#[test]
+fn a_late_sent_never_completes_a_later_s3() {
+    // Defect 2 of issue 7: after an S3 answered at its S2 timeout, the old Sent must not answer
+    // the next S3 (sends are matched by sequence number, and S3 answers from the window).
+    let mut h = H::joined();
+    let conn = h.connect_tcp(7000);
+    h.send(b"S2=100\r");
+    let mut req = b"S3=1460\r".to_vec();
+    req.extend_from_slice(&[b'z'; 1460]);
+    let mut seqs = Vec::new();
+    for _ in 0..45 {
+        h.send(&req);
+        for op in h.ops() {
+            if let NetOp::Send { seq, .. } = op {
+                seqs.push(seq);
+            }
+        }
+    }
+    let timed_out = h.advance(100);
+    assert!(
+        timed_out.starts_with(b"\r\n"),
+        "{}",
+        timed_out.escape_ascii()
+    );
+    // The next S3 waits for room; an ack for a send other than the oldest changes nothing.
+    assert_eq!(h.send(&req), b"");
+    assert_eq!(h.net(NetEvent::Sent { conn, seq: seqs[5] }), b"");
+    assert_eq!(h.net(NetEvent::Sent { conn, seq: 999_999 }), b"");
+    // The oldest one frees room: exactly one reply.
+    assert_eq!(h.net(NetEvent::Sent { conn, seq: seqs[0] }), ok("1460"));
+    assert_eq!(h.net(NetEvent::Sent { conn, seq: seqs[1] }), b"");
+    assert_eq!(h.advance(1000), b"");
 }
 
 #[test]
@@ -738,10 +860,7 @@ fn disconnect_closes_every_socket() {
     assert_eq!(h.send(b"CD\r"), OK);
     let mut ops = h.ops();
     ops.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(
-        ops,
-        vec![NetOp::Close { conn: a }, NetOp::Close { conn: b }]
-    );
+    assert_eq!(ops, vec![abort(a), abort(b)]);
     assert_eq!(h.send(b"R0\r"), CLOSED);
     assert_eq!(h.send(b"P0=0\rR0\r"), [OK, CLOSED].concat());
     // Events for closed connections are ignored.
@@ -998,19 +1117,19 @@ fn tcp_server_accepts_announces_and_serves_the_client() {
         data: b"W0FAC0B1234".to_vec(),
     });
     assert_eq!(h.send(b"R0\r"), ok("W0FAC0B1234"));
-    h.send(b"S3=11\rA0FAC0B1234");
+    assert_eq!(h.send(b"S3=11\rA0FAC0B1234"), ok("11"));
     match h.ops().as_slice() {
         [NetOp::Send {
             conn,
             data,
             to: None,
+            ..
         }] => {
             assert_eq!(*conn, c);
             assert_eq!(data, b"A0FAC0B1234");
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(h.net(NetEvent::Sent { conn: c }), ok("11"));
     // The client leaves: its data first, then -1; the server keeps listening.
     h.net(NetEvent::Data {
         conn: c,
@@ -1037,10 +1156,7 @@ fn tcp_server_accepts_announces_and_serves_the_client() {
         b"\r\n[TCP SVR] Accepted 127.0.0.9:8080\r\n> "
     );
     assert_eq!(h.send(b"P5=0\r"), OK);
-    assert_eq!(
-        h.ops(),
-        vec![NetOp::Close { conn: c2 }, NetOp::Close { conn: l }]
-    );
+    assert_eq!(h.ops(), vec![drain(c2), abort(l)]);
     assert_eq!(
         h.send(b"P?\r"),
         ok("0,0.0.0.0,8080,0.0.0.0,40002,0,0,3,0,0")
@@ -1081,7 +1197,7 @@ fn backlog_is_walked_in_order_with_p5_10() {
         conn: ACCEPTED + 5,
         peer: peer(50005),
     });
-    assert_eq!(h.ops(), vec![NetOp::Close { conn: ACCEPTED + 5 }]);
+    assert_eq!(h.ops(), vec![abort(ACCEPTED + 5)]);
     assert_eq!(h.send(b"R0\r"), ok("client1"));
     for n in 2..=3u64 {
         assert_eq!(
@@ -1092,12 +1208,7 @@ fn backlog_is_walked_in_order_with_p5_10() {
             ]
             .concat()
         );
-        assert_eq!(
-            h.ops(),
-            vec![NetOp::Close {
-                conn: ACCEPTED + n - 1
-            }]
-        );
+        assert_eq!(h.ops(), vec![drain(ACCEPTED + n - 1)]);
         assert_eq!(
             h.send(b"P?\r"),
             ok(&format!("0,127.0.0.9,9000,0.0.0.0,{},1,0,3,0,0", 50000 + n))
@@ -1309,7 +1420,7 @@ fn saved_settings_survive_reset_unsaved_ones_do_not() {
     );
     assert_eq!(h.send(b"P0=9\r"), ERR1, "MT=1 was saved too");
     // A fresh module given the saved bytes (a restart) comes up the same way.
-    let mut m = Module::new(&Config::default(), Instant::now());
+    let mut m = module(&Config::default());
     m.load_saved(Some(data));
     assert!(m
         .take_serial()
@@ -1333,7 +1444,7 @@ fn factory_reset_is_refused_while_connected() {
 
 #[test]
 fn corrupt_saved_settings_fall_back_to_defaults_with_the_boot_message() {
-    let mut m = Module::new(&Config::default(), Instant::now());
+    let mut m = module(&Config::default());
     m.load_saved(Some(b"eswifi-emu-settings 1\nip=bogus\n".to_vec()));
     let out = m.take_serial();
     assert!(
@@ -1514,9 +1625,9 @@ fn legacy_p7_accept_loop() {
         ]
         .concat()
     );
-    assert_eq!(h.ops(), vec![NetOp::Close { conn: ACCEPTED + 1 }]);
+    assert_eq!(h.ops(), vec![drain(ACCEPTED + 1)]);
     assert_eq!(h.send(b"P7=2\r"), OK);
-    assert_eq!(h.ops(), vec![NetOp::Close { conn: ACCEPTED + 2 }]);
+    assert_eq!(h.ops(), vec![drain(ACCEPTED + 2)]);
     assert_eq!(
         h.send(b"R2=0\rR0\r"),
         [OK, OK].concat(),

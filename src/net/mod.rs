@@ -1,16 +1,18 @@
 //! Host networking for the emulated modules (layer: edge). [`NetStack`] performs the cores'
 //! [`NetOp`]s with real non-blocking sockets registered in the driver's `mio::Poll`, and turns what
-//! happens on them into [`NetEvent`]s. DNS runs on worker threads ([`dns`]). May touch sockets, threads
-//! and the mio registry; knows nothing of IWIN and never blocks.
+//! happens on them into [`NetEvent`]s, following the contract in [`crate::module::io`]. DNS runs on
+//! worker threads ([`dns`]). May touch sockets, threads and the mio registry; knows nothing of IWIN
+//! or TLS (the core encrypts) and never blocks or times anything out.
 
 mod dns;
 mod ping;
 mod queue;
-pub mod tls;
 
 pub use queue::WriteQueue;
 
-use crate::module::io::{CloseReason, ConnId, ConnectError, NetEvent, NetOp, ACCEPTED_BIT};
+use crate::module::io::{
+    CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp, SendSeq, ACCEPTED_BIT,
+};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
@@ -18,23 +20,13 @@ use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Which emulated module (index in the driver) an op came from and its events go to.
 pub type ModuleIdx = usize;
 
-/// A `Send` is answered once at most this many of its own and earlier bytes still wait in our buffer,
-/// so a peer that stops reading slows the host down instead of growing memory without bound.
-pub const SENT_HIGH_WATER: usize = 64 * 1024;
-
 /// Largest single read; also the UDP receive buffer (a datagram can be up to 64 KiB).
 const READ_BUF: usize = 65536;
-
-/// TLS 1.3 with a client certificate: the client's handshake ends before the server has judged the
-/// certificate, so `Connected` waits for the server's first record after it (or this long), and a
-/// rejection fails `P6=1` as it does on the module. Servers send session tickets right after the
-/// client's Finished, so the wait is normally far shorter.
-const CLIENT_AUTH_GRACE: Duration = Duration::from_secs(1);
 
 /// All host sockets of all modules, and the token bookkeeping for the poll they live in.
 pub struct NetStack {
@@ -71,27 +63,31 @@ enum Kind {
 struct Tcp {
     stream: TcpStream,
     connecting: bool,
+    /// Bytes of `Send`s not yet taken by the kernel; the core's send window bounds it.
     out: WriteQueue,
-    /// For each unanswered `Send`, the `out.pushed()` total at its last byte.
-    sends: VecDeque<u64>,
+    /// For each unanswered `Send`, the `out.pushed()` total at its last byte, and its number.
+    sends: VecDeque<(u64, SendSeq)>,
     /// Whether WRITABLE is in the registered interest (wanted while connecting or while `out` has
     /// bytes, dropped otherwise to avoid a wake-up per ACK).
     writable: bool,
-    /// TLS session riding on the stream; its ciphertext goes through `out`.
-    tls: Option<Box<TlsSession>>,
+    /// `Close { Drain }` asked: deliver `out`, send FIN, read and discard until the peer's FIN.
+    draining: bool,
+    /// FIN sent.
+    shut: bool,
 }
 
-struct TlsSession {
-    conn: rustls::ClientConnection,
-    /// Local address, kept for the `Connected` that the handshake's end sends.
-    local: Option<SocketAddrV4>,
-    /// Handshake done but `Connected` deferred until this time (see [`CLIENT_AUTH_GRACE`]).
-    confirm_until: Option<Instant>,
-    /// `Connected` has been sent.
-    established: bool,
-    set: usize,
-    /// A client certificate is configured (P9=2).
-    client_auth: bool,
+impl Tcp {
+    fn new(stream: TcpStream, connecting: bool) -> Tcp {
+        Tcp {
+            stream,
+            connecting,
+            out: WriteQueue::default(),
+            sends: VecDeque::new(),
+            writable: true,
+            draining: false,
+            shut: false,
+        }
+    }
 }
 
 impl NetStack {
@@ -149,37 +145,13 @@ impl NetStack {
                 local,
                 remote,
                 keepalive,
-                tls,
             } => {
                 log::debug!(
-                    "m{module} connect #{conn} {local} -> {remote} keepalive {keepalive:?} tls {}",
-                    tls.is_some()
+                    "m{module} connect #{conn} {local} -> {remote} keepalive {keepalive:?}"
                 );
-                let session = match tls.map(|p| tls_session(&p, remote)).transpose() {
-                    Ok(s) => s,
-                    Err(why) => {
-                        log::warn!("m{module} #{conn}: TLS not started: {why}");
-                        self.push(
-                            module,
-                            NetEvent::ConnectFailed {
-                                conn,
-                                error: ConnectError::Tls(why),
-                            },
-                        );
-                        return;
-                    }
-                };
                 match tcp_connect(local, remote, keepalive) {
                     Ok(stream) => {
-                        let tcp = Tcp {
-                            stream,
-                            connecting: true,
-                            out: WriteQueue::default(),
-                            sends: VecDeque::new(),
-                            writable: true,
-                            tls: session.map(Box::new),
-                        };
-                        self.insert(registry, module, conn, Kind::Tcp(tcp));
+                        self.insert(registry, module, conn, Kind::Tcp(Tcp::new(stream, true)));
                     }
                     Err(e) => self.connect_failed(module, conn, &e),
                 }
@@ -207,10 +179,18 @@ impl NetStack {
                     Err(e) => self.connect_failed(module, conn, &e),
                 }
             }
-            NetOp::Send { conn, data, to } => {
-                log::debug!("m{module} send #{conn} {} bytes to {to:?}", data.len());
+            NetOp::Send {
+                conn,
+                seq,
+                data,
+                to,
+            } => {
+                log::debug!(
+                    "m{module} send #{conn} seq {seq}: {} bytes to {to:?}",
+                    data.len()
+                );
                 log::trace!("m{module} send #{conn} {}", data.escape_ascii());
-                self.send(registry, module, conn, &data, to);
+                self.send(registry, module, conn, seq, &data, to);
             }
             NetOp::Listen {
                 conn,
@@ -245,15 +225,25 @@ impl NetStack {
                 };
                 ping::spawn(req, self.ping_tx.clone(), self.dns.waker());
             }
-            NetOp::Close { conn } => {
-                log::debug!("m{module} close #{conn}");
-                if let Some(&token) = self.by_id.get(&(module, conn)) {
-                    self.close_notify(token);
-                    self.remove(registry, token);
-                }
+            NetOp::Close { conn, how } => {
+                log::debug!("m{module} close #{conn} ({how:?})");
                 // Whatever was already queued for it is stale now: the core asked for silence.
                 self.events
-                    .retain(|(m, ev)| *m != module || event_conn(ev) != Some(conn));
+                    .retain(|(m, ev)| *m != module || ev.conn() != Some(conn));
+                let Some(&token) = self.by_id.get(&(module, conn)) else {
+                    return;
+                };
+                match (how, self.conns.get_mut(&token).map(|c| &mut c.kind)) {
+                    (CloseHow::Drain, Some(Kind::Tcp(tcp))) if !tcp.connecting => {
+                        tcp.draining = true;
+                        if let Some(c) = self.conns.get_mut(&token) {
+                            // Reads go on (and are discarded) until the peer's FIN.
+                            c.want_read = true;
+                        }
+                        self.flush_tcp(registry, token);
+                    }
+                    _ => self.remove(registry, token),
+                }
             }
         }
     }
@@ -287,16 +277,8 @@ impl NetStack {
                     tcp.connecting = false;
                     // Data may have arrived with the handshake; the event that said so is used up.
                     conn.want_read = true;
-                    match &mut tcp.tls {
-                        // TLS: `Connected` comes when the handshake is done; send the ClientHello.
-                        Some(t) => {
-                            t.local = Some(local);
-                            tls_out(&mut t.conn, &mut tcp.out);
-                        }
-                        None => self
-                            .events
-                            .push_back((module, NetEvent::Connected { conn: id, local })),
-                    }
+                    self.events
+                        .push_back((module, NetEvent::Connected { conn: id, local }));
                     self.flush_tcp(registry, token);
                 }
                 Err(e) => {
@@ -336,7 +318,13 @@ impl NetStack {
             let Some(conn) = self.conns.get_mut(&token) else {
                 continue;
             };
-            let budget = room(conn.module, conn.id);
+            let draining = matches!(&conn.kind, Kind::Tcp(t) if t.draining);
+            // A draining connection is read (and its data discarded) whatever the module's room.
+            let budget = if draining {
+                READ_BUF
+            } else {
+                room(conn.module, conn.id)
+            };
             if budget == 0 {
                 continue;
             }
@@ -346,20 +334,12 @@ impl NetStack {
                 id,
                 want_read: &mut conn.want_read,
                 events: &mut self.events,
+                discard: draining,
             };
             let end = match &mut conn.kind {
                 Kind::Listener(_) => {
                     *sink.want_read = false;
                     None
-                }
-                Kind::Tcp(tcp) if tcp.tls.is_some() => {
-                    let r = read_tls(tcp, budget, &mut self.scratch, &mut sink);
-                    if let Some(t) = &mut tcp.tls {
-                        // Handshake messages, alerts and key updates the reads produced.
-                        tls_out(&mut t.conn, &mut tcp.out);
-                    }
-                    self.flush_tcp(registry, token);
-                    r
                 }
                 Kind::Tcp(tcp) => read_tcp(&mut tcp.stream, budget, &mut self.scratch, &mut sink),
                 Kind::Udp(sock) => {
@@ -367,14 +347,18 @@ impl NetStack {
                     None
                 }
             };
-            match end {
-                None => {}
-                Some(End::Reported) => self.remove(registry, token),
-                Some(End::Closed(reason)) => {
-                    log::debug!("m{module} closed #{id}: {reason:?}");
-                    self.remove(registry, token);
-                    self.push(module, NetEvent::Closed { conn: id, reason });
-                }
+            if let Some(reason) = end {
+                self.remove(registry, token);
+                let reason = if draining {
+                    match reason {
+                        CloseReason::PeerClosed => CloseReason::Drained,
+                        other => other,
+                    }
+                } else {
+                    reason
+                };
+                log::debug!("m{module} closed #{id}: {reason:?}");
+                self.push(module, NetEvent::Closed { conn: id, reason });
             }
         }
     }
@@ -397,15 +381,7 @@ impl NetStack {
                     let conn = self.next_accepted;
                     self.next_accepted += 1;
                     log::debug!("m{module} listener #{listener} accepted #{conn} from {peer}");
-                    let tcp = Tcp {
-                        stream,
-                        connecting: false,
-                        out: WriteQueue::default(),
-                        sends: VecDeque::new(),
-                        writable: true,
-                        tls: None,
-                    };
-                    if self.insert(registry, module, conn, Kind::Tcp(tcp)) {
+                    if self.insert(registry, module, conn, Kind::Tcp(Tcp::new(stream, false))) {
                         if let Some(c) = self.conns.get_mut(&self.by_id[&(module, conn)]) {
                             // Data may already be waiting; no edge will announce it again.
                             c.want_read = true;
@@ -429,44 +405,6 @@ impl NetStack {
                     log::warn!("m{module} listener #{listener}: accept: {e}");
                     return;
                 }
-            }
-        }
-    }
-
-    /// The earliest time [`NetStack::handle_deadlines`] must run.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns
-            .values()
-            .filter_map(|c| match &c.kind {
-                Kind::Tcp(Tcp { tls: Some(t), .. }) => t.confirm_until,
-                _ => None,
-            })
-            .min()
-    }
-
-    /// Finish TLS connections whose client-certificate grace period ended without a rejection.
-    pub fn handle_deadlines(&mut self, now: Instant) {
-        for conn in self.conns.values_mut() {
-            if let Kind::Tcp(Tcp { tls: Some(t), .. }) = &mut conn.kind {
-                if t.confirm_until.is_some_and(|d| now >= d) {
-                    establish(t, conn.module, conn.id, &mut self.events);
-                }
-            }
-        }
-    }
-
-    /// Tell a TLS peer we are closing (best effort; the socket goes away right after).
-    fn close_notify(&mut self, token: Token) {
-        if let Some(Conn {
-            kind: Kind::Tcp(tcp),
-            ..
-        }) = self.conns.get_mut(&token)
-        {
-            if let Some(t) = &mut tcp.tls {
-                t.conn.send_close_notify();
-                tls_out(&mut t.conn, &mut tcp.out);
-                let stream = &mut tcp.stream;
-                let _ = tcp.out.flush(|b| io::Write::write(stream, b));
             }
         }
     }
@@ -540,18 +478,13 @@ impl NetStack {
         registry: &Registry,
         module: ModuleIdx,
         id: ConnId,
+        seq: SendSeq,
         data: &[u8],
         to: Option<SocketAddrV4>,
     ) {
         let Some(&token) = self.by_id.get(&(module, id)) else {
-            // Gone already (peer closed, failed); the core learns or has learnt that from `Closed`.
-            self.push(
-                module,
-                NetEvent::Closed {
-                    conn: id,
-                    reason: CloseReason::Error("not connected".into()),
-                },
-            );
+            // Gone already (peer closed, failed): the core learns or has learnt that from `Closed`.
+            log::debug!("m{module} send #{id}: no such connection; dropped");
             return;
         };
         let Some(conn) = self.conns.get_mut(&token) else {
@@ -559,22 +492,13 @@ impl NetStack {
         };
         match &mut conn.kind {
             Kind::Tcp(tcp) => {
-                match &mut tcp.tls {
-                    Some(t) => {
-                        // No plaintext limit is set, so the whole payload is taken.
-                        if let Err(e) = io::Write::write_all(&mut t.conn.writer(), data) {
-                            log::warn!("m{module} tls #{id}: write: {e}");
-                        }
-                        tls_out(&mut t.conn, &mut tcp.out);
-                    }
-                    None => tcp.out.push(data),
-                }
-                tcp.sends.push_back(tcp.out.pushed());
+                tcp.out.push(data);
+                tcp.sends.push_back((tcp.out.pushed(), seq));
                 self.flush_tcp(registry, token);
             }
             Kind::Listener(_) => {
                 log::warn!("m{module} #{id}: send on a listening socket dropped");
-                self.push(module, NetEvent::Sent { conn: id });
+                self.push(module, NetEvent::Sent { conn: id, seq });
             }
             Kind::Udp(sock) => {
                 match to {
@@ -599,7 +523,7 @@ impl NetStack {
                     },
                     None => log::warn!("m{module} udp #{id}: send without destination dropped"),
                 }
-                self.push(module, NetEvent::Sent { conn: id });
+                self.push(module, NetEvent::Sent { conn: id, seq });
             }
         }
     }
@@ -631,12 +555,22 @@ impl NetStack {
             return;
         }
         let written = tcp.out.written();
-        while let Some(&end) = tcp.sends.front() {
-            if end.saturating_sub(written) > SENT_HIGH_WATER as u64 {
+        while let Some(&(end, seq)) = tcp.sends.front() {
+            if end > written {
                 break;
             }
             tcp.sends.pop_front();
-            self.events.push_back((module, NetEvent::Sent { conn: id }));
+            if !tcp.draining {
+                self.events
+                    .push_back((module, NetEvent::Sent { conn: id, seq }));
+            }
+        }
+        if tcp.draining && tcp.out.is_empty() && !tcp.shut {
+            // Everything the host sent is with the kernel: FIN follows it.
+            tcp.shut = true;
+            if let Err(e) = tcp.stream.shutdown(std::net::Shutdown::Write) {
+                log::debug!("m{module} shutdown #{id}: {e}");
+            }
         }
         let want_writable = !tcp.out.is_empty();
         if want_writable != tcp.writable {
@@ -660,14 +594,14 @@ fn read_tcp(
     budget: usize,
     scratch: &mut [u8],
     sink: &mut Sink,
-) -> Option<End> {
+) -> Option<CloseReason> {
     let mut data = Vec::new();
     let mut end = None;
     while data.len() < budget {
         let n = (budget - data.len()).min(scratch.len());
         match stream.read(&mut scratch[..n]) {
             Ok(0) => {
-                end = Some(End::Closed(CloseReason::PeerClosed));
+                end = Some(CloseReason::PeerClosed);
                 break;
             }
             Ok(n) => data.extend_from_slice(&scratch[..n]),
@@ -677,7 +611,7 @@ fn read_tcp(
                 break;
             }
             Err(e) => {
-                end = Some(End::Closed(CloseReason::Error(e.to_string())));
+                end = Some(CloseReason::Error(e.to_string()));
                 break;
             }
         }
@@ -693,6 +627,8 @@ struct Sink<'a> {
     /// Cleared once the socket has been read to `WouldBlock`.
     want_read: &'a mut bool,
     events: &'a mut VecDeque<(ModuleIdx, NetEvent)>,
+    /// The connection is draining: what arrives is read and dropped.
+    discard: bool,
 }
 
 impl Sink<'_> {
@@ -705,177 +641,19 @@ impl Sink<'_> {
         if data.is_empty() {
             return;
         }
+        if self.discard {
+            log::trace!(
+                "m{} #{}: {} bytes after close dropped",
+                self.module,
+                self.id,
+                data.len()
+            );
+            return;
+        }
         log::debug!("m{} recv #{} {} bytes", self.module, self.id, data.len());
         log::trace!("m{} recv #{} {}", self.module, self.id, data.escape_ascii());
         let conn = self.id;
         self.push(NetEvent::Data { conn, data });
-    }
-}
-
-/// How a connection ended during a read.
-enum End {
-    /// Tell the core with `Closed`.
-    Closed(CloseReason),
-    /// Already reported (a TLS handshake that failed, as `ConnectFailed`): only forget the socket.
-    Reported,
-}
-
-fn tls_session(
-    p: &crate::module::io::TlsParams,
-    remote: SocketAddrV4,
-) -> Result<TlsSession, String> {
-    let config = tls::client_config(p)?;
-    let mut conn = rustls::ClientConnection::new(config, tls::server_name(p, *remote.ip()))
-        .map_err(|e| format!("TLS session: {e}"))?;
-    // Our own high-water mark on `out` paces the host; rustls must not cut writes short.
-    conn.set_buffer_limit(None);
-    Ok(TlsSession {
-        conn,
-        local: None,
-        confirm_until: None,
-        established: false,
-        set: p.set,
-        client_auth: p.client.is_some(),
-    })
-}
-
-/// Move the ciphertext rustls has ready into the connection's write queue.
-fn tls_out(conn: &mut rustls::ClientConnection, out: &mut WriteQueue) {
-    let mut buf = Vec::new();
-    while conn.wants_write() {
-        if conn.write_tls(&mut buf).is_err() {
-            break;
-        }
-    }
-    out.push(&buf);
-}
-
-/// Report the TLS connection as established (once).
-fn establish(
-    t: &mut TlsSession,
-    module: ModuleIdx,
-    id: ConnId,
-    events: &mut VecDeque<(ModuleIdx, NetEvent)>,
-) {
-    t.confirm_until = None;
-    if t.established {
-        return;
-    }
-    t.established = true;
-    let local = t
-        .local
-        .unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
-    log::info!(
-        "m{module} #{id}: TLS established ({:?}, {:?})",
-        t.conn.protocol_version(),
-        t.conn.negotiated_cipher_suite().map(|s| s.suite())
-    );
-    events.push_back((module, NetEvent::Connected { conn: id, local }));
-}
-
-/// Read and decrypt up to `budget` plaintext bytes of a TLS connection into one `Data` event, driving
-/// the handshake on the way. Returns why the connection ended, if it did; a failure before
-/// `Connected` becomes a `ConnectFailed` with the precise reason.
-fn read_tls(tcp: &mut Tcp, budget: usize, scratch: &mut [u8], sink: &mut Sink) -> Option<End> {
-    let t = tcp.tls.as_mut()?;
-    let (module, id) = (sink.module, sink.id);
-    let mut data = Vec::new();
-    let mut end: Option<Result<CloseReason, String>> = None;
-    let mut eof = false;
-    'outer: loop {
-        // Plaintext already decrypted.
-        while data.len() < budget {
-            let n = (budget - data.len()).min(scratch.len());
-            match io::Read::read(&mut t.conn.reader(), &mut scratch[..n]) {
-                Ok(0) => {
-                    end = Some(Ok(CloseReason::PeerClosed));
-                    break 'outer;
-                }
-                Ok(n) => data.extend_from_slice(&scratch[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    end = Some(Err(
-                        "peer closed the connection without a TLS close_notify".into()
-                    ));
-                    break 'outer;
-                }
-                Err(e) => {
-                    end = Some(Err(e.to_string()));
-                    break 'outer;
-                }
-            }
-        }
-        if data.len() >= budget {
-            break; // want_read stays set: more may be waiting
-        }
-        if eof {
-            end = Some(Err(
-                "peer closed the connection during the TLS handshake".into()
-            ));
-            break;
-        }
-        let got = match t.conn.read_tls(&mut tcp.stream) {
-            Ok(0) => {
-                eof = true;
-                0
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *sink.want_read = false;
-                break;
-            }
-            Err(e) => {
-                end = Some(Err(e.to_string()));
-                break;
-            }
-        };
-        let was_handshaking = t.conn.is_handshaking();
-        if let Err(e) = t.conn.process_new_packets() {
-            let why = tls::describe(&e);
-            end = Some(Err(why));
-            break;
-        }
-        if got > 0 && t.confirm_until.is_some() {
-            // The server answered after seeing our certificate: it accepted it.
-            establish(t, module, id, sink.events);
-        }
-        if was_handshaking && !t.conn.is_handshaking() {
-            let client_auth_13 = t.client_auth
-                && t.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
-            if client_auth_13 {
-                t.confirm_until = Some(Instant::now() + CLIENT_AUTH_GRACE);
-            } else {
-                establish(t, module, id, sink.events);
-            }
-        }
-    }
-    if !data.is_empty() && t.confirm_until.is_some() {
-        establish(t, module, id, sink.events);
-    }
-    sink.data(data);
-    match end {
-        None => None,
-        Some(r) if !t.established => {
-            let why = match r {
-                Ok(_) => "peer closed the connection during the TLS handshake".to_string(),
-                Err(why) => why,
-            };
-            log::warn!(
-                "m{module} #{id}: TLS handshake with set {} failed: {why}",
-                t.set
-            );
-            sink.push(NetEvent::ConnectFailed {
-                conn: id,
-                error: ConnectError::Tls(why),
-            });
-            Some(End::Reported)
-        }
-        Some(Ok(r)) => Some(End::Closed(r)),
-        Some(Err(why)) => {
-            log::info!("m{module} #{id}: TLS connection ended: {why}");
-            Some(End::Closed(CloseReason::Error(why)))
-        }
     }
 }
 
@@ -995,19 +773,6 @@ fn connect_error(e: &io::Error) -> ConnectError {
         Some(libc::ETIMEDOUT) => ConnectError::TimedOut,
         Some(libc::EADDRINUSE) => ConnectError::AddrInUse,
         _ => ConnectError::Other(e.to_string()),
-    }
-}
-
-fn event_conn(ev: &NetEvent) -> Option<ConnId> {
-    match ev {
-        NetEvent::Resolved { .. } | NetEvent::PingDone { .. } => None,
-        NetEvent::Accepted { conn, .. } => Some(*conn),
-        NetEvent::Connected { conn, .. }
-        | NetEvent::ConnectFailed { conn, .. }
-        | NetEvent::Data { conn, .. }
-        | NetEvent::Datagram { conn, .. }
-        | NetEvent::Sent { conn }
-        | NetEvent::Closed { conn, .. } => Some(*conn),
     }
 }
 

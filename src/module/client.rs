@@ -1,0 +1,632 @@
+//! Client-socket area (layer: core): the per-socket settings commands (`P0`..`P4`, `P8`, `P9`, `PB`,
+//! `PK`, `P?`, `R1`..`R3`, `R?`, `S1`, `S2`, `S?`), `P6` (TCP connect, TLS handshake, UDP bind), and
+//! the network events that move a socket's state. `R0`/`S3` are in `data`, servers in `server`.
+//! Pure: operations go out as [`NetOp`]s.
+
+use super::error::{Error, SocketError, TlsError};
+use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp};
+use super::socket::{Opening, Protocol, SocketState, Stream, UdpSock};
+use super::tls::{SetupError, TlsClient};
+use super::{ok, payload, Answer, Busy, Module, PayloadFor, Step};
+use crate::iwin::command::SocketCmd;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// Where a connection id lives in the module.
+pub(super) enum Owner {
+    /// The socket's stream (client, TLS client, or a server's current client).
+    Stream(usize),
+    Udp(usize),
+    Opening(usize),
+    Listener(usize),
+    /// A client waiting behind a server's current one.
+    Waiting(usize),
+}
+
+impl Module {
+    pub(super) fn socket_command(&mut self, cmd: SocketCmd, now: Instant) -> Step {
+        use SocketCmd::*;
+        let cur = self.current;
+        let s = &mut self.sockets[cur];
+        match cmd {
+            Select(None) => return payload(cur.to_string()),
+            Select(Some(i)) => self.current = i as usize,
+            SetProtocol(p) => s.protocol = Protocol::from_code(p),
+            SetLocalPort(p) => {
+                s.local_port = p;
+                s.local_port_set = true;
+            }
+            SetRemoteIp(ip) => s.remote_ip = ip,
+            SetRemotePort(p) => s.remote_port = p,
+            Client(true) => return self.start_client(cur, now),
+            Client(false) => self.stop_client(cur, now),
+            SetBacklog(b) => s.backlog = b,
+            SetTlsVerify(v) => s.tls_verify = v,
+            SetVerifyReportOnly(v) => s.verify_report_only = v,
+            SetKeepAlive(on, ms) => s.keepalive = (on, ms),
+            Query => return payload(s.transport_line()),
+            Read => return self.read(cur, now),
+            SetReadSize(v) => s.read_size = v,
+            SetReadTimeout(v) => s.read_timeout_ms = v,
+            SetReadMode(v) => s.read_mode = v,
+            ReadQuery => {
+                return payload(format!(
+                    "{},{},{}",
+                    s.read_size, s.read_timeout_ms, s.read_mode
+                ))
+            }
+            SetSendSize(v) => s.send_size = v,
+            SetSendTimeout(v) => s.send_timeout_ms = v,
+            Send(len) => {
+                self.framer.expect_payload(len);
+                let deadline = now + Duration::from_millis(self.cfg.timing.payload_timeout_ms);
+                return Ok(Answer::Wait(Busy::Payload {
+                    to: PayloadFor::Send { socket: cur },
+                    deadline,
+                }));
+            }
+            SendQuery => return payload(format!("{},{}", s.send_size, s.send_timeout_ms)),
+        }
+        ok()
+    }
+
+    /// `P6=1`: connect (TCP, TLS) or bind (UDP) with the socket's settings.
+    fn start_client(&mut self, i: usize, now: Instant) -> Step {
+        let s = &self.sockets[i];
+        if s.state().is_busy() {
+            log::warn!(
+                "socket {i}: P6=1 on a socket that is {} (P6=0 / P5=0 first)",
+                s.state().name()
+            );
+            return Err(SocketError::AlreadyConnected.into());
+        }
+        let proto = s.protocol;
+        if !self.network_up() {
+            log::warn!(
+                "socket {i}: P6=1 while neither joined to a network nor running the soft AP"
+            );
+            return Err(if proto.is_datagram() {
+                SocketError::UdpFailed
+            } else {
+                SocketError::ConnectFailed
+            }
+            .into());
+        }
+        let src = self.server_ip();
+        let conn = self.next_id();
+        let s = &self.sockets[i];
+        let (op, what) = match proto {
+            Protocol::Tcp | Protocol::Tls => {
+                if s.remote_ip.is_unspecified() || s.remote_ip.is_broadcast() {
+                    log::warn!("socket {i}: P6=1 with remote host {}", s.remote_ip);
+                    return Err(SocketError::InvalidIp.into());
+                }
+                let what = if proto == Protocol::Tls {
+                    let params = self.tls_params(i)?;
+                    let client = TlsClient::start(&params, s.remote_ip, self.clock.unix(now))
+                        .map_err(|e| {
+                            log::warn!("socket {i}: TLS cannot start: {e:?}");
+                            match e {
+                                SetupError::RootCa(_) => TlsError::RootCa,
+                                SetupError::ClientCert(_) | SetupError::Other(_) => {
+                                    TlsError::Unable
+                                }
+                            }
+                        })?;
+                    Opening::Tls(Box::new(client))
+                } else {
+                    Opening::Tcp
+                };
+                let op = NetOp::Connect {
+                    conn,
+                    local: SocketAddrV4::new(src, 0),
+                    remote: SocketAddrV4::new(s.remote_ip, s.remote_port),
+                    keepalive: s
+                        .keepalive
+                        .0
+                        .then(|| Duration::from_millis(s.keepalive.1 as u64)),
+                };
+                (op, what)
+            }
+            Protocol::Udp | Protocol::UdpLite => {
+                // Honour P2 only when the host set it; otherwise (spec §4 quirk, what Mbed's driver
+                // relies on) the P4 value present now is the local port, ephemeral if taken.
+                let (port, fallback) = if s.local_port_set && s.local_port != 0 {
+                    (s.local_port, false)
+                } else if self.cfg.quirks.udp_local_port_from_p4 {
+                    (s.remote_port, true)
+                } else {
+                    (0, false)
+                };
+                let op = NetOp::OpenUdp {
+                    conn,
+                    local: SocketAddrV4::new(src, port),
+                    ephemeral_fallback: fallback,
+                };
+                (op, Opening::Udp)
+            }
+            Protocol::Mqtt => {
+                log::warn!("socket {i}: MQTT (P1=4) is not emulated");
+                return Err(SocketError::ModeNotSupported.into());
+            }
+        };
+        log::info!("socket {i}: {op:?}");
+        self.sockets[i].set_state(i, SocketState::Opening { conn, what }, "P6=1");
+        self.ops.push_back(op);
+        let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
+        Ok(Answer::Wait(Busy::Connect {
+            socket: i,
+            deadline,
+        }))
+    }
+
+    /// `P6=0`: close the client connection (gracefully: what was sent is delivered). A server's
+    /// listener is left alone; its current client is closed.
+    fn stop_client(&mut self, i: usize, now: Instant) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, "P6=0");
+        let keep = match old {
+            SocketState::Open(stream) => {
+                log::info!("socket {i}: closed by host");
+                self.close_stream(*stream, CloseHow::Drain, now);
+                SocketState::Idle
+            }
+            SocketState::Udp(u) if u.server.is_none() => {
+                self.close_conn(u.conn, CloseHow::Abort, now);
+                SocketState::Idle
+            }
+            SocketState::Serving(l, stream) => {
+                log::info!("socket {i}: current client closed by host");
+                self.close_stream(*stream, CloseHow::Drain, now);
+                SocketState::Listening(l)
+            }
+            SocketState::ServingEnded(l, _) => SocketState::Listening(l),
+            // A UDP server's socket is its listener: only P5=0 stops it.
+            other @ (SocketState::Udp(_) | SocketState::Listening(_)) => other,
+            SocketState::Idle | SocketState::Ended(_) => SocketState::Idle,
+            other @ (SocketState::Opening { .. } | SocketState::Handshaking(_)) => {
+                log::error!("socket {i}: P6=0 while opening (a command was in flight)");
+                other
+            }
+        };
+        self.sockets[i].set_state(i, keep, "P6=0");
+    }
+
+    /// Close a stream; a TLS stream closing gracefully says close_notify first.
+    pub(super) fn close_stream(&mut self, mut stream: Stream, how: CloseHow, now: Instant) {
+        if let (CloseHow::Drain, Some(tls)) = (how, stream.tls.as_mut()) {
+            tls.close_notify();
+            let bytes = tls.output();
+            let seq = self.next_id();
+            self.ops.push_back(NetOp::Send {
+                conn: stream.conn,
+                seq,
+                data: bytes,
+                to: None,
+            });
+        }
+        self.close_conn(stream.conn, how, now);
+    }
+
+    /// Drop everything socket `i` has open (reset, `CD`, a failed open).
+    pub(super) fn abort_socket(&mut self, i: usize, why: &str) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, why);
+        for conn in old.conns() {
+            self.ops.push_back(NetOp::Close {
+                conn,
+                how: CloseHow::Abort,
+            });
+        }
+        if old.listener().is_some() {
+            self.sockets[i].client_ip = Ipv4Addr::UNSPECIFIED;
+        }
+    }
+
+    /// Hand bytes to the driver on socket `i`'s stream (TLS records, S3 data), counting them in its
+    /// send window.
+    pub(super) fn transmit(&mut self, i: usize, data: Vec<u8>, to: Option<SocketAddrV4>) {
+        if data.is_empty() {
+            return;
+        }
+        let seq = self.next_id();
+        let conn = match self.sockets[i].state_mut() {
+            SocketState::Handshaking(s) | SocketState::Open(s) | SocketState::Serving(_, s) => {
+                s.tx.push(seq, data.len());
+                s.conn
+            }
+            SocketState::Udp(u) => {
+                u.tx.push(seq, data.len());
+                u.conn
+            }
+            other => {
+                log::error!(
+                    "socket {i}: {} bytes to send in state {}",
+                    data.len(),
+                    other.name()
+                );
+                return;
+            }
+        };
+        self.ops.push_back(NetOp::Send {
+            conn,
+            seq,
+            data,
+            to,
+        });
+    }
+
+    /// Which socket (and in what role) owns `conn`.
+    pub(super) fn owner(&self, conn: ConnId) -> Option<Owner> {
+        self.sockets
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| match s.state() {
+                SocketState::Opening { conn: c, .. } if *c == conn => Some(Owner::Opening(i)),
+                SocketState::Handshaking(st) | SocketState::Open(st) if st.conn == conn => {
+                    Some(Owner::Stream(i))
+                }
+                SocketState::Serving(_, st) if st.conn == conn => Some(Owner::Stream(i)),
+                SocketState::Udp(u) if u.conn == conn => Some(Owner::Udp(i)),
+                st => {
+                    let l = st.listener()?;
+                    if l.conn == conn {
+                        Some(Owner::Listener(i))
+                    } else if l.waiting.iter().any(|w| w.conn == conn) {
+                        Some(Owner::Waiting(i))
+                    } else {
+                        None
+                    }
+                }
+            })
+    }
+
+    /// Bytes queued for `conn` (None if the module does not read it).
+    pub(super) fn rx_len(&self, conn: ConnId) -> Option<usize> {
+        match self.owner(conn)? {
+            Owner::Stream(i) | Owner::Udp(i) => self.sockets[i].state().rx().map(|rx| rx.len()),
+            Owner::Waiting(i) => self.sockets[i]
+                .state()
+                .listener()?
+                .waiting
+                .iter()
+                .find(|w| w.conn == conn)
+                .map(|w| w.rx.len()),
+            Owner::Opening(_) | Owner::Listener(_) => None,
+        }
+    }
+
+    pub(super) fn on_connected(&mut self, conn: ConnId, local: SocketAddrV4, now: Instant) {
+        let Some(Owner::Opening(i)) = self.owner(conn) else {
+            // A late answer for an attempt the module gave up on (it closed it then).
+            return;
+        };
+        let SocketState::Opening { what, .. } =
+            self.sockets[i].set_state(i, SocketState::Idle, "opened")
+        else {
+            unreachable!("owner said opening")
+        };
+        match what {
+            Opening::Tcp => {
+                log::info!("socket {i}: connected from {local}");
+                let stream = Box::new(Stream::new(conn, None));
+                self.sockets[i].set_state(i, SocketState::Open(stream), "connected");
+                self.finish_connect(i, ok());
+            }
+            Opening::Tls(client) => {
+                log::info!("socket {i}: connected from {local}; TLS handshake");
+                let stream = Box::new(Stream::new(conn, Some(client)));
+                self.sockets[i].set_state(i, SocketState::Handshaking(stream), "connected");
+                self.flush_tls(i, now);
+            }
+            Opening::Udp | Opening::UdpServer => {
+                let server = matches!(what, Opening::UdpServer);
+                log::info!(
+                    "socket {i}: UDP {} on {local}",
+                    if server { "server" } else { "socket" }
+                );
+                let u = UdpSock {
+                    conn,
+                    rx: Default::default(),
+                    tx: Default::default(),
+                    server: server.then(VecDeque::new),
+                };
+                self.sockets[i].set_state(i, SocketState::Udp(Box::new(u)), "bound");
+                if server {
+                    self.finish_listen(i, ok());
+                } else {
+                    self.finish_connect(i, ok());
+                }
+            }
+            Opening::TcpServer { accept_loop } => {
+                log::info!("socket {i}: TCP server on {local}");
+                let l = super::socket::Listener {
+                    conn,
+                    accept_loop,
+                    waiting: VecDeque::new(),
+                };
+                self.sockets[i].set_state(i, SocketState::Listening(Box::new(l)), "listening");
+                self.finish_listen(i, ok());
+            }
+        }
+    }
+
+    pub(super) fn on_connect_failed(&mut self, conn: ConnId, error: ConnectError) {
+        let Some(Owner::Opening(i)) = self.owner(conn) else {
+            return;
+        };
+        let SocketState::Opening { what, .. } =
+            self.sockets[i].set_state(i, SocketState::Idle, "open failed")
+        else {
+            unreachable!("owner said opening")
+        };
+        let s = &self.sockets[i];
+        match what {
+            Opening::TcpServer { .. } | Opening::UdpServer => {
+                log::warn!(
+                    "socket {i}: cannot serve on port {}: {error:?}",
+                    s.local_port
+                );
+                self.finish_listen(i, Err(super::error::ServerError::StartFailed.into()));
+            }
+            Opening::Udp => {
+                log::warn!("socket {i}: UDP bind failed: {error:?}");
+                self.finish_connect(i, Err(SocketError::UdpFailed.into()));
+            }
+            Opening::Tcp | Opening::Tls(_) => {
+                log::warn!(
+                    "socket {i}: connect to {}:{} failed: {error:?}",
+                    s.remote_ip,
+                    s.remote_port
+                );
+                if error == ConnectError::Refused && self.cfg.quirks.refused_connect_ok {
+                    // GH80 behaviour: OK now, -1 on the first read or send.
+                    self.sockets[i].set_state(i, SocketState::Ended(Default::default()), "refused");
+                    self.finish_connect(i, ok());
+                } else {
+                    self.finish_connect(i, Err(SocketError::ConnectFailed.into()));
+                }
+            }
+        }
+    }
+
+    /// Ciphertext (TLS) or plain bytes arrived on a stream.
+    pub(super) fn on_data(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        match self.owner(conn) {
+            Some(Owner::Stream(i)) => {
+                let handshaking = matches!(self.sockets[i].state(), SocketState::Handshaking(_));
+                let Some(stream) = self.sockets[i].state_mut().stream_any_mut() else {
+                    return;
+                };
+                let Some(tls) = stream.tls.as_mut() else {
+                    stream.rx.push_stream(data);
+                    return;
+                };
+                match tls.input(data, &mut stream.rx, now) {
+                    Ok(input) => {
+                        self.flush_tls(i, now);
+                        if input.established_now && handshaking {
+                            self.tls_established(i);
+                        }
+                        if input.peer_closed {
+                            self.tls_peer_closed(i, now);
+                        }
+                    }
+                    Err(why) => self.tls_failed(i, &why),
+                }
+            }
+            Some(Owner::Waiting(i)) => {
+                if let Some(w) = self.sockets[i]
+                    .state_mut()
+                    .listener_mut()
+                    .and_then(|l| l.waiting.iter_mut().find(|w| w.conn == conn))
+                {
+                    w.rx.push_stream(data);
+                }
+            }
+            _ => log::trace!("#{conn}: {} bytes for no socket dropped", data.len()),
+        }
+    }
+
+    /// Send what the TLS session has to say (handshake messages, alerts, records).
+    fn flush_tls(&mut self, i: usize, _now: Instant) {
+        let out = match self.sockets[i].state_mut().stream_any_mut() {
+            Some(Stream { tls: Some(tls), .. }) => tls.output(),
+            _ => return,
+        };
+        self.transmit(i, out, None);
+    }
+
+    /// The handshake (and any client-certificate grace) is over: `P6=1` answers OK.
+    fn tls_established(&mut self, i: usize) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS established");
+        let SocketState::Handshaking(stream) = old else {
+            self.sockets[i].set_state(i, old, "not handshaking");
+            return;
+        };
+        self.sockets[i].set_state(i, SocketState::Open(stream), "TLS established");
+        self.finish_connect(i, ok());
+    }
+
+    /// The TLS session broke: during the handshake `P6=1` fails; later the stream ends (`-1`).
+    fn tls_failed(&mut self, i: usize, why: &str) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS failed");
+        match old {
+            SocketState::Handshaking(stream) => {
+                let set = stream.tls.as_ref().map_or(0, |t| t.set());
+                log::warn!("socket {i}: TLS handshake with set {set} failed: {why}");
+                self.ops.push_back(NetOp::Close {
+                    conn: stream.conn,
+                    how: CloseHow::Abort,
+                });
+                let advanced = self.sockets[i].tls_verify == 2;
+                self.finish_connect(i, Err(TlsError::Handshake { advanced }.into()));
+            }
+            SocketState::Open(stream) => {
+                log::info!("socket {i}: TLS connection ended: {why}");
+                self.ops.push_back(NetOp::Close {
+                    conn: stream.conn,
+                    how: CloseHow::Abort,
+                });
+                self.sockets[i].set_state(i, SocketState::Ended(stream.rx), "TLS failed");
+            }
+            other => {
+                self.sockets[i].set_state(i, other, "TLS failed");
+            }
+        }
+    }
+
+    /// The peer sent close_notify: its data is read, then `-1`; our side closes too.
+    fn tls_peer_closed(&mut self, i: usize, now: Instant) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS close_notify");
+        match old {
+            SocketState::Open(stream) => {
+                log::info!("socket {i}: peer closed the TLS session");
+                let Stream { conn, rx, tls, .. } = *stream;
+                let closing = Stream {
+                    conn,
+                    rx: Default::default(),
+                    tx: Default::default(),
+                    tls,
+                };
+                self.close_stream(closing, CloseHow::Drain, now);
+                self.sockets[i].set_state(i, SocketState::Ended(rx), "TLS close_notify");
+            }
+            SocketState::Handshaking(_) => {
+                self.sockets[i].set_state(i, old, "TLS close_notify");
+                self.tls_failed(i, "peer closed the TLS session during the handshake");
+            }
+            other => {
+                self.sockets[i].set_state(i, other, "TLS close_notify");
+            }
+        }
+    }
+
+    /// When the next TLS client-certificate grace ends.
+    pub(super) fn tls_graces(&self) -> Option<Instant> {
+        self.sockets
+            .iter()
+            .filter_map(|s| match s.state() {
+                SocketState::Handshaking(st) => st.tls.as_ref()?.grace_until(),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Client-certificate graces that ended without a rejection: those sessions are established.
+    pub(super) fn expire_tls_graces(&mut self, now: Instant) {
+        for i in 0..self.sockets.len() {
+            let due = match self.sockets[i].state_mut() {
+                SocketState::Handshaking(st) => match st.tls.as_mut() {
+                    Some(t) if t.grace_until().is_some_and(|g| g <= now) => {
+                        t.end_grace();
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if due {
+                log::info!("socket {i}: the server kept quiet about our certificate: accepted");
+                self.tls_established(i);
+            }
+        }
+    }
+
+    pub(super) fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
+        if self.drained(conn) {
+            log::debug!("#{conn}: closed ({reason:?})");
+            return;
+        }
+        match self.owner(conn) {
+            Some(Owner::Stream(i)) => {
+                let old = self.sockets[i].set_state(i, SocketState::Idle, "peer closed");
+                match old {
+                    SocketState::Handshaking(_) => {
+                        self.sockets[i].set_state(i, old, "peer closed");
+                        self.tls_failed(i, "peer closed the connection during the TLS handshake");
+                    }
+                    SocketState::Open(stream) => {
+                        log::info!("socket {i}: connection ended: {reason:?}");
+                        self.sockets[i].set_state(i, SocketState::Ended(stream.rx), "peer closed");
+                    }
+                    SocketState::Serving(l, stream) => {
+                        log::info!("socket {i}: current client left: {reason:?}");
+                        let new = SocketState::ServingEnded(l, stream.rx);
+                        self.sockets[i].set_state(i, new, "client left");
+                    }
+                    other => {
+                        self.sockets[i].set_state(i, other, "peer closed");
+                    }
+                }
+            }
+            Some(Owner::Udp(i)) => {
+                log::info!("socket {i}: UDP socket ended: {reason:?}");
+                let old = self.sockets[i].set_state(i, SocketState::Idle, "closed");
+                if let SocketState::Udp(u) = old {
+                    self.sockets[i].set_state(i, SocketState::Ended(u.rx), "closed");
+                }
+            }
+            Some(Owner::Waiting(i)) => {
+                if let Some(w) = self.sockets[i]
+                    .state_mut()
+                    .listener_mut()
+                    .and_then(|l| l.waiting.iter_mut().find(|w| w.conn == conn))
+                {
+                    log::info!("waiting client {} disconnected", w.peer);
+                    w.closed = true;
+                }
+            }
+            Some(Owner::Listener(i)) => {
+                log::warn!("socket {i}: listener closed: {reason:?}");
+                self.abort_socket(i, "listener closed");
+            }
+            Some(Owner::Opening(_)) | None => {}
+        }
+    }
+
+    /// Complete `P6=1` on socket `i` if that is the command in flight.
+    fn finish_connect(&mut self, i: usize, step: Step) {
+        if matches!(self.busy, Some(Busy::Connect { socket, .. }) if socket == i) {
+            self.finish(step);
+        } else if let Err(e) = step {
+            log::debug!("socket {i}: open finished after its command ended: {e:?}");
+        }
+    }
+
+    /// Complete `P5=1` on socket `i` if that is the command in flight.
+    pub(super) fn finish_listen(&mut self, i: usize, step: Step) {
+        if matches!(self.busy, Some(Busy::Listen { socket, .. }) if socket == i) {
+            self.finish(step);
+        }
+    }
+
+    /// `P6=1` ran out of time: give up the attempt.
+    pub(super) fn connect_timed_out(&mut self, i: usize) -> Step {
+        let handshaking = matches!(self.sockets[i].state(), SocketState::Handshaking(_));
+        let proto = self.sockets[i].protocol;
+        log::warn!("socket {i}: connect timed out");
+        self.abort_socket(i, "connect timed out");
+        Err(if handshaking {
+            TlsError::Handshake {
+                advanced: self.sockets[i].tls_verify == 2,
+            }
+            .into()
+        } else if proto.is_datagram() {
+            Error::Socket(SocketError::UdpFailed)
+        } else {
+            Error::Socket(SocketError::ConnectFailed)
+        })
+    }
+}
+
+impl SocketState {
+    /// The stream of any state that has one, handshaking included.
+    fn stream_any_mut(&mut self) -> Option<&mut Stream> {
+        match self {
+            SocketState::Handshaking(s) | SocketState::Open(s) | SocketState::Serving(_, s) => {
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+}

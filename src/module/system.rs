@@ -1,0 +1,264 @@
+//! System area (layer: core): identity (`I?`, `Z5`, `ZN`, `Z?`), message modes (`MT`, `MS`, `MR`),
+//! UART and bus settings, factory defaults, `Z1` saved settings and `ZR`. Pure.
+
+use super::error::SystemError;
+use super::io::{CloseHow, NetOp, StoreOp};
+use super::saved::Saved;
+use super::{ok, payload, Answer, Busy, Durable, Module, Step, STORE_TIMEOUT};
+use crate::config::Config;
+use crate::iwin::command::{self, SystemCmd};
+use crate::iwin::reply::{encode_async, MessageType, Reply};
+use std::time::Instant;
+
+/// Reset banner of the UART firmware (FW strings); the prompt `\r\n> ` follows it.
+pub const BANNER: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
+
+/// Settings that `ZR` restores to their power-up values.
+#[derive(Debug)]
+pub struct System {
+    pub mt: MessageType,
+    pub suppress: u8,
+    pub mac: [u8; 6],
+    pub product_name: Vec<u8>,
+    pub baud: u32,
+    pub raw_bypass: u8,
+}
+
+impl System {
+    pub fn power_on(cfg: &Config) -> System {
+        System {
+            mt: if cfg.module.message_type == 1 {
+                MessageType::Simple
+            } else {
+                MessageType::Normal
+            },
+            suppress: 0,
+            // Config::validate checked the MAC.
+            mac: command::parse_mac(&cfg.identity.mac)
+                .unwrap_or([0xC4, 0x7F, 0x51, 0x01, 0x12, 0x31]),
+            product_name: cfg.identity.product_name.clone().into_bytes(),
+            baud: 115_200,
+            raw_bypass: 0,
+        }
+    }
+
+    pub fn mac_text(&self) -> String {
+        let m = self.mac;
+        format!(
+            "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl Module {
+    pub(super) fn system_command(&mut self, cmd: SystemCmd, now: Instant) -> Step {
+        use SystemCmd::*;
+        match cmd {
+            CmdMode(_) => ok(),
+            Info => {
+                let id = &self.cfg.identity;
+                payload(format!(
+                    "{},{},{},{},{},{},{}",
+                    id.product_id,
+                    id.firmware,
+                    id.api,
+                    id.stack,
+                    id.rtos,
+                    id.cpu_clock,
+                    String::from_utf8_lossy(&self.sys.product_name)
+                ))
+            }
+            SetMessageType(t) => {
+                self.sys.mt = if t == 1 {
+                    MessageType::Simple
+                } else {
+                    MessageType::Normal
+                };
+                ok()
+            }
+            SetMessageSuppress(v) => {
+                self.sys.suppress = v;
+                ok()
+            }
+            ReadMessage => {
+                let mut p = b"[SOMA]".to_vec();
+                if let Some(msg) = self.events.pop_front() {
+                    p.extend_from_slice(&msg);
+                }
+                p.extend_from_slice(b"[EOMA]");
+                payload(p)
+            }
+            SetMac(mac) => {
+                self.sys.mac = mac;
+                ok()
+            }
+            GetMac => payload(self.sys.mac_text()),
+            SystemQuery => payload(format!(
+                "1,{:08},{:04x},{:04x},{},192.168.10.1,0,1,0,0,{}",
+                12_345_678,
+                0x0483,
+                0x5740,
+                self.sys.mac_text(),
+                String::from_utf8_lossy(&self.sys.product_name)
+            )),
+            SetProductName(n) => {
+                self.sys.product_name = n;
+                ok()
+            }
+            Reset => unreachable!("the dispatcher replies to ZR and resets"),
+            FactoryReset => {
+                if self.station.link.is_some() || self.ap.running {
+                    return Err(SystemError::FactoryRefusedWhileConnected.into());
+                }
+                log::info!("factory defaults restored (not saved until Z1)");
+                self.factory_settings();
+                ok()
+            }
+            SaveSettings => {
+                let data = self.snapshot().encode();
+                let req = self.next_id();
+                self.store_ops.push_back(StoreOp::Settings {
+                    req,
+                    data: data.clone(),
+                });
+                Ok(Answer::Wait(Busy::Store {
+                    req,
+                    what: Durable::Settings { data },
+                    deadline: now + STORE_TIMEOUT,
+                }))
+            }
+            UartQuery => payload(format!("0,{},8,None,1,Normal", self.sys.baud)),
+            SetBaud(b) => {
+                self.sys.baud = b;
+                ok()
+            }
+            UartApply => ok(),
+            BusQuery => payload("UART,0,0"),
+            SetRawBypass(v) => {
+                self.sys.raw_bypass = v;
+                ok()
+            }
+        }
+    }
+
+    /// `ZR`: close everything, restore power-up settings, print the banner and prompt.
+    pub(super) fn reset(&mut self) {
+        for i in 0..self.sockets.len() {
+            self.abort_socket(i, "module reset");
+        }
+        for (conn, _) in std::mem::take(&mut self.draining) {
+            self.ops.push_back(NetOp::Close {
+                conn,
+                how: CloseHow::Abort,
+            });
+        }
+        self.busy = None;
+        self.station.link = None;
+        self.sockets = Default::default();
+        self.current = 0;
+        self.names.clear();
+        self.certs.reset_selection();
+        self.events.clear();
+        self.ap.stop();
+        log::info!("module reset");
+        self.power_on_settings();
+        self.boot_output();
+        self.auto_join();
+    }
+
+    /// A `Z1` store write finished.
+    pub(super) fn settings_stored(&mut self, data: Vec<u8>, result: Result<(), String>) -> Step {
+        match result {
+            Ok(()) => {
+                log::info!("settings saved ({} bytes)", data.len());
+                self.saved = Some(data);
+                ok()
+            }
+            Err(e) => {
+                log::error!("saving settings failed: {e}");
+                Err(SystemError::SaveFailed.into())
+            }
+        }
+    }
+
+    /// Power-up values of everything `Z1` saves.
+    fn factory(&self) -> Saved {
+        let sys = System::power_on(&self.cfg);
+        Saved {
+            station: Default::default(),
+            ap: super::ap::ApSettings::power_on(self.cfg.network.ap_ip),
+            mac: sys.mac,
+            product_name: sys.product_name,
+            baud: sys.baud,
+            message_type: (sys.mt == MessageType::Simple) as u8,
+            suppress: sys.suppress,
+        }
+    }
+
+    /// The current values of everything `Z1` saves.
+    fn snapshot(&self) -> Saved {
+        Saved {
+            station: self.station.settings.clone(),
+            ap: self.ap.settings.clone(),
+            mac: self.sys.mac,
+            product_name: self.sys.product_name.clone(),
+            baud: self.sys.baud,
+            message_type: (self.sys.mt == MessageType::Simple) as u8,
+            suppress: self.sys.suppress,
+        }
+    }
+
+    fn apply(&mut self, s: Saved) {
+        self.station.settings = s.station;
+        self.ap.settings = s.ap;
+        self.sys.mac = s.mac;
+        self.sys.product_name = s.product_name;
+        self.sys.baud = s.baud;
+        self.sys.mt = if s.message_type == 1 {
+            MessageType::Simple
+        } else {
+            MessageType::Normal
+        };
+        self.sys.suppress = s.suppress;
+    }
+
+    /// `Z0`: factory values now; flash keeps what `Z1` saved until the next `Z1`.
+    fn factory_settings(&mut self) {
+        self.sys = System::power_on(&self.cfg);
+        let f = self.factory();
+        self.apply(f);
+    }
+
+    /// Boot / `ZR`: factory values, then the saved ones on top.
+    pub(super) fn power_on_settings(&mut self) {
+        self.factory_settings();
+        if let Some(data) = self.saved.clone() {
+            let mut s = self.factory();
+            match s.decode_onto(&data) {
+                Ok(()) => self.apply(s),
+                Err(e) => {
+                    log::error!("saved settings unusable ({e}); factory defaults apply");
+                    self.out
+                        .extend_from_slice(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults");
+                }
+            }
+        }
+    }
+
+    /// `CC` bit 0 (auto-join at boot): join now and tell the host the way `C0` would.
+    pub(super) fn auto_join(&mut self) {
+        if self.station.settings.auto_connect & 1 == 0 {
+            return;
+        }
+        let msg = match self.finish_join() {
+            Ok(Answer::Reply(Reply::Ok(p))) => p,
+            Err(e) => match e.reply() {
+                Reply::Error { payload, .. } => payload,
+                _ => Vec::new(),
+            },
+            Ok(_) => Vec::new(),
+        };
+        self.out.extend_from_slice(&encode_async(&msg));
+    }
+}

@@ -1,0 +1,508 @@
+//! TLS client sockets (layer: core). rustls is sans-IO, so the module drives each
+//! `ClientConnection` itself: ciphertext comes in with `Data` events and goes out as `Send` ops, and
+//! time is the core's (the TLS 1.3 client-certificate grace is a core timer, certificate validity is
+//! checked against the module's injected wall clock). No sockets, no clock reads here.
+//!
+//! Verification follows the module, not a browser: no hostname check unless configured, the chain
+//! only against the active set's root CA, validity dates against the wall clock. Failures are
+//! described precisely for the log; the wire reply is the socket area's business.
+
+use super::socket::RxQueue;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::sign::CertifiedKey;
+use rustls::time_provider::TimeProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// TLS 1.3 with a client certificate: the client's handshake ends before the server has judged the
+/// certificate, so `P6=1` waits for the server's first record after it (or this long), and a
+/// rejection fails `P6=1` as it does on the module. Servers send session tickets right after the
+/// client's Finished, so the wait is normally far shorter.
+pub const CLIENT_AUTH_GRACE: Duration = Duration::from_secs(1);
+
+/// What a TLS client socket (`P1=3`) needs from the module: the verification level and the items of
+/// the active certificate set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsParams {
+    /// The active set (`PF=0,<set>`), for diagnostics.
+    pub set: usize,
+    /// `P9`: 0 none, 1 root CA if programmed, 2 root CA + client certificate and key.
+    pub verify: u8,
+    /// `PB=1`: a failed verification is logged but the connection proceeds.
+    pub report_only: bool,
+    /// PEM bytes of the set's root CA when it is to be used for verification.
+    pub ca: Option<Vec<u8>>,
+    /// PEM bytes of the client certificate and key when they are to be presented (P9=2).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    /// Server name: SNI (when it is a DNS name) and the name checked when `check_hostname` is set.
+    pub server_name: Option<String>,
+    pub check_hostname: bool,
+}
+
+/// Lengths only: logs never carry certificate or key bytes.
+impl std::fmt::Debug for TlsParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsParams")
+            .field("set", &self.set)
+            .field("verify", &self.verify)
+            .field("report_only", &self.report_only)
+            .field("ca_bytes", &self.ca.as_ref().map(Vec::len))
+            .field("client_cert_and_key", &self.client.is_some())
+            .field("server_name", &self.server_name)
+            .field("check_hostname", &self.check_hostname)
+            .finish()
+    }
+}
+
+/// Why a TLS client could not even be set up from the set's items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupError {
+    /// The root CA does not parse or is not a usable CA certificate.
+    RootCa(String),
+    /// The client certificate or key does not parse, or they do not belong together.
+    ClientCert(String),
+    Other(String),
+}
+
+/// What a batch of received ciphertext did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Input {
+    /// The handshake is complete and (for TLS 1.3 client auth) the server has accepted us.
+    pub established_now: bool,
+    /// The peer sent close_notify: no more data will come.
+    pub peer_closed: bool,
+}
+
+/// One TLS client session over one connection.
+pub struct TlsClient {
+    conn: rustls::ClientConnection,
+    set: usize,
+    client_auth: bool,
+    established: bool,
+    /// Handshake done with a TLS 1.3 client certificate; established at this time unless the server
+    /// objects first.
+    grace_until: Option<Instant>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("set", &self.set)
+            .field("established", &self.established)
+            .field("grace_until", &self.grace_until)
+            .finish()
+    }
+}
+
+impl TlsClient {
+    /// A session ready to send its ClientHello, verifying against `p` at wall time `now_unix`.
+    pub fn start(
+        p: &TlsParams,
+        peer: Ipv4Addr,
+        now_unix: UnixTime,
+    ) -> Result<TlsClient, SetupError> {
+        let config = client_config(p, now_unix)?;
+        let mut conn = rustls::ClientConnection::new(config, server_name(p, peer))
+            .map_err(|e| SetupError::Other(format!("TLS session: {e}")))?;
+        // The socket's send window paces the host; rustls must not cut writes short.
+        conn.set_buffer_limit(None);
+        Ok(TlsClient {
+            conn,
+            set: p.set,
+            client_auth: p.client.is_some(),
+            established: false,
+            grace_until: None,
+        })
+    }
+
+    pub fn set(&self) -> usize {
+        self.set
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// When the client-certificate grace ends, while it runs.
+    pub fn grace_until(&self) -> Option<Instant> {
+        self.grace_until
+    }
+
+    /// The grace ended without a rejection: the session is established.
+    pub fn end_grace(&mut self) {
+        if self.grace_until.take().is_some() {
+            self.establish();
+        }
+    }
+
+    /// Ciphertext waiting to be sent (handshake messages, records, alerts).
+    pub fn output(&mut self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut buf).is_err() {
+                break;
+            }
+        }
+        buf
+    }
+
+    /// Encrypt application data (fetch it with [`TlsClient::output`]).
+    pub fn encrypt(&mut self, plain: &[u8]) {
+        // No buffer limit is set, so the whole payload is taken.
+        if let Err(e) = self.conn.writer().write_all(plain) {
+            log::warn!("TLS write of {} bytes: {e}", plain.len());
+        }
+    }
+
+    /// Say goodbye (fetch it with [`TlsClient::output`]).
+    pub fn close_notify(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    /// Process received ciphertext; decrypted data goes to `rx`. `Err` (a precise reason) when the
+    /// peer broke the session: a handshake failure, an alert, a record that is not TLS.
+    pub fn input(&mut self, data: &[u8], rx: &mut RxQueue, now: Instant) -> Result<Input, String> {
+        // Anything from the server after our certificate went out means it accepted it (a rejection
+        // arrives as an alert, which fails below).
+        let answer_to_grace = self.grace_until.is_some() && !data.is_empty();
+        let mut input = Input::default();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let was_handshaking = self.conn.is_handshaking();
+            match self.conn.read_tls(&mut rest) {
+                Ok(0) => break, // close_notify seen: rustls reads no more
+                Ok(_) => {}
+                Err(e) => return Err(format!("TLS receive: {e}")),
+            }
+            self.conn.process_new_packets().map_err(|e| describe(&e))?;
+            if was_handshaking && !self.conn.is_handshaking() {
+                let tls13 = self.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+                if self.client_auth && tls13 {
+                    self.grace_until = Some(now + CLIENT_AUTH_GRACE);
+                } else if self.establish() {
+                    input.established_now = true;
+                }
+            }
+            input.peer_closed |= self.drain_plaintext(rx)?;
+        }
+        if answer_to_grace {
+            self.grace_until = None;
+            if self.establish() {
+                input.established_now = true;
+            }
+        }
+        if !rx.is_empty() && self.grace_until.take().is_some() && self.establish() {
+            // Application data is an answer too.
+            input.established_now = true;
+        }
+        Ok(input)
+    }
+
+    /// Move decrypted data into `rx`; true when the peer's close_notify was reached.
+    fn drain_plaintext(&mut self, rx: &mut RxQueue) -> Result<bool, String> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.conn.reader().read(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) => rx.push_stream(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(format!("TLS read: {e}")),
+            }
+        }
+    }
+
+    /// Mark established (once); true the first time.
+    fn establish(&mut self) -> bool {
+        if self.established {
+            return false;
+        }
+        self.established = true;
+        log::info!(
+            "TLS established with set {} ({:?}, {:?})",
+            self.set,
+            self.conn.protocol_version(),
+            self.conn.negotiated_cipher_suite().map(|s| s.suite())
+        );
+        true
+    }
+}
+
+/// The module's wall clock at handshake time (certificate validity is judged against it).
+#[derive(Debug)]
+struct FixedTime(UnixTime);
+
+impl TimeProvider for FixedTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(self.0)
+    }
+}
+
+/// Server-certificate verifier with the module's semantics.
+#[derive(Debug)]
+struct ModuleVerifier {
+    /// None: P9=0, or P9=1 with no CA programmed — nothing is verified.
+    roots: Option<RootCertStore>,
+    check_hostname: bool,
+    report_only: bool,
+    set: usize,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ModuleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            log::warn!(
+                "TLS: server certificate NOT verified (P9=0, or P9=1 with no root CA in set {})",
+                self.set
+            );
+            return Ok(ServerCertVerified::assertion());
+        };
+        let check = || -> Result<(), rustls::Error> {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+            if self.check_hostname {
+                rustls::client::verify_server_name(&cert, server_name)?;
+            }
+            Ok(())
+        };
+        match check() {
+            Ok(()) => {
+                log::info!(
+                    "TLS: server certificate verified against the root CA of set {}",
+                    self.set
+                );
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) if self.report_only => {
+                log::warn!(
+                    "TLS: server certificate failed verification against the root CA of set {} ({}); continuing because PB=1",
+                    self.set,
+                    describe(&e)
+                );
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The set's client certificate and key, presented whatever the server hints.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The client certificate chain and key of set `set`. Like the module, only checks that the key
+/// belongs to the certificate, so X.509 v1 certificates (what `openssl x509 -req` makes without an
+/// extension file) work; rustls's own check parses the certificate as webpki would and refuses v1.
+fn client_key(
+    provider: &CryptoProvider,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    set: usize,
+) -> Result<CertifiedKey, SetupError> {
+    let bad = |what: String| SetupError::ClientCert(what);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("client certificate of set {set}: bad PEM: {e}")))?;
+    let Some(leaf) = chain.first() else {
+        return Err(bad(format!(
+            "client certificate of set {set}: no certificate in it"
+        )));
+    };
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| bad(format!("client key of set {set}: {e}")))?;
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| bad(format!("client key of set {set}: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| bad(format!("client certificate of set {set}: not X.509: {e}")))?;
+    if let Some(spki) = signer.public_key() {
+        if cert.tbs_certificate.subject_pki.raw != spki.as_ref() {
+            return Err(bad(format!(
+                "client certificate and key of set {set} do not belong together (the key's public key is not the certificate's)"
+            )));
+        }
+    }
+    Ok(CertifiedKey::new(chain, signer))
+}
+
+/// Build the client configuration for one connection.
+fn client_config(p: &TlsParams, now: UnixTime) -> Result<Arc<ClientConfig>, SetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = match &p.ca {
+        None => None,
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| {
+                    SetupError::RootCa(format!("root CA of set {}: bad PEM: {e}", p.set))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    SetupError::RootCa(format!(
+                        "root CA of set {}: not a usable CA certificate: {e}",
+                        p.set
+                    ))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(SetupError::RootCa(format!(
+                    "root CA of set {}: no certificate in it",
+                    p.set
+                )));
+            }
+            Some(roots)
+        }
+    };
+    let verifier = ModuleVerifier {
+        roots,
+        check_hostname: p.check_hostname,
+        report_only: p.report_only,
+        set: p.set,
+        provider: provider.clone(),
+    };
+    let client = match &p.client {
+        None => None,
+        Some((cert, key)) => Some(client_key(&provider, cert, key, p.set)?),
+    };
+    let builder = ClientConfig::builder_with_details(provider, Arc::new(FixedTime(now)))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| SetupError::Other(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(key)))),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name rustls uses: a DNS name sends SNI; otherwise the peer's address (no SNI).
+fn server_name(p: &TlsParams, peer: Ipv4Addr) -> ServerName<'static> {
+    p.server_name
+        .as_deref()
+        .and_then(|n| ServerName::try_from(n.to_string()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(std::net::IpAddr::V4(peer).into()))
+}
+
+/// A precise, human description of a TLS failure for the log.
+pub fn describe(e: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(C::UnknownIssuer) => {
+            "server certificate is not signed by the programmed root CA (unknown issuer)".into()
+        }
+        E::InvalidCertificate(C::Expired) => "server certificate has expired".into(),
+        E::InvalidCertificate(C::ExpiredContext { time, not_after }) => format!(
+            "server certificate expired (not after {} s, now {} s since the epoch)",
+            not_after.as_secs(),
+            time.as_secs()
+        ),
+        E::InvalidCertificate(C::NotValidYet)
+        | E::InvalidCertificate(C::NotValidYetContext { .. }) => {
+            "server certificate is not valid yet".into()
+        }
+        E::InvalidCertificate(C::BadSignature) => "server certificate has a bad signature".into(),
+        E::InvalidCertificate(C::NotValidForName)
+        | E::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+            "server certificate is not valid for the server name".into()
+        }
+        E::InvalidCertificate(other) => format!("server certificate rejected: {other:?}"),
+        E::AlertReceived(
+            A::BadCertificate | A::CertificateRequired | A::UnknownCA | A::CertificateUnknown,
+        ) => {
+            format!("server rejected the client certificate (alert {e})")
+        }
+        E::AlertReceived(a) => format!("server sent alert {a:?}"),
+        E::InvalidMessage(m) => {
+            format!("peer does not speak TLS or sent a malformed record ({m:?})")
+        }
+        E::NoCertificatesPresented => "server presented no certificate".into(),
+        other => format!("TLS protocol error: {other}"),
+    }
+}
+
+/// Whether `data` holds PEM of the kind the item needs (trailing NUL and CRLF line ends are fine).
+pub fn pem_check(item: super::certs::Item, data: &[u8]) -> Result<(), String> {
+    use super::certs::Item;
+    match item {
+        Item::Ca | Item::Cert => {
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(data).collect();
+            match certs {
+                Ok(c) if !c.is_empty() => Ok(()),
+                Ok(_) => Err("no CERTIFICATE section found".into()),
+                Err(e) => Err(format!("bad PEM: {e}")),
+            }
+        }
+        Item::Key => PrivateKeyDer::from_pem_slice(data)
+            .map(|_| ())
+            .map_err(|e| format!("no private key: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

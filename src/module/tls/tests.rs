@@ -1,0 +1,1 @@
+//! In-memory TLS handshakes against rustls servers, in virtual time.
