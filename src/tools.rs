@@ -51,6 +51,9 @@ pub fn flash(store: &CertStore, plan: &FlashPlan) -> Result<Vec<String>, String>
         }
         data.push((*item, path, bytes));
     }
+    // As at the emulator's start: temp files an interrupted write left are removed (a planted
+    // link is unlinked, never followed), and a set directory that is a link stops everything.
+    store.remove_stale_temps().map_err(|e| e.to_string())?;
     let mut done = Vec::new();
     if plan.erase {
         store

@@ -766,6 +766,247 @@ fn flash_and_certs_tools() {
     emu.stop();
 }
 
+// ---- the store does not follow symbolic links ---------------------------------------------------
+
+/// What a planted link points at: a file that is not the store's.
+const VICTIM: &[u8] = b"someone else's file\n";
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// A file outside the store, mode 0644, for a planted link to point at.
+fn victim(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("victim.txt");
+    std::fs::write(&path, VICTIM).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+#[track_caller]
+fn assert_victim_untouched(path: &Path) {
+    let now = std::fs::read(path).unwrap();
+    assert!(
+        now == VICTIM,
+        "{} was written through the link ({} bytes now)",
+        path.display(),
+        now.len()
+    );
+    assert_eq!(mode_of(path), 0o644, "{} mode changed", path.display());
+}
+
+/// `set`/`item` is a regular file (not a link) with `mode`, holding exactly `data` as an item.
+#[track_caller]
+fn assert_item_on_disk(dir: &Path, set: usize, item: usize, mode: u32, data: &[u8]) {
+    let path = item_path(dir, set, item);
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "{} is not a regular file: {:?}",
+        path.display(),
+        meta.file_type()
+    );
+    assert_eq!(mode_of(&path), mode, "mode of {}", path.display());
+    assert_eq!(std::fs::read(&path).unwrap(), item_file(data));
+}
+
+fn plant_link(target: &Path, link: &Path) {
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+#[test]
+fn flash_does_not_follow_a_planted_temp_symlink() {
+    let pki = pki();
+    let files = TempDir::new("pem");
+    let store = TempDir::new("store");
+    let dir = store.path();
+    let key = files.path().join("client.key");
+    std::fs::write(&key, &pki.client.key_pem).unwrap();
+    let victim = victim(files.path());
+    plant_link(&victim, &dir.join("set0").join(".key.otp.tmp"));
+    // A stale link for an item this flash does not write: removed, as at start.
+    plant_link(&victim, &dir.join("set0").join(".ca.otp.tmp"));
+    let (code, out, err) = run_tool(
+        &[
+            "--certsets",
+            dir.to_str().unwrap(),
+            "flash",
+            "--set",
+            "0",
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        TOOL,
+    );
+    assert_eq!(code, Some(0), "flash: {out} {err}");
+    assert_victim_untouched(&victim);
+    assert_item_on_disk(dir, 0, 2, 0o600, pki.client.key_pem.as_bytes());
+    assert_eq!(stray_files(dir), Vec::<String>::new(), "temp files left");
+}
+
+#[test]
+fn live_pg_does_not_follow_a_planted_temp_symlink() {
+    let pki = pki();
+    let files = TempDir::new("victim");
+    let store = TempDir::new("store");
+    let dir = store.path();
+    let victim = victim(files.path());
+    let key = crlf_nul(&pki.client.key_pem);
+    let mut emu = start_on(dir);
+    // Planted while it runs (a link there at start is removed as a stale temp file).
+    plant_link(&victim, &dir.join("set0").join(".key.otp.tmp"));
+    program(&mut emu, 0, 2, &key);
+    emu.expect(b"PE=0\r", &pe("1,1,0"));
+    assert_victim_untouched(&victim);
+    assert_item_on_disk(dir, 0, 2, 0o600, &key);
+    // A set directory that became a link while it runs: PG fails, nothing lands behind the link.
+    let elsewhere = files.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let link = dir.join("set1");
+    plant_link(&elsewhere, &link);
+    let got = pg(&mut emu, 1, 0, pki.ca.cert_pem.as_bytes());
+    assert!(
+        String::from_utf8_lossy(&got).contains("[CERTS  ] Failed to write to iFlash"),
+        "PG into a linked set directory answered \"{}\"",
+        esc(&got)
+    );
+    emu.expect(b"PE=1\r", &pe("1,1,1"));
+    assert_log_mentions(&emu, &format!("{} is a symbolic link", link.display()));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    std::fs::remove_file(&link).unwrap();
+    emu.stop();
+    let mut emu = start_on(dir);
+    assert_bytes(&pg(&mut emu, 0, 2, &key), MATCH, "key after restart");
+    emu.stop();
+    assert_victim_untouched(&victim);
+}
+
+#[test]
+fn symlinked_set_directory_is_refused_naming_it() {
+    let pki = pki();
+    let files = TempDir::new("pem");
+    let real = TempDir::new("real");
+    let store = TempDir::new("store");
+    let ca = files.path().join("ca.pem");
+    let key = files.path().join("client.key");
+    std::fs::write(&ca, &pki.ca.cert_pem).unwrap();
+    std::fs::write(&key, &pki.client.key_pem).unwrap();
+    let (ca_s, key_s) = (ca.to_str().unwrap(), key.to_str().unwrap());
+    let (real_d, d) = (
+        real.path().to_str().unwrap(),
+        store.path().to_str().unwrap(),
+    );
+    let (code, _, err) = run_tool(
+        &["--certsets", real_d, "flash", "--set", "0", "--ca", ca_s],
+        TOOL,
+    );
+    assert_eq!(code, Some(0), "flash the real set: {err}");
+    let target = real.path().join("set0");
+    let link = store.path().join("set1");
+    plant_link(&target, &link);
+    let shown = link.display().to_string();
+    // The start last: before the fix it served instead of exiting (and run_tool waits it out).
+    let runs: [(&str, Vec<&str>); 4] = [
+        ("certs", vec!["--certsets", d, "certs"]),
+        (
+            "flash",
+            vec!["--certsets", d, "flash", "--set", "1", "--key", key_s],
+        ),
+        ("flash --erase", vec!["--certsets", d, "flash", "--erase"]),
+        ("start", vec!["--certsets", d]),
+    ];
+    for (what, args) in runs {
+        let (code, _, err) = run_tool(&args, TOOL);
+        assert!(code.is_some_and(|c| c != 0), "{what}: exit status {code:?}");
+        assert!(
+            err.contains(&shown) && err.contains("symbolic link"),
+            "{what}: stderr does not name {shown} as a symbolic link: {err}"
+        );
+    }
+    assert_item_on_disk(real.path(), 0, 0, 0o644, pki.ca.cert_pem.as_bytes());
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["ca.otp"], "the link's target changed");
+}
+
+/// Run the emulator binary under `sh` with `umask` set, bounded like [`run_tool`].
+fn run_tool_with_umask(umask: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_eswifi-emu"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning sh");
+    let deadline = std::time::Instant::now() + TOOL;
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(st) => break st,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("eswifi-emu {args:?} still running after {TOOL:?}");
+            }
+        }
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (status.code(), err)
+}
+
+#[test]
+fn item_modes_do_not_depend_on_the_umask() {
+    let pki = pki();
+    let files = TempDir::new("pem");
+    let store = TempDir::new("store");
+    let dir = store.path();
+    let ca = files.path().join("ca.pem");
+    let key = files.path().join("client.key");
+    std::fs::write(&ca, &pki.ca.cert_pem).unwrap();
+    std::fs::write(&key, &pki.client.key_pem).unwrap();
+    // A stale world-readable temp file for the key must not lend the key its mode.
+    let stale = dir.join("set0").join(".key.otp.tmp");
+    std::fs::create_dir_all(dir.join("set0")).unwrap();
+    std::fs::write(&stale, b"stale").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let (code, err) = run_tool_with_umask(
+        "077",
+        &[
+            "--certsets",
+            dir.to_str().unwrap(),
+            "flash",
+            "--set",
+            "0",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "flash under umask 077: {err}");
+    assert_item_on_disk(dir, 0, 0, 0o644, pki.ca.cert_pem.as_bytes());
+    assert_item_on_disk(dir, 0, 2, 0o600, pki.client.key_pem.as_bytes());
+}
+
 #[test]
 fn key_material_never_in_the_log() {
     let pki = pki();
