@@ -10,7 +10,7 @@ use crate::net::{ModuleIdx, NetStack, WriteQueue};
 use crate::serial::{Pty, PtyLink};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::HashMap;
 use std::io;
@@ -212,7 +212,7 @@ impl<M: Core> Driver<M> {
     pub fn new() -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut net = NetStack::new(poll.registry())?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])?;
         let signal_token = net.alloc_token();
         poll.registry()
             .register(&mut signals, signal_token, Interest::READABLE)?;

@@ -2,7 +2,8 @@
 //! hands over to [`eswifi_emu::driver`] (serving, the default) or [`eswifi_emu::tools`] (`flash`,
 //! `certs`).
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use eswifi_emu::certstore::CertStore;
 use eswifi_emu::config::{Config, EventMode};
 use eswifi_emu::driver::{serve, ServeOptions};
@@ -10,20 +11,24 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Help heading of the options that work on either side of a subcommand.
+const GLOBAL: &str = "Global options";
+
 /// Emulate an Inventek eS-WiFi module (IWIN AT commands) on a pseudo-terminal, with real networking
-/// on the host. Prints the pty path, then serves until SIGINT/SIGTERM.
+/// on the host. Prints the pty path, then serves until SIGINT, SIGTERM or SIGHUP.
 #[derive(Debug, Parser)]
 #[command(name = "eswifi-emu", version)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
 
-    /// Also create a symlink at PATH pointing to the pty (replaced if stale, removed at exit).
+    /// Also create a symlink at PATH pointing to the pty, removed at exit. A symlink already there
+    /// is replaced; anything else at PATH (a file, a directory) is an error and left alone.
     #[arg(long, value_name = "PATH")]
     link: Option<PathBuf>,
 
     /// TOML configuration file (defaults apply to everything it leaves out).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true, help_heading = GLOBAL)]
     config: Option<PathBuf>,
 
     /// How asynchronous messages reach the host: `uart` writes them between replies (UART firmware),
@@ -32,15 +37,28 @@ struct Cli {
     events: Option<EventMode>,
 
     /// Directory holding the certificate sets and saved settings.
-    #[arg(long, value_name = "DIR", default_value = "certsets")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "certsets",
+        global = true,
+        help_heading = GLOBAL
+    )]
     certsets: PathBuf,
 
     /// More log output (-v debug, -vv trace). RUST_LOG, when set, takes precedence.
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(
+        short,
+        long,
+        action = ArgAction::Count,
+        conflicts_with = "quiet",
+        global = true,
+        help_heading = GLOBAL
+    )]
     verbose: u8,
 
     /// Only log errors.
-    #[arg(short, long)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
 }
 
@@ -72,6 +90,15 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.verbose > 0 && cli.quiet {
+        // clap enforces `conflicts_with` only among options on the same side of a subcommand.
+        Cli::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "the argument '--verbose...' cannot be used with '--quiet'",
+            )
+            .exit();
+    }
     init_logging(&cli);
 
     if let Some(cmd) = cli.cmd {

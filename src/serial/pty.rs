@@ -89,19 +89,29 @@ pub struct PtyLink {
 }
 
 impl PtyLink {
-    /// Make `path` a symlink to `target`, replacing a stale symlink or file left there (e.g. by an
-    /// emulator that was killed). A directory at `path` is an error.
+    /// Make `path` a symlink to `target`. Only a symlink already at `path` (stale, e.g. left by an
+    /// emulator that was killed, or live) is replaced; anything else there (a regular file, a
+    /// directory, a fifo…) is refused with an `AlreadyExists` error naming the path, and left
+    /// untouched: `--link` names a place for a link, and must never destroy the user's data.
     pub fn create(path: &Path, target: &Path) -> io::Result<PtyLink> {
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if meta.is_dir() {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {}
+            Ok(meta) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("{} is a directory", path.display()),
+                    format!(
+                        "refusing to replace {}: it is {}, not a symlink",
+                        path.display(),
+                        describe(meta.file_type())
+                    ),
                 ));
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         }
         // Create beside it and rename over it: the link is replaced atomically, so a host program
-        // polling for it never sees it missing or half-made.
+        // polling for it never sees it missing or half-made. (Something made at `path` between
+        // the check above and the rename would still be replaced: only a concurrent writer could.)
         let name = path.file_name().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -126,6 +136,26 @@ impl PtyLink {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// "a regular file", "a directory"…, for the refusal message.
+fn describe(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a fifo"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "of an unknown type"
     }
 }
 
@@ -252,7 +282,9 @@ mod tests {
     fn link_replaces_stale_and_is_removed() {
         let pty = Pty::open().expect("openpty");
         let path = temp_path("link");
-        std::fs::write(&path, b"stale").expect("stale file");
+        let _ = std::fs::remove_file(&path);
+        // What a killed emulator leaves: a symlink to a pty that no longer exists.
+        std::os::unix::fs::symlink("/dev/pts/eswifi-emu-test-gone", &path).expect("stale link");
         {
             let link = PtyLink::create(&path, pty.slave_path()).expect("link");
             assert_eq!(
@@ -270,6 +302,66 @@ mod tests {
             std::fs::symlink_metadata(&path).is_err(),
             "link left behind"
         );
+    }
+
+    /// Assert `PtyLink::create` refuses `path` with an error naming it and leaves nothing beside it.
+    fn assert_refused(path: &Path, what: &str) {
+        let err = PtyLink::create(path, Path::new("/dev/null")).expect_err(what);
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{what}: {err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{what}: error does not name the path: {err}"
+        );
+        let dir = path.parent().expect("parent");
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let other = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            assert!(
+                !(other.starts_with('.') && other.contains(&name)),
+                "{what}: left {other} behind"
+            );
+        }
+    }
+
+    #[test]
+    fn link_refuses_regular_file() {
+        let path = temp_path("regular");
+        std::fs::write(&path, b"user data").expect("regular file");
+        assert_refused(&path, "regular file");
+        let meta = std::fs::symlink_metadata(&path).expect("still there");
+        assert!(meta.file_type().is_file());
+        assert_eq!(std::fs::read(&path).expect("read"), b"user data");
+        std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn link_refuses_directory_and_fifo() {
+        let dir = temp_path("dir");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("dir");
+        assert_refused(&dir, "directory");
+        assert!(std::fs::symlink_metadata(&dir).expect("dir kept").is_dir());
+        std::fs::remove_dir(&dir).expect("cleanup dir");
+
+        let fifo = temp_path("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        assert_refused(&fifo, "fifo");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&fifo)
+            .expect("fifo kept")
+            .file_type()
+            .is_fifo());
+        std::fs::remove_file(&fifo).expect("cleanup fifo");
     }
 
     #[test]
