@@ -1,7 +1,10 @@
-//! Name resolution off the event loop (layer: edge). Each query runs the system resolver on a worker
-//! thread, which can block for seconds; the answer comes back over a channel and a `mio::Waker` wakes
-//! the loop. Nothing here touches the serial line or the cores.
+//! Name resolution off the event loop (layer: edge). Each query runs the system resolver, which can
+//! block for seconds, as a job of the stack's bounded worker pool ([`super::workers`]), which this
+//! owns; the answer comes back over a channel and a `mio::Waker` wakes the loop. When the pool's queue
+//! is full the query is answered at once with an error. Nothing here touches the serial line or the
+//! cores.
 
+use super::workers::{Pool, Refused};
 use super::ModuleIdx;
 use crate::module::io::{NetEvent, QueryId};
 use mio::{Registry, Token, Waker};
@@ -17,6 +20,8 @@ pub(super) struct Dns {
     waker: Arc<Waker>,
     tx: Sender<Answer>,
     rx: Receiver<Answer>,
+    /// The stack's one worker pool, shared with ping (see [`Dns::workers`]).
+    workers: Pool,
 }
 
 impl Dns {
@@ -27,6 +32,7 @@ impl Dns {
             waker: Arc::new(Waker::new(registry, token)?),
             tx,
             rx,
+            workers: Pool::new()?,
         })
     }
 
@@ -34,8 +40,8 @@ impl Dns {
         self.token
     }
 
-    /// Start resolving `name`; the answer arrives through [`Dns::drain`]. A worker that cannot be
-    /// started is answered at once with an error.
+    /// Start resolving `name`; the answer arrives through [`Dns::drain`]. A query the worker pool
+    /// refuses (its queue is full) is answered at once with an error.
     pub(super) fn resolve(
         &self,
         module: ModuleIdx,
@@ -45,28 +51,29 @@ impl Dns {
     ) {
         let tx = self.tx.clone();
         let waker = Arc::clone(&self.waker);
-        let spawned = std::thread::Builder::new()
-            .name(format!("dns-{query}"))
-            .spawn(move || {
-                let result = lookup(&name);
-                log::debug!("m{module} dns {name:?} -> {result:?}");
-                // The loop may be gone already (shutdown); then nobody wants the answer.
-                if tx.send((module, query, result)).is_ok() {
-                    if let Err(e) = waker.wake() {
-                        log::warn!("dns: waking the event loop: {e}");
-                    }
+        let submitted = self.workers.submit(move || {
+            let result = lookup(&name);
+            log::debug!("m{module} dns #{query} {name:?} -> {result:?}");
+            // The loop may be gone already (shutdown); then nobody wants the answer.
+            if tx.send((module, query, result)).is_ok() {
+                if let Err(e) = waker.wake() {
+                    log::warn!("dns: waking the event loop: {e}");
                 }
+            }
+        });
+        if let Err(e) = submitted {
+            log::warn!("m{module} dns #{query}: {e}");
+            let result = Err(match e {
+                Refused::Busy { .. } => format!("resolver busy: {e}"),
+                Refused::Gone => format!("resolver unavailable: {e}"),
             });
-        if let Err(e) = spawned {
-            log::warn!("dns: cannot start a resolver thread: {e}");
-            events.push_back((
-                module,
-                NetEvent::Resolved {
-                    query,
-                    result: Err(format!("resolver unavailable: {e}")),
-                },
-            ));
+            events.push_back((module, NetEvent::Resolved { query, result }));
         }
+    }
+
+    /// The stack's worker pool, for the other blocking work (ping); its threads end with this `Dns`.
+    pub(super) fn workers(&self) -> &Pool {
+        &self.workers
     }
 
     /// The loop's one waker (mio allows a single `Waker` per poll), for other worker threads.
@@ -97,4 +104,90 @@ fn lookup(name: &str) -> Result<Ipv4Addr, String> {
             SocketAddr::V6(_) => None,
         })
         .ok_or_else(|| format!("{name}: no IPv4 address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::workers::test_support::{fill, WAIT};
+    use super::super::workers::{QUEUE, WORKERS};
+    use super::*;
+    use mio::{Events, Poll};
+    use std::time::Instant;
+
+    /// Poll until `n` answers came through the waker (or [`WAIT`] passes), sorted by query.
+    fn answers(poll: &mut Poll, dns: &Dns, n: usize) -> Vec<(ModuleIdx, NetEvent)> {
+        let deadline = Instant::now() + WAIT;
+        let mut events = Events::with_capacity(8);
+        let mut got = VecDeque::new();
+        while got.len() < n {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            poll.poll(&mut events, Some(left)).expect("poll");
+            if events.iter().any(|e| e.token() == dns.token()) {
+                dns.drain(&mut got);
+            }
+        }
+        let mut got = Vec::from(got);
+        got.sort_by_key(|(_, e)| match e {
+            NetEvent::Resolved { query, .. } => *query,
+            _ => 0,
+        });
+        got
+    }
+
+    fn resolved(module: ModuleIdx, query: QueryId, ip: Ipv4Addr) -> (ModuleIdx, NetEvent) {
+        let result = Ok(ip);
+        (module, NetEvent::Resolved { query, result })
+    }
+
+    #[test]
+    fn lookups_run_on_the_pool_and_wake_the_loop() {
+        let mut poll = Poll::new().expect("poll");
+        let dns = Dns::new(poll.registry(), Token(0)).expect("dns");
+        let mut events = VecDeque::new();
+        // More lookups than workers: the rest wait in the queue and are answered all the same.
+        for query in 1..=WORKERS as QueryId + 2 {
+            dns.resolve(1, query, "localhost".into(), &mut events);
+        }
+        dns.resolve(1, 10, "127.0.0.9".into(), &mut events);
+        assert!(events.is_empty(), "nothing is answered at once: {events:?}");
+        let got = answers(&mut poll, &dns, WORKERS + 3);
+        let mut want: Vec<_> = (1..=WORKERS as QueryId + 2)
+            .map(|q| resolved(1, q, Ipv4Addr::LOCALHOST))
+            .collect();
+        want.push(resolved(1, 10, Ipv4Addr::new(127, 0, 0, 9)));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_lookup_beyond_the_queue_is_answered_at_once_with_busy() {
+        let mut poll = Poll::new().expect("poll");
+        let dns = Dns::new(poll.registry(), Token(0)).expect("dns");
+        let gate = fill(dns.workers());
+        let mut events = VecDeque::new();
+        dns.resolve(3, 7, "localhost".into(), &mut events);
+        let Some((
+            3,
+            NetEvent::Resolved {
+                query: 7,
+                result: Err(e),
+            },
+        )) = events.pop_front()
+        else {
+            panic!("no busy answer: {events:?}");
+        };
+        assert!(e.starts_with("resolver busy: "), "{e}");
+        assert!(e.contains(&format!("{QUEUE} jobs")), "{e}");
+        assert!(events.is_empty());
+
+        // Once the workers are free again the next lookup goes through.
+        gate.open();
+        dns.resolve(3, 8, "127.0.0.1".into(), &mut events);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(
+            answers(&mut poll, &dns, 1),
+            vec![resolved(3, 8, Ipv4Addr::LOCALHOST)]
+        );
+    }
 }

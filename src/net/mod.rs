@@ -7,6 +7,7 @@
 mod dns;
 mod ping;
 mod queue;
+mod workers;
 
 pub use queue::WriteQueue;
 
@@ -223,7 +224,8 @@ impl NetStack {
                     interval,
                     timeout,
                 };
-                ping::spawn(req, self.ping_tx.clone(), self.dns.waker());
+                let (done, waker) = (self.ping_tx.clone(), self.dns.waker());
+                ping::submit(req, self.dns.workers(), done, waker, &mut self.events);
             }
             NetOp::Close { conn, how } => {
                 log::debug!("m{module} close #{conn} ({how:?})");

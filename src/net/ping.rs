@@ -1,12 +1,15 @@
-//! ICMP echo for `T0` (layer: edge). Runs on a worker thread per request, since each echo may wait a
-//! second or more: an unprivileged ICMP datagram socket where the OS allows it
-//! (net.ipv4.ping_group_range), else a raw socket when privileged. Results go back over a channel and
-//! the loop's waker.
+//! ICMP echo for `T0` (layer: edge). Each request is a job of the stack's bounded worker pool
+//! ([`super::workers`]), since each echo may wait a second or more: an unprivileged ICMP datagram
+//! socket where the OS allows it (net.ipv4.ping_group_range), else a raw socket when privileged.
+//! Results go back over a channel and the loop's waker; a request the pool refuses (its queue is
+//! full) is answered at once with an error, which the module answers with `Timeout` lines.
 
+use super::workers::{Pool, Refused};
 use crate::module::io::{NetEvent, QueryId};
 use crate::net::ModuleIdx;
 use mio::Waker;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -22,25 +25,37 @@ pub struct Request {
     pub timeout: Duration,
 }
 
-pub fn spawn(req: Request, done: Sender<(ModuleIdx, NetEvent)>, waker: Arc<Waker>) {
-    let spawned = std::thread::Builder::new()
-        .name("ping".into())
-        .spawn(move || {
-            let result = run(&req);
-            if let Err(e) = &result {
-                log::warn!("ping {}: {e}", req.target);
-            }
-            let _ = done.send((
-                req.module,
-                NetEvent::PingDone {
-                    query: req.query,
-                    result,
-                },
-            ));
-            let _ = waker.wake();
+/// Queue `req` on `workers`; its `PingDone` arrives through `done` and `waker`, or, if the pool
+/// refuses it, in `events` at once.
+pub fn submit(
+    req: Request,
+    workers: &Pool,
+    done: Sender<(ModuleIdx, NetEvent)>,
+    waker: Arc<Waker>,
+    events: &mut VecDeque<(ModuleIdx, NetEvent)>,
+) {
+    let (module, query, target) = (req.module, req.query, req.target);
+    let submitted = workers.submit(move || {
+        let result = run(&req);
+        if let Err(e) = &result {
+            log::warn!("ping {}: {e}", req.target);
+        }
+        let _ = done.send((
+            req.module,
+            NetEvent::PingDone {
+                query: req.query,
+                result,
+            },
+        ));
+        let _ = waker.wake();
+    });
+    if let Err(e) = submitted {
+        log::warn!("m{module} ping #{query} {target}: {e}");
+        let result = Err(match e {
+            Refused::Busy { .. } => format!("ping busy: {e}"),
+            Refused::Gone => format!("ping unavailable: {e}"),
         });
-    if let Err(e) = spawned {
-        log::error!("cannot start a ping thread: {e}");
+        events.push_back((module, NetEvent::PingDone { query, result }));
     }
 }
 
@@ -146,7 +161,76 @@ fn run(req: &Request) -> Result<Vec<Option<Duration>>, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::workers::test_support::{fill, WAIT};
     use super::*;
+    use mio::{Events, Poll, Token};
+    use std::sync::mpsc::channel;
+
+    fn request(query: QueryId) -> Request {
+        Request {
+            module: 2,
+            query,
+            target: Ipv4Addr::LOCALHOST,
+            count: 1,
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    #[test]
+    fn a_ping_runs_on_the_pool_and_wakes_the_loop() {
+        let mut poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+        let pool = Pool::new().expect("pool");
+        let (done, results) = channel();
+        let mut events = VecDeque::new();
+        // The loop keeps its waker (a dropped one closes its fd, which takes it out of the poll).
+        submit(request(4), &pool, done, Arc::clone(&waker), &mut events);
+        assert!(events.is_empty(), "{events:?}");
+        // Loopback answers where ICMP sockets are allowed; elsewhere the error says why. Either way
+        // exactly one answer for the request, and a wake-up for the loop.
+        match results.recv_timeout(WAIT) {
+            Ok((2, NetEvent::PingDone { query: 4, result })) => {
+                if let Ok(rtts) = result {
+                    assert_eq!(rtts.len(), 1);
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut woken = Events::with_capacity(4);
+        while !woken.iter().any(|e| e.token() == Token(0)) {
+            let left = deadline.checked_duration_since(std::time::Instant::now());
+            let left = left.expect("the loop is woken");
+            poll.poll(&mut woken, Some(left)).expect("poll");
+        }
+        assert!(results.try_recv().is_err(), "a second answer");
+    }
+
+    #[test]
+    fn a_ping_beyond_the_queue_is_answered_at_once_with_an_error() {
+        let poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("waker"));
+        let pool = Pool::new().expect("pool");
+        let gate = fill(&pool);
+        let (done, results) = channel();
+        let mut events = VecDeque::new();
+        submit(request(5), &pool, done, waker, &mut events);
+        let Some((
+            2,
+            NetEvent::PingDone {
+                query: 5,
+                result: Err(e),
+            },
+        )) = events.pop_front()
+        else {
+            panic!("no busy answer: {events:?}");
+        };
+        assert!(e.starts_with("ping busy: "), "{e}");
+        assert!(events.is_empty());
+        gate.open();
+        assert!(results.try_recv().is_err(), "the refused ping ran");
+    }
 
     #[test]
     fn checksum_of_echo_request_verifies() {
