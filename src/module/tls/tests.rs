@@ -120,14 +120,14 @@ impl Link {
                     NetOp::Send {
                         conn, seq, data, ..
                     } => {
-                        self.to_server(&data);
+                        self.deliver_to_server(&data);
                         self.m.handle_net(NetEvent::Sent { conn, seq }, self.now);
                     }
                     NetOp::Close { how, .. } => self.closed.push(how),
                     other => panic!("unexpected {other:?}"),
                 }
             }
-            let back = self.from_server();
+            let back = self.server_output();
             if let (false, Some(conn)) = (back.is_empty(), self.conn) {
                 moved = true;
                 self.m
@@ -140,7 +140,7 @@ impl Link {
         panic!("the link never settled");
     }
 
-    fn to_server(&mut self, mut data: &[u8]) {
+    fn deliver_to_server(&mut self, mut data: &[u8]) {
         match &mut self.peer {
             Peer::Tls(s) => {
                 while !data.is_empty() {
@@ -165,7 +165,7 @@ impl Link {
         }
     }
 
-    fn from_server(&mut self) -> Vec<u8> {
+    fn server_output(&mut self) -> Vec<u8> {
         match &mut self.peer {
             Peer::Tls(s) => {
                 let mut out = Vec::new();
