@@ -39,6 +39,8 @@ pub trait Core {
     fn handle_net(&mut self, ev: NetEvent, now: Instant);
     fn handle_timeout(&mut self, now: Instant);
     fn take_serial(&mut self) -> Vec<u8>;
+    /// The driver has taken the output: the core may go on with commands it held back.
+    fn handle_output_taken(&mut self, _now: Instant) {}
     fn poll_op(&mut self) -> Option<NetOp>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn rx_room(&self, conn: ConnId) -> usize;
@@ -65,6 +67,9 @@ impl Core for Module {
     }
     fn take_serial(&mut self) -> Vec<u8> {
         Module::take_serial(self)
+    }
+    fn handle_output_taken(&mut self, now: Instant) {
+        Module::handle_output_taken(self, now)
     }
     fn poll_op(&mut self) -> Option<NetOp> {
         Module::poll_op(self)
@@ -356,6 +361,7 @@ impl<M: Core> Driver<M> {
                         log::trace!("m{idx} serial out {} bytes", bytes.len());
                         line.out.push(&bytes);
                         line.flush(registry)?;
+                        line.core.handle_output_taken(Instant::now());
                         moved = true;
                     }
                 }

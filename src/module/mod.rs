@@ -352,6 +352,12 @@ impl Module {
         std::mem::take(&mut self.out)
     }
 
+    /// The driver took the output ([`Module::take_serial`]): commands that waited for room in the
+    /// output (see [`SERIAL_OUT_LIMIT`]) run now.
+    pub fn handle_output_taken(&mut self, now: Instant) {
+        self.pump(now);
+    }
+
     /// Next socket operation to perform.
     pub fn poll_op(&mut self) -> Option<NetOp> {
         self.ops.pop_front()

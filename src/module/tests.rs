@@ -1668,3 +1668,99 @@ fn poll_mode_keeps_the_newest_events_when_mr_is_never_sent() {
     }
     assert_eq!(got, MAX_EVENTS);
 }
+
+// ---- bounds ----------------------------------------------------------------------------------
+
+#[test]
+fn a_full_output_holds_commands_until_the_driver_takes_it() {
+    let mut h = H::new();
+    let reply = ok(
+        "ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Inventek eS-WiFi",
+    );
+    let n = 1000;
+    h.m.handle_serial(&b"I?\r".repeat(n), h.now);
+    // Commands ran until the output reached its limit; the rest wait in the framer.
+    let first = h.m.take_serial();
+    let done = first.len() / reply.len();
+    assert_eq!(first.len() % reply.len(), 0);
+    assert_eq!(done, SERIAL_OUT_LIMIT.div_ceil(reply.len()));
+    assert!(done < n);
+    assert_eq!(h.m.serial_room(), SERIAL_IN_LIMIT - 3 * (n - done));
+    // Nothing runs by itself; taking the output lets the next batch run.
+    assert_eq!(h.m.take_serial(), b"");
+    let mut total = done;
+    for _ in 0..n {
+        h.m.handle_output_taken(h.now);
+        let out = h.m.take_serial();
+        if out.is_empty() {
+            break;
+        }
+        total += out.len() / reply.len();
+    }
+    assert_eq!(total, n, "every command answered exactly once");
+}
+
+#[test]
+fn input_beyond_the_serial_limit_is_refused_while_a_command_waits() {
+    let mut h = H::joined();
+    h.connect_tcp(7000);
+    assert_eq!(h.send(b"R2=30000\rR0\r"), OK);
+    assert_eq!(h.m.serial_room(), SERIAL_IN_LIMIT);
+    h.send(&vec![b'x'; 1000]);
+    assert_eq!(h.m.serial_room(), SERIAL_IN_LIMIT - 1000);
+    h.send(&vec![b'x'; SERIAL_IN_LIMIT - 1000]);
+    assert_eq!(h.m.serial_room(), 0, "the driver stops reading the line");
+    assert_eq!(
+        h.advance(30_000),
+        OK.to_vec()
+            .into_iter()
+            .chain(b"\r\n\r\nERROR: Unknown Command\r\n> ".iter().copied())
+            .collect::<Vec<u8>>()
+    );
+    assert_eq!(h.m.serial_room(), SERIAL_IN_LIMIT);
+}
+
+#[test]
+fn r0_gets_one_reply_when_the_current_client_leaves_and_the_next_one_has_data() {
+    // Issue 7, defect 1, in virtual time: P5=11 and the legacy P7=1 loop.
+    for start in [&b"P5=11\r"[..], b"P5=1\rP7=1\r"] {
+        let mut h = H::joined();
+        h.send(b"P0=0\rP1=0\rP2=9100\rP8=3\r");
+        h.send(start);
+        let l = match h.ops().as_slice() {
+            [NetOp::Listen { conn, .. }] => *conn,
+            other => panic!("{other:?}"),
+        };
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100);
+        h.net(NetEvent::Connected { conn: l, local });
+        h.send(b"P0\r");
+        h.net(NetEvent::Accepted {
+            listener: l,
+            conn: ACCEPTED + 1,
+            peer: peer(1),
+        });
+        h.net(NetEvent::Accepted {
+            listener: l,
+            conn: ACCEPTED + 2,
+            peer: peer(2),
+        });
+        h.net(NetEvent::Data {
+            conn: ACCEPTED + 2,
+            data: b"second".to_vec(),
+        });
+        assert_eq!(h.send(b"R2=10000\rR0\r"), OK, "R0 waits");
+        let out = h.net(NetEvent::Closed {
+            conn: ACCEPTED + 1,
+            reason: CloseReason::PeerClosed,
+        });
+        assert_eq!(
+            out.escape_ascii().to_string(),
+            [CLOSED, b"\r\n[TCP SVR] Accepted 127.0.0.9:9100\r\n> "]
+                .concat()
+                .escape_ascii()
+                .to_string()
+        );
+        assert_eq!(h.advance(20_000), b"", "no second reply");
+        assert_eq!(h.send(b"R0\r"), ok("second"));
+    }
+}

@@ -364,6 +364,33 @@ impl Emu {
         }
     }
 
+    /// Write what the pty takes now without waiting (0 when the host would block: the line is
+    /// full because the emulator stopped reading it).
+    pub fn try_write(&mut self, data: &[u8]) -> usize {
+        match self.pty.as_ref().expect("pty is closed").write(data) {
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                0
+            }
+            Err(e) => self.fail(&format!("pty write: {e}")),
+        }
+    }
+
+    /// The emulator's resident memory (VmRSS), in bytes.
+    pub fn rss(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/<pid>/status");
+        let kb: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kb * 1024
+    }
+
     /// Read what is available within `wait`, appending to `buf`. Ok(false) when nothing came.
     fn read_some(&mut self, buf: &mut Vec<u8>, wait: Duration) -> io::Result<bool> {
         let rev = poll_fd(self.fd(), libc::POLLIN, wait)?;

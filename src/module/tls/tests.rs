@@ -6,11 +6,7 @@ use crate::config::Config;
 use crate::module::certs::{CertSets, Item};
 use crate::module::io::{CloseHow, ConnId, NetEvent, NetOp};
 use crate::module::Module;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, ServerConnection};
-use rustls::{SignatureScheme, SupportedProtocolVersion};
+use rustls::{ServerConfig, ServerConnection};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -21,7 +17,7 @@ mod pki;
 #[path = "../../../tests/tls_support/v1.rs"]
 mod v1;
 
-use pki::{pki, server_config, Identity, Versions};
+use pki::{any_client_cert_server, pki, server_config, Identity, Versions};
 
 const OK: &[u8] = b"\r\n\r\nOK\r\n> ";
 const SIMPLE_FAIL: &[u8] = b"\r\n[TCP SSL] Simple context, failed to connect\r\nERROR: Unknown Error\r\nUsage: P6 <0=Stop/1=Start>\r\n> ";
@@ -332,89 +328,6 @@ fn a_peer_closing_during_the_handshake_fails_it() {
         l.now,
     );
     assert_eq!(l.m.take_serial(), SIMPLE_FAIL);
-}
-
-/// A server that asks for a client certificate and takes any, as servers built on OpenSSL accept
-/// X.509 v1; it checks the handshake signature against the certificate's key itself (webpki, and
-/// so rustls's helpers, refuse to parse v1).
-#[derive(Debug)]
-struct AnyClientCert;
-
-impl AnyClientCert {
-    fn check(
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let bad = || rustls::Error::General("bad client signature".into());
-        if dss.scheme != SignatureScheme::ECDSA_NISTP256_SHA256 {
-            return Err(bad());
-        }
-        let (_, c) = x509_parser::parse_x509_certificate(cert).map_err(|_| bad())?;
-        let point = &c.public_key().subject_public_key.data;
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
-            .verify(message, dss.signature())
-            .map_err(|_| bad())?;
-        Ok(HandshakeSignatureValid::assertion())
-    }
-}
-
-impl ClientCertVerifier for AnyClientCert {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Self::check(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Self::check(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ECDSA_NISTP256_SHA256]
-    }
-}
-
-fn any_client_cert_server(
-    id: &Identity,
-    v: &'static SupportedProtocolVersion,
-) -> Arc<ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::PrivateKeyDer;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).unwrap();
-    Arc::new(
-        ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[v])
-            .unwrap()
-            .with_client_cert_verifier(Arc::new(AnyClientCert))
-            .with_single_cert(chain, key)
-            .unwrap(),
-    )
 }
 
 #[test]
