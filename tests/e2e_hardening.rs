@@ -305,7 +305,7 @@ fn a_host_that_never_reads_replies_is_stopped_by_the_line() {
     assert_eq!(got.len(), commands * reply.len(), "{written} bytes written");
     assert!(got.chunks(reply.len()).all(|c| c == reply.as_slice()));
     // Finish the command a short write may have cut.
-    if written % 3 != 0 {
+    if !written.is_multiple_of(3) {
         emu.write(&cmds[written % 3..3]);
         assert_bytes(&emu.read_until_prompt(SECS), &reply, "the cut command");
     }
