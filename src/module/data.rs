@@ -4,7 +4,8 @@
 //! `S3` answers as soon as its payload is in the send window, like a socket `send()` returning once
 //! the data is in the kernel's buffer. When the window is full (a peer that does not read), `S3`
 //! waits for room up to `S2` ms (`S2=0`: the maximum, 30 000 ms) and then answers with the number of
-//! bytes it accepted — possibly 0, which CMSIS reads as "try again" — never more than went out.
+//! bytes it accepted — possibly 0, which CMSIS reads as "try again" — never more than went out. If
+//! the connection ends meanwhile, the answer is what went out before, or `-1` if nothing did.
 
 use super::error::Error;
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
@@ -131,14 +132,14 @@ impl Module {
 
     /// Room opened (or the connection went away): go on with a waiting `S3`.
     pub(super) fn continue_send(&mut self) {
-        let Some(busy @ Busy::Send { .. }) = self.busy.take() else {
-            return;
-        };
-        let Busy::Send {
-            socket: i, conn, ..
-        } = busy
-        else {
-            unreachable!("matched above")
+        let (i, conn, accepted) = match &self.busy {
+            Some(Busy::Send {
+                socket,
+                conn,
+                accepted,
+                ..
+            }) => (*socket, *conn, *accepted),
+            _ => return,
         };
         let s = &self.sockets[i];
         let alive = match s.state() {
@@ -147,9 +148,21 @@ impl Module {
             _ => false,
         };
         if !alive {
-            log::warn!("socket {i}: connection ended while S3 waited for room");
-            return self.conclude(Err(Error::Closed));
+            log::warn!(
+                "socket {i}: connection ended while S3 waited for room ({accepted} bytes had gone out)"
+            );
+            // What went out is reported, as a short send() would; the next S3 says -1.
+            let step = if accepted > 0 {
+                payload(accepted.to_string())
+            } else {
+                Err(Error::Closed)
+            };
+            return self.finish(step);
         }
+        let Some(busy) = self.busy.take() else {
+            unreachable!("checked above")
+        };
+        let s = &self.sockets[i];
         let to = s
             .protocol
             .is_datagram()

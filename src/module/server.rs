@@ -123,8 +123,8 @@ impl Module {
         if let Some(s) = current {
             self.close_stream(*s, CloseHow::Drain, now);
         }
-        for w in &listener.waiting {
-            self.close_conn(w.conn, CloseHow::Abort, now);
+        for conn in listener.live_waiting() {
+            self.close_conn(conn, CloseHow::Abort, now);
         }
         self.close_conn(listener.conn, CloseHow::Abort, now);
         self.sockets[i].client_ip = Ipv4Addr::UNSPECIFIED;

@@ -192,6 +192,13 @@ pub struct Listener {
     pub waiting: VecDeque<Waiting>,
 }
 
+impl Listener {
+    /// Waiting clients whose connection is still up.
+    pub fn live_waiting(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.waiting.iter().filter(|w| !w.closed).map(|w| w.conn)
+    }
+}
+
 /// What a `P6=1`/`P5=1` under way will become.
 #[derive(Debug)]
 pub enum Opening {
@@ -292,19 +299,20 @@ impl SocketState {
         }
     }
 
-    /// Every live connection of this state (for lookups and for closing it all).
+    /// Every live connection of this state (for closing it all); a waiting client that already
+    /// left is gone on the driver's side too.
     pub fn conns(&self) -> Vec<ConnId> {
         match self {
             SocketState::Idle | SocketState::Ended(_) => vec![],
             SocketState::Opening { conn, .. } => vec![*conn],
             SocketState::Handshaking(s) | SocketState::Open(s) => vec![s.conn],
             SocketState::Udp(u) => vec![u.conn],
-            SocketState::Listening(l) | SocketState::ServingEnded(l, _) => std::iter::once(l.conn)
-                .chain(l.waiting.iter().map(|w| w.conn))
-                .collect(),
+            SocketState::Listening(l) | SocketState::ServingEnded(l, _) => {
+                std::iter::once(l.conn).chain(l.live_waiting()).collect()
+            }
             SocketState::Serving(l, s) => std::iter::once(s.conn)
                 .chain(std::iter::once(l.conn))
-                .chain(l.waiting.iter().map(|w| w.conn))
+                .chain(l.live_waiting())
                 .collect(),
         }
     }

@@ -1764,3 +1764,31 @@ fn r0_gets_one_reply_when_the_current_client_leaves_and_the_next_one_has_data() 
         assert_eq!(h.send(b"R0\r"), ok("second"));
     }
 }
+
+#[test]
+fn an_s3_cut_short_by_the_peer_reports_what_went_out() {
+    let mut h = H::joined();
+    let conn = h.connect_tcp(7000);
+    let mut req = b"S3=1460\r".to_vec();
+    req.extend_from_slice(&[b'q'; 1460]);
+    for _ in 0..44 {
+        assert_eq!(h.send(&req), ok("1460"));
+    }
+    h.ops();
+    // 1136 bytes fit; the rest waits for room, then the peer resets the connection.
+    assert_eq!(h.send(&req), b"");
+    let room = io::SEND_WINDOW - 44 * 1460;
+    match h.ops().as_slice() {
+        [NetOp::Send { data, .. }] => assert_eq!(data.len(), room),
+        other => panic!("{other:?}"),
+    }
+    let reset = CloseReason::Error("reset".into());
+    assert_eq!(
+        h.net(NetEvent::Closed {
+            conn,
+            reason: reset
+        }),
+        ok(&room.to_string())
+    );
+    assert_eq!(h.send(&req), CLOSED);
+}
