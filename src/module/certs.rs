@@ -255,9 +255,26 @@ impl Module {
     }
 
     /// A store result after its command gave up (timeout) or the module reset. What it wrote is
-    /// durable all the same, so a programmed item is known from now on.
+    /// durable all the same, so a programmed item (or saved settings) is known from now on.
     pub(super) fn late_store_result(&mut self, req: u64, result: Result<(), String>) {
         log::warn!("store request #{req} finished after its command ended: {result:?}");
+        let Some((r, what)) = self.orphan_store.take() else {
+            return;
+        };
+        if r != req {
+            self.orphan_store = Some((r, what));
+            return;
+        }
+        if result.is_err() {
+            return;
+        }
+        match what {
+            Durable::Item { set, item, data } => {
+                log::warn!("set {set}: {} is programmed after all", item.label());
+                self.certs.sets.put(set, item, data);
+            }
+            Durable::Settings { data } => self.saved = Some(data),
+        }
     }
 
     /// The TLS parameters for a `P6=1` on socket `i`, or why the active set cannot give them.

@@ -250,6 +250,9 @@ pub struct Module {
     ping: PingSettings,
     /// What `Z1` last saved (flash): applied at boot and by `ZR`.
     saved: Option<Vec<u8>>,
+    /// A store write whose command ended before it did (timeout, reset): if it still succeeds,
+    /// the data is on flash, and the module must know.
+    orphan_store: Option<(u64, Durable)>,
 }
 
 impl Module {
@@ -278,6 +281,7 @@ impl Module {
             certs: Certs::default(),
             ping: PingSettings::default(),
             saved: None,
+            orphan_store: None,
             cfg: config.clone(),
         };
         m.boot_output();
@@ -551,12 +555,14 @@ impl Module {
                 );
                 payload(accepted.to_string())
             }
-            Busy::Store { what, .. } => {
+            Busy::Store { req, what, .. } => {
                 log::error!("store write not confirmed within {STORE_TIMEOUT:?}");
-                match what {
-                    Durable::Settings { .. } => Err(error::SystemError::SaveFailed.into()),
-                    Durable::Item { .. } => Err(error::CertError::WriteFailed.into()),
-                }
+                let err = match what {
+                    Durable::Settings { .. } => error::SystemError::SaveFailed.into(),
+                    Durable::Item { .. } => error::CertError::WriteFailed.into(),
+                };
+                self.orphan_store = Some((req, what));
+                Err(err)
             }
             Busy::Ping { target, count, .. } => {
                 log::warn!("ping {target}: no answer from the ping worker in time");

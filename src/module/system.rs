@@ -153,7 +153,9 @@ impl Module {
                 how: CloseHow::Abort,
             });
         }
-        self.busy = None;
+        if let Some(super::Busy::Store { req, what, .. }) = self.busy.take() {
+            self.orphan_store = Some((req, what));
+        }
         self.station.link = None;
         self.sockets = Default::default();
         self.current = 0;

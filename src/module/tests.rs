@@ -1792,3 +1792,25 @@ fn an_s3_cut_short_by_the_peer_reports_what_went_out() {
     );
     assert_eq!(h.send(&req), CLOSED);
 }
+
+#[test]
+fn a_store_write_confirmed_after_its_timeout_still_programs_the_item() {
+    let mut h = H::new();
+    let out = h.send(format!("PG=0,0,{:04}\r", PEM_CERT.len()).as_bytes());
+    assert_eq!(out, b"");
+    assert_eq!(h.send(PEM_CERT), b"");
+    let op = h.m.poll_store().expect("a store op");
+    assert_eq!(
+        h.advance(30_000),
+        b"\r\n[CERTS  ] Failed to write to iFlash: 1\r\nERROR: Unknown Error\r\nUsage: PG <set>,<0=Root CA/1=Certificate/2=Key>,<length>\r\n> "
+    );
+    assert_eq!(h.send(b"PE=0\r"), ok("1,1,1"));
+    // The disk was slow, not broken: the one-time slot is used after all.
+    h.m.handle_stored(op.req(), Ok(()), h.now);
+    assert_eq!(
+        h.m.take_serial(),
+        b"",
+        "no reply for a command already answered"
+    );
+    assert_eq!(h.send(b"PE=0\r"), ok("0,1,1"));
+}
