@@ -6,8 +6,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a one-shot run (a tool, or a refused start) may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,42 +19,14 @@ struct Run {
 }
 
 /// Run `eswifi-emu args…` in `cwd` (so a default relative `certsets/` would land there, not in the
-/// repository), with RUST_LOG unset, and wait at most [`RUN_TIMEOUT`] for it to exit. A run still
-/// going by then is killed and the test fails.
+/// repository), with RUST_LOG unset, and wait at most [`RUN_TIMEOUT`] for it to exit.
 fn run_in(cwd: &Path, args: &[&str]) -> Run {
-    let out_path = cwd.join("run.stdout");
-    let err_path = cwd.join("run.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("creating stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("creating stderr file"))
-        .spawn()
-        .expect("spawning eswifi-emu");
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        match child.try_wait().expect("try_wait") {
-            Some(st) => break st,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-                panic!("eswifi-emu {args:?} still running after {RUN_TIMEOUT:?}; stderr: {err}");
-            }
-        }
-    };
-    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
-    let run = Run {
-        code: status.code(),
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-    };
-    let _ = std::fs::remove_file(&out_path);
-    let _ = std::fs::remove_file(&err_path);
-    run
+    let (code, stdout, stderr) = run_binary(args, cwd, RUN_TIMEOUT);
+    Run {
+        code,
+        stdout,
+        stderr,
+    }
 }
 
 /// Assert a run exited 0, showing its output otherwise.

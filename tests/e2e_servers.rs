@@ -39,31 +39,11 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-/// Read replies/events until at least `n` bytes arrived (each read ends at a prompt).
-fn read_total(emu: &mut Emu, n: usize) -> Vec<u8> {
-    let deadline = Instant::now() + SECS;
-    let mut buf = Vec::new();
-    while buf.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            emu.fail(&format!("only \"{}\" of {n} bytes", esc(&buf)));
-        }
-        match emu.try_read_until_prompt(left) {
-            Ok(b) => buf.extend(b),
-            Err((b, why)) => {
-                buf.extend(b);
-                emu.fail(&format!("{why}; received \"{}\"", esc(&buf)));
-            }
-        }
-    }
-    buf
-}
-
 /// Write `req` and read exactly as many bytes as `want` holds, then compare.
 #[track_caller]
 fn expect_total(emu: &mut Emu, req: &[u8], want: &[u8]) {
     emu.write(req);
-    let got = read_total(emu, want.len());
+    let got = emu.read_total(want.len());
     assert_bytes(&got, want, &format!("reply to \"{}\"", esc(req)));
 }
 
@@ -362,7 +342,7 @@ fn multi_accept_moves_to_the_next_client_after_minus_one() {
     }
     let want = [CLOSED, &tcp_event(port)].concat();
     if reply.len() < want.len() {
-        reply.extend(read_total(&mut emu, want.len() - reply.len()));
+        reply.extend(emu.read_total(want.len() - reply.len()));
     }
     assert_bytes(&reply, &want, "R0 after the first client left");
     emu.expect(
@@ -445,7 +425,7 @@ fn accept_event_never_splits_a_long_r0_reply() {
         feed.write_all(&data).unwrap();
         let reply = ok(&data);
         let event = tcp_event(port);
-        let got = read_total(&mut emu, reply.len() + event.len());
+        let got = emu.read_total(reply.len() + event.len());
         assert_reply_and_event(&got, &reply, &event, &format!("round {round}"));
         // Free socket 0 for the next client: close the current one (nobody waits).
         emu.expect(b"P0=0\r", OK);
@@ -473,7 +453,7 @@ fn accept_event_never_splits_an_f0_reply() {
         std::thread::sleep(Duration::from_millis(100));
         clients.push(client(port));
         let event = tcp_event(port);
-        let got = read_total(&mut emu, scan.len() + event.len());
+        let got = emu.read_total(scan.len() + event.len());
         assert_reply_and_event(&got, &scan, &event, &format!("round {round}"));
         emu.expect(b"P5=10\r", OK);
     }
@@ -704,7 +684,7 @@ fn soft_ap_server_listens_on_the_ap_address_and_announces_the_station() {
         o[0], o[1], o[2], o[3]
     );
     let accept = format!("\r\n[TCP SVR] Accepted {ip}:{port}\r\n> ");
-    let got = read_total(&mut emu, dhcp.len() + accept.len());
+    let got = emu.read_total(dhcp.len() + accept.len());
     assert_bytes(&got, format!("{dhcp}{accept}").as_bytes(), "AP events");
     emu.expect(b"R2=2000\r", OK);
     c.write_all(b"via ap").unwrap();

@@ -1217,24 +1217,30 @@ fn backlog_is_walked_in_order_with_p5_10() {
     }
 }
 
+impl H {
+    /// Two clients of listener `l`: the first becomes current, the second waits with `data` sent.
+    fn two_clients_second_with_data(&mut self, l: ConnId, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for n in 1..=2 {
+            out.extend(self.net(NetEvent::Accepted {
+                listener: l,
+                conn: ACCEPTED + n,
+                peer: peer(n as u16),
+            }));
+        }
+        out.extend(self.net(NetEvent::Data {
+            conn: ACCEPTED + 2,
+            data: data.to_vec(),
+        }));
+        out
+    }
+}
+
 #[test]
 fn multi_accept_moves_to_the_next_client_after_minus_one() {
     let mut h = H::joined();
     let l = h.tcp_server(0, 9001, 11);
-    h.net(NetEvent::Accepted {
-        listener: l,
-        conn: ACCEPTED + 1,
-        peer: peer(1),
-    });
-    h.net(NetEvent::Accepted {
-        listener: l,
-        conn: ACCEPTED + 2,
-        peer: peer(2),
-    });
-    h.net(NetEvent::Data {
-        conn: ACCEPTED + 2,
-        data: b"second".to_vec(),
-    });
+    h.two_clients_second_with_data(l, b"second");
     h.net(NetEvent::Closed {
         conn: ACCEPTED + 1,
         reason: CloseReason::PeerClosed,
@@ -1723,42 +1729,20 @@ fn input_beyond_the_serial_limit_is_refused_while_a_command_waits() {
 #[test]
 fn r0_gets_one_reply_when_the_current_client_leaves_and_the_next_one_has_data() {
     // Issue 7, defect 1, in virtual time: P5=11 and the legacy P7=1 loop.
-    for start in [&b"P5=11\r"[..], b"P5=1\rP7=1\r"] {
+    for (mode, more) in [(11, &b""[..]), (1, b"P7=1\r")] {
         let mut h = H::joined();
-        h.send(b"P0=0\rP1=0\rP2=9100\rP8=3\r");
-        h.send(start);
-        let l = match h.ops().as_slice() {
-            [NetOp::Listen { conn, .. }] => *conn,
-            other => panic!("{other:?}"),
-        };
-        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100);
-        h.net(NetEvent::Connected { conn: l, local });
-        h.send(b"P0\r");
-        h.net(NetEvent::Accepted {
-            listener: l,
-            conn: ACCEPTED + 1,
-            peer: peer(1),
-        });
-        h.net(NetEvent::Accepted {
-            listener: l,
-            conn: ACCEPTED + 2,
-            peer: peer(2),
-        });
-        h.net(NetEvent::Data {
-            conn: ACCEPTED + 2,
-            data: b"second".to_vec(),
-        });
+        let l = h.tcp_server(0, 9100, mode);
+        assert_eq!(h.send(more), OK.repeat(more.len() / 5));
+        h.two_clients_second_with_data(l, b"second");
         assert_eq!(h.send(b"R2=10000\rR0\r"), OK, "R0 waits");
         let out = h.net(NetEvent::Closed {
             conn: ACCEPTED + 1,
             reason: CloseReason::PeerClosed,
         });
+        let want = [CLOSED, b"\r\n[TCP SVR] Accepted 127.0.0.9:9100\r\n> "].concat();
         assert_eq!(
             out.escape_ascii().to_string(),
-            [CLOSED, b"\r\n[TCP SVR] Accepted 127.0.0.9:9100\r\n> "]
-                .concat()
-                .escape_ascii()
-                .to_string()
+            want.escape_ascii().to_string()
         );
         assert_eq!(h.advance(20_000), b"", "no second reply");
         assert_eq!(h.send(b"R0\r"), ok("second"));

@@ -461,6 +461,29 @@ impl Emu {
         }
     }
 
+    /// Read replies and events until exactly `n` bytes arrived (each read ends at a prompt);
+    /// fails with the tail of what came on timeout ([`Emu::timeout`]).
+    pub fn read_total(&mut self, n: usize) -> Vec<u8> {
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = Vec::new();
+        while buf.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (more, why) = match self.try_read_until_prompt(left) {
+                Ok(b) => (b, None),
+                Err((b, why)) => (b, Some(why)),
+            };
+            buf.extend(more);
+            if let Some(why) = why.filter(|_| buf.len() < n) {
+                let tail = esc(&buf[buf.len().saturating_sub(300)..]);
+                self.fail(&format!(
+                    "{why}; {} of {n} bytes, ending \"{tail}\"",
+                    buf.len()
+                ));
+            }
+        }
+        buf
+    }
+
     /// Collect whatever arrives within `wait` (for asserting that nothing does).
     pub fn read_for(&mut self, wait: Duration) -> Vec<u8> {
         let deadline = Instant::now() + wait;
@@ -827,6 +850,39 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
     )
+}
+
+/// Run the emulator binary with `args` to completion (a tool, or a start expected to fail) in
+/// `cwd`, with RUST_LOG unset, for at most `timeout` (then it is killed and the test fails).
+/// Returns (exit status code, stdout, stderr).
+pub fn run_binary(args: &[&str], cwd: &Path, timeout: Duration) -> (Option<i32>, String, String) {
+    let out = TempDir::new("run");
+    let out_path = out.path().join("stdout");
+    let err_path = out.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("creating stdout file"))
+        .stderr(File::create(&err_path).expect("creating stderr file"))
+        .spawn()
+        .expect("spawning eswifi-emu");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(st) => break st,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+                panic!("eswifi-emu {args:?} still running after {timeout:?}; stderr: {err}");
+            }
+        }
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status.code(), read(&out_path), read(&err_path))
 }
 
 /// A TCP port on 127.0.0.1 with (very likely) nothing listening: bind, take the port, close.

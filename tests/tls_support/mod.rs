@@ -453,34 +453,10 @@ pub fn r0_until_not_empty(emu: &mut Emu, rounds: usize) -> Vec<u8> {
 }
 
 /// Run the emulator binary with `args` (not serving: `certs`, `flash`, or a start expected to fail),
-/// bounded by `timeout`. Returns (exit status code, stdout, stderr). Kills it and panics on timeout.
+/// bounded by `timeout`, in a scratch directory. Returns (exit status code, stdout, stderr).
 pub fn run_tool(args: &[&str], timeout: Duration) -> (Option<i32>, String, String) {
-    let dir = TempDir::new("tool");
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("spawning eswifi-emu");
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait().expect("try_wait") {
-            Some(st) => break st,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-                panic!("eswifi-emu {args:?} still running after {timeout:?}; stderr: {err}");
-            }
-        }
-    };
-    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-    (status.code(), out, err)
+    let cwd = TempDir::new("tool");
+    run_binary(args, cwd.path(), timeout)
 }
 
 /// `eswifi-emu --certsets DIR certs`, asserting exit status 0; returns stdout.
