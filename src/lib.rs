@@ -10,9 +10,11 @@
 
 pub mod certstore;
 pub mod config;
+pub mod control;
 pub mod driver;
 pub mod iwin;
 pub mod module;
 pub mod net;
 pub mod serial;
 pub mod tools;
+pub mod trace;

@@ -627,7 +627,7 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
 }
 
 /// Baud rates `U2` accepts (spec §2.1).
-const BAUD_RATES: &[u32] = &[
+pub const BAUD_RATES: &[u32] = &[
     1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1152000, 1382400,
     1612800, 1843200, 2073600,
 ];

@@ -350,7 +350,7 @@ impl Module {
             ping: PingSettings::default(),
             saved: None,
             orphan_store: None,
-            line_baud: 115_200,
+            line_baud: config.module.baud,
             line_ops: VecDeque::new(),
             trace: None,
             last_now: now,

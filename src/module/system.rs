@@ -37,7 +37,7 @@ impl System {
             mac: command::parse_mac(&cfg.identity.mac)
                 .unwrap_or([0xC4, 0x7F, 0x51, 0x01, 0x12, 0x31]),
             product_name: cfg.identity.product_name.clone().into_bytes(),
-            baud: 115_200,
+            baud: cfg.module.baud,
             raw_bypass: 0,
         }
     }

@@ -194,7 +194,26 @@ impl Emu {
     /// as `--config`) and extra command-line arguments. Unless `extra_args` has `--certsets`, a
     /// fresh empty directory is passed. Reads the boot output (into [`Emu::boot`]) before
     /// returning, so the next read is the reply to the first command.
+    ///
+    /// The module's address is pinned to 127.0.0.1 (the expected bytes say so), unless the
+    /// configuration has a `[network]` table; [`Emu::start_unpinned`] lets it claim its own.
     pub fn start_with(config_toml: Option<&str>, extra_args: &[&str]) -> Emu {
+        let toml = config_toml.unwrap_or_default();
+        let pinned = if toml.contains("[network]") {
+            toml.to_string()
+        } else {
+            format!("{toml}\n[network]\nip = \"127.0.0.1\"\n")
+        };
+        Emu::launch(Some(&pinned), extra_args)
+    }
+
+    /// Like [`Emu::start_with`], but the module claims a free loopback address of its own, as it
+    /// does by default outside the tests.
+    pub fn start_unpinned(config_toml: Option<&str>, extra_args: &[&str]) -> Emu {
+        Emu::launch(config_toml, extra_args)
+    }
+
+    fn launch(config_toml: Option<&str>, extra_args: &[&str]) -> Emu {
         let dir = TempDir::new("emu");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"));
         if let Some(toml) = config_toml {
