@@ -305,11 +305,12 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<(
             .load_settings()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let mut module = Module::new(&cfg, Instant::now(), unix);
-        module.set_cert_sets(sets);
-        module.load_saved(saved);
         if driver.tracer.is_some() {
+            // Before the boot output, so the transcript starts with the banner.
             module.enable_trace();
         }
+        module.set_cert_sets(sets);
+        module.load_saved(saved);
         let baud = module.line_baud();
         let port = open_port(opts, k, baud, &mut links)?;
         log::info!(
