@@ -49,6 +49,9 @@ struct Client {
     inbuf: Vec<u8>,
     out: Vec<u8>,
     writable: bool,
+    /// The client finished sending (`echo status | socat …` shuts its side): it goes once its
+    /// answers are out.
+    eof: bool,
 }
 
 /// The listening socket and its clients.
@@ -116,6 +119,7 @@ impl ControlServer {
                                     inbuf: Vec::new(),
                                     out: Vec::new(),
                                     writable: false,
+                                    eof: false,
                                 },
                             );
                         }
@@ -162,15 +166,26 @@ impl ControlServer {
                 got.push((token, parse(text)));
             }
         }
-        if gone {
-            self.drop_client(registry, token);
-        } else {
-            self.flush(registry, token);
+        c.eof |= gone;
+        if got.is_empty() {
+            self.done(registry, token);
         }
         got
     }
 
-    /// Send one answer line to a client.
+    /// All answers to what a client sent are queued: send them, and let a client that finished go.
+    pub fn done(&mut self, registry: &Registry, token: Token) {
+        self.flush(registry, token);
+        if self
+            .clients
+            .get(&token)
+            .is_some_and(|c| c.eof && c.out.is_empty())
+        {
+            self.drop_client(registry, token);
+        }
+    }
+
+    /// Send one answer line to a client (then [`ControlServer::done`]).
     pub fn answer(&mut self, registry: &Registry, token: Token, line: &str) {
         if let Some(c) = self.clients.get_mut(&token) {
             c.out.extend_from_slice(line.as_bytes());

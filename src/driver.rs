@@ -581,6 +581,7 @@ impl<M: Core> Driver<M> {
                 let net = &mut self.net;
                 let control = self.control.as_mut().expect("owns");
                 let cmds = control.handle_event(registry, token, &mut || net.alloc_token());
+                let mut answered = Vec::new();
                 for (client, cmd) in cmds {
                     let answer = match cmd {
                         Err(why) => format!("error {why}"),
@@ -616,6 +617,11 @@ impl<M: Core> Driver<M> {
                         }
                     };
                     control.answer(registry, client, &answer);
+                    answered.push(client);
+                }
+                answered.dedup();
+                for client in answered {
+                    control.done(registry, client);
                 }
             } else {
                 self.net.handle_event(registry, event);

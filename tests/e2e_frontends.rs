@@ -250,6 +250,19 @@ fn control_socket_resets_and_reports_status() {
     emu.expect_ok(b"CS\r", b"0");
     assert!(control(&sock, "reset 5").starts_with("error no module 5"));
     assert!(control(&sock, "frobnicate").starts_with("error unknown command"));
+    // A client that sends and shuts its side at once (`echo status | socat - UNIX-CONNECT:…`)
+    // still gets every answer.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.write_all(b"reset 0\nstatus\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(SECS)).unwrap();
+    let mut answers = String::new();
+    s.read_to_string(&mut answers).unwrap();
+    let lines: Vec<&str> = answers.lines().collect();
+    assert_eq!(lines.len(), 2, "{answers}");
+    assert_eq!(lines[0], "ok");
+    assert!(lines[1].starts_with("[{"), "{answers}");
+    assert!(emu.read_until_prompt(SECS).ends_with(BANNER_END));
     emu.stop();
     assert!(!sock.exists(), "the socket is removed at exit");
 }
