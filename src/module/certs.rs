@@ -25,28 +25,30 @@ pub struct Certs {
     /// Active set for TLS (`PF=0,<set>`) and for AWS (`PF=1,<set>`).
     tls_set: u8,
     aws_set: u8,
+    /// The AWS set at power-up: 2, or 3 on C6 firmware.
+    aws_default: u8,
     /// `PA=1,<name>`: server name to use instead of the `D0` name.
     ca_name: Option<String>,
 }
 
-impl Default for Certs {
-    fn default() -> Self {
+impl Certs {
+    /// No set programmed yet; TLS uses set 0, AWS `aws_default`.
+    pub fn new(aws_default: u8) -> Certs {
         let mut c = Certs {
             sets: CertSets::default(),
             tls_set: 0,
-            aws_set: 0,
+            aws_set: aws_default,
+            aws_default,
             ca_name: None,
         };
         c.reset_selection();
         c
     }
-}
 
-impl Certs {
     /// `ZR` forgets the selections; the sets are flash.
     pub fn reset_selection(&mut self) {
         self.tls_set = 0;
-        self.aws_set = 2;
+        self.aws_set = self.aws_default;
         self.ca_name = None;
     }
 }
@@ -154,9 +156,13 @@ impl Module {
         }
     }
 
-    /// Sets 0-2 always; set 3 only on the re-writable (C6) profile.
+    /// Sets 0-2 always; set 3 only on C6 firmware (or with `[tls] rewritable_set3`).
     fn set_usable(&self, set: usize) -> bool {
-        set < 3 || (set == 3 && self.cfg.tls.rewritable_set3)
+        set < 3 || (set == 3 && self.has_set3())
+    }
+
+    fn has_set3(&self) -> bool {
+        self.profile.rewritable_set3() || self.cfg.tls.rewritable_set3
     }
 
     fn is_otp(set: usize) -> bool {
@@ -170,7 +176,7 @@ impl Module {
         let sets = &self.certs.sets;
         let fields: Vec<&str> = match set {
             None => {
-                let n = if self.cfg.tls.rewritable_set3 { 4 } else { 3 };
+                let n = if self.has_set3() { 4 } else { 3 };
                 (0..n)
                     .map(|s| bit(!Self::is_otp(s) || sets.is_blank(s)))
                     .collect()

@@ -45,7 +45,7 @@ impl Module {
             SetTlsVerify(v) => s.tls_verify = v,
             SetVerifyReportOnly(v) => s.verify_report_only = v,
             SetKeepAlive(on, ms) => s.keepalive = (on, ms),
-            Query => return payload(s.transport_line()),
+            Query => return payload(s.transport_line(self.profile.transport_fields())),
             Read => return self.read(cur, now),
             SetReadSize(v) => s.read_size = v,
             SetReadTimeout(v) => s.read_timeout_ms = v,

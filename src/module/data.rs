@@ -11,6 +11,7 @@ use super::error::Error;
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
 use super::socket::{SocketState, Stream};
 use super::{ok, payload, Answer, Busy, EventClass, Module, Step};
+use crate::iwin::command::Mnemonic;
 use crate::iwin::reply::Reply;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -65,12 +66,15 @@ impl Module {
                 s.remote_ip = *from.ip();
                 s.remote_port = from.port();
             }
-            return Reply::Ok(data);
+            return match from {
+                Some(_) => Reply::Datagram(data),
+                None => Reply::Ok(data),
+            };
         }
         match s.state() {
             // A UDP socket that is not open has nothing to say; a stream that ended says -1.
             SocketState::Idle if s.protocol.is_datagram() => Reply::ok(),
-            SocketState::Idle | SocketState::Ended(_) => Reply::Closed,
+            SocketState::Idle | SocketState::Ended(_) => Reply::Closed(Mnemonic::R0),
             SocketState::ServingEnded(..) => {
                 let old = s.set_state(i, SocketState::Idle, "-1 read");
                 let SocketState::ServingEnded(l, _) = old else {
@@ -81,7 +85,7 @@ impl Module {
                 if accept_loop {
                     self.promote(i);
                 }
-                Reply::Closed
+                Reply::Closed(Mnemonic::R0)
             }
             _ => Reply::ok(),
         }
@@ -103,7 +107,7 @@ impl Module {
                     data.len(),
                     other.name()
                 );
-                return Err(Error::Closed);
+                return Err(Error::Closed(Mnemonic::S3));
             }
         };
         let len = data.len();
@@ -155,7 +159,7 @@ impl Module {
             let step = if accepted > 0 {
                 payload(accepted.to_string())
             } else {
-                Err(Error::Closed)
+                Err(Error::Closed(Mnemonic::S3))
             };
             return self.finish(step);
         }

@@ -12,8 +12,8 @@ pub enum Error {
     Parse(ParseError),
     /// A payload command's bytes stopped arriving (`S3`, `PG`).
     PayloadTimeout(Mnemonic),
-    /// `R0`/`S3` on a socket whose connection is closed: the `-1` form.
-    Closed,
+    /// `R0`/`S3` (the mnemonic) on a socket whose connection is closed: the `-1` form.
+    Closed(Mnemonic),
     System(SystemError),
     Station(StationError),
     Socket(SocketError),
@@ -148,7 +148,7 @@ impl Error {
                 usage: e.mnemonic,
             },
             Error::PayloadTimeout(m) => fail(*m, b""),
-            Error::Closed => Reply::Closed,
+            Error::Closed(m) => Reply::Closed(*m),
             Error::System(SystemError::FactoryRefusedWhileConnected) => fail(
                 M::Z0,
                 b"Please shutdown network before resetting to factory configuration.",
@@ -222,7 +222,7 @@ mod tests {
     fn wire_texts() {
         let n = MessageType::Normal;
         let w = |e: Error| e.reply().encode(n);
-        assert_eq!(w(Error::Closed), b"\r\n-1\r\nERROR\r\n> ");
+        assert_eq!(w(Error::Closed(Mnemonic::S3)), b"\r\n-1\r\nERROR\r\n> ");
         assert_eq!(
             w(Error::PayloadTimeout(Mnemonic::PG)),
             b"\r\n\r\nERROR: Unknown Error\r\nUsage: PG <set>,<0=Root CA/1=Certificate/2=Key>,<length>\r\n> "

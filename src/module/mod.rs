@@ -28,10 +28,11 @@ pub mod station;
 pub mod system;
 pub mod tls;
 
-use crate::config::{Config, EventMode};
+use crate::config::{Bus, Config, EventMode};
 use crate::iwin::command::{self, Command, Mnemonic, ParseError, SystemCmd};
 use crate::iwin::framer::{Frame, Framer};
-use crate::iwin::reply::{encode_async, Reason, Reply};
+use crate::iwin::profile::{FwVersion, Profile};
+use crate::iwin::reply::{Reason, Reply, Wire};
 use ap::SoftAp;
 use certs::{Certs, Item};
 use error::Error;
@@ -243,6 +244,10 @@ impl WallClock {
 /// One emulated eS-WiFi module.
 pub struct Module {
     cfg: Config,
+    /// What the reported firmware release changes (`[identity] firmware`).
+    profile: Profile,
+    /// The reply envelope of that release on the configured bus.
+    wire: Wire,
     framer: Framer,
     out: Vec<u8>,
     ops: VecDeque<NetOp>,
@@ -327,7 +332,24 @@ impl Module {
     /// Power the module up at `now`, when the wall clock reads `unix_now` (time since the Unix
     /// epoch); the boot banner and prompt are ready in [`Module::take_serial`].
     pub fn new(config: &Config, now: Instant, unix_now: Duration) -> Module {
+        let profile = Profile::from_firmware(&config.identity.firmware).unwrap_or_else(|| {
+            // Config::validate refuses such a string; a configuration built in code may still hold one.
+            log::warn!(
+                "firmware {:?} is not C<maj>.<min>.<x>.<y>: the C3.5.2.3 profile applies",
+                config.identity.firmware
+            );
+            Profile {
+                version: FwVersion([3, 5, 2, 3]),
+            }
+        });
+        let wire = Wire {
+            long_ok: profile.long_ok(),
+            spi: config.module.bus == Bus::Spi,
+            closed: config.quirks.closed_reply,
+        };
         let mut m = Module {
+            profile,
+            wire,
             framer: Framer::new(config.quirks.drop_byte_after_payload),
             out: Vec::new(),
             ops: VecDeque::new(),
@@ -346,7 +368,7 @@ impl Module {
             current: 0,
             names: VecDeque::new(),
             draining: VecDeque::new(),
-            certs: Certs::default(),
+            certs: Certs::new(profile.default_aws_set()),
             ping: PingSettings::default(),
             saved: None,
             orphan_store: None,
@@ -734,16 +756,16 @@ impl Module {
     // ---- output -------------------------------------------------------------------------------
 
     fn reply(&mut self, r: Reply) {
-        let bytes = r.encode(self.sys.mt);
+        let bytes = self.wire.encode(&r, self.sys.mt);
         log::debug!("rsp  {}", bytes.escape_ascii());
         self.emit(&bytes, None);
     }
 
     /// Reply with a payload that holds a secret: the log shows `log_form` instead.
     fn reply_secret(&mut self, r: Reply, log_form: &[u8]) {
-        let bytes = r.encode(self.sys.mt);
+        let bytes = self.wire.encode(&r, self.sys.mt);
         log::debug!("rsp  {} (secret hidden)", log_form.escape_ascii());
-        let shown = Reply::Ok(log_form.to_vec()).encode(self.sys.mt);
+        let shown = self.wire.encode(&Reply::Ok(log_form.to_vec()), self.sys.mt);
         self.emit(&bytes, Some(&shown));
     }
 
@@ -780,17 +802,26 @@ impl Module {
         self.events.push_back(message.into_bytes());
     }
 
+    /// How asynchronous messages reach the host: the SPI bus has no way but `MR`.
+    fn event_mode(&self) -> EventMode {
+        if self.wire.spi {
+            EventMode::Poll
+        } else {
+            self.cfg.module.events
+        }
+    }
+
     /// UART firmware: write queued messages, but only between replies (never while a command is
     /// executing or its payload is arriving) and while the line has room.
     fn flush_events(&mut self) {
-        if self.cfg.module.events != EventMode::Uart || self.is_busy() {
+        if self.event_mode() != EventMode::Uart || self.is_busy() {
             return;
         }
         while self.out.len() < SERIAL_OUT_LIMIT {
             let Some(msg) = self.events.pop_front() else {
                 break;
             };
-            let bytes = encode_async(&msg);
+            let bytes = self.wire.event(&msg);
             log::debug!("evt  {}", bytes.escape_ascii());
             self.emit(&bytes, None);
         }
@@ -813,12 +844,21 @@ impl Module {
     }
 
     fn boot_output(&mut self) {
-        let mut boot = Vec::new();
-        if self.cfg.identity.banner {
-            boot.extend_from_slice(system::BANNER);
+        let banner = self.cfg.identity.banner.then(|| system::banner(self.profile));
+        let bytes = self.wire.boot(banner);
+        self.emit(&bytes, None);
+    }
+
+    /// A message the module prints at boot outside any reply (`[BOOT   ]`, the auto-join line): on
+    /// UART right away, on SPI (which only speaks when asked) queued for `MR`.
+    fn boot_message(&mut self, msg: &[u8]) {
+        if self.wire.spi {
+            log::info!("event {}", msg.escape_ascii());
+            self.events.push_back(msg.to_vec());
+        } else {
+            let bytes = self.wire.event(msg);
+            self.emit(&bytes, None);
         }
-        boot.extend_from_slice(b"\r\n> ");
-        self.emit(&boot, None);
     }
 
     fn next_id(&mut self) -> u64 {

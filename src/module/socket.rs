@@ -407,8 +407,9 @@ impl Socket {
         }
     }
 
-    /// `P?` — `Protocol,ClientIP,LocalPort,HostIP,RemotePort,TCPServer,UDPServer,Backlogs,AcceptLoop,ReadMode`.
-    pub fn transport_line(&self) -> String {
+    /// `P?` — `Protocol,ClientIP,LocalPort,HostIP,RemotePort,TCPServer,UDPServer,Backlogs,AcceptLoop,ReadMode`
+    /// and, with `fields` = 12 (C6), `TCPKeepAlive,KATimeToIdle`.
+    pub fn transport_line(&self, fields: usize) -> String {
         let (tcp_server, udp_server, accept_loop) = match &self.state {
             SocketState::Udp(u) if u.server.is_some() => (0, 1, 0),
             s => match s.listener() {
@@ -416,7 +417,7 @@ impl Socket {
                 None => (0, 0, 0),
             },
         };
-        format!(
+        let mut line = format!(
             "{},{},{},{},{},{},{},{},{},{}",
             self.protocol as u8,
             self.client_ip,
@@ -428,7 +429,11 @@ impl Socket {
             self.backlog,
             accept_loop,
             self.read_mode
-        )
+        );
+        if fields >= 12 {
+            line.push_str(&format!(",{},{}", self.keepalive.0 as u8, self.keepalive.1));
+        }
+        line
     }
 }
 

@@ -7,11 +7,27 @@ use super::saved::Saved;
 use super::{ok, payload, Answer, Busy, Durable, Module, Step, STORE_TIMEOUT};
 use crate::config::Config;
 use crate::iwin::command::{self, SystemCmd};
-use crate::iwin::reply::{encode_async, MessageType, Reply};
+use crate::iwin::profile::Profile;
+use crate::iwin::reply::{MessageType, Reply};
 use std::time::Instant;
 
-/// Reset banner of the UART firmware (FW strings); the prompt `\r\n> ` follows it.
-pub const BANNER: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
+/// Reset banner of the C6 UART firmware, verbatim from C6.2.1.11 (FW strings, each line ending
+/// CR LF, the last one CR and then the prompt's `\n> `); the prompt `\r\n> ` follows it.
+pub const BANNER_C6: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
+
+/// Reset banner of C3.5.2.x. Older firmware printed an ASCII-art logo that no source preserves
+/// byte for byte (spec §2.4), so the C3 profiles print the C6 text, as the emulator always has; only
+/// the prompt after it is something drivers wait for.
+pub const BANNER_C3: &[u8] = BANNER_C6;
+
+/// The reset banner of a firmware profile.
+pub fn banner(profile: Profile) -> &'static [u8] {
+    if profile.c6() {
+        BANNER_C6
+    } else {
+        BANNER_C3
+    }
+}
 
 /// Settings that `ZR` restores to their power-up values.
 #[derive(Debug)]
@@ -95,11 +111,12 @@ impl Module {
             }
             GetMac => payload(self.sys.mac_text()),
             SystemQuery => payload(format!(
-                "1,{:08},{:04x},{:04x},{},192.168.10.1,0,1,0,0,{}",
+                "1,{:08},{:04x},{:04x},{},{},0,1,0,0,{}",
                 12_345_678,
                 0x0483,
                 0x5740,
                 self.sys.mac_text(),
+                self.ap.settings.ip,
                 String::from_utf8_lossy(&self.sys.product_name)
             )),
             SetProductName(n) => {
@@ -138,7 +155,11 @@ impl Module {
                 self.apply_baud();
                 ok()
             }
-            BusQuery => payload("UART,0,0"),
+            BusQuery => payload(if self.wire.spi {
+                "SPI,0,0"
+            } else {
+                "UART,0,0"
+            }),
             SetRawBypass(v) => {
                 self.sys.raw_bypass = v;
                 ok()
@@ -256,7 +277,13 @@ impl Module {
                 Ok(()) => self.apply(s),
                 Err(e) => {
                     log::error!("saved settings unusable ({e}); factory defaults apply");
-                    self.emit(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults", None);
+                    const INVALID: &[u8] = b"[BOOT   ] Invalid CONFIG, restoring defaults";
+                    if self.wire.spi {
+                        self.events.push_back(INVALID.to_vec());
+                    } else {
+                        // Before the banner, without a prompt of its own.
+                        self.emit(&[b"\r\n", INVALID].concat(), None);
+                    }
                 }
             }
         }
@@ -275,6 +302,6 @@ impl Module {
             },
             Ok(_) => Vec::new(),
         };
-        self.emit(&encode_async(&msg), None);
+        self.boot_message(&msg);
     }
 }

@@ -168,6 +168,9 @@ fn system_commands() {
             (b"Z5\r", ok("C4:7F:51:01:02:03")),
             (b"ZN=My Module\r", OK.to_vec()),
             (b"I?\r", ok("ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,My Module")),
+            // Z? shows the soft-AP address, as Z6 set it (issue 10).
+            (b"Z?\r", ok("1,12345678,0483,5740,C4:7F:51:01:02:03,127.0.10.1,0,1,0,0,My Module")),
+            (b"Z6=192.168.10.1\r", OK.to_vec()),
             (b"Z?\r", ok("1,12345678,0483,5740,C4:7F:51:01:02:03,192.168.10.1,0,1,0,0,My Module")),
             (b"MS=3\r", OK.to_vec()),
             (b"U?\r", ok("0,115200,8,None,1,Normal")),
