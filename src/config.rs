@@ -413,7 +413,8 @@ mod tests {
         assert!(Config::from_toml("[identity]\nfirmware = \"6.2.1.8\"")
             .unwrap_err()
             .contains("identity.firmware"));
-        let spi = Config::from_toml("[module]\nbus = \"spi\"\n[quirks]\nclosed_reply = \"ok\"").unwrap();
+        let spi =
+            Config::from_toml("[module]\nbus = \"spi\"\n[quirks]\nclosed_reply = \"ok\"").unwrap();
         assert_eq!(
             (spi.module.bus, spi.quirks.closed_reply),
             (Bus::Spi, ClosedForm::Ok)

@@ -107,7 +107,14 @@ mod tests {
         assert_eq!(v("C6.2.1.11"), FwVersion([6, 2, 1, 11]));
         assert!(v("C6.2.1.11") > v("C6.2.1.8"), "numeric, not textual");
         assert!(v("C3.5.2.5.STM") >= FwVersion::SCAN_ONE_BY_ONE);
-        for bad in ["3.5.2.3", "C3.5.2", "C3.5.x.3", "C3..2.3", "", "C3.5.2.99999"] {
+        for bad in [
+            "3.5.2.3",
+            "C3.5.2",
+            "C3.5.x.3",
+            "C3..2.3",
+            "",
+            "C3.5.2.99999",
+        ] {
             assert_eq!(FwVersion::parse(bad), None, "{bad:?}");
         }
         assert_eq!(v("C6.2.1.8").to_string(), "C6.2.1.8");

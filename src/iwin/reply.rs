@@ -264,8 +264,15 @@ mod tests {
             spi: true,
             ..Wire::default()
         };
-        assert_eq!(spi.encode(&Reply::ok(), n), b"\r\n\r\nOK\r\n> ", "even: no pad");
-        assert_eq!(spi.encode(&Reply::payload("1"), n), b"\r\n1\r\nOK\r\n> \x15");
+        assert_eq!(
+            spi.encode(&Reply::ok(), n),
+            b"\r\n\r\nOK\r\n> ",
+            "even: no pad"
+        );
+        assert_eq!(
+            spi.encode(&Reply::payload("1"), n),
+            b"\r\n1\r\nOK\r\n> \x15"
+        );
         assert_eq!(spi.boot(Some(b"banner")), b"\x15\x15\r\n> ");
         assert_eq!(Wire::default().boot(Some(b"banner")), b"banner\r\n> ");
         assert_eq!(

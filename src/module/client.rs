@@ -46,7 +46,7 @@ impl Module {
             SetVerifyReportOnly(v) => s.verify_report_only = v,
             SetKeepAlive(on, ms) => s.keepalive = (on, ms),
             Query => return payload(s.transport_line(self.profile.transport_fields())),
-            Read => return self.read(cur, now),
+            Read { counted } => return self.read(cur, counted, now),
             SetReadSize(v) => s.read_size = v,
             SetReadTimeout(v) => s.read_timeout_ms = v,
             SetReadMode(v) => s.read_mode = v,
@@ -64,6 +64,17 @@ impl Module {
                 return Ok(Answer::Wait(Busy::Payload {
                     to: PayloadFor::Send { socket: cur },
                     deadline,
+                }));
+            }
+            LegacySend => {
+                self.framer.expect_payload(s.send_size as usize);
+                let wait = match s.send_timeout_ms {
+                    0 => super::data::S2_MAX_MS,
+                    ms => ms,
+                };
+                return Ok(Answer::Wait(Busy::Payload {
+                    to: PayloadFor::LegacySend { socket: cur },
+                    deadline: now + Duration::from_millis(wait as u64),
                 }));
             }
             SendQuery => return payload(format!("{},{}", s.send_size, s.send_timeout_ms)),

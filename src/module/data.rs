@@ -10,7 +10,7 @@
 use super::error::Error;
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
 use super::socket::{SocketState, Stream};
-use super::{ok, payload, Answer, Busy, EventClass, Module, Step};
+use super::{payload, Answer, Busy, EventClass, Module, Step};
 use crate::iwin::command::Mnemonic;
 use crate::iwin::reply::Reply;
 use std::net::SocketAddrV4;
@@ -23,17 +23,18 @@ const TLS_RECORD_OVERHEAD: usize = 64;
 pub const S2_MAX_MS: u32 = 30_000;
 
 impl Module {
-    /// `R0`: data at once if there is some, else wait up to `R2`.
-    pub(super) fn read(&mut self, i: usize, now: Instant) -> Step {
+    /// `R0` (`R4`: `counted`): data at once if there is some, else wait up to `R2`.
+    pub(super) fn read(&mut self, i: usize, counted: bool, now: Instant) -> Step {
         if self.read_ready(i) {
-            return Ok(Answer::Reply(self.answer_read(i)));
+            return Ok(Answer::Reply(self.answer_read(i, counted)));
         }
         let wait = self.sockets[i].read_timeout_ms;
         if wait == 0 {
-            return ok();
+            return Ok(Answer::Reply(count(Reply::ok(), counted)));
         }
         Ok(Answer::Wait(Busy::Read {
             socket: i,
+            counted,
             deadline: now + Duration::from_millis(wait as u64),
         }))
     }
@@ -56,7 +57,12 @@ impl Module {
     /// The reply to an `R0` that is ready (see [`Module::read_ready`]); takes the data, and once a
     /// server's client has said its `-1` the server moves on — after this reply, so one `R0` never
     /// gets two.
-    pub(super) fn answer_read(&mut self, i: usize) -> Reply {
+    pub(super) fn answer_read(&mut self, i: usize, counted: bool) -> Reply {
+        let r = self.answer_read_data(i);
+        count(r, counted)
+    }
+
+    fn answer_read_data(&mut self, i: usize) -> Reply {
         let s = &mut self.sockets[i];
         let max = s.read_size as usize;
         let udp_server = matches!(s.state(), SocketState::Udp(u) if u.server.is_some());
@@ -91,8 +97,14 @@ impl Module {
         }
     }
 
-    /// The `S3` payload arrived.
-    pub(super) fn send_payload(&mut self, i: usize, data: Vec<u8>, now: Instant) -> Step {
+    /// The `S3` (or `S0`, `m`) payload arrived.
+    pub(super) fn send_payload(
+        &mut self,
+        i: usize,
+        data: Vec<u8>,
+        m: Mnemonic,
+        now: Instant,
+    ) -> Step {
         let s = &self.sockets[i];
         let to = s
             .protocol
@@ -103,11 +115,12 @@ impl Module {
             SocketState::Udp(u) => u.conn,
             other => {
                 log::warn!(
-                    "socket {i}: S3 of {} bytes on a socket that is {}",
+                    "socket {i}: {} of {} bytes on a socket that is {}",
+                    m.text(),
                     data.len(),
                     other.name()
                 );
-                return Err(Error::Closed(Mnemonic::S3));
+                return Err(Error::Closed(m));
             }
         };
         let len = data.len();
@@ -275,6 +288,17 @@ impl Module {
                 format!("[UDP SVR] Accepted {}:{}", from.ip(), port),
             );
         }
+    }
+}
+
+/// `R4`: the data (or nothing) prefixed by its length as `%04d`; other replies unchanged.
+fn count(r: Reply, counted: bool) -> Reply {
+    let prefix = |d: Vec<u8>| [format!("{:04}", d.len()).into_bytes(), d].concat();
+    match (r, counted) {
+        (Reply::Ok(d), true) => Reply::Ok(prefix(d)),
+        (Reply::Datagram(d), true) => Reply::Datagram(prefix(d)),
+        (Reply::Closed(_), true) => Reply::Closed(Mnemonic::R4),
+        (r, _) => r,
     }
 }
 

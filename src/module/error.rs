@@ -35,8 +35,10 @@ pub enum StationError {
     AlreadyConnected,
     /// `C0` failed; the SSID is echoed as the firmware does.
     JoinFailed { ssid: Vec<u8> },
-    /// `D0` failed (not joined, no such name, timeout).
-    HostNotFound { name: String },
+    /// `CW`: WPS found no access point to join.
+    WpsFailed,
+    /// `D0` failed: not joined or no such name, or (`timed_out`) no answer in time.
+    HostNotFound { name: String, timed_out: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,8 +163,16 @@ impl Error {
                 p.extend_from_slice(b"\r\n[JOIN   ] Failed");
                 fail(M::C0, &p)
             }
-            Error::Station(StationError::HostNotFound { name }) => {
-                fail(M::D0, format!("[DNS  LU] Host not found {name}").as_bytes())
+            Error::Station(StationError::WpsFailed) => fail(M::CW, b"[WPS    ] Failed"),
+            Error::Station(StationError::HostNotFound { name, timed_out }) => {
+                // FW `[DNS  LU] Host not found %s:%d`; the number is the stack's result code. Which
+                // codes it prints is not recorded: the WICED ones for a timeout (2) and any other
+                // failure (4) are used. Drivers look for `Host not found ` only (CMSIS).
+                let code = if *timed_out { 2 } else { 4 };
+                fail(
+                    M::D0,
+                    format!("[DNS  LU] Host not found {name}:{code}").as_bytes(),
+                )
             }
             Error::Socket(e) => fail(
                 M::P6,

@@ -87,6 +87,7 @@ enum Busy {
         deadline: Instant,
     },
     Scan {
+        one_by_one: bool,
         deadline: Instant,
     },
     Resolve {
@@ -105,9 +106,10 @@ enum Busy {
         socket: usize,
         deadline: Instant,
     },
-    /// `R0` waiting up to `R2` for data.
+    /// `R0` (or `R4`, `counted`) waiting up to `R2` for data.
     Read {
         socket: usize,
+        counted: bool,
         deadline: Instant,
     },
     /// `S3` whose payload does not fit the send window yet: `rest` goes out as room opens; at the
@@ -154,7 +156,7 @@ impl Busy {
         match self {
             Busy::Payload { deadline, .. }
             | Busy::Join { deadline }
-            | Busy::Scan { deadline }
+            | Busy::Scan { deadline, .. }
             | Busy::Resolve { deadline, .. }
             | Busy::Connect { deadline, .. }
             | Busy::Listen { deadline, .. }
@@ -169,14 +171,24 @@ impl Busy {
 /// What the payload the framer is collecting belongs to.
 #[derive(Debug, Clone, Copy)]
 enum PayloadFor {
-    Send { socket: usize },
-    Program { set: usize, item: Item },
+    Send {
+        socket: usize,
+    },
+    /// `S0`: up to `S1` bytes; at the deadline (`S2`) what arrived is sent.
+    LegacySend {
+        socket: usize,
+    },
+    Program {
+        set: usize,
+        item: Item,
+    },
 }
 
 impl PayloadFor {
     fn mnemonic(self) -> Mnemonic {
         match self {
             PayloadFor::Send { .. } => Mnemonic::S3,
+            PayloadFor::LegacySend { .. } => Mnemonic::S0,
             PayloadFor::Program { .. } => Mnemonic::PG,
         }
     }
@@ -386,9 +398,11 @@ impl Module {
     pub fn handle_serial(&mut self, data: &[u8], now: Instant) {
         self.last_now = now;
         self.framer.push(data);
-        if let Some(Busy::Payload { deadline, .. }) = &mut self.busy {
-            // The payload timeout counts from the last byte received.
-            *deadline = now + Duration::from_millis(self.cfg.timing.payload_timeout_ms);
+        if let Some(Busy::Payload { deadline, to }) = &mut self.busy {
+            // The payload timeout counts from the last byte received; S0's S2 from its header.
+            if !matches!(to, PayloadFor::LegacySend { .. }) {
+                *deadline = now + Duration::from_millis(self.cfg.timing.payload_timeout_ms);
+            }
         }
         self.pump(now);
     }
@@ -429,7 +443,7 @@ impl Module {
         self.last_now = now;
         if self.busy.as_ref().is_some_and(|b| now >= b.deadline()) {
             if let Some(busy) = self.busy.take() {
-                self.expire(busy);
+                self.expire(busy, now);
             }
         }
         self.expire_tls_graces(now);
@@ -619,7 +633,8 @@ impl Module {
                     log::debug!("data {} bytes", data.len());
                     match self.busy.take() {
                         Some(Busy::Payload {
-                            to: PayloadFor::Send { socket },
+                            to:
+                                to @ (PayloadFor::Send { socket } | PayloadFor::LegacySend { socket }),
                             ..
                         }) => {
                             log::trace!("data {}", data.escape_ascii());
@@ -627,7 +642,7 @@ impl Module {
                                 let text = format!("[payload] {}", data.escape_ascii());
                                 self.record(now, TraceKind::In, text);
                             }
-                            let step = self.send_payload(socket, data, now);
+                            let step = self.send_payload(socket, data, to.mnemonic(), now);
                             self.conclude(step);
                         }
                         Some(Busy::Payload {
@@ -683,8 +698,27 @@ impl Module {
     }
 
     /// A deadline passed: the command ends now.
-    fn expire(&mut self, busy: Busy) {
+    fn expire(&mut self, busy: Busy, now: Instant) {
         let step = match busy {
+            Busy::Payload {
+                to: PayloadFor::LegacySend { socket },
+                ..
+            } => {
+                let data = self.framer.take_partial();
+                if self.trace.is_some() {
+                    let text = format!("[payload, S2 ran out] {}", data.escape_ascii());
+                    self.record(now, TraceKind::In, text);
+                }
+                log::debug!(
+                    "socket {socket}: S0 sends the {} bytes that came within S2",
+                    data.len()
+                );
+                if data.is_empty() {
+                    payload("0")
+                } else {
+                    self.send_payload(socket, data, Mnemonic::S0, now)
+                }
+            }
             Busy::Payload { to, .. } => {
                 let got = self.framer.abort_payload();
                 log::warn!(
@@ -694,14 +728,19 @@ impl Module {
                 Err(Error::PayloadTimeout(to.mnemonic()))
             }
             Busy::Join { .. } => self.finish_join(),
-            Busy::Scan { .. } => self.finish_scan(),
+            Busy::Scan { one_by_one, .. } => self.finish_scan(one_by_one),
             Busy::Resolve { name, .. } => {
                 log::warn!("D0 {name}: lookup timed out");
-                Err(error::StationError::HostNotFound { name }.into())
+                Err(error::StationError::HostNotFound {
+                    name,
+                    timed_out: true,
+                }
+                .into())
             }
             Busy::Connect { socket, .. } => self.connect_timed_out(socket),
             Busy::Listen { socket, .. } => self.listen_timed_out(socket),
-            Busy::Read { .. } => ok(),
+            Busy::Read { counted: false, .. } => ok(),
+            Busy::Read { counted: true, .. } => payload("0000"),
             Busy::Send {
                 socket,
                 accepted,
@@ -734,11 +773,13 @@ impl Module {
     /// Complete a waiting command if the state now allows (data for `R0`, room for `S3`).
     fn progress(&mut self) {
         match &self.busy {
-            Some(Busy::Read { socket, .. }) => {
-                let i = *socket;
+            Some(Busy::Read {
+                socket, counted, ..
+            }) => {
+                let (i, counted) = (*socket, *counted);
                 if self.read_ready(i) {
                     self.busy = None;
-                    let r = self.answer_read(i);
+                    let r = self.answer_read(i, counted);
                     self.reply(r);
                 }
             }
@@ -844,7 +885,11 @@ impl Module {
     }
 
     fn boot_output(&mut self) {
-        let banner = self.cfg.identity.banner.then(|| system::banner(self.profile));
+        let banner = self
+            .cfg
+            .identity
+            .banner
+            .then(|| system::banner(self.profile));
         let bytes = self.wire.boot(banner);
         self.emit(&bytes, None);
     }
