@@ -26,7 +26,7 @@ impl Module {
     /// `R0` (`R4`: `counted`): data at once if there is some, else wait up to `R2`.
     pub(super) fn read(&mut self, i: usize, counted: bool, now: Instant) -> Step {
         if self.read_ready(i) {
-            return Ok(Answer::Reply(self.answer_read(i, counted)));
+            return Ok(Answer::Reply(self.answer_read(i, counted, now)));
         }
         let wait = self.sockets[i].read_timeout_ms;
         if wait == 0 {
@@ -50,19 +50,20 @@ impl Module {
             // A serving socket between clients waits for one.
             SocketState::Opening { .. }
             | SocketState::Handshaking(_)
-            | SocketState::Listening(_) => false,
+            | SocketState::Listening(_)
+            | SocketState::Accepting(..) => false,
         }
     }
 
     /// The reply to an `R0` that is ready (see [`Module::read_ready`]); takes the data, and once a
     /// server's client has said its `-1` the server moves on — after this reply, so one `R0` never
     /// gets two.
-    pub(super) fn answer_read(&mut self, i: usize, counted: bool) -> Reply {
-        let r = self.answer_read_data(i);
+    pub(super) fn answer_read(&mut self, i: usize, counted: bool, now: Instant) -> Reply {
+        let r = self.answer_read_data(i, now);
         count(r, counted)
     }
 
-    fn answer_read_data(&mut self, i: usize) -> Reply {
+    fn answer_read_data(&mut self, i: usize, now: Instant) -> Reply {
         let s = &mut self.sockets[i];
         let max = s.read_size as usize;
         let udp_server = matches!(s.state(), SocketState::Udp(u) if u.server.is_some());
@@ -89,7 +90,7 @@ impl Module {
                 let accept_loop = l.accept_loop;
                 s.set_state(i, SocketState::Listening(l), "-1 read");
                 if accept_loop {
-                    self.promote(i);
+                    self.promote(i, now);
                 }
                 Reply::Closed(Mnemonic::R0)
             }
@@ -248,7 +249,10 @@ impl Module {
     /// The driver wrote a send: its bytes leave the window.
     pub(super) fn on_sent(&mut self, conn: ConnId, seq: SendSeq) {
         let tx = self.sockets.iter_mut().find_map(|s| match s.state_mut() {
-            SocketState::Handshaking(st) | SocketState::Open(st) | SocketState::Serving(_, st)
+            SocketState::Handshaking(st)
+            | SocketState::Open(st)
+            | SocketState::Accepting(_, st, _)
+            | SocketState::Serving(_, st)
                 if st.conn == conn =>
             {
                 Some(&mut st.tx)

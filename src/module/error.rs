@@ -78,6 +78,8 @@ pub enum ServerError {
     ModeNotSupported,
     /// `P7` on a socket that is not serving.
     NotServing,
+    /// A TLS server (`[tls] server`) cannot start with the active set.
+    Tls(TlsError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +92,22 @@ pub enum CertError {
     WriteFailed,
     /// Not PEM, with `[tls] refuse_non_pem`.
     NotPem,
+}
+
+impl TlsError {
+    /// The firmware's `[TCP SSL]` line for this failure.
+    fn text(&self) -> Vec<u8> {
+        match self {
+            TlsError::InUse(s) => format!("[TCP SSL] In use by socket {s}").into_bytes(),
+            TlsError::NoCertOrKey => b"[TCP SSL] No cert and/or key found.".to_vec(),
+            TlsError::RootCa => b"[TCP SSL] Root CA certificate failed to initialize: 1".to_vec(),
+            TlsError::Unable => b"[TCP SSL] Unable to enable TLS!".to_vec(),
+            TlsError::Handshake { advanced: false } => {
+                b"[TCP SSL] Simple context, failed to connect".to_vec()
+            }
+            TlsError::Handshake { advanced: true } => b"[TCP SSL] Connection issue".to_vec(),
+        }
+    }
 }
 
 impl From<ParseError> for Error {
@@ -176,33 +194,19 @@ impl Error {
             }
             Error::Socket(e) => fail(
                 M::P6,
-                match e {
-                    SocketError::AlreadyConnected => b"[TCP  RC] Already Connected",
-                    SocketError::InvalidIp => b"[P6     ] Invalid IP Address",
-                    SocketError::ConnectFailed => b"[TCP  RC] Failed to connect",
-                    SocketError::UdpFailed => b"[UDP  RC] Error connecting",
-                    SocketError::ModeNotSupported => b"Mode not supported.",
-                    SocketError::Tls(TlsError::InUse(s)) => {
-                        return fail(M::P6, format!("[TCP SSL] In use by socket {s}").as_bytes())
-                    }
-                    SocketError::Tls(TlsError::NoCertOrKey) => {
-                        b"[TCP SSL] No cert and/or key found."
-                    }
-                    SocketError::Tls(TlsError::RootCa) => {
-                        b"[TCP SSL] Root CA certificate failed to initialize: 1"
-                    }
-                    SocketError::Tls(TlsError::Unable) => b"[TCP SSL] Unable to enable TLS!",
-                    SocketError::Tls(TlsError::Handshake { advanced: false }) => {
-                        b"[TCP SSL] Simple context, failed to connect"
-                    }
-                    SocketError::Tls(TlsError::Handshake { advanced: true }) => {
-                        b"[TCP SSL] Connection issue"
-                    }
+                &match e {
+                    SocketError::AlreadyConnected => b"[TCP  RC] Already Connected".to_vec(),
+                    SocketError::InvalidIp => b"[P6     ] Invalid IP Address".to_vec(),
+                    SocketError::ConnectFailed => b"[TCP  RC] Failed to connect".to_vec(),
+                    SocketError::UdpFailed => b"[UDP  RC] Error connecting".to_vec(),
+                    SocketError::ModeNotSupported => b"Mode not supported.".to_vec(),
+                    SocketError::Tls(t) => t.text(),
                 },
             ),
             Error::Server(ServerError::StartFailed) => fail(M::P5, b""),
             Error::Server(ServerError::ModeNotSupported) => fail(M::P5, b"Mode not supported."),
             Error::Server(ServerError::NotServing) => fail(M::P7, b""),
+            Error::Server(ServerError::Tls(e)) => fail(M::P5, &e.text()),
             Error::Cert(CertError::NoSuchSet(m)) => Reply::Error {
                 payload: Vec::new(),
                 reason: Reason::BadArgument,

@@ -429,12 +429,12 @@ impl Module {
                 listener,
                 conn,
                 peer,
-            } => self.on_accepted(listener, conn, peer),
+            } => self.on_accepted(listener, conn, peer, now),
             NetEvent::PingDone { query, result } => self.on_ping(query, result),
             NetEvent::Sent { conn, seq } => self.on_sent(conn, seq),
-            NetEvent::Closed { conn, reason } => self.on_closed(conn, reason),
+            NetEvent::Closed { conn, reason } => self.on_closed(conn, reason, now),
         }
-        self.progress();
+        self.progress(now);
         self.pump(now);
     }
 
@@ -458,7 +458,7 @@ impl Module {
                 how: CloseHow::Abort,
             });
         }
-        self.progress();
+        self.progress(now);
         self.pump(now);
     }
 
@@ -771,7 +771,7 @@ impl Module {
     }
 
     /// Complete a waiting command if the state now allows (data for `R0`, room for `S3`).
-    fn progress(&mut self) {
+    fn progress(&mut self, now: Instant) {
         match &self.busy {
             Some(Busy::Read {
                 socket, counted, ..
@@ -779,7 +779,7 @@ impl Module {
                 let (i, counted) = (*socket, *counted);
                 if self.read_ready(i) {
                     self.busy = None;
-                    let r = self.answer_read(i, counted);
+                    let r = self.answer_read(i, counted, now);
                     self.reply(r);
                 }
             }
