@@ -1103,6 +1103,36 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_command_table_names_exactly_the_known_mnemonics() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("## Supported commands")
+            .nth(1)
+            .and_then(|t| t.split("| Command |").nth(1))
+            .expect("the README's command table");
+        let mut listed = std::collections::HashSet::new();
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let first = row.split(" | ").next().unwrap_or_default();
+            for cell in first.split('`').skip(1).step_by(2) {
+                let mnemonic = cell.split('=').next().unwrap_or_default();
+                let m = Mnemonic::from_bytes(mnemonic.as_bytes());
+                assert!(
+                    m.is_some(),
+                    "README lists {cell:?}, which the parser does not know"
+                );
+                listed.extend(m);
+            }
+        }
+        for m in Mnemonic::ALL {
+            assert!(
+                listed.contains(m),
+                "README's command table lacks {}",
+                m.text()
+            );
+        }
+    }
+
+    #[test]
     fn log_text_hides_secrets_and_unrecognised_lines() {
         assert_eq!(log_text(b"C1=home"), "C1=home");
         assert_eq!(log_text(b"C2=hunter22"), "C2=<8 bytes hidden>");

@@ -182,11 +182,7 @@ impl Module {
                 self.apply_baud();
                 ok()
             }
-            BusQuery => payload(if self.wire.spi {
-                "SPI,0,0"
-            } else {
-                "UART,0,0"
-            }),
+            BusQuery => payload(if self.wire.spi { "SPI,0,0" } else { "UART,0,0" }),
             SetRawBypass(v) => {
                 self.sys.raw_bypass = v;
                 ok()
