@@ -10,6 +10,9 @@
 //! the network or emulated time leaves a [`Busy`] state with a deadline; bytes that arrive meanwhile
 //! stay in the framer, up to [`SERIAL_IN_LIMIT`], and then the driver stops reading the line.
 //!
+//! Every byte the module writes goes through one [`Wire`] (the reply envelope of the firmware
+//! profile and bus: C6.2.1.8's 12-byte OK, SPI's 0x15 padding and boot cursor, the `-1` form).
+//!
 //! The areas of the module each own their state and commands: [`system`], [`station`], [`ap`],
 //! [`ping`], [`client`] (sockets, `R0`/`S3` in [`data`]), [`server`], [`certs`] and [`tls`]. This
 //! file holds what they share: the command loop, the dispatcher, replies, events and timers.
