@@ -573,22 +573,8 @@ impl<M: Core> Driver<M> {
 
     /// Power-cycle module `idx` now.
     fn power_cycle(&mut self, idx: ModuleIdx, why: &str) {
-        let now = Instant::now();
         if let Some(line) = self.lines.get_mut(idx) {
-            log::info!("module {idx}: power cycle ({why})");
-            if let Some(t) = &mut self.tracer {
-                t.note(idx, now, &format!("power cycle ({why})"));
-            }
-            line.reset_at = None;
-            // What the module had not yet put on the wire (held by a serial fault) dies with it,
-            // and so does a command it had not yet taken.
-            let lost = line.delayed_out.iter().map(|(_, b)| b.len()).sum::<usize>();
-            if lost > 0 {
-                log::info!("module {idx}: {lost} bytes of output lost in the power cycle");
-            }
-            line.delayed_out.clear();
-            line.held_in = None;
-            line.core.power_cycle(now);
+            line.power_cycle(idx, &mut self.tracer, why);
         }
     }
 
@@ -766,19 +752,8 @@ impl<M: Core> Driver<M> {
                 line.core.set_wifi_faults(self.faults.wifi(k));
             }
         }
-        for k in 0..self.lines.len() {
-            let commands = self.lines[k].core.commands();
-            if self.faults.reset_due(k, commands, now) {
-                trace_core(&mut self.tracer, k, &mut self.lines[k].core);
-                trace_fired(&mut self.tracer, &mut self.faults);
-                self.power_cycle(k, "fault");
-            }
-            if self.faults.link_down_due(k, now) {
-                self.lines[k].core.link_down(now);
-            }
-            while let Some(what) = self.lines[k].core.poll_fault_fired() {
-                self.faults.core_fired(k, &what);
-            }
+        for (k, line) in self.lines.iter_mut().enumerate() {
+            module_faults(line, k, &mut self.faults, &mut self.tracer, now);
         }
         trace_fired(&mut self.tracer, &mut self.faults);
     }
@@ -802,6 +777,15 @@ impl<M: Core> Driver<M> {
                     trace_fired(&mut self.tracer, &mut self.faults);
                 }
                 trace_core(&mut self.tracer, idx, &mut line.core);
+                // Before its output is taken: a brown-out after the Nth command comes right after
+                // that command's reply is made, however the reads fell.
+                module_faults(
+                    line,
+                    idx,
+                    &mut self.faults,
+                    &mut self.tracer,
+                    Instant::now(),
+                );
                 moved |= line.take_output(registry, idx, &mut self.tracer, &mut self.faults)?;
                 trace_core(&mut self.tracer, idx, &mut line.core);
                 trace_fired(&mut self.tracer, &mut self.faults);
@@ -893,6 +877,25 @@ impl<M: Core> Line<M> {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Power-cycle the module (a reset line, the control socket, a brown-out fault).
+    fn power_cycle(&mut self, idx: ModuleIdx, tracer: &mut Option<Tracer>, why: &str) {
+        let now = Instant::now();
+        log::info!("module {idx}: power cycle ({why})");
+        if let Some(t) = tracer {
+            t.note(idx, now, &format!("power cycle ({why})"));
+        }
+        self.reset_at = None;
+        // What the module had not yet put on the wire (held by a serial fault) dies with it,
+        // and so does a command it had not yet taken.
+        let lost = self.delayed_out.iter().map(|(_, b)| b.len()).sum::<usize>();
+        if lost > 0 {
+            log::info!("module {idx}: {lost} bytes of output lost in the power cycle");
+        }
+        self.delayed_out.clear();
+        self.held_in = None;
+        self.core.power_cycle(now);
     }
 
     /// Input waits in the line and the core could take it now (not while a stalled command is
@@ -1078,6 +1081,27 @@ impl<M: Core> Line<M> {
             self.writable = want;
         }
         Ok(())
+    }
+}
+
+/// Brown-outs and link losses due for module `k` now.
+fn module_faults<M: Core>(
+    line: &mut Line<M>,
+    k: ModuleIdx,
+    faults: &mut FaultSet,
+    tracer: &mut Option<Tracer>,
+    now: Instant,
+) {
+    if faults.reset_due(k, line.core.commands(), now) {
+        trace_core(tracer, k, &mut line.core);
+        trace_fired(tracer, faults);
+        line.power_cycle(k, tracer, "fault");
+    }
+    if faults.link_down_due(k, now) {
+        line.core.link_down(now);
+    }
+    while let Some(what) = line.core.poll_fault_fired() {
+        faults.core_fired(k, &what);
     }
 }
 

@@ -65,7 +65,8 @@ struct Cli {
 struct ServeArgs {
     /// Also create a symlink at PATH pointing to the pty, removed at exit. A symlink already there
     /// is replaced; anything else at PATH (a file, a directory) is an error and left alone. With
-    /// --modules, PATH must hold `{n}` (replaced by the module number).
+    /// --modules, PATH must hold the placeholder n in braces (replaced by the module number), as in
+    /// /tmp/eswifi{ n } written without the spaces (clap would print it as a line break).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["serial", "listen", "connect", "stdio"])]
     link: Option<String>,
 
@@ -123,7 +124,8 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     modules: usize,
 
-    /// A Unix socket (mode 0600) taking one-line commands: `reset [MODULE]`, `status`.
+    /// A Unix socket (mode 0600) taking one-line commands: `reset [MODULE]`, `status`,
+    /// `fault add RULE`, `fault clear [ID]`, `fault list` (README, "Faults").
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
 

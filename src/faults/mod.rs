@@ -188,8 +188,9 @@ impl FaultSet {
             k,
             module,
             format!(
-                "{} fragments ({} bytes) {gap:?} apart",
+                "{} fragment{} ({} bytes) {gap:?} apart",
                 sizes.len(),
+                if sizes.len() == 1 { "" } else { "s" },
                 sizes.join("+")
             ),
         );
