@@ -7,6 +7,8 @@
 //!   [`module::io::NetOp`]s and a wake-up time out). No IO, no clock.
 //! - [`net`], [`serial`], [`driver`]: the edges — real sockets, DNS worker, pty, and the mio loop.
 //! - [`config`]: configuration data.
+//! - [`script`]: the host's side: terminal scripts (`run`) and the interactive terminal (`term`).
+//! - [`peers`]: loopback servers the shipped scripts talk to (`peers`).
 
 pub mod certstore;
 pub mod config;
@@ -14,5 +16,7 @@ pub mod driver;
 pub mod iwin;
 pub mod module;
 pub mod net;
+pub mod peers;
+pub mod script;
 pub mod serial;
 pub mod tools;
