@@ -132,7 +132,7 @@ fn colour_on(stream_is_tty: bool) -> bool {
 
 fn open_embedded(config: &Config, global: &Global) -> std::io::Result<(Embedded, Box<dyn Port>)> {
     let emu = Embedded::start(config, global.certsets.as_deref())?;
-    let port = TtyPort::open(emu.path())?;
+    let port = TtyPort::open(emu.path())?.named("embedded emulator");
     Ok((emu, Box::new(port)))
 }
 

@@ -81,7 +81,7 @@ fn wait_fd(fd: libc::c_int, events: libc::c_short, timeout: Duration) -> io::Res
 /// A tty or pty slave opened by path, non-blocking, waited on with `poll`.
 pub struct TtyPort {
     file: File,
-    path: PathBuf,
+    name: String,
 }
 
 impl TtyPort {
@@ -101,8 +101,14 @@ impl TtyPort {
         }
         Ok(TtyPort {
             file,
-            path: path.to_owned(),
+            name: path.display().to_string(),
         })
+    }
+
+    /// The same, named for messages (the embedded emulator's pty says what it is).
+    pub fn named(mut self, name: &str) -> TtyPort {
+        self.name = name.to_string();
+        self
     }
 }
 
@@ -150,12 +156,12 @@ impl Port for TtyPort {
     fn try_clone(&self) -> io::Result<Box<dyn Port>> {
         Ok(Box::new(TtyPort {
             file: self.file.try_clone()?,
-            path: self.path.clone(),
+            name: self.name.clone(),
         }))
     }
 
     fn name(&self) -> String {
-        self.path.display().to_string()
+        self.name.clone()
     }
 }
 

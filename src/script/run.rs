@@ -35,8 +35,10 @@ pub struct Options {
 pub struct Failure {
     /// `script:line`.
     pub at: String,
-    /// The line that failed (or the command whose reply failed a check).
-    pub command: String,
+    /// The line that failed, as written (a check, or the command itself).
+    pub line: String,
+    /// The module command whose reply failed a check, as sent (secrets masked).
+    pub command: Option<String>,
     pub expected: String,
     /// What came, escaped.
     pub got: String,
@@ -45,10 +47,15 @@ pub struct Failure {
 impl Failure {
     /// The multi-line description printed under the step.
     pub fn describe(&self) -> String {
-        format!(
-            "{}: {}\n  expected: {}\n  got:      {}",
-            self.at, self.command, self.expected, self.got
-        )
+        let mut s = format!("{}: {}\n", self.at, self.line);
+        if let Some(c) = &self.command {
+            s.push_str(&format!("  command:  {c}\n"));
+        }
+        s.push_str(&format!(
+            "  expected: {}\n  got:      {}",
+            self.expected, self.got
+        ));
+        s
     }
 }
 
@@ -151,16 +158,17 @@ impl Runner<'_> {
         let status = self.paint("32", "ok  ");
         let took = took.map(fmt_dur).unwrap_or_default();
         let line = format!(
-            "{status} {loc:>6}  {:<34} {:<46} {took:>8}",
+            "{status} {loc:<24} {:<34} {:<44} {took:>8}",
             shorten(what, 34),
-            shorten(result, 46)
+            shorten(result, 44)
         );
         self.print(line.trim_end().to_string(), false);
     }
 
     fn fail_line(&mut self, loc: &str, f: &Failure) {
         let status = self.paint("31;1", "FAIL");
-        let line = format!("{status} {loc:>6}  {}", shorten(&f.command, 34));
+        let what = f.command.as_deref().unwrap_or(&f.line);
+        let line = format!("{status} {loc:<24} {}", shorten(what, 34));
         self.print(line, true);
         for l in f.describe().lines() {
             let l = format!("       {l}");
@@ -172,7 +180,8 @@ impl Runner<'_> {
     fn start(&mut self, script: &Path) -> Result<(), Failure> {
         let fail_start = |expected: String, got: String| Failure {
             at: format!("{}:0", script.display()),
-            command: "(start)".into(),
+            line: "(start)".into(),
+            command: None,
             expected,
             got,
         };
@@ -202,14 +211,10 @@ impl Runner<'_> {
         self.exec(script, script, &lines, 0)
     }
 
-    /// The location column: the line number, with the file when it is an included one.
-    fn loc(top: &Path, file: &Path, no: usize) -> String {
-        if top == file {
-            no.to_string()
-        } else {
-            let name = file.file_name().unwrap_or_default().to_string_lossy();
-            format!("{name}:{no}")
-        }
+    /// The location column: file name and line (the header names the script's path).
+    fn loc(_top: &Path, file: &Path, no: usize) -> String {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        format!("{name}:{no}")
     }
 
     fn lookup(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -246,7 +251,8 @@ impl Runner<'_> {
         }
         lang::substitute(input, &|n| found.get(n).cloned().flatten()).map_err(|msg| Failure {
             at: at(file, line.no),
-            command: line.text.clone(),
+            line: line.text.clone(),
+            command: None,
             expected: "every ${VARIABLE} defined".into(),
             got: msg,
         })
@@ -261,7 +267,8 @@ impl Runner<'_> {
         let src = self.subst_str(file, line, re)?;
         Regex::new(&src).map_err(|e| Failure {
             at: at(file, line.no),
-            command: line.text.clone(),
+            line: line.text.clone(),
+            command: None,
             expected: "a valid regex".into(),
             got: e.to_string(),
         })
@@ -276,12 +283,12 @@ impl Runner<'_> {
     fn show_reply(&self, r: &Reply, cmd: &str) -> String {
         let payload = show::redact(&show::reply_payload(cmd, r.payload()), &self.secrets);
         let kind = r.kind();
-        if payload.is_empty() {
+        // Error payloads carry their own ERROR line; the blank line before it says nothing.
+        let text = payload.strip_prefix(b"\r\n").unwrap_or(&payload);
+        if text.is_empty() {
             kind.to_string()
-        } else if kind == Kind::Ok {
-            escape(&payload)
         } else {
-            format!("{kind}: {}", escape(&payload))
+            escape(text)
         }
     }
 
@@ -318,7 +325,7 @@ impl Runner<'_> {
                 }
                 Item::Echo(text) => self.subst(file, line, text.as_bytes()).map(|t| {
                     let t = show::redact(&t, &self.secrets);
-                    let t = format!("     {loc:>6}  {}", String::from_utf8_lossy(&t));
+                    let t = format!("     {loc:<24} {}", String::from_utf8_lossy(&t));
                     self.print(t, false);
                 }),
                 Item::Include(p) => match self.subst_str(file, line, p) {
@@ -353,7 +360,8 @@ impl Runner<'_> {
         let path = relative_to(file, p);
         let fail = |expected: &str, got: String| Failure {
             at: at(file, line.no),
-            command: line.text.clone(),
+            line: line.text.clone(),
+            command: None,
             expected: expected.into(),
             got,
         };
@@ -403,7 +411,8 @@ impl Runner<'_> {
                         let path = relative_to(file, &f);
                         let data = read_payload(&path).map_err(|e| Failure {
                             at: at(file, line.no),
-                            command: line.text.clone(),
+                            line: line.text.clone(),
+            command: None,
                             expected: "a readable payload file".into(),
                             got: format!("{}: {e}", path.display()),
                         })?;
@@ -442,7 +451,8 @@ impl Runner<'_> {
         };
         Failure {
             at: at(file, line.no),
-            command: shown.to_string(),
+            line: line.text.clone(),
+            command: Some(shown.to_string()),
             expected,
             got,
         }
@@ -528,11 +538,8 @@ impl Runner<'_> {
         let mut tries = 1;
         let fail = |this: &Self, l: &Line, expected: String, r: &Reply| Failure {
             at: at(file, l.no),
-            command: if l.no == line.no {
-                shown.to_string()
-            } else {
-                format!("{} (after {shown})", l.text)
-            },
+            line: l.text.clone(),
+            command: Some(shown.to_string()),
             expected,
             got: this.show_bytes(&r.raw, cmd),
         };
@@ -663,7 +670,8 @@ impl Runner<'_> {
             }
             Err(SessionError::Timeout { got }) => Err(Failure {
                 at: at(file, line.no),
-                command: line.text.clone(),
+                line: line.text.clone(),
+            command: None,
                 expected: format!(
                     "an asynchronous message containing \"{}\" within {}",
                     escape(&t),
