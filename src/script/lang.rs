@@ -11,7 +11,6 @@
 //! `${NAME}` may appear anywhere; it is replaced at run time ([`substitute`]), inside decoded quoted
 //! strings, paths, regexes and command text alike.
 
-use regex::bytes::Regex;
 use std::fmt;
 use std::time::Duration;
 
@@ -358,7 +357,9 @@ fn check_regex(re: &str) -> Result<(), String> {
     if re.contains("${") {
         return Ok(());
     }
-    Regex::new(re)
+    regex::bytes::RegexBuilder::new(re)
+        .unicode(false)
+        .build()
         .map(|_| ())
         .map_err(|e| format!("bad regex /{re}/: {e}"))
 }
@@ -443,9 +444,11 @@ fn parse_directive(text: &str) -> Result<Item, String> {
                     only("the text", used, q)?;
                     Expect::Exact(b)
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "`expect {rest}`: use OK, ERROR, -1, any, \"text\", /regex/ or exact \"text\""
-                )),
+                ))
+                }
             };
             Ok(Item::Expect(item))
         }

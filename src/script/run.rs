@@ -265,7 +265,7 @@ impl Runner<'_> {
 
     fn regex(&mut self, file: &Path, line: &Line, re: &str) -> Result<Regex, Failure> {
         let src = self.subst_str(file, line, re)?;
-        Regex::new(&src).map_err(|e| Failure {
+        byte_regex(&src).map_err(|e| Failure {
             at: at(file, line.no),
             line: line.text.clone(),
             command: None,
@@ -412,7 +412,7 @@ impl Runner<'_> {
                         let data = read_payload(&path).map_err(|e| Failure {
                             at: at(file, line.no),
                             line: line.text.clone(),
-            command: None,
+                            command: None,
                             expected: "a readable payload file".into(),
                             got: format!("{}: {e}", path.display()),
                         })?;
@@ -671,7 +671,7 @@ impl Runner<'_> {
             Err(SessionError::Timeout { got }) => Err(Failure {
                 at: at(file, line.no),
                 line: line.text.clone(),
-            command: None,
+                command: None,
                 expected: format!(
                     "an asynchronous message containing \"{}\" within {}",
                     escape(&t),
@@ -686,6 +686,11 @@ impl Runner<'_> {
             Err(e) => Err(self.session_failure(file, line, &line.text, "", e)),
         }
     }
+}
+
+/// Replies are bytes: `\xNN` is a byte and `.` any byte (no Unicode classes).
+pub fn byte_regex(src: &str) -> Result<Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(src).unicode(false).build()
 }
 
 /// `p` relative to the directory of `file` (absolute paths stay as they are).
