@@ -116,7 +116,15 @@ fn main() -> ExitCode {
     }
     // Runner and terminal output goes to stdout; the emulator inside them logs only warnings.
     let quiet_default = matches!(cli.cmd, Some(Cmd::Run(_) | Cmd::Term(_)));
-    init_logging(&cli, if quiet_default { "warn" } else { "info" });
+    // (rustyline warns when a terminal does not answer its cursor query: not worth a line.)
+    init_logging(
+        &cli,
+        if quiet_default {
+            "warn,rustyline=error"
+        } else {
+            "info"
+        },
+    );
 
     let global = eswifi_emu::script::cli::Global {
         config: cli.config.clone(),

@@ -204,6 +204,161 @@ fn wait_key(e: &[u8]) -> String {
     }
 }
 
+/// The main thread's side of the terminal.
+struct Term {
+    port: Box<dyn Port>,
+    rx: mpsc::Receiver<Msg>,
+    shared: Arc<Shared>,
+    recorder: Option<Recorder>,
+    /// Events that came while a reply was awaited, recorded after the command's `expect`.
+    events_seen: Vec<Vec<u8>>,
+    timeout: Duration,
+    colour: bool,
+}
+
+impl Term {
+    fn say_error(&self, msg: &str) {
+        println!("{}", paint(self.colour, "31", msg));
+    }
+
+    fn record(&mut self, line: &str) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.line(line);
+        }
+    }
+
+    fn record_event(&mut self, e: &[u8]) {
+        let line = format!("wait \"{}\"", escape(wait_key(e).as_bytes()));
+        self.record(&line);
+    }
+
+    /// What came while the user was typing (the reader thread printed it): record the events.
+    fn take_idle_output(&mut self) -> io::Result<()> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Msg::Frame { frame, printed }) => {
+                    if !printed {
+                        if let Some(t) = render(&frame, self.colour) {
+                            println!("{t}");
+                        }
+                    }
+                    if let Frame::Event(e) = &frame {
+                        self.record_event(e);
+                    }
+                }
+                Ok(Msg::Closed(e)) => return Err(io::Error::other(format!("line: {e}"))),
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// One typed line; false to quit.
+    fn handle(&mut self, text: &str) -> io::Result<bool> {
+        let first = text.chars().next().unwrap_or(' ');
+        if first.is_ascii_lowercase() {
+            match text {
+                "quit" | "exit" => return Ok(false),
+                "help" => println!("{HELP}"),
+                t if t.starts_with("send ") => match lang::quoted(t["send ".len()..].trim()) {
+                    Ok((bytes, _)) => {
+                        self.port.write_all(&bytes, self.timeout)?;
+                        self.record(&format!("send \"{}\"", escape(&bytes)));
+                    }
+                    Err(e) => self.say_error(&e),
+                },
+                _ => self.say_error(&format!("unknown: {text}. {HELP}")),
+            }
+            return Ok(true);
+        }
+        let cmd = match lang::parse_command(text) {
+            Ok(c) => c,
+            Err(e) => {
+                self.say_error(&e);
+                return Ok(true);
+            }
+        };
+        let mut bytes = cmd.head.clone().into_bytes();
+        match &cmd.payload {
+            None => bytes.push(b'\r'),
+            Some(p) => {
+                let data = match p {
+                    Payload::Bytes(b) => b.clone(),
+                    Payload::File(f) => match std::fs::read(f) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            self.say_error(&format!("{f}: {e}"));
+                            return Ok(true);
+                        }
+                    },
+                };
+                bytes.extend_from_slice(data.len().to_string().as_bytes());
+                bytes.push(b'\r');
+                bytes.extend_from_slice(&data);
+            }
+        }
+        // Events that came before this command belong before it in the recording.
+        self.take_idle_output()?;
+        self.record(&recorded_command(text, &cmd));
+        self.shared.awaiting.store(true, Ordering::SeqCst);
+        let sent = self.port.write_all(&bytes, self.timeout);
+        let reply = match sent {
+            Ok(()) => self.await_reply(),
+            Err(e) => Err(e),
+        };
+        self.shared.awaiting.store(false, Ordering::SeqCst);
+        match reply? {
+            Some(r) => {
+                println!("{}", render_reply(&r, text, self.colour));
+                self.record(&format!("expect {}", r.kind()));
+            }
+            None => {
+                let msg = format!("(no reply within {:.0} s)", self.timeout.as_secs_f64());
+                self.say_error(&msg);
+                self.record(&format!("// {msg}"));
+            }
+        }
+        // Events seen while waiting go after the command's checks (a check must follow it).
+        for e in std::mem::take(&mut self.events_seen) {
+            self.record_event(&e);
+        }
+        Ok(true)
+    }
+
+    /// The reply to the command just sent, printing what comes before it; `None` on timeout.
+    fn await_reply(&mut self) -> io::Result<Option<Reply>> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(Msg::Frame { frame, printed }) => match frame {
+                    // A reply the reader printed came before the command went out.
+                    Frame::Reply(r) if !printed => return Ok(Some(r)),
+                    Frame::Event(e) => {
+                        if !printed {
+                            println!("{}", render_event(&e, self.colour));
+                        }
+                        self.events_seen.push(e);
+                    }
+                    Frame::Unsolicited(u) if !printed => {
+                        if let Some(t) = render_unsolicited(&u, self.colour) {
+                            println!("{t}");
+                        }
+                    }
+                    _ => {}
+                },
+                Ok(Msg::Closed(e)) => return Err(io::Error::other(format!("line: {e}"))),
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::other("line reader stopped"))
+                }
+            }
+        }
+    }
+}
+
 const HELP: &str = "Type module commands (uppercase); Enter sends them with CR. \
 Payloads: S3=\"text\\r\\n\", S3 @file, PG=0,0,@ca.pem. \
 Also: send \"raw\\x00bytes\" (no CR), help, quit (or Ctrl-D).";
@@ -212,7 +367,6 @@ Also: send \"raw\\x00bytes\" (no CR), help, quit (or Ctrl-D).";
 pub fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
     let name = port.name();
     let reader_port = port.try_clone()?;
-    let mut port = port;
     let config = rustyline::Config::builder()
         .auto_add_history(false)
         .max_history_size(1000)
@@ -228,6 +382,7 @@ pub fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
         awaiting: AtomicBool::new(false),
         stop: AtomicBool::new(false),
     });
+    println!("eswifi-emu term on {name}. {HELP}");
     let (tx, rx) = mpsc::channel();
     let colour = opts.colour;
     let reader = {
@@ -236,146 +391,43 @@ pub fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
             .name("term-reader".into())
             .spawn(move || reader_loop(reader_port, shared, tx, printer, colour))?
     };
-    let mut recorder = match &opts.record {
+    let recorder = match &opts.record {
         Some(p) => Some(
             Recorder::create(p, &name)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?,
         ),
         None => None,
     };
-    println!("eswifi-emu term on {name}. {HELP}");
 
+    let mut session = Term {
+        port,
+        rx,
+        shared: shared.clone(),
+        recorder,
+        events_seen: Vec::new(),
+        timeout: opts.timeout,
+        colour,
+    };
     let result = (|| -> io::Result<()> {
         loop {
-            // Record what came while the user was typing.
-            loop {
-                match rx.try_recv() {
-                    Ok(Msg::Frame { frame, printed }) => {
-                        if !printed {
-                            if let Some(t) = render(&frame, colour) {
-                                println!("{t}");
-                            }
-                        }
-                        if let (Frame::Event(e), Some(r)) = (&frame, recorder.as_mut()) {
-                            r.line(&format!("wait \"{}\"", escape(wait_key(e).as_bytes())));
-                        }
-                    }
-                    Ok(Msg::Closed(e)) => return Err(io::Error::other(format!("line: {e}"))),
-                    Err(_) => break,
-                }
-            }
+            session.take_idle_output()?;
             let line = match rl.readline("> ") {
                 Ok(l) => l,
                 Err(ReadlineError::Interrupted) => continue,
                 Err(ReadlineError::Eof) => return Ok(()),
                 Err(e) => return Err(io::Error::other(e.to_string())),
             };
-            let text = line.trim();
-            if text.is_empty() {
-                continue;
-            }
-            // Passphrases stay out of the history.
-            if show::command_secret(text.as_bytes()).is_none() {
-                let _ = rl.add_history_entry(text);
-            }
-            let first = text.chars().next().unwrap_or(' ');
-            if first.is_ascii_lowercase() {
-                match text {
-                    "quit" | "exit" => return Ok(()),
-                    "help" => println!("{HELP}"),
-                    t if t.starts_with("send ") => match lang::quoted(t["send ".len()..].trim()) {
-                        Ok((bytes, _)) => {
-                            port.write_all(&bytes, opts.timeout)?;
-                            if let Some(r) = recorder.as_mut() {
-                                r.line(&format!("send \"{}\"", escape(&bytes)));
-                            }
-                        }
-                        Err(e) => println!("{}", paint(colour, "31", &e)),
-                    },
-                    _ => println!(
-                        "{}",
-                        paint(colour, "31", &format!("unknown: {text}. {HELP}"))
-                    ),
-                }
-                continue;
-            }
-            let cmd = match lang::parse_command(text) {
-                Ok(c) => c,
-                Err(e) => {
-                    println!("{}", paint(colour, "31", &e));
+            // A pasted block arrives as one line holding newlines: one command each.
+            for text in line.split(['\n', '\r']).map(str::trim) {
+                if text.is_empty() {
                     continue;
                 }
-            };
-            let mut bytes = cmd.head.clone().into_bytes();
-            match &cmd.payload {
-                None => {}
-                Some(p) => {
-                    let data = match p {
-                        Payload::Bytes(b) => b.clone(),
-                        Payload::File(f) => match std::fs::read(f) {
-                            Ok(d) => d,
-                            Err(e) => {
-                                println!("{}", paint(colour, "31", &format!("{f}: {e}")));
-                                continue;
-                            }
-                        },
-                    };
-                    bytes.extend_from_slice(data.len().to_string().as_bytes());
-                    bytes.push(b'\r');
-                    bytes.extend_from_slice(&data);
+                // Passphrases stay out of the history.
+                if show::command_secret(text.as_bytes()).is_none() {
+                    let _ = rl.add_history_entry(text);
                 }
-            }
-            if cmd.payload.is_none() {
-                bytes.push(b'\r');
-            }
-            if let Some(r) = recorder.as_mut() {
-                r.line(&recorded_command(text, &cmd));
-            }
-            shared.awaiting.store(true, Ordering::SeqCst);
-            port.write_all(&bytes, opts.timeout)?;
-            let deadline = Instant::now() + opts.timeout;
-            let mut reply = None;
-            while reply.is_none() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match rx.recv_timeout(left) {
-                    Ok(Msg::Frame { frame, .. }) => match frame {
-                        Frame::Reply(r) => reply = Some(r),
-                        Frame::Event(e) => {
-                            println!("{}", render_event(&e, colour));
-                            if let Some(r) = recorder.as_mut() {
-                                r.line(&format!("wait \"{}\"", escape(wait_key(&e).as_bytes())));
-                            }
-                        }
-                        Frame::Unsolicited(u) => {
-                            if let Some(t) = render_unsolicited(&u, colour) {
-                                println!("{t}");
-                            }
-                        }
-                    },
-                    Ok(Msg::Closed(e)) => return Err(io::Error::other(format!("line: {e}"))),
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        return Err(io::Error::other("line reader stopped"))
-                    }
-                }
-            }
-            shared.awaiting.store(false, Ordering::SeqCst);
-            match reply {
-                Some(r) => {
-                    println!("{}", render_reply(&r, text, colour));
-                    if let Some(rec) = recorder.as_mut() {
-                        rec.line(&format!("expect {}", r.kind()));
-                    }
-                }
-                None => {
-                    let msg = format!("(no reply within {} s)", opts.timeout.as_secs_f64().round());
-                    println!("{}", paint(colour, "31", &msg));
-                    if let Some(rec) = recorder.as_mut() {
-                        rec.line(&format!("// {msg}"));
-                    }
+                if !session.handle(text)? {
+                    return Ok(());
                 }
             }
         }
