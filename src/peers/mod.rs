@@ -36,20 +36,28 @@ pub struct PeersArgs {
     /// Address to serve on. For a real module on your network, this machine's address there.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
     pub host: IpAddr,
+    /// WWEP, plain (the class server's 27708).
     #[arg(long, value_name = "PORT", default_value_t = WWEP_PORT)]
     pub wwep_port: u16,
+    /// WWEP over TLS (the class server's 40508).
     #[arg(long, value_name = "PORT", default_value_t = WWEP_TLS_PORT)]
     pub wwep_tls_port: u16,
+    /// TCP echo (0: any free port, as for the ones below).
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub tcp_echo_port: u16,
+    /// UDP echo.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub udp_echo_port: u16,
+    /// TLS echo (no client certificate asked).
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub tls_echo_port: u16,
+    /// Mutual-TLS echo (a client certificate from the demo CA required).
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub mtls_echo_port: u16,
+    /// Secure WebSocket echo.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub wss_port: u16,
+    /// Call-back client: connects to the module's servers on request.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub dial_port: u16,
     /// Stop by itself after this long (e.g. 10m); default: until Ctrl-C.
