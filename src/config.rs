@@ -42,6 +42,12 @@ impl Config {
         if self.module.message_type > 1 {
             return Err("module.message_type must be 0 or 1".into());
         }
+        if !crate::iwin::command::BAUD_RATES.contains(&self.module.baud) {
+            return Err(format!(
+                "module.baud {} is not a rate the module offers (U2)",
+                self.module.baud
+            ));
+        }
         crate::iwin::command::parse_mac(&self.identity.mac).ok_or_else(|| {
             format!(
                 "identity.mac {:?} is not XX:XX:XX:XX:XX:XX",
@@ -106,7 +112,7 @@ impl Default for Identity {
 
 /// The module's addresses once joined (DHCP), all on loopback so real sockets work.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "NetworkToml")]
 pub struct Network {
     /// Station IP; outgoing sockets bind it as their source. Any 127.0.0.0/8 address.
     pub ip: Ipv4Addr,
@@ -117,30 +123,67 @@ pub struct Network {
     /// Soft-AP address (`Z6`) at power-up. Servers opened while the AP runs listen here, so it must be
     /// on loopback for local programs to reach them (the module's own default is 192.168.10.1).
     pub ap_ip: Ipv4Addr,
+    /// `ip` was given in the configuration: use it as it is. Otherwise each emulated module claims
+    /// a free loopback address of its own at start-up (so emulators never collide).
+    pub ip_pinned: bool,
+    /// `ap_ip` was given in the configuration (otherwise it follows the claimed station address).
+    pub ap_ip_pinned: bool,
 }
 
 impl Default for Network {
     fn default() -> Self {
+        Network::from(NetworkToml::default())
+    }
+}
+
+/// `[network]` as written; absent addresses are chosen at start-up.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct NetworkToml {
+    ip: Option<Ipv4Addr>,
+    mask: Option<Ipv4Addr>,
+    gateway: Option<Ipv4Addr>,
+    dns1: Option<Ipv4Addr>,
+    dns2: Option<Ipv4Addr>,
+    ap_ip: Option<Ipv4Addr>,
+}
+
+impl From<NetworkToml> for Network {
+    fn from(t: NetworkToml) -> Network {
         Network {
-            ip: Ipv4Addr::new(127, 0, 0, 1),
-            mask: Ipv4Addr::new(255, 0, 0, 0),
-            gateway: Ipv4Addr::new(127, 0, 0, 1),
-            dns1: Ipv4Addr::new(127, 0, 0, 1),
-            dns2: Ipv4Addr::new(0, 0, 0, 0),
-            ap_ip: Ipv4Addr::new(127, 0, 10, 1),
+            ip: t.ip.unwrap_or(Ipv4Addr::new(127, 0, 0, 1)),
+            mask: t.mask.unwrap_or(Ipv4Addr::new(255, 0, 0, 0)),
+            gateway: t.gateway.unwrap_or(Ipv4Addr::new(127, 0, 0, 1)),
+            dns1: t.dns1.unwrap_or(Ipv4Addr::new(127, 0, 0, 1)),
+            dns2: t.dns2.unwrap_or(Ipv4Addr::new(0, 0, 0, 0)),
+            ap_ip: t.ap_ip.unwrap_or(Ipv4Addr::new(127, 0, 10, 1)),
+            ip_pinned: t.ip.is_some(),
+            ap_ip_pinned: t.ap_ip.is_some(),
         }
     }
 }
 
 /// Power-up defaults of module settings.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModuleSettings {
     /// `MT` at power-up: 0 = errors with reason and usage, 1 = bare `ERROR`.
     pub message_type: u8,
+    /// UART rate at power-up (factory value; `U2`/`U0`/`Z1` change it, `--baud` overrides it).
+    pub baud: u32,
     /// How asynchronous messages reach the host: written unsolicited between replies (`uart`, the
     /// UART firmware) or queued for `MR` (`poll`, the SPI firmware ST's es_wifi.c expects).
     pub events: EventMode,
+}
+
+impl Default for ModuleSettings {
+    fn default() -> Self {
+        ModuleSettings {
+            message_type: 0,
+            baud: 115_200,
+            events: EventMode::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -163,6 +206,10 @@ pub struct Timing {
     pub connect_timeout_ms: u64,
     /// A payload command (`S3=n`) whose bytes stop arriving for this long is abandoned with an error.
     pub payload_timeout_ms: u64,
+    /// With `--reset-on-open`, the module power-cycles this long after a host opens the line (its
+    /// boot time), so a host that flushes or reconfigures the tty right after opening it still
+    /// sees the banner and prompt.
+    pub boot_ms: u64,
 }
 
 impl Default for Timing {
@@ -172,6 +219,7 @@ impl Default for Timing {
             scan_ms: 0,
             connect_timeout_ms: 10_000,
             payload_timeout_ms: 30_000,
+            boot_ms: 100,
         }
     }
 }

@@ -1,20 +1,29 @@
 //! The event loop (layer: edge). One thread and one `mio::Poll` own every file descriptor: each
-//! module's pty master, the [`NetStack`]'s sockets and DNS waker, and the shutdown signals. The loop
-//! moves bytes, events and time between them and the pure cores; it holds no protocol state.
+//! module's serial line (pty, tty, TCP or stdio, see [`crate::serial::port`]), the [`NetStack`]'s
+//! sockets and worker waker, the control socket and the signals. The loop moves bytes, events and
+//! time between them and the pure cores; it holds no protocol state.
+//!
+//! Per line it also does what a UART and its wiring do: it stops reading while the core has no
+//! room, holds output while the host does not read, switches the line's rate after the bytes
+//! written before a `U0`, paces output at the baud rate (`--pace`), and power-cycles the module
+//! on SIGUSR1, on `reset` from the control socket, or when a host opens the line
+//! (`--reset-on-open`).
 
 use crate::certstore::CertStore;
 use crate::config::Config;
+use crate::control::{self, ControlServer};
 use crate::module::io::{ConnId, NetEvent, NetOp, StoreOp};
-use crate::module::Module;
-use crate::net::{ModuleIdx, NetStack, WriteQueue};
-use crate::serial::{Pty, PtyLink};
-use mio::unix::SourceFd;
+use crate::module::{LineOp, Module, Status, TraceRecord};
+use crate::net::{claim, ModuleIdx, NetStack, WriteQueue};
+use crate::serial::port::Happened;
+use crate::serial::{FrontEnd, Pacer, Port, Pty, PtyLink};
+use crate::trace::Tracer;
 use mio::{Events, Interest, Poll, Registry, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -31,6 +40,9 @@ const SERIAL_CHUNK: usize = 8192;
 /// Serial output the driver holds for a line; while more waits, it takes no more replies from the
 /// core (which then stops taking input): a host that never reads stalls instead of growing memory.
 pub const SERIAL_OUT_HIGH: usize = 64 * 1024;
+
+/// Most modules one process emulates.
+pub const MAX_MODULES: usize = 256;
 
 /// What the driver needs from an emulated module. [`Module`] is the real one; the driver's tests use
 /// small fakes.
@@ -53,6 +65,21 @@ pub trait Core {
         None
     }
     fn handle_stored(&mut self, _req: u64, _result: Result<(), String>, _now: Instant) {}
+    /// Next change to the line (a baud switch after `U0`).
+    fn poll_line_op(&mut self) -> Option<LineOp> {
+        None
+    }
+    /// The line's rate when serving starts.
+    fn line_baud(&self) -> u32 {
+        115_200
+    }
+    fn power_cycle(&mut self, _now: Instant) {}
+    fn poll_trace(&mut self) -> Option<TraceRecord> {
+        None
+    }
+    fn status(&self) -> Option<Status> {
+        None
+    }
 }
 
 impl Core for Module {
@@ -89,52 +116,230 @@ impl Core for Module {
     fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
         Module::handle_stored(self, req, result, now)
     }
+    fn poll_line_op(&mut self) -> Option<LineOp> {
+        Module::poll_line_op(self)
+    }
+    fn line_baud(&self) -> u32 {
+        Module::line_baud(self)
+    }
+    fn power_cycle(&mut self, now: Instant) {
+        Module::power_cycle(self, now)
+    }
+    fn poll_trace(&mut self) -> Option<TraceRecord> {
+        Module::poll_trace(self)
+    }
+    fn status(&self) -> Option<Status> {
+        Some(Module::status(self))
+    }
 }
 
 /// Everything `eswifi-emu` (serve) needs from the command line.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub config: Config,
-    /// Also make this path a symlink to the pty slave.
-    pub link: Option<PathBuf>,
-    /// Where the certificate sets are stored (see `certsets/README.md`).
+    /// Where the certificate sets are stored (see `certsets/README.md`); module k of several uses
+    /// `DIR/m{k}`.
     pub certsets: PathBuf,
+    pub front: FrontEnd,
+    /// How many modules (1..=[`MAX_MODULES`]).
+    pub modules: usize,
+    /// Deliver output at the line's baud rate.
+    pub pace: bool,
+    /// Power-cycle a module when a host opens its line.
+    pub reset_on_open: bool,
+    /// Unix socket for `reset` and `status`.
+    pub control: Option<PathBuf>,
+    /// Byte transcript file.
+    pub trace: Option<PathBuf>,
 }
 
-/// Emulate one module on a fresh pty until SIGINT or SIGTERM. `ready` is called with the slave
-/// path once a host program can open it.
-pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&Path)) -> io::Result<()> {
-    log::debug!("certificate sets in {}", opts.certsets.display());
-    let pty = Pty::open()?;
-    let _link = match &opts.link {
-        Some(path) => Some(
-            PtyLink::create(path, pty.slave_path())
-                .map_err(|e| io::Error::new(e.kind(), format!("--link {}: {e}", path.display())))?,
-        ),
-        None => None,
+impl ServeOptions {
+    /// One module on a pty, as the tests and the embedded emulator use it.
+    pub fn pty(config: Config, certsets: PathBuf) -> ServeOptions {
+        ServeOptions {
+            config,
+            certsets,
+            front: FrontEnd::Pty { link: None },
+            modules: 1,
+            pace: false,
+            reset_on_open: false,
+            control: None,
+            trace: None,
+        }
+    }
+}
+
+/// The configuration of module `k`: its own MAC (the base plus k) and, unless pinned, its own
+/// claimed loopback address and the soft-AP address that goes with it.
+fn module_config(base: &Config, k: usize, claimed: Option<std::net::Ipv4Addr>) -> Config {
+    let mut cfg = base.clone();
+    if let Some(mut mac) = crate::iwin::command::parse_mac(&base.identity.mac) {
+        let n =
+            u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]) + k as u64;
+        mac.copy_from_slice(&n.to_be_bytes()[2..]);
+        cfg.identity.mac = mac
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+    }
+    let net = &mut cfg.network;
+    match (net.ip_pinned, claimed) {
+        (true, _) => {
+            let ip = u32::from(net.ip).wrapping_add(k as u32);
+            net.ip = ip.into();
+        }
+        (false, Some(ip)) => {
+            net.ip = ip;
+            if !net.ap_ip_pinned {
+                net.ap_ip = claim::ap_address(ip);
+            }
+        }
+        (false, None) => {}
+    }
+    cfg
+}
+
+/// The port of module `k` for a front end.
+fn open_port(
+    opts: &ServeOptions,
+    k: usize,
+    baud: u32,
+    links: &mut Vec<PtyLink>,
+) -> io::Result<Port> {
+    let with_port = |a: SocketAddr| {
+        let mut a = a;
+        if a.port() != 0 {
+            a.set_port(a.port() + k as u16);
+        }
+        a
     };
-    let slave = pty.slave_path().to_owned();
-    let store = CertStore::new(&opts.certsets);
-    // A torn or corrupt item is an error worth stopping for: an OTP slot must never look empty.
-    let sets = store
-        .load()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let saved = store
-        .load_settings()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    match &opts.front {
+        FrontEnd::Pty { link } => {
+            let pty = Pty::open()?;
+            if let Some(template) = link {
+                let path = PathBuf::from(template.replace("{n}", &k.to_string()));
+                let l = PtyLink::create(&path, pty.slave_path()).map_err(|e| {
+                    io::Error::new(e.kind(), format!("--link {}: {e}", path.display()))
+                })?;
+                links.push(l);
+            }
+            Port::pty(pty, opts.reset_on_open)
+        }
+        FrontEnd::Serial { path, flow } => Port::tty(path, baud, *flow),
+        FrontEnd::Listen(addr) => {
+            let addr = with_port(*addr);
+            if !addr.ip().is_loopback() {
+                log::warn!(
+                    "listening on {addr}, which is not a loopback address: other hosts can attach"
+                );
+            }
+            Port::listen(addr)
+        }
+        FrontEnd::Connect(addr) => Ok(Port::connect(with_port(*addr))),
+        FrontEnd::Stdio => Port::stdio(),
+    }
+}
+
+/// Emulate the modules until SIGINT, SIGTERM or SIGHUP (or the end of stdin with `--stdio`).
+/// `ready` is called with what a host opens, one entry per module (pty path, device, address),
+/// once they can be opened.
+pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<()> {
+    let n = opts.modules;
+    if n == 0 || n > MAX_MODULES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--modules {n}: 1 to {MAX_MODULES}"),
+        ));
+    }
+    if n > 1 {
+        let shared = match &opts.front {
+            FrontEnd::Pty { link: Some(l) } if !l.contains("{n}") => Some("--link needs {n} in it"),
+            FrontEnd::Serial { .. } => Some("--serial serves one module"),
+            FrontEnd::Stdio => Some("--stdio serves one module"),
+            _ => None,
+        };
+        if let Some(why) = shared {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--modules {n}: {why}"),
+            ));
+        }
+    }
+    let start = Instant::now();
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let mut module = Module::new(&opts.config, Instant::now(), unix);
-    module.set_cert_sets(sets);
-    module.load_saved(saved);
     let mut driver = Driver::new()?;
-    let idx = driver.add(module, pty)?;
-    driver.set_store(idx, store);
-    log::info!("emulating an eS-WiFi module on {}", slave.display());
-    ready(&slave);
+    if let Some(path) = &opts.trace {
+        driver.tracer =
+            Some(Tracer::create(path, start).map_err(|e| {
+                io::Error::new(e.kind(), format!("--trace {}: {e}", path.display()))
+            })?);
+    }
+    let mut links = Vec::new();
+    let mut claims = Vec::new();
+    let mut described = Vec::new();
+    for k in 0..n {
+        let claimed = if opts.config.network.ip_pinned {
+            None
+        } else {
+            let taken: Vec<_> = claims.iter().map(|c: &claim::Claim| c.ip).collect();
+            let c = claim::claim(&taken)?;
+            let ip = c.ip;
+            claims.push(c);
+            Some(ip)
+        };
+        let cfg = module_config(&opts.config, k, claimed);
+        let dir = if n == 1 {
+            opts.certsets.clone()
+        } else {
+            opts.certsets.join(format!("m{k}"))
+        };
+        let store = CertStore::new(&dir);
+        // A torn or corrupt item is an error worth stopping for: an OTP slot must never look empty.
+        let sets = store
+            .load()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let saved = store
+            .load_settings()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut module = Module::new(&cfg, Instant::now(), unix);
+        if driver.tracer.is_some() {
+            // Before the boot output, so the transcript starts with the banner.
+            module.enable_trace();
+        }
+        module.set_cert_sets(sets);
+        module.load_saved(saved);
+        let baud = module.line_baud();
+        let port = open_port(opts, k, baud, &mut links)?;
+        log::info!(
+            "module {k}: {} on {}, address {}, certificate sets in {}",
+            cfg.identity.mac,
+            port.describe(),
+            cfg.network.ip,
+            dir.display()
+        );
+        described.push(port.describe());
+        let idx = driver.add(module, port)?;
+        driver.set_store(idx, store);
+        if opts.pace {
+            driver.lines[idx].pacer = Some(Pacer::new(baud, Instant::now()));
+        }
+        driver.lines[idx].boot_delay = opts
+            .reset_on_open
+            .then(|| Duration::from_millis(opts.config.timing.boot_ms));
+    }
+    if let Some(path) = &opts.control {
+        driver
+            .bind_control(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("--control {}: {e}", path.display())))?;
+    }
+    ready(&described);
     driver.run()?;
     log::info!("shutting down");
+    drop(claims);
+    drop(links);
     Ok(())
 }
 
@@ -142,17 +347,17 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&Path)) -> io::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
-    /// A shutdown signal arrived.
+    /// A shutdown signal arrived (or stdin ended).
     Shutdown,
 }
 
 /// One module and its serial line.
 struct Line<M> {
     core: M,
-    pty: Pty,
-    token: Token,
+    port: Port,
+    tokens: Vec<Token>,
     out: WriteQueue,
-    /// Whether WRITABLE is in the pty's registered interest (only while `out` has bytes: a pty master
+    /// Whether WRITABLE is asked for (only while `out` has bytes the pacer lets go: a pty master
     /// turns writable each time the host reads).
     writable: bool,
     /// The line has input we have not read (the core had no room); edge-triggered polling will
@@ -160,6 +365,16 @@ struct Line<M> {
     want_read: bool,
     /// Where this module's certificate sets live.
     store: Option<CertStore>,
+    /// Output pacing at the line's rate (`--pace`).
+    pacer: Option<Pacer>,
+    /// A rate switch waiting for the bytes before it to leave.
+    baud_after_drain: Option<u32>,
+    /// When to look again whether the OS has sent what the switch waits for.
+    baud_check_at: Option<Instant>,
+    /// With `--reset-on-open`: how long after an open the module power-cycles.
+    boot_delay: Option<Duration>,
+    /// A power cycle due at this time.
+    reset_at: Option<Instant>,
 }
 
 /// The event loop over any number of modules.
@@ -175,8 +390,9 @@ pub struct Driver<M: Core = Module> {
     /// sleep.
     hurry: bool,
     store: StoreWorker,
+    tracer: Option<Tracer>,
+    control: Option<ControlServer>,
 }
-
 /// Certificate-store writes run on this thread: an fsync must never hold up a serial line. It wakes
 /// the loop with the net stack's waker; results are collected every turn.
 struct StoreWorker {
@@ -217,7 +433,7 @@ impl<M: Core> Driver<M> {
     pub fn new() -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut net = NetStack::new(poll.registry())?;
-        let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
         let signal_token = net.alloc_token();
         poll.registry()
             .register(&mut signals, signal_token, Interest::READABLE)?;
@@ -232,28 +448,35 @@ impl<M: Core> Driver<M> {
             lines: Vec::new(),
             by_token: HashMap::new(),
             hurry: false,
+            tracer: None,
+            control: None,
         })
     }
 
     /// Attach a module to its serial line. Its first output (boot banner) goes out on the next step.
-    pub fn add(&mut self, core: M, pty: Pty) -> io::Result<ModuleIdx> {
-        let token = self.net.alloc_token();
-        self.poll.registry().register(
-            &mut SourceFd(&pty.as_raw_fd()),
-            token,
-            Interest::READABLE,
-        )?;
+    pub fn add(&mut self, core: M, mut port: Port) -> io::Result<ModuleIdx> {
+        let tokens: Vec<Token> = (0..port.token_count())
+            .map(|_| self.net.alloc_token())
+            .collect();
+        port.register(self.poll.registry(), &tokens)?;
         let idx = self.lines.len();
+        for t in &tokens {
+            self.by_token.insert(*t, idx);
+        }
         self.lines.push(Line {
             core,
-            pty,
-            token,
+            port,
+            tokens,
             out: WriteQueue::default(),
             writable: false,
             want_read: true,
             store: None,
+            pacer: None,
+            baud_after_drain: None,
+            baud_check_at: None,
+            boot_delay: None,
+            reset_at: None,
         });
-        self.by_token.insert(token, idx);
         Ok(idx)
     }
 
@@ -264,6 +487,14 @@ impl<M: Core> Driver<M> {
         }
     }
 
+    /// Serve `reset` and `status` on a Unix socket at `path` (mode 0600).
+    pub fn bind_control(&mut self, path: &Path) -> io::Result<()> {
+        let token = self.net.alloc_token();
+        self.control = Some(ControlServer::bind(path, self.poll.registry(), token)?);
+        log::info!("control socket at {}", path.display());
+        Ok(())
+    }
+
     pub fn core(&self, idx: ModuleIdx) -> Option<&M> {
         self.lines.get(idx).map(|l| &l.core)
     }
@@ -271,24 +502,46 @@ impl<M: Core> Driver<M> {
     /// Serve until a shutdown signal.
     pub fn run(&mut self) -> io::Result<()> {
         while self.step(None)? == Flow::Continue {}
+        // Give a host what was already written (bounded: a line nobody reads is not waited for).
+        let until = Instant::now() + Duration::from_millis(500);
+        while self.lines.iter().any(|l| !l.out.is_empty()) && Instant::now() < until {
+            self.settle()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Ok(())
     }
 
+    /// Power-cycle module `idx` now.
+    fn power_cycle(&mut self, idx: ModuleIdx, why: &str) {
+        let now = Instant::now();
+        if let Some(line) = self.lines.get_mut(idx) {
+            log::info!("module {idx}: power cycle ({why})");
+            if let Some(t) = &mut self.tracer {
+                t.note(idx, now, &format!("power cycle ({why})"));
+            }
+            line.reset_at = None;
+            line.core.power_cycle(now);
+        }
+    }
+
     /// One turn: settle the cores, wait for input (at most `max_wait`, and no longer than the
-    /// earliest module timer), handle it, fire due timers.
+    /// earliest timer), handle it, fire due timers.
     pub fn step(&mut self, max_wait: Option<Duration>) -> io::Result<Flow> {
-        self.settle()?;
+        let mut flow = self.settle()?;
 
         let now = Instant::now();
         let lines = &self.lines;
         let mut timeout = lines
             .iter()
-            .filter_map(|l| l.core.poll_timeout())
+            .filter_map(|l| {
+                let core = l.core.poll_timeout();
+                [core, l.next_deadline(now)].into_iter().flatten().min()
+            })
             .min()
             .map(|t| t.saturating_duration_since(now));
         let serial_pending = lines
             .iter()
-            .any(|l| l.want_read && l.core.serial_room() > 0);
+            .any(|l| l.want_read && l.core.serial_room() > 0 && l.baud_after_drain.is_none());
         if self.hurry || serial_pending || self.net.has_pending_reads(room(lines)) {
             timeout = Some(Duration::ZERO);
         }
@@ -298,30 +551,85 @@ impl<M: Core> Driver<M> {
 
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Flow::Continue),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(flow),
             Err(e) => return Err(e),
         }
 
-        let mut flow = Flow::Continue;
+        let registry = self.poll.registry();
+        let mut resets = Vec::new();
         for event in self.events.iter() {
             let token = event.token();
             if token == self.signal_token {
                 for sig in self.signals.pending() {
-                    log::info!("signal {sig}: shutting down");
-                    flow = Flow::Shutdown;
+                    if sig == SIGUSR1 {
+                        resets.extend(0..self.lines.len());
+                    } else {
+                        log::info!("signal {sig}: shutting down");
+                        flow = Flow::Shutdown;
+                    }
                 }
             } else if let Some(&idx) = self.by_token.get(&token) {
                 let line = &mut self.lines[idx];
-                if event.is_readable() {
-                    line.want_read = true;
-                    line.read_serial(idx)?;
+                let h = line
+                    .port
+                    .handle_event(registry, &line.tokens, event)
+                    .map_err(|e| io::Error::new(e.kind(), format!("serial line {idx}: {e}")))?;
+                if line.after(registry, idx, h, &mut self.tracer)? {
+                    flow = Flow::Shutdown;
                 }
-                if event.is_writable() {
-                    line.flush(self.poll.registry())?;
+            } else if self.control.as_ref().is_some_and(|c| c.owns(token)) {
+                let net = &mut self.net;
+                let control = self.control.as_mut().expect("owns");
+                let cmds = control.handle_event(registry, token, &mut || net.alloc_token());
+                let mut answered = Vec::new();
+                for (client, cmd) in cmds {
+                    let answer = match cmd {
+                        Err(why) => format!("error {why}"),
+                        Ok(control::Command::Reset(which)) => match which {
+                            Some(k) if k >= self.lines.len() => {
+                                format!("error no module {k} (0 to {})", self.lines.len() - 1)
+                            }
+                            Some(k) => {
+                                resets.push(k);
+                                "ok".into()
+                            }
+                            None => {
+                                resets.extend(0..self.lines.len());
+                                "ok".into()
+                            }
+                        },
+                        Ok(control::Command::Status) => {
+                            let all: Vec<serde_json::Value> = self
+                                .lines
+                                .iter()
+                                .enumerate()
+                                .map(|(k, l)| {
+                                    let mut v = serde_json::to_value(l.core.status())
+                                        .unwrap_or(serde_json::Value::Null);
+                                    if let Some(o) = v.as_object_mut() {
+                                        o.insert("module".into(), k.into());
+                                        o.insert("line".into(), l.port.describe().into());
+                                    }
+                                    v
+                                })
+                                .collect();
+                            serde_json::Value::Array(all).to_string()
+                        }
+                    };
+                    control.answer(registry, client, &answer);
+                    answered.push(client);
+                }
+                answered.dedup();
+                for client in answered {
+                    control.done(registry, client);
                 }
             } else {
-                self.net.handle_event(self.poll.registry(), event);
+                self.net.handle_event(registry, event);
             }
+        }
+        for idx in resets {
+            let why = "reset";
+            self.power_cycle(idx, why);
         }
         if flow == Flow::Shutdown {
             return Ok(flow);
@@ -333,38 +641,41 @@ impl<M: Core> Driver<M> {
             }
         }
         let now = Instant::now();
-        for line in &mut self.lines {
+        let registry = self.poll.registry();
+        let mut due_resets = Vec::new();
+        for (idx, line) in self.lines.iter_mut().enumerate() {
             if line.core.poll_timeout().is_some_and(|t| t <= now) {
                 line.core.handle_timeout(now);
             }
+            if line.reset_at.is_some_and(|t| t <= now) {
+                due_resets.push(idx);
+            }
+            if line.port.next_deadline().is_some_and(|t| t <= now) {
+                line.port.handle_deadline(registry, &line.tokens, now)?;
+            }
         }
-        self.settle()?;
-        Ok(Flow::Continue)
+        for idx in due_resets {
+            self.power_cycle(idx, "a host opened the line");
+        }
+        self.settle()
     }
 
     /// Move everything the cores produced to where it goes, and everything the network produced to
     /// the cores, until nothing moves (or the round limit).
-    fn settle(&mut self) -> io::Result<()> {
+    fn settle(&mut self) -> io::Result<Flow> {
         let registry = self.poll.registry();
+        let mut flow = Flow::Continue;
         for _ in 0..MAX_SETTLE_ROUNDS {
             let mut moved = false;
             for (idx, line) in self.lines.iter_mut().enumerate() {
-                if line.want_read && line.core.serial_room() > 0 {
+                let mut h = Happened::default();
+                if line.want_read && line.core.serial_room() > 0 && line.baud_after_drain.is_none()
+                {
                     let before = line.core.serial_room();
-                    line.read_serial(idx)?;
+                    line.read_serial(registry, idx, &mut h)?;
                     moved |= line.core.serial_room() != before;
                 }
-                if line.out.len() < SERIAL_OUT_HIGH {
-                    let bytes = line.core.take_serial();
-                    if !bytes.is_empty() {
-                        // Contents are logged by the core, which knows what they are.
-                        log::trace!("m{idx} serial out {} bytes", bytes.len());
-                        line.out.push(&bytes);
-                        line.flush(registry)?;
-                        line.core.handle_output_taken(Instant::now());
-                        moved = true;
-                    }
-                }
+                moved |= line.take_output(registry, idx, &mut self.tracer)?;
                 while let Some(op) = line.core.poll_op() {
                     self.net.perform(registry, idx, op);
                     moved = true;
@@ -384,6 +695,14 @@ impl<M: Core> Driver<M> {
                         );
                     }
                 }
+                if let Some(t) = &mut self.tracer {
+                    while let Some(r) = line.core.poll_trace() {
+                        t.record(idx, &r);
+                    }
+                }
+                if line.after(registry, idx, h, &mut self.tracer)? {
+                    flow = Flow::Shutdown;
+                }
             }
             self.net.pump_reads(registry, room(&self.lines));
             while let Some((idx, ev)) = self.net.pop_event() {
@@ -396,61 +715,178 @@ impl<M: Core> Driver<M> {
             }
             if !moved {
                 self.hurry = false;
-                return Ok(());
+                return Ok(flow);
             }
         }
         self.hurry = true;
-        Ok(())
+        Ok(flow)
     }
 }
 
 impl<M: Core> Line<M> {
-    /// Feed what the host wrote to the core, chunk by chunk, while it has room, until the pty is
+    /// The earliest time the line itself wants attention (pacing, a rate switch, a reset, a
+    /// reconnect).
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let pace = match &self.pacer {
+            Some(p) if !self.out.is_empty() => p.next_at(now),
+            _ => None,
+        };
+        [
+            pace,
+            self.baud_check_at,
+            self.reset_at,
+            self.port.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// React to what happened on the port: a host that opened the line, input, writability.
+    /// Returns true when the line ended for good (stdin closed).
+    fn after(
+        &mut self,
+        registry: &Registry,
+        idx: ModuleIdx,
+        mut h: Happened,
+        tracer: &mut Option<Tracer>,
+    ) -> io::Result<bool> {
+        let now = Instant::now();
+        if h.opened {
+            if let Some(t) = tracer {
+                t.note(idx, now, "host opened the line");
+            }
+            if let Some(delay) = self.boot_delay {
+                self.reset_at = Some(now + delay);
+            }
+        }
+        if h.closed {
+            if let Some(t) = tracer {
+                t.note(idx, now, "host closed the line");
+            }
+            // A TCP server takes the next waiting host.
+            let more = self.port.accept_next(registry, &self.tokens)?;
+            if more.opened {
+                return self.after(registry, idx, more, tracer);
+            }
+        }
+        if h.readable {
+            self.want_read = true;
+            self.read_serial(registry, idx, &mut h)?;
+        }
+        if h.writable || h.opened {
+            self.flush(registry, now, &mut h)?;
+        }
+        Ok(h.ended)
+    }
+
+    /// Feed what the host wrote to the core, chunk by chunk, while it has room, until the line is
     /// drained (then `want_read` is cleared).
-    fn read_serial(&mut self, idx: ModuleIdx) -> io::Result<()> {
+    fn read_serial(
+        &mut self,
+        registry: &Registry,
+        idx: ModuleIdx,
+        h: &mut Happened,
+    ) -> io::Result<()> {
         let mut buf = [0u8; SERIAL_CHUNK];
         loop {
             let room = self.core.serial_room().min(SERIAL_CHUNK);
-            if room == 0 {
-                // The host's bytes wait in the pty (and then in the host): backpressure.
+            if room == 0 || self.baud_after_drain.is_some() {
+                // The host's bytes wait in the line (and then in the host): backpressure.
                 return Ok(());
             }
-            match self.pty.read(&mut buf[..room]) {
-                // Not expected while we hold the slave open; stop rather than spin.
+            match self.port.read(registry, &mut buf[..room], h) {
                 Ok(0) => {
                     self.want_read = false;
                     return Ok(());
                 }
                 Ok(n) => {
-                    let data = &buf[..n];
                     // Only the count: the core logs commands, and never certificate-key payloads.
                     log::trace!("m{idx} serial in {n} bytes");
-                    self.core.handle_serial(data, Instant::now());
+                    self.core.handle_serial(&buf[..n], Instant::now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.want_read = false;
                     return Ok(());
                 }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("pty read: {e}"))),
+                Err(e) => return Err(io::Error::new(e.kind(), format!("serial read: {e}"))),
             }
         }
     }
 
-    /// Write buffered output; ask for WRITABLE only while some is left.
-    fn flush(&mut self, registry: &Registry) -> io::Result<()> {
-        let pty = &self.pty;
-        self.out
-            .flush(|b| pty.write(b))
-            .map_err(|e| io::Error::new(e.kind(), format!("pty write: {e}")))?;
-        let want = !self.out.is_empty();
+    /// Take the core's output (while there is room) and line changes; apply a rate switch once
+    /// the bytes before it have left. True if anything moved.
+    fn take_output(
+        &mut self,
+        registry: &Registry,
+        idx: ModuleIdx,
+        tracer: &mut Option<Tracer>,
+    ) -> io::Result<bool> {
+        let now = Instant::now();
+        let mut moved = false;
+        let mut h = Happened::default();
+        if self.baud_after_drain.is_none() && self.out.len() < SERIAL_OUT_HIGH {
+            let bytes = self.core.take_serial();
+            if !bytes.is_empty() {
+                // Contents are logged by the core, which knows what they are.
+                log::trace!("m{idx} serial out {} bytes", bytes.len());
+                self.out.push(&bytes);
+                moved = true;
+            }
+            if let Some(LineOp::SetBaud(rate)) = self.core.poll_line_op() {
+                self.baud_after_drain = Some(rate);
+                moved = true;
+            } else if moved {
+                self.core.handle_output_taken(now);
+            }
+        }
+        self.flush(registry, now, &mut h)?;
+        if let Some(rate) = self.baud_after_drain {
+            let wire_idle = self.pacer.as_ref().is_none_or(|p| p.idle_at() <= now);
+            if self.out.is_empty() && wire_idle && self.port.output_queued() == 0 {
+                self.baud_after_drain = None;
+                self.baud_check_at = None;
+                self.port.set_baud(rate)?;
+                if let Some(p) = &mut self.pacer {
+                    p.set_baud(rate);
+                }
+                log::info!("module {idx}: line now at {rate} baud");
+                if let Some(t) = tracer {
+                    t.note(idx, now, &format!("line at {rate} baud"));
+                }
+                self.core.handle_output_taken(now);
+                moved = true;
+            } else if self.out.is_empty() {
+                // The OS (or the paced wire) still holds some: look again shortly.
+                let idle = self.pacer.as_ref().map_or(now, |p| p.idle_at());
+                self.baud_check_at = Some(idle.max(now + Duration::from_millis(1)));
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Write buffered output, as much as the pacer allows; ask for WRITABLE only while output
+    /// waits for the line (not for the pacer, which has a timer).
+    fn flush(&mut self, registry: &Registry, now: Instant, h: &mut Happened) -> io::Result<()> {
+        let limit = self.pacer.as_ref().map_or(usize::MAX, |p| p.allowance(now));
+        let port = &mut self.port;
+        let mut blocked = false;
+        let written = self.out.flush_limited(limit, |b| {
+            let r = port.write(registry, b, h);
+            if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                blocked = true;
+            }
+            r
+        });
+        let written =
+            written.map_err(|e| io::Error::new(e.kind(), format!("serial write: {e}")))?;
+        if let Some(p) = &mut self.pacer {
+            p.sent(written, now);
+        }
+        let want = blocked && !self.out.is_empty() && self.port.host_attached();
         if want != self.writable {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            registry.reregister(&mut SourceFd(&self.pty.as_raw_fd()), self.token, interest)?;
+            self.port.want_writable(registry, &self.tokens, want)?;
             self.writable = want;
         }
         Ok(())
@@ -479,6 +915,18 @@ fn log_event(idx: ModuleIdx, ev: &NetEvent) {
         }
         other => log::debug!("m{idx} event {other:?}"),
     }
+}
+
+/// Parse a `--listen`/`--connect` address: `PORT` alone means 127.0.0.1:PORT.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: no address"))
 }
 
 #[cfg(test)]
@@ -571,7 +1019,8 @@ mod tests {
             out: b"hi".to_vec(),
             timer: None,
         };
-        d.add(boot, pty).expect("add");
+        d.add(boot, Port::pty(pty, false).expect("port"))
+            .expect("add");
         // Output made before any host opened the line waits in the pty for the first one.
         for _ in 0..3 {
             d.step(Some(Duration::from_millis(1))).expect("step");
@@ -601,7 +1050,8 @@ mod tests {
             out: Vec::new(),
             timer: Some(start + Duration::from_millis(80)),
         };
-        d.add(core, pty).expect("add");
+        d.add(core, Port::pty(pty, false).expect("port"))
+            .expect("add");
         // One long step: the poll must wake itself for the timer.
         d.step(Some(WAIT)).expect("step");
         assert_eq!(host_read(&mut d, &mut host, 1), b"T");
@@ -678,7 +1128,8 @@ mod tests {
             room: 4,
             grant: 4,
         };
-        d.add(core, pty).expect("add");
+        d.add(core, Port::pty(pty, false).expect("port"))
+            .expect("add");
         assert_eq!(host_read(&mut d, &mut host, 6), b"<sent>");
         let (mut peer, _) = listener.accept().expect("accept");
         let mut buf = [0u8; 5];

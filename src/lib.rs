@@ -12,6 +12,7 @@
 
 pub mod certstore;
 pub mod config;
+pub mod control;
 pub mod driver;
 pub mod iwin;
 pub mod module;
@@ -20,3 +21,4 @@ pub mod peers;
 pub mod script;
 pub mod serial;
 pub mod tools;
+pub mod trace;

@@ -4,38 +4,35 @@
 
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgAction, ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use eswifi_emu::certstore::CertStore;
 use eswifi_emu::config::{Config, EventMode};
-use eswifi_emu::driver::{serve, ServeOptions};
+use eswifi_emu::driver::{parse_addr, serve, ServeOptions};
+use eswifi_emu::serial::port::Flow;
+use eswifi_emu::serial::FrontEnd;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Help heading of the options that work on either side of a subcommand.
 const GLOBAL: &str = "Global options";
 
-/// Emulate an Inventek eS-WiFi module (IWIN AT commands) on a pseudo-terminal, with real networking
-/// on the host. Prints the pty path, then serves until SIGINT, SIGTERM or SIGHUP.
+/// Emulate an Inventek eS-WiFi module (IWIN AT commands) on a serial line, with real networking on
+/// the host. By default the line is a pseudo-terminal: the emulator prints its path (one per
+/// module) and serves until SIGINT, SIGTERM or SIGHUP. SIGUSR1 power-cycles every module.
 #[derive(Debug, Parser)]
 #[command(name = "eswifi-emu", version)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
 
-    /// Also create a symlink at PATH pointing to the pty, removed at exit. A symlink already there
-    /// is replaced; anything else at PATH (a file, a directory) is an error and left alone.
-    #[arg(long, value_name = "PATH")]
-    link: Option<PathBuf>,
+    #[command(flatten)]
+    serve: ServeArgs,
 
     /// TOML configuration file (defaults apply to everything it leaves out).
     #[arg(long, value_name = "FILE", global = true, help_heading = GLOBAL)]
     config: Option<PathBuf>,
-
-    /// How asynchronous messages reach the host: `uart` writes them between replies (UART firmware),
-    /// `poll` queues them for `MR` (SPI firmware). Overrides the configuration file.
-    #[arg(long, value_enum, value_name = "MODE")]
-    events: Option<EventMode>,
 
     /// Directory holding the certificate sets and saved settings.
     #[arg(
@@ -61,6 +58,106 @@ struct Cli {
     /// Only log errors.
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
+}
+
+/// How the emulator serves: the serial front end, the modules, and what it records.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("front").multiple(false)))]
+struct ServeArgs {
+    /// Also create a symlink at PATH pointing to the pty, removed at exit. A symlink already there
+    /// is replaced; anything else at PATH (a file, a directory) is an error and left alone. With
+    /// --modules, PATH must hold `{n}` (replaced by the module number).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["serial", "listen", "connect", "stdio"])]
+    link: Option<String>,
+
+    /// Serve on a real serial port (a USB-UART, any tty) instead of a pty: 8N1.
+    #[arg(
+        long,
+        value_name = "DEV",
+        group = "front",
+        help_heading = "Serial line"
+    )]
+    serial: Option<PathBuf>,
+
+    /// The line's rate at power-up (default 115200, or `[module] baud`); a rate saved with Z1
+    /// wins at boot, and U2/U0 change it while serving.
+    #[arg(long, value_name = "N", help_heading = "Serial line")]
+    baud: Option<u32>,
+
+    /// Flow control of --serial: none (as on the module) or hw (RTS/CTS).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "none",
+        help_heading = "Serial line"
+    )]
+    flow: Flow,
+
+    /// Deliver output no faster than the line's baud rate (10 bits per byte), on any front end, so
+    /// host timing bugs show up on a pty or TCP too.
+    #[arg(long, help_heading = "Serial line")]
+    pace: bool,
+
+    /// Serve the line as a TCP server taking one host at a time (QEMU `-serial
+    /// tcp:127.0.0.1:PORT`). PORT alone means 127.0.0.1:PORT; port 0 picks a free one (printed).
+    /// Module k of several listens on PORT+k.
+    #[arg(long, value_name = "ADDR", group = "front", value_parser = parse_addr, help_heading = "Serial line")]
+    listen: Option<SocketAddr>,
+
+    /// Connect the line to a host's TCP server, reconnecting with backoff when dropped (Renode's
+    /// `CreateServerSocketTerminal`, QEMU `-serial tcp::PORT,server`). Module k connects to PORT+k.
+    #[arg(long, value_name = "HOST:PORT", group = "front", value_parser = parse_addr, help_heading = "Serial line")]
+    connect: Option<SocketAddr>,
+
+    /// The serial line on stdin/stdout (socat, pipelines); logs stay on stderr. Ends with stdin.
+    #[arg(long, group = "front", help_heading = "Serial line")]
+    stdio: bool,
+
+    /// Power-cycle a module each time a host opens its line (a pty open, seen with inotify; a
+    /// TCP connection), `[timing] boot_ms` after the open: a reset pin for hosts that pulse one.
+    #[arg(long, help_heading = "Serial line")]
+    reset_on_open: bool,
+
+    /// Emulate N independent modules (1-256), each with its own line, MAC, loopback address and
+    /// certificate sets (DIR/m<k>).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    modules: usize,
+
+    /// A Unix socket (mode 0600) taking one-line commands: `reset [MODULE]`, `status`.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+
+    /// Record every serial byte, both ways, with the time and the module, plus connects, closes
+    /// and TLS outcomes, to FILE (PG payloads and passphrases redacted).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+
+    /// How asynchronous messages reach the host: `uart` writes them between replies (UART firmware),
+    /// `poll` queues them for `MR` (SPI firmware). Overrides the configuration file.
+    #[arg(long, value_enum, value_name = "MODE")]
+    events: Option<EventMode>,
+}
+
+impl ServeArgs {
+    fn front(&self) -> FrontEnd {
+        if let Some(path) = &self.serial {
+            FrontEnd::Serial {
+                path: path.clone(),
+                flow: self.flow,
+            }
+        } else if let Some(a) = self.listen {
+            FrontEnd::Listen(a)
+        } else if let Some(a) = self.connect {
+            FrontEnd::Connect(a)
+        } else if self.stdio {
+            FrontEnd::Stdio
+        } else {
+            FrontEnd::Pty {
+                link: self.link.clone(),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,19 +280,39 @@ fn main() -> ExitCode {
         },
     };
     let mut config = config;
-    if let Some(mode) = cli.events {
+    let args = cli.serve;
+    if let Some(mode) = args.events {
         config.module.events = mode;
     }
+    if let Some(baud) = args.baud {
+        config.module.baud = baud;
+        if let Err(msg) = config.validate() {
+            eprintln!("eswifi-emu: --baud: {msg}");
+            return ExitCode::from(2);
+        }
+    }
+    let stdio = args.stdio;
     let opts = ServeOptions {
+        front: args.front(),
         config,
-        link: cli.link,
         certsets: cli.certsets,
+        modules: args.modules,
+        pace: args.pace,
+        reset_on_open: args.reset_on_open,
+        control: args.control,
+        trace: args.trace,
     };
-    let served = serve(&opts, |slave| {
+    let served = serve(&opts, |lines| {
+        if stdio {
+            // stdout is the serial line.
+            return;
+        }
         let mut out = std::io::stdout().lock();
-        // The path is the one thing scripts read from stdout; it must be out before we wait.
-        if let Err(e) = writeln!(out, "{}", slave.display()).and_then(|()| out.flush()) {
-            log::warn!("printing the pty path: {e}");
+        // What a host opens is the one thing scripts read from stdout; it must be out before we
+        // wait.
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            log::warn!("printing the serial lines: {e}");
         }
     });
     match served {

@@ -415,6 +415,21 @@ pub fn log_text(line: &[u8]) -> String {
     }
 }
 
+/// The line as a transcript shows it: what the host sent, escaped, except the secrets (`C2`, `A2`)
+/// and lines that look like certificate or key material (PEM armour, long base64), which are
+/// replaced by their length.
+pub fn trace_text(line: &[u8]) -> String {
+    let b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    let key_like = line.starts_with(b"-----") || (line.len() >= 16 && line.iter().all(b64));
+    match split(line) {
+        Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(a))) => {
+            format!("{}=<{} bytes hidden>", m.text(), a.len())
+        }
+        Err(_) if key_like => format!("<{} bytes hidden: looks like key material>", line.len()),
+        _ => line.escape_ascii().to_string(),
+    }
+}
+
 fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
     use Command as C;
     use Mnemonic as M;
@@ -612,7 +627,7 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
 }
 
 /// Baud rates `U2` accepts (spec §2.1).
-const BAUD_RATES: &[u32] = &[
+pub const BAUD_RATES: &[u32] = &[
     1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1152000, 1382400,
     1612800, 1843200, 2073600,
 ];
@@ -829,6 +844,21 @@ mod tests {
                 "{m:?}: {r:?}"
             );
         }
+    }
+
+    #[test]
+    fn trace_text_hides_secrets_and_key_material_only() {
+        assert_eq!(trace_text(b"C2=hunter22"), "C2=<8 bytes hidden>");
+        assert_eq!(trace_text(b"P3=127.0.0.1"), "P3=127.0.0.1");
+        assert_eq!(trace_text(b"junk\x01"), "junk\\x01");
+        assert_eq!(
+            trace_text(b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw"),
+            "<36 bytes hidden: looks like key material>"
+        );
+        assert_eq!(
+            trace_text(b"-----END PRIVATE KEY-----"),
+            "<25 bytes hidden: looks like key material>"
+        );
     }
 
     #[test]

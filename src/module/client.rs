@@ -168,6 +168,7 @@ impl Module {
         let keep = match old {
             SocketState::Open(stream) => {
                 log::info!("socket {i}: closed by host");
+                self.note_socket(i, "closed by host".to_string());
                 self.close_stream(*stream, CloseHow::Drain, now);
                 SocketState::Idle
             }
@@ -190,6 +191,11 @@ impl Module {
             }
         };
         self.sockets[i].set_state(i, keep, "P6=0");
+    }
+
+    /// A transcript note about socket `i`.
+    pub(super) fn note_socket(&mut self, i: usize, what: String) {
+        self.note(self.last_now, format!("socket {i}: {what}"));
     }
 
     /// Close a stream; a TLS stream closing gracefully says close_notify first.
@@ -308,12 +314,14 @@ impl Module {
         match what {
             Opening::Tcp => {
                 log::info!("socket {i}: connected from {local}");
+                self.note_socket(i, format!("connected from {local}"));
                 let stream = Box::new(Stream::new(conn, None));
                 self.sockets[i].set_state(i, SocketState::Open(stream), "connected");
                 self.finish_connect(i, ok());
             }
             Opening::Tls(client) => {
                 log::info!("socket {i}: connected from {local}; TLS handshake");
+                self.note_socket(i, format!("connected from {local}; TLS handshake"));
                 let stream = Box::new(Stream::new(conn, Some(client)));
                 self.sockets[i].set_state(i, SocketState::Handshaking(stream), "connected");
                 self.flush_tls(i, now);
@@ -324,6 +332,7 @@ impl Module {
                     "socket {i}: UDP {} on {local}",
                     if server { "server" } else { "socket" }
                 );
+                self.note_socket(i, format!("UDP bound on {local}"));
                 let u = UdpSock {
                     conn,
                     rx: Default::default(),
@@ -339,6 +348,7 @@ impl Module {
             }
             Opening::TcpServer { accept_loop } => {
                 log::info!("socket {i}: TCP server on {local}");
+                self.note_socket(i, format!("listening on {local}"));
                 let l = super::socket::Listener {
                     conn,
                     accept_loop,
@@ -359,6 +369,7 @@ impl Module {
         else {
             unreachable!("owner said opening")
         };
+        self.note_socket(i, format!("open failed: {error:?}"));
         let s = &self.sockets[i];
         match what {
             Opening::TcpServer { .. } | Opening::UdpServer => {
@@ -444,6 +455,7 @@ impl Module {
             return;
         };
         self.sockets[i].set_state(i, SocketState::Open(stream), "TLS established");
+        self.note_socket(i, "TLS established".to_string());
         self.finish_connect(i, ok());
     }
 
@@ -454,6 +466,7 @@ impl Module {
             SocketState::Handshaking(stream) => {
                 let set = stream.tls.as_ref().map_or(0, |t| t.set());
                 log::warn!("socket {i}: TLS handshake with set {set} failed: {why}");
+                self.note_socket(i, format!("TLS handshake with set {set} failed: {why}"));
                 self.ops.push_back(NetOp::Close {
                     conn: stream.conn,
                     how: CloseHow::Abort,
@@ -463,6 +476,7 @@ impl Module {
             }
             SocketState::Open(stream) => {
                 log::info!("socket {i}: TLS connection ended: {why}");
+                self.note_socket(i, format!("TLS connection ended: {why}"));
                 self.ops.push_back(NetOp::Close {
                     conn: stream.conn,
                     how: CloseHow::Abort,
@@ -547,10 +561,12 @@ impl Module {
                     }
                     SocketState::Open(stream) => {
                         log::info!("socket {i}: connection ended: {reason:?}");
+                        self.note_socket(i, format!("connection ended: {reason:?}"));
                         self.sockets[i].set_state(i, SocketState::Ended(stream.rx), "peer closed");
                     }
                     SocketState::Serving(l, stream) => {
                         log::info!("socket {i}: current client left: {reason:?}");
+                        self.note_socket(i, format!("client left: {reason:?}"));
                         let new = SocketState::ServingEnded(l, stream.rx);
                         self.sockets[i].set_state(i, new, "client left");
                     }

@@ -134,6 +134,21 @@ enum Busy {
 }
 
 impl Busy {
+    fn name(&self) -> &'static str {
+        match self {
+            Busy::Payload { .. } => "payload",
+            Busy::Join { .. } => "join",
+            Busy::Scan { .. } => "scan",
+            Busy::Resolve { .. } => "resolve",
+            Busy::Connect { .. } => "connect",
+            Busy::Listen { .. } => "listen",
+            Busy::Read { .. } => "read",
+            Busy::Send { .. } => "send",
+            Busy::Store { .. } => "store",
+            Busy::Ping { .. } => "ping",
+        }
+    }
+
     fn deadline(&self) -> Instant {
         match self {
             Busy::Payload { deadline, .. }
@@ -253,6 +268,59 @@ pub struct Module {
     /// A store write whose command ended before it did (timeout, reset): if it still succeeds,
     /// the data is on flash, and the module must know.
     orphan_store: Option<(u64, Durable)>,
+    /// The baud rate in effect on the line (`U0` applies the staged `U2` rate).
+    line_baud: u32,
+    /// Changes to the line the driver must make, in order with the output before them.
+    line_ops: VecDeque<LineOp>,
+    /// Transcript records, when a trace is wanted (see [`Module::enable_trace`]).
+    trace: Option<VecDeque<TraceRecord>>,
+    /// The latest time an input brought (transcript records of output carry it).
+    last_now: Instant,
+}
+
+/// A change to the serial line itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineOp {
+    /// Switch to this baud rate once everything written before it has left (`U0`, or a reset
+    /// that restores a saved rate).
+    SetBaud(u32),
+}
+
+/// Records a transcript keeps at most before the oldest is dropped (the driver drains them every
+/// turn, so this only matters if it stops doing so).
+pub const MAX_TRACE_RECORDS: usize = 4096;
+
+/// What a transcript record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceKind {
+    /// Bytes the host sent, as the module framed them (a command line with its CR, or a payload).
+    In,
+    /// Bytes the module wrote: a reply, an asynchronous message, the boot banner.
+    Out,
+    /// Something that happened on the network or to the module (connect, close, TLS, reset).
+    Note,
+}
+
+/// One line of a transcript: already escaped, secrets already redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceRecord {
+    pub at: Instant,
+    pub kind: TraceKind,
+    pub text: String,
+}
+
+/// A one-line summary of a module, for the control socket's `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub joined: bool,
+    pub ip: Option<String>,
+    pub ap: bool,
+    /// Each socket's state (`idle`, `open`, `listening`, …).
+    pub sockets: Vec<&'static str>,
+    pub events_queued: usize,
+    /// The command in flight, if any.
+    pub busy: Option<&'static str>,
+    pub baud: u32,
 }
 
 impl Module {
@@ -282,6 +350,10 @@ impl Module {
             ping: PingSettings::default(),
             saved: None,
             orphan_store: None,
+            line_baud: config.module.baud,
+            line_ops: VecDeque::new(),
+            trace: None,
+            last_now: now,
             cfg: config.clone(),
         };
         m.boot_output();
@@ -290,6 +362,7 @@ impl Module {
 
     /// Bytes the host wrote to the serial line (at most [`Module::serial_room`] of them).
     pub fn handle_serial(&mut self, data: &[u8], now: Instant) {
+        self.last_now = now;
         self.framer.push(data);
         if let Some(Busy::Payload { deadline, .. }) = &mut self.busy {
             // The payload timeout counts from the last byte received.
@@ -309,6 +382,7 @@ impl Module {
 
     /// A network event from the driver.
     pub fn handle_net(&mut self, ev: NetEvent, now: Instant) {
+        self.last_now = now;
         match ev {
             NetEvent::Resolved { query, result } => self.on_resolved(query, result),
             NetEvent::Connected { conn, local } => self.on_connected(conn, local, now),
@@ -330,6 +404,7 @@ impl Module {
 
     /// Called when `now` has reached the time [`Module::poll_timeout`] asked for (or later).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
         if self.busy.as_ref().is_some_and(|b| now >= b.deadline()) {
             if let Some(busy) = self.busy.take() {
                 self.expire(busy);
@@ -356,10 +431,54 @@ impl Module {
         std::mem::take(&mut self.out)
     }
 
-    /// The driver took the output ([`Module::take_serial`]): commands that waited for room in the
-    /// output (see [`SERIAL_OUT_LIMIT`]) run now.
+    /// The driver took the output ([`Module::take_serial`]) and the line ops
+    /// ([`Module::poll_line_op`]): commands that waited for room in the output (see
+    /// [`SERIAL_OUT_LIMIT`]) or for a line change run now.
     pub fn handle_output_taken(&mut self, now: Instant) {
+        self.last_now = now;
         self.pump(now);
+    }
+
+    /// Next change to the serial line. Take the output first: the change applies after it.
+    pub fn poll_line_op(&mut self) -> Option<LineOp> {
+        self.line_ops.pop_front()
+    }
+
+    /// The baud rate in effect on the line (at power-up: the saved one).
+    pub fn line_baud(&self) -> u32 {
+        self.line_baud
+    }
+
+    /// Power-cycle (a reset pin, a brown-out): everything closes, unsaved settings and bytes in
+    /// flight on the line are lost, and the banner and prompt are printed as at power-up.
+    pub fn power_cycle(&mut self, now: Instant) {
+        self.last_now = now;
+        self.note(now, "power cycle".to_string());
+        self.framer.clear();
+        self.reset();
+    }
+
+    /// Keep a transcript ([`Module::poll_trace`]) from now on.
+    pub fn enable_trace(&mut self) {
+        self.trace.get_or_insert_with(VecDeque::new);
+    }
+
+    /// Next transcript record.
+    pub fn poll_trace(&mut self) -> Option<TraceRecord> {
+        self.trace.as_mut()?.pop_front()
+    }
+
+    /// A summary of the module's state.
+    pub fn status(&self) -> Status {
+        Status {
+            joined: self.station.link.is_some(),
+            ip: self.station.link.as_ref().map(|l| l.ip.to_string()),
+            ap: self.ap.running,
+            sockets: self.sockets.iter().map(|s| s.state().name()).collect(),
+            events_queued: self.events.len(),
+            busy: self.busy.as_ref().map(Busy::name),
+            baud: self.line_baud,
+        }
     }
 
     /// Next socket operation to perform.
@@ -387,6 +506,8 @@ impl Module {
         self.saved = saved;
         self.out.clear();
         self.power_on_settings();
+        // Boot applies the saved UART rate; the driver reads it before serving.
+        self.line_baud = self.sys.baud;
         self.boot_output();
         self.auto_join();
     }
@@ -408,6 +529,7 @@ impl Module {
 
     /// Result of a [`StoreOp`]: the data is durable (Ok) or could not be written.
     pub fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
+        self.last_now = now;
         match self.busy.take() {
             Some(Busy::Store { req: r, what, .. }) if r == req => {
                 let step = self.stored(what, result);
@@ -430,7 +552,7 @@ impl Module {
 
     fn pump(&mut self, now: Instant) {
         loop {
-            if self.out.len() >= SERIAL_OUT_LIMIT {
+            if self.out.len() >= SERIAL_OUT_LIMIT || !self.line_ops.is_empty() {
                 break;
             }
             if !matches!(self.busy, None | Some(Busy::Payload { .. })) {
@@ -442,12 +564,21 @@ impl Module {
             match frame {
                 Frame::Line(line) => {
                     log::debug!("cmd  {}", command::log_text(&line));
+                    if self.trace.is_some() {
+                        let text = format!("{}\\r", command::trace_text(&line));
+                        self.record(now, TraceKind::In, text);
+                    }
                     match command::parse(&line) {
                         Ok(cmd) => self.execute(cmd, now),
                         Err(e) => self.fail(e.into()),
                     }
                 }
                 Frame::Overlong(head) => {
+                    if self.trace.is_some() {
+                        let text =
+                            format!("{}… (overlong, rest skipped)", command::trace_text(&head));
+                        self.record(now, TraceKind::In, text);
+                    }
                     log::warn!(
                         "command line longer than {} bytes rejected",
                         crate::iwin::framer::MAX_LINE
@@ -470,6 +601,10 @@ impl Module {
                             ..
                         }) => {
                             log::trace!("data {}", data.escape_ascii());
+                            if self.trace.is_some() {
+                                let text = format!("[payload] {}", data.escape_ascii());
+                                self.record(now, TraceKind::In, text);
+                            }
                             let step = self.send_payload(socket, data, now);
                             self.conclude(step);
                         }
@@ -477,6 +612,8 @@ impl Module {
                             to: PayloadFor::Program { set, item },
                             ..
                         }) => {
+                            let text = format!("[payload of {} bytes redacted]", data.len());
+                            self.record(now, TraceKind::In, text);
                             let step = self.program(set, item, data, now);
                             self.conclude(step);
                         }
@@ -599,14 +736,24 @@ impl Module {
     fn reply(&mut self, r: Reply) {
         let bytes = r.encode(self.sys.mt);
         log::debug!("rsp  {}", bytes.escape_ascii());
-        self.out.extend_from_slice(&bytes);
+        self.emit(&bytes, None);
     }
 
     /// Reply with a payload that holds a secret: the log shows `log_form` instead.
     fn reply_secret(&mut self, r: Reply, log_form: &[u8]) {
         let bytes = r.encode(self.sys.mt);
         log::debug!("rsp  {} (secret hidden)", log_form.escape_ascii());
-        self.out.extend_from_slice(&bytes);
+        let shown = Reply::Ok(log_form.to_vec()).encode(self.sys.mt);
+        self.emit(&bytes, Some(&shown));
+    }
+
+    /// Append to the serial output (and the transcript, as `shown` when that differs: secrets).
+    fn emit(&mut self, bytes: &[u8], shown: Option<&[u8]>) {
+        self.out.extend_from_slice(bytes);
+        if self.trace.is_some() {
+            let text = shown.unwrap_or(bytes).escape_ascii().to_string();
+            self.record(self.last_now, TraceKind::Out, text);
+        }
     }
 
     fn fail(&mut self, e: Error) {
@@ -645,15 +792,33 @@ impl Module {
             };
             let bytes = encode_async(&msg);
             log::debug!("evt  {}", bytes.escape_ascii());
-            self.out.extend_from_slice(&bytes);
+            self.emit(&bytes, None);
         }
     }
 
-    fn boot_output(&mut self) {
-        if self.cfg.identity.banner {
-            self.out.extend_from_slice(system::BANNER);
+    /// Add a transcript record (when tracing).
+    fn record(&mut self, at: Instant, kind: TraceKind, text: String) {
+        let Some(trace) = self.trace.as_mut() else {
+            return;
+        };
+        if trace.len() >= MAX_TRACE_RECORDS {
+            trace.pop_front();
         }
-        self.out.extend_from_slice(b"\r\n> ");
+        trace.push_back(TraceRecord { at, kind, text });
+    }
+
+    /// A transcript note (network and module happenings).
+    fn note(&mut self, at: Instant, text: String) {
+        self.record(at, TraceKind::Note, text);
+    }
+
+    fn boot_output(&mut self) {
+        let mut boot = Vec::new();
+        if self.cfg.identity.banner {
+            boot.extend_from_slice(system::BANNER);
+        }
+        boot.extend_from_slice(b"\r\n> ");
+        self.emit(&boot, None);
     }
 
     fn next_id(&mut self) -> u64 {

@@ -189,6 +189,7 @@ impl Module {
         s.client_ip = *peer.ip();
         s.remote_port = peer.port();
         log::info!("socket {i}: client {peer} is current");
+        self.note_socket(i, format!("client {peer} is current"));
         self.emit_event(
             EventClass::Server,
             format!("[TCP SVR] Accepted {}:{}", peer.ip(), local_port),

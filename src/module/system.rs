@@ -37,7 +37,7 @@ impl System {
             mac: command::parse_mac(&cfg.identity.mac)
                 .unwrap_or([0xC4, 0x7F, 0x51, 0x01, 0x12, 0x31]),
             product_name: cfg.identity.product_name.clone().into_bytes(),
-            baud: 115_200,
+            baud: cfg.module.baud,
             raw_bypass: 0,
         }
     }
@@ -133,7 +133,11 @@ impl Module {
                 self.sys.baud = b;
                 ok()
             }
-            UartApply => ok(),
+            UartApply => {
+                // The reply goes out at the old rate; the line switches after it.
+                self.apply_baud();
+                ok()
+            }
             BusQuery => payload("UART,0,0"),
             SetRawBypass(v) => {
                 self.sys.raw_bypass = v;
@@ -165,8 +169,19 @@ impl Module {
         self.ap.stop();
         log::info!("module reset");
         self.power_on_settings();
+        self.apply_baud();
         self.boot_output();
         self.auto_join();
+    }
+
+    /// Put the configured UART rate into effect (the driver switches the line).
+    fn apply_baud(&mut self) {
+        if self.line_baud != self.sys.baud {
+            log::info!("UART rate {} -> {}", self.line_baud, self.sys.baud);
+            self.line_baud = self.sys.baud;
+            self.line_ops
+                .push_back(super::LineOp::SetBaud(self.line_baud));
+        }
     }
 
     /// A `Z1` store write finished.
@@ -241,8 +256,7 @@ impl Module {
                 Ok(()) => self.apply(s),
                 Err(e) => {
                     log::error!("saved settings unusable ({e}); factory defaults apply");
-                    self.out
-                        .extend_from_slice(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults");
+                    self.emit(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults", None);
                 }
             }
         }
@@ -261,6 +275,6 @@ impl Module {
             },
             Ok(_) => Vec::new(),
         };
-        self.out.extend_from_slice(&encode_async(&msg));
+        self.emit(&encode_async(&msg), None);
     }
 }

@@ -36,6 +36,8 @@ fn abort(conn: ConnId) -> NetOp {
 struct H {
     m: Module,
     now: Instant,
+    /// Line changes the module asked for, as the driver would have made them.
+    line_ops: Vec<LineOp>,
 }
 
 impl H {
@@ -47,7 +49,11 @@ impl H {
         let now = Instant::now();
         let mut m = Module::new(&cfg, now, unix_now());
         m.take_serial();
-        H { m, now }
+        H {
+            m,
+            now,
+            line_ops: Vec::new(),
+        }
     }
 
     /// Joined to a network with the default configuration.
@@ -59,7 +65,18 @@ impl H {
 
     fn send(&mut self, b: &[u8]) -> Vec<u8> {
         self.m.handle_serial(b, self.now);
-        self.m.take_serial()
+        self.take()
+    }
+
+    /// Take the output as the driver does: bytes, then line changes, then let held commands run.
+    fn take(&mut self) -> Vec<u8> {
+        let mut out = self.m.take_serial();
+        while let Some(op) = self.m.poll_line_op() {
+            self.line_ops.push(op);
+            self.m.handle_output_taken(self.now);
+            out.extend(self.m.take_serial());
+        }
+        out
     }
 
     fn ops(&mut self) -> Vec<NetOp> {
@@ -68,7 +85,7 @@ impl H {
 
     fn net(&mut self, ev: NetEvent) -> Vec<u8> {
         self.m.handle_net(ev, self.now);
-        self.m.take_serial()
+        self.take()
     }
 
     fn advance(&mut self, ms: u64) -> Vec<u8> {
@@ -76,7 +93,7 @@ impl H {
         if self.m.poll_timeout().is_some_and(|t| t <= self.now) {
             self.m.handle_timeout(self.now);
         }
-        self.m.take_serial()
+        self.take()
     }
 
     /// Open a TCP client on the current socket to 127.0.0.1:port and return its connection id.
@@ -1797,4 +1814,106 @@ fn a_store_write_confirmed_after_its_timeout_still_programs_the_item() {
         "no reply for a command already answered"
     );
     assert_eq!(h.send(b"PE=0\r"), ok("0,1,1"));
+}
+
+// ---- line, power, transcript -------------------------------------------------------------------
+
+#[test]
+fn u0_switches_the_line_after_its_reply_and_holds_later_commands() {
+    let mut h = H::new();
+    assert_eq!(h.m.line_baud(), 115_200);
+    assert_eq!(h.send(b"U2=921600\r"), OK);
+    assert!(h.line_ops.is_empty(), "U2 only stages the rate");
+    // U0 answers at the old rate; what follows waits until the driver has switched.
+    h.m.handle_serial(b"U0\rI?\r", h.now);
+    assert_eq!(h.m.take_serial(), OK);
+    assert_eq!(h.m.take_serial(), b"", "I? waits for the switch");
+    assert_eq!(h.m.poll_line_op(), Some(LineOp::SetBaud(921_600)));
+    assert_eq!(h.m.line_baud(), 921_600);
+    h.m.handle_output_taken(h.now);
+    assert!(h.m.take_serial().starts_with(b"\r\nISM43362"));
+    assert_eq!(h.send(b"U?\r"), ok("0,921600,8,None,1,Normal"));
+    // ZR restores the power-up rate (nothing was saved): the line goes back too.
+    h.send(b"ZR\r");
+    assert_eq!(h.line_ops, vec![LineOp::SetBaud(115_200)]);
+}
+
+#[test]
+fn power_cycle_forgets_the_line_and_everything_unsaved() {
+    let mut h = H::joined();
+    let conn = h.connect_tcp(7000);
+    h.send(b"ZN=Temp\r");
+    // Half a command in flight is lost with the power.
+    h.send(b"I");
+    h.m.power_cycle(h.now);
+    assert_eq!(h.ops(), vec![abort(conn)]);
+    let out = h.m.take_serial();
+    assert!(
+        out.starts_with(b"\r\n                eS-WiFi"),
+        "{}",
+        out.escape_ascii()
+    );
+    assert!(out.ends_with(b"\r\n> "));
+    assert_eq!(h.send(b"?\r"), b"\r\n\r\nERROR: Unknown Command\r\n> ");
+    assert_eq!(h.send(b"CS\r"), ok("0"));
+    assert!(h.send(b"I?\r").ends_with(b",Inventek eS-WiFi\r\nOK\r\n> "));
+}
+
+#[test]
+fn transcript_records_both_directions_and_redacts_secrets() {
+    let mut h = H::new();
+    h.m.enable_trace();
+    h.send(b"C2=hunter22\rC?\rPG=0,2,0005\rk3y!!");
+    let op = h.m.poll_store().expect("a store write");
+    h.m.handle_stored(op.req(), Ok(()), h.now);
+    h.m.take_serial();
+    h.send(b"\x02junk\r");
+    let recs: Vec<(TraceKind, String)> = std::iter::from_fn(|| h.m.poll_trace())
+        .map(|r| (r.kind, r.text))
+        .collect();
+    let all = format!("{recs:?}");
+    assert!(!all.contains("hunter22"), "{all}");
+    assert!(!all.contains("k3y"), "{all}");
+    let ins: Vec<&str> = recs
+        .iter()
+        .filter(|(k, _)| *k == TraceKind::In)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(
+        ins,
+        vec![
+            "C2=<8 bytes hidden>\\r",
+            "C?\\r",
+            "PG=0,2,0005\\r",
+            "[payload of 5 bytes redacted]",
+            "\\x02junk\\r",
+        ]
+    );
+    let outs: Vec<&str> = recs
+        .iter()
+        .filter(|(k, _)| *k == TraceKind::Out)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(outs[0], "\\r\\n\\r\\nOK\\r\\n> ");
+    assert!(
+        outs[1].starts_with("\\r\\n,<passphrase hidden>,0,1"),
+        "{}",
+        outs[1]
+    );
+    assert_eq!(
+        outs.last().unwrap(),
+        &"\\r\\n\\r\\nERROR: Unknown Command\\r\\n> "
+    );
+}
+
+#[test]
+fn status_summarises_the_module() {
+    let mut h = H::joined();
+    h.connect_tcp(7000);
+    h.send(b"R2=1000\rR0\r");
+    let s = h.m.status();
+    assert!(s.joined);
+    assert_eq!(s.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(s.sockets, vec!["open", "idle", "idle", "idle"]);
+    assert_eq!(s.busy, Some("read"));
 }

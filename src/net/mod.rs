@@ -4,6 +4,7 @@
 //! worker threads ([`dns`]). May touch sockets, threads and the mio registry; knows nothing of IWIN
 //! or TLS (the core encrypts) and never blocks or times anything out.
 
+pub mod claim;
 mod dns;
 mod ping;
 mod queue;

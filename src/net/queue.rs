@@ -39,13 +39,25 @@ impl WriteQueue {
 
     /// Write until the queue is empty or `write` reports `WouldBlock` (not an error: the caller waits
     /// for writability). `Interrupted` is retried; any other error is returned.
-    pub fn flush(&mut self, mut write: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
-        while self.pos < self.buf.len() {
-            match write(&self.buf[self.pos..]) {
+    pub fn flush(&mut self, write: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
+        self.flush_limited(usize::MAX, write).map(|_| ())
+    }
+
+    /// [`WriteQueue::flush`], writing at most `limit` bytes; returns how many were written.
+    pub fn flush_limited(
+        &mut self,
+        limit: usize,
+        mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        while self.pos < self.buf.len() && total < limit {
+            let end = self.buf.len().min(self.pos.saturating_add(limit - total));
+            match write(&self.buf[self.pos..end]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.pos += n;
                     self.written += n as u64;
+                    total += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -60,7 +72,7 @@ impl WriteQueue {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        Ok(())
+        Ok(total)
     }
 }
 

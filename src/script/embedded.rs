@@ -94,7 +94,7 @@ impl Embedded {
                     let pty = Pty::open()?;
                     let slave = pty.slave_path().to_owned();
                     let mut driver = Driver::new()?;
-                    let idx = driver.add(module, pty)?;
+                    let idx = driver.add(module, crate::serial::port::Port::pty(pty, false)?)?;
                     driver.set_store(idx, store);
                     Ok((driver, slave))
                 };

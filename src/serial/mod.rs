@@ -1,6 +1,11 @@
-//! The serial line towards the host program (layer: edge). Today a pty; a real serial device would be
-//! a sibling of [`pty`]. Moves bytes only; the IWIN framing lives in the core.
+//! Serial front ends (layer: edge): the pty, a real tty, TCP (listen or connect) and stdio, behind
+//! one [`port::Port`]; and output pacing at the line's baud rate ([`pace`]). Nothing here knows the
+//! IWIN protocol.
 
+pub mod pace;
+pub mod port;
 pub mod pty;
 
+pub use pace::Pacer;
+pub use port::{FrontEnd, Port};
 pub use pty::{Pty, PtyLink};

@@ -125,6 +125,23 @@ impl Drop for TempDir {
     }
 }
 
+/// Open a serial line (a pty path, a tty) as a host does: non-blocking, not as controlling tty.
+pub fn open_line(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
+
+/// A TCP connection used as a host's serial line (non-blocking, as the harness reads it).
+pub fn tcp_line(s: TcpStream) -> File {
+    s.set_nonblocking(true).expect("nonblocking");
+    let _ = s.set_nodelay(true);
+    File::from(std::os::fd::OwnedFd::from(s))
+}
+
 // ---- poll helpers ---------------------------------------------------------------------------------
 
 fn poll_ms(d: Duration) -> i32 {
@@ -175,6 +192,8 @@ pub struct Emu {
     pty: Option<File>,
     pty_path: PathBuf,
     log_path: Option<PathBuf>,
+    /// What the emulator printed on stdout: what a host opens, one line per module.
+    pub lines: Vec<String>,
     /// Everything the emulator printed at boot, up to and including the first prompt.
     pub boot: Vec<u8>,
     /// Quiet period for [`Emu::read_until_prompt`].
@@ -194,7 +213,45 @@ impl Emu {
     /// as `--config`) and extra command-line arguments. Unless `extra_args` has `--certsets`, a
     /// fresh empty directory is passed. Reads the boot output (into [`Emu::boot`]) before
     /// returning, so the next read is the reply to the first command.
+    ///
+    /// The module's address is pinned to 127.0.0.1 (the expected bytes say so), unless the
+    /// configuration has a `[network]` table; [`Emu::start_unpinned`] lets it claim its own.
     pub fn start_with(config_toml: Option<&str>, extra_args: &[&str]) -> Emu {
+        let toml = config_toml.unwrap_or_default();
+        let pinned = if toml.contains("[network]") {
+            toml.to_string()
+        } else {
+            format!("{toml}\n[network]\nip = \"127.0.0.1\"\n")
+        };
+        Emu::launch(Some(&pinned), extra_args)
+    }
+
+    /// Like [`Emu::start_with`], but the module claims a free loopback address of its own, as it
+    /// does by default outside the tests.
+    pub fn start_unpinned(config_toml: Option<&str>, extra_args: &[&str]) -> Emu {
+        Emu::launch(config_toml, extra_args)
+    }
+
+    fn launch(config_toml: Option<&str>, extra_args: &[&str]) -> Emu {
+        Emu::launch_full(config_toml, extra_args, 1, |lines| {
+            assert!(
+                lines[0].starts_with('/'),
+                "first stdout line is not a path: {:?}",
+                lines[0]
+            );
+            Some(open_line(Path::new(&lines[0])))
+        })
+    }
+
+    /// Start the emulator as it is (no pinning), read `nlines` lines from its stdout (what a host
+    /// opens, one per module), and attach the host `attach` returns (None: no host yet); then read
+    /// the boot output if a host is attached.
+    pub fn launch_full(
+        config_toml: Option<&str>,
+        extra_args: &[&str],
+        nlines: usize,
+        attach: impl FnOnce(&[String]) -> Option<File>,
+    ) -> Emu {
         let dir = TempDir::new("emu");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"));
         if let Some(toml) = config_toml {
@@ -236,21 +293,23 @@ impl Emu {
             pty: None,
             pty_path: PathBuf::new(),
             log_path,
+            lines: Vec::new(),
             boot: Vec::new(),
             quiet: QUIET,
             timeout: REPLY_TIMEOUT,
             dir,
         };
         let mut stdout = emu.child.as_mut().unwrap().stdout.take().unwrap();
-        let line = emu.read_stdout_line(&mut stdout, START_TIMEOUT);
+        for _ in 0..nlines {
+            let line = emu.read_stdout_line(&mut stdout, START_TIMEOUT);
+            emu.lines.push(line);
+        }
         emu._stdout = Some(stdout);
-        assert!(
-            line.starts_with('/'),
-            "first stdout line is not a path: {line:?}"
-        );
-        emu.pty_path = PathBuf::from(line);
-        emu.open_pty();
-        emu.boot = emu.read_until_prompt(START_TIMEOUT);
+        emu.pty_path = PathBuf::from(emu.lines.first().cloned().unwrap_or_default());
+        emu.pty = attach(&emu.lines);
+        if emu.pty.is_some() {
+            emu.boot = emu.read_until_prompt(START_TIMEOUT);
+        }
         emu
     }
 
@@ -285,13 +344,12 @@ impl Emu {
     }
 
     fn open_pty(&mut self) {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
-            .open(&self.pty_path)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", self.pty_path.display()));
-        self.pty = Some(f);
+        self.pty = Some(open_line(&self.pty_path));
+    }
+
+    /// Talk to the emulator through `host` from now on (another module's pty, a TCP connection…).
+    pub fn attach(&mut self, host: File) {
+        self.pty = Some(host);
     }
 
     /// The pty slave path the emulator printed.

@@ -1,0 +1,258 @@
+//! The control socket (`--control PATH`, layer: edge): a Unix socket, mode 0600, that takes one-line
+//! commands and answers one line each. Parsing and the client bookkeeping live here; the driver
+//! carries the commands out (it owns the modules).
+//!
+//! Commands: `reset [MODULE]` power-cycles one module or all of them (`ok`); `status` answers one
+//! line of JSON, an array with a summary per module. Anything else: `error <reason>`.
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Longest command line; a longer one is answered with an error and dropped.
+pub const MAX_LINE: usize = 1024;
+
+/// Clients served at once; more are refused.
+pub const MAX_CLIENTS: usize = 16;
+
+/// Answer bytes a client may leave unread before it is dropped.
+pub const MAX_PENDING_ANSWER: usize = 1 << 20;
+
+/// A parsed control command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Power-cycle one module (by index) or all.
+    Reset(Option<usize>),
+    Status,
+}
+
+/// Parse one line.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("reset"), None, None) => Ok(Command::Reset(None)),
+        (Some("reset"), Some(n), None) => n
+            .parse()
+            .map(|n| Command::Reset(Some(n)))
+            .map_err(|_| format!("not a module number: {n:?}")),
+        (Some("status"), None, None) => Ok(Command::Status),
+        (Some(w), _, _) => Err(format!("unknown command {w:?} (reset [MODULE], status)")),
+        (None, _, _) => Err("empty command".into()),
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    writable: bool,
+    /// The client finished sending (`echo status | socat …` shuts its side): it goes once its
+    /// answers are out.
+    eof: bool,
+}
+
+/// The listening socket and its clients.
+pub struct ControlServer {
+    path: PathBuf,
+    listener: UnixListener,
+    token: Token,
+    clients: HashMap<Token, Client>,
+}
+
+impl ControlServer {
+    /// Bind `path` (a stale socket there is replaced; anything else is refused) with mode 0600.
+    pub fn bind(path: &Path, registry: &Registry, token: Token) -> io::Result<ControlServer> {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let mut listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        Ok(ControlServer {
+            path: path.to_owned(),
+            listener,
+            token,
+            clients: HashMap::new(),
+        })
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.token || self.clients.contains_key(&token)
+    }
+
+    /// Handle readiness for `token`; returns the commands that arrived, each with the client to
+    /// answer (`answer` with the same token).
+    pub fn handle_event(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        alloc: &mut dyn FnMut() -> Token,
+    ) -> Vec<(Token, Result<Command, String>)> {
+        let mut got = Vec::new();
+        if token == self.token {
+            loop {
+                match self.listener.accept() {
+                    Ok((mut stream, _)) => {
+                        if self.clients.len() >= MAX_CLIENTS {
+                            let _ = stream.write_all(b"error too many control clients\n");
+                            continue;
+                        }
+                        let t = alloc();
+                        if registry
+                            .register(&mut stream, t, Interest::READABLE)
+                            .is_ok()
+                        {
+                            self.clients.insert(
+                                t,
+                                Client {
+                                    stream,
+                                    inbuf: Vec::new(),
+                                    out: Vec::new(),
+                                    writable: false,
+                                    eof: false,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::warn!("control socket: {e}");
+                        break;
+                    }
+                }
+            }
+            return got;
+        }
+        let Some(c) = self.clients.get_mut(&token) else {
+            return got;
+        };
+        let mut gone = false;
+        let mut buf = [0u8; 1024];
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    gone = true;
+                    break;
+                }
+                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    gone = true;
+                    break;
+                }
+            }
+            if c.inbuf.len() > MAX_LINE && !c.inbuf[..MAX_LINE].contains(&b'\n') {
+                c.inbuf.clear();
+                got.push((token, Err(format!("line longer than {MAX_LINE} bytes"))));
+            }
+        }
+        while let Some(i) = c.inbuf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = c.inbuf.drain(..=i).collect();
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
+            if !text.is_empty() {
+                got.push((token, parse(text)));
+            }
+        }
+        c.eof |= gone;
+        if got.is_empty() {
+            self.done(registry, token);
+        }
+        got
+    }
+
+    /// All answers to what a client sent are queued: send them, and let a client that finished go.
+    pub fn done(&mut self, registry: &Registry, token: Token) {
+        self.flush(registry, token);
+        if self
+            .clients
+            .get(&token)
+            .is_some_and(|c| c.eof && c.out.is_empty())
+        {
+            self.drop_client(registry, token);
+        }
+    }
+
+    /// Send one answer line to a client (then [`ControlServer::done`]).
+    pub fn answer(&mut self, registry: &Registry, token: Token, line: &str) {
+        if let Some(c) = self.clients.get_mut(&token) {
+            c.out.extend_from_slice(line.as_bytes());
+            c.out.push(b'\n');
+            if c.out.len() > MAX_PENDING_ANSWER {
+                log::warn!("control client does not read its answers; dropped");
+                self.drop_client(registry, token);
+                return;
+            }
+        }
+        self.flush(registry, token);
+    }
+
+    fn flush(&mut self, registry: &Registry, token: Token) {
+        let Some(c) = self.clients.get_mut(&token) else {
+            return;
+        };
+        while !c.out.is_empty() {
+            match c.stream.write(&c.out) {
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_client(registry, token);
+                    return;
+                }
+            }
+        }
+        let want = !c.out.is_empty();
+        if want != c.writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if registry.reregister(&mut c.stream, token, interest).is_ok() {
+                c.writable = want;
+            }
+        }
+    }
+
+    fn drop_client(&mut self, registry: &Registry, token: Token) {
+        if let Some(mut c) = self.clients.remove(&token) {
+            let _ = registry.deregister(&mut c.stream);
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse("reset"), Ok(Command::Reset(None)));
+        assert_eq!(parse("  reset 3 "), Ok(Command::Reset(Some(3))));
+        assert_eq!(parse("status"), Ok(Command::Status));
+        assert!(parse("reset x").unwrap_err().contains("module number"));
+        assert!(parse("reboot").unwrap_err().contains("unknown command"));
+        assert!(parse("status now").is_err());
+    }
+}

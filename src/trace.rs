@@ -1,0 +1,54 @@
+//! The byte transcript (`--trace FILE`, layer: edge). One line per record, each written with its
+//! own `write` so the file survives a crash:
+//!
+//! ```text
+//! <ms since start> m<module> <tag> <text>
+//! ```
+//!
+//! with tag `>` for what the host sent (as the module framed it: a command line with its CR, or a
+//! payload), `<` for what the module wrote, `*` for a note (network, TLS, line and power events).
+//! Texts are escaped as Rust byte strings (`\r`, `\n`, `\xNN`); PG payloads, passphrases and
+//! key-like stray lines are redacted by the module before they get here.
+
+use crate::module::{TraceKind, TraceRecord};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Instant;
+
+pub struct Tracer {
+    file: File,
+    start: Instant,
+}
+
+impl Tracer {
+    pub fn create(path: &Path, start: Instant) -> io::Result<Tracer> {
+        Ok(Tracer {
+            file: File::create(path)?,
+            start,
+        })
+    }
+
+    /// Write a record of module `idx`.
+    pub fn record(&mut self, idx: usize, r: &TraceRecord) {
+        let tag = match r.kind {
+            TraceKind::In => '>',
+            TraceKind::Out => '<',
+            TraceKind::Note => '*',
+        };
+        self.line(idx, r.at, tag, &r.text);
+    }
+
+    /// A note of the driver's own (host attached, line speed, signals).
+    pub fn note(&mut self, idx: usize, at: Instant, text: &str) {
+        self.line(idx, at, '*', text);
+    }
+
+    fn line(&mut self, idx: usize, at: Instant, tag: char, text: &str) {
+        let ms = at.saturating_duration_since(self.start).as_secs_f64() * 1000.0;
+        let line = format!("{ms:.3} m{idx} {tag} {text}\n");
+        if let Err(e) = self.file.write_all(line.as_bytes()) {
+            log::warn!("trace: {e}");
+        }
+    }
+}
