@@ -14,8 +14,19 @@ pub struct Config {
     pub timing: Timing,
     pub quirks: Quirks,
     pub tls: Tls,
+    pub faults: Faults,
     #[serde(rename = "access_point")]
     pub access_points: Vec<AccessPoint>,
+}
+
+/// Faults active from start-up (see the README's "Faults"; the same lines as `fault add`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// One rule per entry, e.g. `"serial.split 1..7 gap=2ms"`.
+    pub rules: Vec<String>,
+    /// Seed of every random choice (`--seed` overrides; none: one is picked and logged).
+    pub seed: Option<u64>,
 }
 
 impl Config {
@@ -41,6 +52,9 @@ impl Config {
         }
         if self.module.message_type > 1 {
             return Err("module.message_type must be 0 or 1".into());
+        }
+        for rule in &self.faults.rules {
+            crate::faults::parse(rule).map_err(|e| format!("faults.rules {rule:?}: {e}"))?;
         }
         if !crate::iwin::command::BAUD_RATES.contains(&self.module.baud) {
             return Err(format!(

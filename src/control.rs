@@ -3,7 +3,9 @@
 //! carries the commands out (it owns the modules).
 //!
 //! Commands: `reset [MODULE]` power-cycles one module or all of them (`ok`); `status` answers one
-//! line of JSON, an array with a summary per module. Anything else: `error <reason>`.
+//! line of JSON, an array with a summary per module; `fault add <rule>` (`ok <id>`), `fault clear
+//! [ID]` (`ok`) and `fault list` (one line per rule, then `ok <count>`) manage faults. Anything
+//! else: `error <reason>`.
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -22,15 +24,36 @@ pub const MAX_CLIENTS: usize = 16;
 pub const MAX_PENDING_ANSWER: usize = 1 << 20;
 
 /// A parsed control command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Power-cycle one module (by index) or all.
     Reset(Option<usize>),
     Status,
+    /// `fault add <rule>`: answered `ok <id>`.
+    FaultAdd(crate::faults::Rule),
+    /// `fault clear [ID]`.
+    FaultClear(Option<usize>),
+    /// `fault list`: one line per rule, then `ok <count>`.
+    FaultList,
 }
 
 /// Parse one line.
 pub fn parse(line: &str) -> Result<Command, String> {
+    if let Some(rest) = line.trim().strip_prefix("fault") {
+        let rest = rest.trim();
+        let (verb, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+        let arg = arg.trim();
+        return match verb {
+            "add" => crate::faults::parse(arg).map(Command::FaultAdd),
+            "clear" if arg.is_empty() => Ok(Command::FaultClear(None)),
+            "clear" => arg
+                .parse()
+                .map(|id| Command::FaultClear(Some(id)))
+                .map_err(|_| format!("not a fault id: {arg:?}")),
+            "list" if arg.is_empty() => Ok(Command::FaultList),
+            _ => Err("fault add <rule> | fault clear [ID] | fault list".into()),
+        };
+    }
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("reset"), None, None) => Ok(Command::Reset(None)),
@@ -39,7 +62,9 @@ pub fn parse(line: &str) -> Result<Command, String> {
             .map(|n| Command::Reset(Some(n)))
             .map_err(|_| format!("not a module number: {n:?}")),
         (Some("status"), None, None) => Ok(Command::Status),
-        (Some(w), _, _) => Err(format!("unknown command {w:?} (reset [MODULE], status)")),
+        (Some(w), _, _) => Err(format!(
+            "unknown command {w:?} (reset [MODULE], status, fault add|clear|list)"
+        )),
         (None, _, _) => Err("empty command".into()),
     }
 }
@@ -254,5 +279,15 @@ mod tests {
         assert!(parse("reset x").unwrap_err().contains("module number"));
         assert!(parse("reboot").unwrap_err().contains("unknown command"));
         assert!(parse("status now").is_err());
+        assert!(matches!(
+            parse("fault add serial.stall 3s"),
+            Ok(Command::FaultAdd(_))
+        ));
+        assert!(parse("fault add serial.stall")
+            .unwrap_err()
+            .contains("serial.stall"));
+        assert_eq!(parse("fault clear 2"), Ok(Command::FaultClear(Some(2))));
+        assert_eq!(parse("fault clear"), Ok(Command::FaultClear(None)));
+        assert_eq!(parse("fault list"), Ok(Command::FaultList));
     }
 }

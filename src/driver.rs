@@ -12,6 +12,8 @@
 use crate::certstore::CertStore;
 use crate::config::Config;
 use crate::control::{self, ControlServer};
+use crate::faults::net::{Delivery, NetFaults};
+use crate::faults::FaultSet;
 use crate::module::io::{ConnId, NetEvent, NetOp, StoreOp};
 use crate::module::{LineOp, Module, Status, TraceRecord};
 use crate::net::{claim, ModuleIdx, NetStack, WriteQueue};
@@ -80,6 +82,15 @@ pub trait Core {
     fn status(&self) -> Option<Status> {
         None
     }
+    /// Commands executed since power-up (for `module.reset after=N`).
+    fn commands(&self) -> u64 {
+        0
+    }
+    fn set_wifi_faults(&mut self, _faults: crate::module::WifiFaults) {}
+    fn link_down(&mut self, _now: Instant) {}
+    fn poll_fault_fired(&mut self) -> Option<String> {
+        None
+    }
 }
 
 impl Core for Module {
@@ -131,6 +142,18 @@ impl Core for Module {
     fn status(&self) -> Option<Status> {
         Some(Module::status(self))
     }
+    fn commands(&self) -> u64 {
+        Module::commands(self)
+    }
+    fn set_wifi_faults(&mut self, faults: crate::module::WifiFaults) {
+        Module::set_wifi_faults(self, faults)
+    }
+    fn link_down(&mut self, now: Instant) {
+        Module::link_down(self, now)
+    }
+    fn poll_fault_fired(&mut self) -> Option<String> {
+        Module::poll_fault_fired(self)
+    }
 }
 
 /// Everything `eswifi-emu` (serve) needs from the command line.
@@ -151,6 +174,8 @@ pub struct ServeOptions {
     pub control: Option<PathBuf>,
     /// Byte transcript file.
     pub trace: Option<PathBuf>,
+    /// Seed of the faults' random choices (`--seed`; else `[faults] seed`; else picked and logged).
+    pub seed: Option<u64>,
 }
 
 impl ServeOptions {
@@ -165,6 +190,7 @@ impl ServeOptions {
             reset_on_open: false,
             control: None,
             trace: None,
+            seed: None,
         }
     }
 }
@@ -271,6 +297,14 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let mut driver = Driver::new()?;
+    let seed = opts.seed.or(opts.config.faults.seed).unwrap_or_else(|| {
+        // Any value will do; it is logged, so a failing run can be replayed with --seed.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    log::info!("fault seed {seed} (replay with --seed {seed})");
+    driver.faults = FaultSet::new(seed);
     if let Some(path) = &opts.trace {
         driver.tracer =
             Some(Tracer::create(path, start).map_err(|e| {
@@ -375,6 +409,10 @@ struct Line<M> {
     boot_delay: Option<Duration>,
     /// A power cycle due at this time.
     reset_at: Option<Instant>,
+    /// Output fragments a serial fault holds back, and when each may go.
+    delayed_out: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    /// Input a `serial.stall` holds, and until when.
+    held_in: Option<(Instant, Vec<u8>)>,
 }
 
 /// The event loop over any number of modules.
@@ -392,6 +430,10 @@ pub struct Driver<M: Core = Module> {
     store: StoreWorker,
     tracer: Option<Tracer>,
     control: Option<ControlServer>,
+    faults: FaultSet,
+    net_faults: NetFaults,
+    /// The fault generation the cores' Wi-Fi faults were last set from.
+    wifi_generation: u64,
 }
 /// Certificate-store writes run on this thread: an fsync must never hold up a serial line. It wakes
 /// the loop with the net stack's waker; results are collected every turn.
@@ -450,7 +492,16 @@ impl<M: Core> Driver<M> {
             hurry: false,
             tracer: None,
             control: None,
+            faults: FaultSet::new(1),
+            net_faults: NetFaults::default(),
+            wifi_generation: 0,
         })
+    }
+
+    /// Activate a fault rule; returns its id.
+    pub fn add_fault(&mut self, rule: crate::faults::Rule) -> Result<usize, String> {
+        let counts: Vec<u64> = self.lines.iter().map(|l| l.core.commands()).collect();
+        self.faults.add(rule, Instant::now(), &counts)
     }
 
     /// Attach a module to its serial line. Its first output (boot banner) goes out on the next step.
@@ -476,6 +527,8 @@ impl<M: Core> Driver<M> {
             baud_check_at: None,
             boot_delay: None,
             reset_at: None,
+            delayed_out: std::collections::VecDeque::new(),
+            held_in: None,
         });
         Ok(idx)
     }
@@ -527,22 +580,30 @@ impl<M: Core> Driver<M> {
     /// One turn: settle the cores, wait for input (at most `max_wait`, and no longer than the
     /// earliest timer), handle it, fire due timers.
     pub fn step(&mut self, max_wait: Option<Duration>) -> io::Result<Flow> {
+        self.fault_timers(Instant::now());
         let mut flow = self.settle()?;
 
         let now = Instant::now();
         let lines = &self.lines;
+        let faults = &self.faults;
         let mut timeout = lines
             .iter()
-            .filter_map(|l| {
+            .enumerate()
+            .filter_map(|(k, l)| {
                 let core = l.core.poll_timeout();
-                [core, l.next_deadline(now)].into_iter().flatten().min()
+                [core, l.next_deadline(now), faults.next_deadline(k)]
+                    .into_iter()
+                    .flatten()
+                    .min()
             })
+            .chain(self.net_faults.next_deadline())
             .min()
             .map(|t| t.saturating_duration_since(now));
         let serial_pending = lines
             .iter()
             .any(|l| l.want_read && l.core.serial_room() > 0 && l.baud_after_drain.is_none());
-        if self.hurry || serial_pending || self.net.has_pending_reads(room(lines)) {
+        let nf = &self.net_faults;
+        if self.hurry || serial_pending || self.net.has_pending_reads(room(lines, nf)) {
             timeout = Some(Duration::ZERO);
         }
         if let Some(cap) = max_wait {
@@ -574,7 +635,7 @@ impl<M: Core> Driver<M> {
                     .port
                     .handle_event(registry, &line.tokens, event)
                     .map_err(|e| io::Error::new(e.kind(), format!("serial line {idx}: {e}")))?;
-                if line.after(registry, idx, h, &mut self.tracer)? {
+                if line.after(registry, idx, h, &mut self.tracer, &mut self.faults)? {
                     flow = Flow::Shutdown;
                 }
             } else if self.control.as_ref().is_some_and(|c| c.owns(token)) {
@@ -598,6 +659,28 @@ impl<M: Core> Driver<M> {
                                 "ok".into()
                             }
                         },
+                        Ok(control::Command::FaultAdd(rule)) => {
+                            let counts: Vec<u64> =
+                                self.lines.iter().map(|l| l.core.commands()).collect();
+                            match self.faults.add(rule, Instant::now(), &counts) {
+                                Ok(id) => format!("ok {id}"),
+                                Err(e) => format!("error {e}"),
+                            }
+                        }
+                        Ok(control::Command::FaultClear(id)) => {
+                            if self.faults.clear(id) {
+                                "ok".into()
+                            } else {
+                                format!("error no fault {}", id.unwrap_or(0))
+                            }
+                        }
+                        Ok(control::Command::FaultList) => {
+                            let rules = self.faults.list();
+                            for r in &rules {
+                                control.answer(registry, client, r);
+                            }
+                            format!("ok {}", rules.len())
+                        }
                         Ok(control::Command::Status) => {
                             let all: Vec<serde_json::Value> = self
                                 .lines
@@ -657,7 +740,36 @@ impl<M: Core> Driver<M> {
         for idx in due_resets {
             self.power_cycle(idx, "a host opened the line");
         }
+        self.fault_timers(now);
         self.settle()
+    }
+
+    /// Module faults that are due (brown-outs, link loss), and keeping the cores' Wi-Fi faults
+    /// and the rules' counts current.
+    fn fault_timers(&mut self, now: Instant) {
+        if self.faults.generation() != self.wifi_generation {
+            self.wifi_generation = self.faults.generation();
+            for (k, line) in self.lines.iter_mut().enumerate() {
+                line.core.set_wifi_faults(self.faults.wifi(k));
+            }
+        }
+        for k in 0..self.lines.len() {
+            let commands = self.lines[k].core.commands();
+            if self.faults.reset_due(k, commands, now) {
+                self.power_cycle(k, "fault");
+            }
+            if self.faults.link_down_due(k, now) {
+                self.lines[k].core.link_down(now);
+            }
+            while let Some(what) = self.lines[k].core.poll_fault_fired() {
+                self.faults.core_fired(k, &what);
+            }
+        }
+        for f in self.faults.take_fired() {
+            if let Some(t) = &mut self.tracer {
+                t.note(f.module, now, &f.text);
+            }
+        }
     }
 
     /// Move everything the cores produced to where it goes, and everything the network produced to
@@ -672,12 +784,17 @@ impl<M: Core> Driver<M> {
                 if line.want_read && line.core.serial_room() > 0 && line.baud_after_drain.is_none()
                 {
                     let before = line.core.serial_room();
-                    line.read_serial(registry, idx, &mut h)?;
+                    line.read_serial(registry, idx, &mut h, &mut self.faults)?;
                     moved |= line.core.serial_room() != before;
                 }
-                moved |= line.take_output(registry, idx, &mut self.tracer)?;
+                moved |= line.take_output(registry, idx, &mut self.tracer, &mut self.faults)?;
                 while let Some(op) = line.core.poll_op() {
-                    self.net.perform(registry, idx, op);
+                    for op in self
+                        .net_faults
+                        .op(&mut self.faults, idx, op, Instant::now())
+                    {
+                        self.net.perform(registry, idx, op);
+                    }
                     moved = true;
                 }
                 while let Some(op) = line.core.poll_store() {
@@ -700,18 +817,36 @@ impl<M: Core> Driver<M> {
                         t.record(idx, &r);
                     }
                 }
-                if line.after(registry, idx, h, &mut self.tracer)? {
+                if line.after(registry, idx, h, &mut self.tracer, &mut self.faults)? {
                     flow = Flow::Shutdown;
                 }
             }
-            self.net.pump_reads(registry, room(&self.lines));
+            self.net
+                .pump_reads(registry, room(&self.lines, &self.net_faults));
+            let now = Instant::now();
+            let mut deliver = Vec::new();
             while let Some((idx, ev)) = self.net.pop_event() {
-                log_event(idx, &ev);
-                match self.lines.get_mut(idx) {
-                    Some(line) => line.core.handle_net(ev, Instant::now()),
-                    None => log::warn!("event for unknown module {idx}"),
+                deliver.extend(
+                    self.net_faults
+                        .event(&mut self.faults, idx, ev, now)
+                        .into_iter()
+                        .map(|ev| (idx, ev)),
+                );
+                moved = true;
+            }
+            for d in self.net_faults.due(now) {
+                match d {
+                    Delivery::Event(idx, ev) => deliver.push((idx, ev)),
+                    Delivery::Op(idx, op) => self.net.perform(registry, idx, op),
                 }
                 moved = true;
+            }
+            for (idx, ev) in deliver {
+                log_event(idx, &ev);
+                match self.lines.get_mut(idx) {
+                    Some(line) => line.core.handle_net(ev, now),
+                    None => log::warn!("event for unknown module {idx}"),
+                }
             }
             if !moved {
                 self.hurry = false;
@@ -750,6 +885,7 @@ impl<M: Core> Line<M> {
         idx: ModuleIdx,
         mut h: Happened,
         tracer: &mut Option<Tracer>,
+        faults: &mut FaultSet,
     ) -> io::Result<bool> {
         let now = Instant::now();
         if h.opened {
@@ -767,12 +903,12 @@ impl<M: Core> Line<M> {
             // A TCP server takes the next waiting host.
             let more = self.port.accept_next(registry, &self.tokens)?;
             if more.opened {
-                return self.after(registry, idx, more, tracer);
+                return self.after(registry, idx, more, tracer, faults);
             }
         }
         if h.readable {
             self.want_read = true;
-            self.read_serial(registry, idx, &mut h)?;
+            self.read_serial(registry, idx, &mut h, faults)?;
         }
         if h.writable || h.opened {
             self.flush(registry, now, &mut h)?;
@@ -787,8 +923,18 @@ impl<M: Core> Line<M> {
         registry: &Registry,
         idx: ModuleIdx,
         h: &mut Happened,
+        faults: &mut FaultSet,
     ) -> io::Result<()> {
         let mut buf = [0u8; SERIAL_CHUNK];
+        let now = Instant::now();
+        if let Some((at, bytes)) = self.held_in.take() {
+            if at > now {
+                self.held_in = Some((at, bytes));
+                // A stalled command: the line is not read meanwhile (bounded).
+                return Ok(());
+            }
+            self.core.handle_serial(&bytes, now);
+        }
         loop {
             let room = self.core.serial_room().min(SERIAL_CHUNK);
             if room == 0 || self.baud_after_drain.is_some() {
@@ -803,7 +949,12 @@ impl<M: Core> Line<M> {
                 Ok(n) => {
                     // Only the count: the core logs commands, and never certificate-key payloads.
                     log::trace!("m{idx} serial in {n} bytes");
-                    self.core.handle_serial(&buf[..n], Instant::now());
+                    let bytes = faults.input(idx, buf[..n].to_vec());
+                    if let Some(d) = faults.stall(idx) {
+                        self.held_in = Some((now + d, bytes));
+                        return Ok(());
+                    }
+                    self.core.handle_serial(&bytes, Instant::now());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -822,16 +973,18 @@ impl<M: Core> Line<M> {
         registry: &Registry,
         idx: ModuleIdx,
         tracer: &mut Option<Tracer>,
+        faults: &mut FaultSet,
     ) -> io::Result<bool> {
         let now = Instant::now();
         let mut moved = false;
         let mut h = Happened::default();
-        if self.baud_after_drain.is_none() && self.out.len() < SERIAL_OUT_HIGH {
+        let delayed: usize = self.delayed_out.iter().map(|(_, b)| b.len()).sum();
+        if self.baud_after_drain.is_none() && self.out.len() + delayed < SERIAL_OUT_HIGH {
             let bytes = self.core.take_serial();
             if !bytes.is_empty() {
                 // Contents are logged by the core, which knows what they are.
                 log::trace!("m{idx} serial out {} bytes", bytes.len());
-                self.out.push(&bytes);
+                self.delayed_out.extend(faults.output(idx, bytes, now));
                 moved = true;
             }
             if let Some(LineOp::SetBaud(rate)) = self.core.poll_line_op() {
@@ -841,10 +994,18 @@ impl<M: Core> Line<M> {
                 self.core.handle_output_taken(now);
             }
         }
+        // Fragments whose time has come join the output, in order.
+        while self.delayed_out.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, b)) = self.delayed_out.pop_front() {
+                self.out.push(&b);
+                moved = true;
+            }
+        }
         self.flush(registry, now, &mut h)?;
         if let Some(rate) = self.baud_after_drain {
             let wire_idle = self.pacer.as_ref().is_none_or(|p| p.idle_at() <= now);
-            if self.out.is_empty() && wire_idle && self.port.output_queued() == 0 {
+            let all_out = self.out.is_empty() && self.delayed_out.is_empty();
+            if all_out && wire_idle && self.port.output_queued() == 0 {
                 self.baud_after_drain = None;
                 self.baud_check_at = None;
                 self.port.set_baud(rate)?;
@@ -893,9 +1054,13 @@ impl<M: Core> Line<M> {
     }
 }
 
-/// The cores' backpressure, as the NetStack asks for it.
-fn room<M: Core>(lines: &[Line<M>]) -> impl Fn(ModuleIdx, ConnId) -> usize + '_ {
-    |m, c| lines.get(m).map_or(0, |l| l.core.rx_room(c))
+/// The cores' backpressure (and the fault layer's, for delayed connections), as the NetStack asks
+/// for it.
+fn room<'a, M: Core>(
+    lines: &'a [Line<M>],
+    faults: &'a NetFaults,
+) -> impl Fn(ModuleIdx, ConnId) -> usize + 'a {
+    |m, c| faults.room(m, c, lines.get(m).map_or(0, |l| l.core.rx_room(c)))
 }
 
 fn log_event(idx: ModuleIdx, ev: &NetEvent) {

@@ -137,6 +137,11 @@ struct ServeArgs {
     /// `poll` queues them for `MR` (SPI firmware). Overrides the configuration file.
     #[arg(long, value_enum, value_name = "MODE")]
     events: Option<EventMode>,
+
+    /// Seed of every random fault choice, to replay a run exactly (logged at start-up when not
+    /// given). Faults come from `[faults]` in the configuration or `fault add` on --control.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
 }
 
 impl ServeArgs {
@@ -301,6 +306,7 @@ fn main() -> ExitCode {
         reset_on_open: args.reset_on_open,
         control: args.control,
         trace: args.trace,
+        seed: args.seed,
     };
     let served = serve(&opts, |lines| {
         if stdio {

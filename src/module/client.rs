@@ -214,6 +214,23 @@ impl Module {
         self.close_conn(stream.conn, how, now);
     }
 
+    /// The network went away under socket `i`: its connections are dropped and it reads `-1`
+    /// (what it had received still comes first).
+    pub(super) fn end_socket(&mut self, i: usize) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, "link down");
+        for conn in old.conns() {
+            self.ops.push_back(NetOp::Close {
+                conn,
+                how: CloseHow::Abort,
+            });
+        }
+        let new = match old {
+            SocketState::Idle => SocketState::Idle,
+            mut other => SocketState::Ended(other.rx_mut().map(std::mem::take).unwrap_or_default()),
+        };
+        self.sockets[i].set_state(i, new, "link down");
+    }
+
     /// Drop everything socket `i` has open (reset, `CD`, a failed open).
     pub(super) fn abort_socket(&mut self, i: usize, why: &str) {
         let old = self.sockets[i].set_state(i, SocketState::Idle, why);

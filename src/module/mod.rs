@@ -223,6 +223,22 @@ enum EventClass {
     Dhcp,
     /// `[TCP SVR]` / `[UDP SVR]` (MS bit 1).
     Server,
+    /// `[INFO   ] Link …` (never suppressed).
+    Link,
+}
+
+/// Wi-Fi faults the module applies (the fault layer sets them, see `crate::faults`): joins that
+/// fail by chance, slow joins and scans, access points that have disappeared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WifiFaults {
+    /// Probability that a join fails.
+    pub join_fail: f64,
+    pub join_delay: Option<Duration>,
+    pub scan_delay: Option<Duration>,
+    /// SSIDs no longer on the air (not in `F0`, not joinable).
+    pub hidden: Vec<String>,
+    /// Seed of the module's draws.
+    pub seed: u64,
 }
 
 /// The module's wall clock: the driver says once what `Instant` corresponds to what Unix time, and
@@ -276,6 +292,12 @@ pub struct Module {
     trace: Option<VecDeque<TraceRecord>>,
     /// The latest time an input brought (transcript records of output carry it).
     last_now: Instant,
+    wifi_faults: WifiFaults,
+    wifi_rng: crate::rng::Rng,
+    /// Faults the module applied, for the fault layer's counts.
+    faults_fired: VecDeque<String>,
+    /// Commands executed since power-up (for `module.reset after=N`).
+    commands: u64,
 }
 
 /// A change to the serial line itself.
@@ -354,6 +376,10 @@ impl Module {
             line_ops: VecDeque::new(),
             trace: None,
             last_now: now,
+            wifi_faults: WifiFaults::default(),
+            wifi_rng: crate::rng::Rng::new(0),
+            faults_fired: VecDeque::new(),
+            commands: 0,
             cfg: config.clone(),
         };
         m.boot_output();
@@ -466,6 +492,50 @@ impl Module {
     /// Next transcript record.
     pub fn poll_trace(&mut self) -> Option<TraceRecord> {
         self.trace.as_mut()?.pop_front()
+    }
+
+    /// Apply these Wi-Fi faults from now on (a new seed restarts the draws).
+    pub fn set_wifi_faults(&mut self, faults: WifiFaults) {
+        if faults.seed != self.wifi_faults.seed {
+            self.wifi_rng = crate::rng::Rng::new(faults.seed);
+        }
+        self.wifi_faults = faults;
+    }
+
+    /// The access point is gone: the link drops, every socket's connection ends (`R0`/`S3` say
+    /// `-1`), `CS` says 0, and the firmware's `[INFO   ] Link Down` goes out (as an event: on the
+    /// line between replies, or for `MR`).
+    pub fn link_down(&mut self, now: Instant) {
+        self.last_now = now;
+        if self.station.link.take().is_none() {
+            return;
+        }
+        log::info!("link down: the access point is gone");
+        self.note(now, "link down".to_string());
+        for i in 0..self.sockets.len() {
+            self.end_socket(i);
+        }
+        self.emit_event(EventClass::Link, "[INFO   ] Link Down".to_string());
+        self.progress();
+        self.pump(now);
+    }
+
+    /// A fault the module applied since the last call (`<kind>: <what>`).
+    pub fn poll_fault_fired(&mut self) -> Option<String> {
+        self.faults_fired.pop_front()
+    }
+
+    /// Commands executed since power-up.
+    pub fn commands(&self) -> u64 {
+        self.commands
+    }
+
+    fn fault_fired(&mut self, what: String) {
+        log::info!("fault {what}");
+        self.note(self.last_now, format!("fault {what}"));
+        if self.faults_fired.len() < 64 {
+            self.faults_fired.push_back(what);
+        }
     }
 
     /// A summary of the module's state.
@@ -629,6 +699,7 @@ impl Module {
     }
 
     fn execute(&mut self, cmd: Command, now: Instant) {
+        self.commands += 1;
         let step = match cmd {
             Command::Empty => Ok(Answer::Reply(Reply::Prompt)),
             Command::System(SystemCmd::Reset) => {
@@ -765,6 +836,7 @@ impl Module {
         let bit = match class {
             EventClass::Dhcp => 1,
             EventClass::Server => 2,
+            EventClass::Link => 0,
         };
         if self.sys.suppress & bit != 0 {
             log::debug!("event suppressed by MS={}: {message}", self.sys.suppress);

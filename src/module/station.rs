@@ -74,8 +74,13 @@ pub struct Link {
 pub enum JoinError {
     NoSsid,
     UnknownSsid,
-    WrongSecurity { ap: Security, asked: u8 },
+    WrongSecurity {
+        ap: Security,
+        asked: u8,
+    },
     WrongPassphrase,
+    /// A fault made it fail (`wifi.join-fail`).
+    Fault,
 }
 
 impl std::fmt::Display for JoinError {
@@ -90,6 +95,7 @@ impl std::fmt::Display for JoinError {
                 asked
             ),
             JoinError::WrongPassphrase => write!(f, "wrong passphrase (C2)"),
+            JoinError::Fault => write!(f, "a fault (wifi.join-fail) made it fail"),
         }
     }
 }
@@ -259,9 +265,14 @@ impl Module {
                 if self.station.link.is_some() {
                     return Err(StationError::AlreadyConnected.into());
                 }
-                if self.cfg.timing.join_ms > 0 {
-                    let deadline = now + Duration::from_millis(self.cfg.timing.join_ms);
-                    return Ok(Answer::Wait(Busy::Join { deadline }));
+                let time = self
+                    .wifi_faults
+                    .join_delay
+                    .unwrap_or(Duration::from_millis(self.cfg.timing.join_ms));
+                if !time.is_zero() {
+                    return Ok(Answer::Wait(Busy::Join {
+                        deadline: now + time,
+                    }));
                 }
                 return self.finish_join();
             }
@@ -272,9 +283,14 @@ impl Module {
                 });
             }
             Scan => {
-                if self.cfg.timing.scan_ms > 0 {
-                    let deadline = now + Duration::from_millis(self.cfg.timing.scan_ms);
-                    return Ok(Answer::Wait(Busy::Scan { deadline }));
+                let time = self
+                    .wifi_faults
+                    .scan_delay
+                    .unwrap_or(Duration::from_millis(self.cfg.timing.scan_ms));
+                if !time.is_zero() {
+                    return Ok(Answer::Wait(Busy::Scan {
+                        deadline: now + time,
+                    }));
                 }
                 return self.finish_scan();
             }
@@ -287,7 +303,16 @@ impl Module {
     pub(super) fn finish_join(&mut self) -> Step {
         let settings = &self.station.settings;
         let ssid = String::from_utf8_lossy(&settings.ssid).into_owned();
-        match join(&self.cfg, settings) {
+        let outcome = if self.wifi_faults.hidden.contains(&ssid) {
+            Err(JoinError::UnknownSsid)
+        } else if self.wifi_rng.chance(self.wifi_faults.join_fail) {
+            self.fault_fired(format!("wifi.join-fail: joining {ssid:?} fails"));
+            Err(JoinError::Fault)
+        } else {
+            join(&self.cfg, settings)
+        };
+        let settings = &self.station.settings;
+        match outcome {
             Ok(link) => {
                 log::info!("joined {ssid:?} as {}", link.ip);
                 let r = format!("[JOIN   ] {},{},0,0", ssid, link.ip);
@@ -308,6 +333,7 @@ impl Module {
     pub(super) fn finish_scan(&mut self) -> Step {
         let lines: Vec<String> = scan_list(&self.cfg, &self.station.settings)
             .iter()
+            .filter(|ap| !self.wifi_faults.hidden.contains(&ap.ssid))
             .enumerate()
             .map(|(i, ap)| scan_line(i + 1, ap))
             .collect();

@@ -1,0 +1,441 @@
+//! Fault injection (layer: middleware between the cores and the edges, as smoltcp's
+//! `FaultInjector` wraps a device). The driver asks [`FaultSet`] what to do with the bytes of each
+//! serial line ([`FaultSet::output`], [`FaultSet::input`], stalls, brown-outs), hands every network
+//! operation and event through [`net::NetFaults`], and gives each core its Wi-Fi faults
+//! ([`crate::module::WifiFaults`]). Randomness is seeded (`--seed`), per rule and module, so the same
+//! seed and the same inputs give the same faults. No IO; time comes in as arguments.
+
+pub mod net;
+pub mod rule;
+
+use crate::module::WifiFaults;
+use crate::rng::Rng;
+pub use rule::{parse, Kind, Rule};
+use rule::{Dir, When};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Rules active at once (a control-socket client cannot grow this without bound).
+pub const MAX_RULES: usize = 64;
+
+/// One active rule.
+#[derive(Debug)]
+struct Active {
+    id: usize,
+    rule: Rule,
+    fired: u64,
+    added: Instant,
+    /// Command count of each module when the rule was added (for `module.reset after=N`).
+    base_commands: HashMap<usize, u64>,
+    /// One-shot rules are done once they fired (per module).
+    done: Vec<usize>,
+    rngs: HashMap<usize, Rng>,
+}
+
+impl Active {
+    fn applies(&self, module: usize) -> bool {
+        self.rule.module.is_none_or(|m| m == module) && !self.done.contains(&module)
+    }
+
+    fn rng(&mut self, seed: u64, module: usize) -> &mut Rng {
+        let id = self.id as u64;
+        self.rngs
+            .entry(module)
+            .or_insert_with(|| Rng::derive(seed, id, module as u64))
+    }
+}
+
+/// A fault that fired, for the log and the transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired {
+    pub module: usize,
+    pub text: String,
+}
+
+/// The active rules and what they did.
+#[derive(Debug)]
+pub struct FaultSet {
+    seed: u64,
+    next_id: usize,
+    rules: Vec<Active>,
+    fired: Vec<Fired>,
+    /// Bumped whenever rules change (the driver then refreshes the cores' Wi-Fi faults).
+    generation: u64,
+}
+
+impl FaultSet {
+    pub fn new(seed: u64) -> FaultSet {
+        FaultSet {
+            seed,
+            next_id: 1,
+            rules: Vec::new(),
+            fired: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Add a rule; returns its id. `commands` are the modules' command counts now.
+    pub fn add(&mut self, rule: Rule, now: Instant, commands: &[u64]) -> Result<usize, String> {
+        if self.rules.len() >= MAX_RULES {
+            return Err(format!("{MAX_RULES} rules at most; clear some first"));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        log::info!("fault #{id} added: {rule}");
+        self.rules.push(Active {
+            id,
+            rule,
+            fired: 0,
+            added: now,
+            base_commands: commands.iter().copied().enumerate().collect(),
+            done: Vec::new(),
+            rngs: HashMap::new(),
+        });
+        self.generation += 1;
+        Ok(id)
+    }
+
+    /// Remove one rule, or all. False if there is no such rule.
+    pub fn clear(&mut self, id: Option<usize>) -> bool {
+        let before = self.rules.len();
+        match id {
+            Some(id) => self.rules.retain(|r| r.id != id),
+            None => self.rules.clear(),
+        }
+        self.generation += 1;
+        id.is_none() || self.rules.len() < before
+    }
+
+    /// One line per rule: `<id> <rule> fired=<n>`.
+    pub fn list(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .map(|r| format!("{} {} fired={}", r.id, r.rule, r.fired))
+            .collect()
+    }
+
+    /// Faults that fired since the last call.
+    pub fn take_fired(&mut self) -> Vec<Fired> {
+        std::mem::take(&mut self.fired)
+    }
+
+    fn fire(&mut self, k: usize, module: usize, what: String) {
+        let r = &mut self.rules[k];
+        r.fired += 1;
+        let text = format!("fault #{} {}: {what}", r.id, kind_name(&r.rule.kind));
+        log::info!("module {module}: {text}");
+        self.fired.push(Fired { module, text });
+    }
+
+    /// The module's output, as the host will get it: fragments and when each may be written.
+    /// Noise drops or corrupts bytes, latency delays the first fragment, split cuts the rest.
+    pub fn output(
+        &mut self,
+        module: usize,
+        mut bytes: Vec<u8>,
+        now: Instant,
+    ) -> Vec<(Instant, Vec<u8>)> {
+        let seed = self.seed;
+        self.noise(module, &mut bytes, Dir::Out);
+        let mut at = now;
+        let mut fragments: Option<(usize, usize, Duration, usize)> = None;
+        for k in 0..self.rules.len() {
+            if !self.rules[k].applies(module) {
+                continue;
+            }
+            match self.rules[k].rule.kind.clone() {
+                rule::Kind::SerialLatency(span) => {
+                    let lo = span.min.as_micros() as u64;
+                    let hi = span.max.as_micros() as u64;
+                    let d = Duration::from_micros(self.rules[k].rng(seed, module).range(lo, hi));
+                    at += d;
+                    self.fire(k, module, format!("{} bytes delayed {d:?}", bytes.len()));
+                }
+                rule::Kind::SerialSplit { min, max, gap } => fragments = Some((min, max, gap, k)),
+                _ => {}
+            }
+        }
+        let Some((min, max, gap, k)) = fragments else {
+            return vec![(at, bytes)];
+        };
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        let mut sizes = Vec::new();
+        while !rest.is_empty() {
+            let n = (self.rules[k]
+                .rng(seed, module)
+                .range(min as u64, max as u64) as usize)
+                .min(rest.len());
+            out.push((at, rest[..n].to_vec()));
+            sizes.push(n.to_string());
+            rest = &rest[n..];
+            at += gap;
+        }
+        self.fire(
+            k,
+            module,
+            format!(
+                "{} fragments ({} bytes) {gap:?} apart",
+                sizes.len(),
+                sizes.join("+")
+            ),
+        );
+        out
+    }
+
+    /// What the host sent, as the module will get it (noise).
+    pub fn input(&mut self, module: usize, mut bytes: Vec<u8>) -> Vec<u8> {
+        self.noise(module, &mut bytes, Dir::In);
+        bytes
+    }
+
+    fn noise(&mut self, module: usize, bytes: &mut Vec<u8>, dir: Dir) {
+        let seed = self.seed;
+        for k in 0..self.rules.len() {
+            if !self.rules[k].applies(module) {
+                continue;
+            }
+            let rule::Kind::SerialNoise {
+                drop,
+                corrupt,
+                dir: d,
+            } = self.rules[k].rule.kind
+            else {
+                continue;
+            };
+            if d != Dir::Both && d != dir {
+                continue;
+            }
+            let (mut dropped, mut corrupted) = (0, 0);
+            let rng = self.rules[k].rng(seed, module);
+            let mut kept = Vec::with_capacity(bytes.len());
+            for &b in bytes.iter() {
+                if rng.chance(drop) {
+                    dropped += 1;
+                    continue;
+                }
+                if rng.chance(corrupt) {
+                    corrupted += 1;
+                    // A flipped bit, as line noise does.
+                    kept.push(b ^ (1 << rng.range(0, 7)));
+                    continue;
+                }
+                kept.push(b);
+            }
+            *bytes = kept;
+            if dropped + corrupted > 0 {
+                let way = if dir == Dir::In { "in" } else { "out" };
+                self.fire(
+                    k,
+                    module,
+                    format!("{way}: {dropped} bytes dropped, {corrupted} corrupted"),
+                );
+            }
+        }
+    }
+
+    /// A stall armed for the next command of `module` (one-shot): how long its input waits.
+    pub fn stall(&mut self, module: usize) -> Option<Duration> {
+        let k = self
+            .rules
+            .iter()
+            .position(|r| r.applies(module) && matches!(r.rule.kind, rule::Kind::SerialStall(_)))?;
+        let rule::Kind::SerialStall(d) = self.rules[k].rule.kind else {
+            unreachable!("matched above")
+        };
+        self.rules[k].done.push(module);
+        self.fire(k, module, format!("next command held {d:?}"));
+        Some(d)
+    }
+
+    /// Whether `module` browns out now (one-shot), given its command count.
+    pub fn reset_due(&mut self, module: usize, commands: u64, now: Instant) -> bool {
+        let due = self.rules.iter().position(|r| {
+            r.applies(module)
+                && match r.rule.kind {
+                    rule::Kind::ModuleReset(When::Commands(n)) => {
+                        commands >= r.base_commands.get(&module).copied().unwrap_or(0) + n
+                    }
+                    rule::Kind::ModuleReset(When::After(d)) => now >= r.added + d,
+                    _ => false,
+                }
+        });
+        let Some(k) = due else {
+            return false;
+        };
+        self.rules[k].done.push(module);
+        self.fire(k, module, "brown-out: the module reboots".into());
+        true
+    }
+
+    /// Whether `module` loses its Wi-Fi link now (one-shot).
+    pub fn link_down_due(&mut self, module: usize, now: Instant) -> bool {
+        let due = self.rules.iter().position(|r| {
+            r.applies(module)
+                && matches!(r.rule.kind, rule::Kind::WifiDown(after)
+                    if now >= r.added + after.unwrap_or_default())
+        });
+        let Some(k) = due else {
+            return false;
+        };
+        self.rules[k].done.push(module);
+        self.fire(k, module, "the access point is gone: link down".into());
+        true
+    }
+
+    /// When a time-based module fault of `module` is due next.
+    pub fn next_deadline(&self, module: usize) -> Option<Instant> {
+        self.rules
+            .iter()
+            .filter(|r| r.applies(module))
+            .filter_map(|r| match r.rule.kind {
+                rule::Kind::ModuleReset(When::After(d)) => Some(r.added + d),
+                rule::Kind::WifiDown(after) => Some(r.added + after.unwrap_or_default()),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The Wi-Fi faults `module`'s core applies (join failures, slow joins and scans, hidden APs).
+    pub fn wifi(&self, module: usize) -> WifiFaults {
+        let mut w = WifiFaults {
+            seed: self.seed ^ (module as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+            ..WifiFaults::default()
+        };
+        for r in self.rules.iter().filter(|r| r.applies(module)) {
+            match &r.rule.kind {
+                rule::Kind::WifiJoinFail(p) => w.join_fail = w.join_fail.max(*p),
+                rule::Kind::WifiSlow { join, scan } => {
+                    w.join_delay = join.or(w.join_delay);
+                    w.scan_delay = scan.or(w.scan_delay);
+                }
+                rule::Kind::WifiHide(ssid) => w.hidden.push(ssid.clone()),
+                _ => {}
+            }
+        }
+        w
+    }
+
+    /// Count a firing reported by a core (a join that failed by a fault).
+    pub fn core_fired(&mut self, module: usize, what: &str) {
+        let k = self.rules.iter().position(|r| {
+            r.applies(module) && kind_name(&r.rule.kind) == what.split(':').next().unwrap_or("")
+        });
+        if let Some(k) = k {
+            self.rules[k].fired += 1;
+        }
+    }
+
+    /// The active rules, by index (for [`net::NetFaults`], which decides per connection).
+    fn net_rules(&self) -> Vec<(usize, Rule)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (k, r.rule.clone()))
+            .collect()
+    }
+}
+
+/// The rule's kind as written (`serial.latency`, …).
+pub fn kind_name(k: &Kind) -> &'static str {
+    match k {
+        Kind::SerialLatency(_) => "serial.latency",
+        Kind::SerialSplit { .. } => "serial.split",
+        Kind::SerialNoise { .. } => "serial.noise",
+        Kind::SerialStall(_) => "serial.stall",
+        Kind::ModuleReset(_) => "module.reset",
+        Kind::WifiDown(_) => "wifi.down",
+        Kind::WifiJoinFail(_) => "wifi.join-fail",
+        Kind::WifiSlow { .. } => "wifi.slow",
+        Kind::WifiHide(_) => "wifi.hide",
+        Kind::NetRefuse(_) => "net.refuse",
+        Kind::NetBlackhole(_) => "net.blackhole",
+        Kind::NetReset { .. } => "net.reset",
+        Kind::NetClose { .. } => "net.close",
+        Kind::NetLatency { .. } => "net.latency",
+        Kind::NetBandwidth { .. } => "net.bandwidth",
+        Kind::DnsFail(_) => "dns.fail",
+        Kind::DnsDelay { .. } => "dns.delay",
+        Kind::TlsAlert { .. } => "tls.alert",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(rules: &[&str]) -> (FaultSet, Instant) {
+        let now = Instant::now();
+        let mut s = FaultSet::new(42);
+        for r in rules {
+            s.add(parse(r).unwrap(), now, &[0, 0]).unwrap();
+        }
+        (s, now)
+    }
+
+    #[test]
+    fn split_and_latency_are_deterministic_per_seed() {
+        let (mut a, now) = set(&["serial.latency 20ms..80ms", "serial.split 1..7 gap=2ms"]);
+        let (mut b, _) = set(&["serial.latency 20ms..80ms", "serial.split 1..7 gap=2ms"]);
+        let bytes = b"\r\nOK\r\n> hello world".to_vec();
+        let fa = a.output(0, bytes.clone(), now);
+        let fb = b.output(0, bytes.clone(), now);
+        assert_eq!(fa, fb, "same seed, same fragments");
+        let joined: Vec<u8> = fa.iter().flat_map(|(_, f)| f.clone()).collect();
+        assert_eq!(joined, bytes, "nothing lost");
+        assert!(fa.iter().all(|(_, f)| (1..=7).contains(&f.len())));
+        let first = fa[0].0 - now;
+        assert!(first >= Duration::from_millis(20) && first <= Duration::from_millis(80));
+        for w in fa.windows(2) {
+            assert_eq!(w[1].0 - w[0].0, Duration::from_millis(2));
+        }
+        assert_eq!(a.take_fired().len(), 2);
+        assert_eq!(a.list()[1], "2 serial.split 1..7 gap=2ms fired=1");
+    }
+
+    #[test]
+    fn noise_drops_and_corrupts_at_its_rate_and_only_its_way() {
+        let (mut s, _) = set(&["serial.noise drop=0.1 corrupt=0.1 dir=in"]);
+        let input = vec![0x55u8; 10_000];
+        let got = s.input(0, input.clone());
+        let dropped = input.len() - got.len();
+        let corrupted = got.iter().filter(|&&b| b != 0x55).count();
+        assert!((700..1300).contains(&dropped), "{dropped}");
+        assert!((600..1200).contains(&corrupted), "{corrupted}");
+        let out = s.output(0, input.clone(), Instant::now());
+        assert_eq!(out[0].1, input, "dir=in leaves output alone");
+    }
+
+    #[test]
+    fn one_shots_fire_once_per_module() {
+        let (mut s, now) = set(&[
+            "serial.stall 3s",
+            "module.reset after=2cmds",
+            "wifi.down after=1s module=1",
+        ]);
+        assert_eq!(s.stall(0), Some(Duration::from_secs(3)));
+        assert_eq!(s.stall(0), None);
+        assert_eq!(s.stall(1), Some(Duration::from_secs(3)));
+        assert!(!s.reset_due(0, 1, now));
+        assert!(s.reset_due(0, 2, now));
+        assert!(!s.reset_due(0, 3, now));
+        assert!(
+            !s.link_down_due(0, now + Duration::from_secs(5)),
+            "module=1 only"
+        );
+        assert!(!s.link_down_due(1, now));
+        assert_eq!(s.next_deadline(1), Some(now + Duration::from_secs(1)));
+        assert!(s.link_down_due(1, now + Duration::from_secs(1)));
+        assert!(s.clear(Some(1)));
+        assert!(!s.clear(Some(99)));
+        assert_eq!(s.list().len(), 2);
+    }
+}
