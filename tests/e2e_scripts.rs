@@ -180,7 +180,14 @@ fn wait_reads_an_asynchronous_message_in_both_event_modes() {
             }
             None
         });
-        let r = run_text(&text, &["--events", mode]);
+        // The module at a known address, for the client to find it.
+        let dir = TempDir::new("pinned");
+        let cfg = dir.path().join("pinned.toml");
+        std::fs::write(&cfg, "[network]\nip = \"127.0.0.1\"\n").unwrap();
+        let r = run_text(
+            &text,
+            &["--events", mode, "--config", cfg.to_str().unwrap()],
+        );
         assert_passes(&r);
         assert!(
             r.1.contains("[TCP SVR] Accepted 127.0.0.1"),
@@ -309,6 +316,22 @@ fn payloads_from_files_and_quoted_strings_get_their_length() {
     assert_passes(&r);
     assert!(r.1.contains("S3=@data/blob.bin (11 bytes)"), "{}", r.1);
     assert!(r.1.contains("PG=0,0,@data/blob.bin (11 bytes)"), "{}", r.1);
+}
+
+#[test]
+fn the_embedded_emulator_takes_the_config_and_its_fault_rules() {
+    let dir = TempDir::new("faults");
+    let cfg = dir.path().join("faults.toml");
+    std::fs::write(
+        &cfg,
+        "[identity]\nproduct_name = \"Lab module\"\n[faults]\nrules = [\"wifi.join-fail p=1\"]\n",
+    )
+    .unwrap();
+    let r = run_text(
+        "I?\nexpect /,Lab module$/\nC1=lab\nC0\nexpect ERROR\n",
+        &["--config", cfg.to_str().unwrap()],
+    );
+    assert_passes(&r);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 use crate::certstore::CertStore;
 use crate::config::Config;
 use crate::driver::{Driver, Flow};
+use crate::faults;
 use crate::module::Module;
+use crate::net::claim;
 use crate::serial::Pty;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -56,6 +58,7 @@ pub struct Embedded {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     _certs: Option<TempDir>,
+    _claim: Option<claim::Claim>,
 }
 
 impl Embedded {
@@ -80,7 +83,28 @@ impl Embedded {
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let mut module = Module::new(config, Instant::now(), unix);
+        // A loopback address of its own, as `eswifi-emu` serving claims one: modules of other
+        // processes (parallel test runs) then never collide on ports.
+        let mut config = config.clone();
+        let claim = if config.network.ip_pinned {
+            None
+        } else {
+            let c = claim::claim(&[])?;
+            config.network.ip = c.ip;
+            if !config.network.ap_ip_pinned {
+                config.network.ap_ip = claim::ap_address(c.ip);
+            }
+            Some(c)
+        };
+        let rules = config
+            .faults
+            .rules
+            .iter()
+            .map(|r| {
+                faults::parse(r).map_err(|e| io::Error::other(format!("faults.rules {r:?}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut module = Module::new(&config, Instant::now(), unix);
         module.set_cert_sets(sets);
         module.load_saved(saved);
 
@@ -96,6 +120,9 @@ impl Embedded {
                     let mut driver = Driver::new()?;
                     let idx = driver.add(module, crate::serial::port::Port::pty(pty, false)?)?;
                     driver.set_store(idx, store);
+                    for rule in rules {
+                        driver.add_fault(rule).map_err(io::Error::other)?;
+                    }
                     Ok((driver, slave))
                 };
                 let mut driver = match setup() {
@@ -132,6 +159,7 @@ impl Embedded {
             stop,
             thread: Some(thread),
             _certs: tmp,
+            _claim: claim,
         })
     }
 
