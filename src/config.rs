@@ -2,6 +2,7 @@
 //! [`Config`] value and never reads files itself. Every field has a documented default
 //! (see `scripts/example-config.toml`).
 
+pub use crate::iwin::reply::ClosedForm;
 use serde::Deserialize;
 use std::net::Ipv4Addr;
 
@@ -50,6 +51,12 @@ impl Config {
                 self.network.ap_ip
             ));
         }
+        if crate::iwin::profile::Profile::from_firmware(&self.identity.firmware).is_none() {
+            return Err(format!(
+                "identity.firmware {:?} is not C<maj>.<min>.<x>.<y>[.suffix] (e.g. C3.5.2.3.STM): the firmware profile follows from it",
+                self.identity.firmware
+            ));
+        }
         if self.module.message_type > 1 {
             return Err("module.message_type must be 0 or 1".into());
         }
@@ -92,7 +99,8 @@ impl Config {
     }
 }
 
-/// What `I?`, `Z5`, `ZN` and the boot banner report.
+/// What `I?`, `Z5`, `ZN` and the boot banner report. `firmware` also chooses the firmware profile
+/// (`crate::iwin::profile`): what changes from C3.5.2.5 and in C6.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Identity {
@@ -187,7 +195,20 @@ pub struct ModuleSettings {
     pub baud: u32,
     /// How asynchronous messages reach the host: written unsolicited between replies (`uart`, the
     /// UART firmware) or queued for `MR` (`poll`, the SPI firmware ST's es_wifi.c expects).
+    /// With `bus = "spi"` they are always fetched with `MR`.
     pub events: EventMode,
+    /// The module's host interface as the byte stream shows it: `uart`, or `spi` for a host that
+    /// bridges the module's SPI (boot cursor `\x15\x15\r\n> `, odd replies padded with 0x15, events
+    /// by `MR`).
+    pub bus: Bus,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    #[default]
+    Uart,
+    Spi,
 }
 
 impl Default for ModuleSettings {
@@ -196,6 +217,7 @@ impl Default for ModuleSettings {
             message_type: 0,
             baud: 115_200,
             events: EventMode::default(),
+            bus: Bus::default(),
         }
     }
 }
@@ -246,8 +268,12 @@ pub struct Quirks {
     pub refused_connect_ok: bool,
     /// UDP client: with P2=0, bind the local port to the P4 value present at `P6=1` (spec §4).
     pub udp_local_port_from_p4: bool,
-    /// Zephyr compatibility: drop one stray byte that arrives in the same burst right after a payload.
+    /// Zephyr compatibility: drop the one stray byte the host sends after each `S3`/`PG` payload,
+    /// whenever it arrives.
     pub drop_byte_after_payload: bool,
+    /// `R0`/`S3` on a closed connection: `error` (`\r\n-1\r\nERROR\r\n> `), `usage` (the MT=0
+    /// form with `Usage:`), or `ok` (`\r\n-1\r\nOK\r\n> `).
+    pub closed_reply: ClosedForm,
 }
 
 impl Default for Quirks {
@@ -256,6 +282,7 @@ impl Default for Quirks {
             refused_connect_ok: false,
             udp_local_port_from_p4: true,
             drop_byte_after_payload: false,
+            closed_reply: ClosedForm::Error,
         }
     }
 }
@@ -268,10 +295,13 @@ pub struct Tls {
     pub max_sockets: u8,
     /// Check that the server certificate names the host (the module has no such check).
     pub check_hostname: bool,
-    /// C6 firmware profile: set 3 exists and is re-writable.
+    /// Set 3 exists and is re-writable also on firmware before C6 (C6 profiles always have it).
     pub rewritable_set3: bool,
     /// Refuse `PG` content that is not PEM instead of storing it with a warning.
     pub refuse_non_pem: bool,
+    /// Extension: `P1=3` servers (`P5`) serve TLS with the active set's certificate and key. Off, the
+    /// module answers `Mode not supported.` as the firmware does.
+    pub server: bool,
 }
 
 impl Default for Tls {
@@ -281,6 +311,7 @@ impl Default for Tls {
             check_hostname: false,
             rewritable_set3: false,
             refuse_non_pem: false,
+            server: false,
         }
     }
 }
@@ -377,6 +408,7 @@ mod tests {
         assert_eq!(cfg.module, ModuleSettings::default());
         assert_eq!(cfg.timing, Timing::default());
         assert_eq!(cfg.quirks, Quirks::default());
+        assert_eq!(cfg.tls, Tls::default());
         assert_eq!(cfg.access_points.len(), 2);
         assert_eq!(cfg.access_points[1].security, Security::Open);
         assert_eq!(cfg.access_points[1].bssid, "02:00:00:00:00:01");
@@ -392,6 +424,15 @@ mod tests {
             .unwrap_err()
             .contains("identity.mac"));
         assert!(Config::from_toml("[bogus]\n").is_err());
+        assert!(Config::from_toml("[identity]\nfirmware = \"6.2.1.8\"")
+            .unwrap_err()
+            .contains("identity.firmware"));
+        let spi =
+            Config::from_toml("[module]\nbus = \"spi\"\n[quirks]\nclosed_reply = \"ok\"").unwrap();
+        assert_eq!(
+            (spi.module.bus, spi.quirks.closed_reply),
+            (Bus::Spi, ClosedForm::Ok)
+        );
         assert!(
             Config::from_toml("[[access_point]]\nssid = \"x\"\nchannel = 15")
                 .unwrap_err()

@@ -5,19 +5,20 @@
 //! Exercise map: 6.1 write the LED register (`W<dev>05<state>`, dev = sum of the MAC bytes);
 //! 6.2 check the `A`/`X` answer, legal and illegal packets; 6.3 the same over TLS verified against
 //! the root CA programmed with `PG`; 6.4 the module as WWEP server, the host answering with
-//! `R0`/`S3`, the accept announced in both event modes; 6.6 a plain and a TLS client at once.
-//! (6.5 and 6.7, a *secure* module-side server, are not possible: the module's servers are TCP or
-//! UDP only.)
+//! `R0`/`S3`, the accept announced in both event modes; 6.6 a plain and a TLS client at once;
+//! 6.5 a secure WWEP server and 6.7 a plain and a secure server at once. The module's firmware
+//! serves TCP and UDP only; 6.5 and 6.7 use the emulator's extension `[tls] server = true`, which
+//! serves `P1=3` with the active set's certificate and key.
 
 mod common;
 mod tls_support;
 mod wwep;
 
 use common::*;
-use std::io::Read;
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use tls_support::{pg, pki, program, tls_start, MATCH, SIMPLE_FAIL};
+use tls_support::{pg, pki, program, program_set, tls_start, MATCH, SIMPLE_FAIL};
 use wwep::*;
 
 const SECS: Duration = Duration::from_secs(20);
@@ -574,5 +575,221 @@ fn ex6_6_dual_plain_and_tls_clients_interleaved() {
     let tls = server.tls_log();
     assert_eq!(tls.sessions.len(), 1, "TLS sessions: {tls:?}");
     assert!(tls.errors.is_empty(), "TLS server errors: {tls:?}");
+    emu.stop();
+}
+
+// ---- 6.5 / 6.7: the module as a secure WWEP server (extension: [tls] server) -----------------------
+
+/// A joined module that serves TLS, with set 0 holding the test PKI's server identity and root CA.
+fn secure_server_module() -> Emu {
+    let pki = pki();
+    let mut emu = Emu::start_with(Some("[tls]\nserver = true\n"), &[]);
+    join(&mut emu);
+    program_set(
+        &mut emu,
+        0,
+        Some(pki.ca.cert_pem.as_bytes()),
+        Some(pki.server.cert_pem.as_bytes()),
+        Some(pki.server.key_pem.as_bytes()),
+    );
+    emu
+}
+
+/// Start a server of protocol `proto` (0 TCP, 3 TLS) on socket `sock` at `port`, verification
+/// `p9`, backlog 2; asserts the replies and `P?`.
+fn start_server(emu: &mut Emu, sock: u8, proto: u8, port: u16, p9: u8) {
+    for c in [
+        format!("P0={sock}\r"),
+        format!("P1={proto}\r"),
+        format!("P2={port}\r"),
+        "P8=2\r".into(),
+        format!("P9={p9}\r"),
+        "P5=1\r".into(),
+        "R2=3000\r".into(),
+    ] {
+        emu.expect(c.as_bytes(), OK);
+    }
+    emu.expect(
+        b"P?\r",
+        &ok(format!("{proto},0.0.0.0,{port},0.0.0.0,5025,1,0,2,0,0")),
+    );
+}
+
+/// A TLS client that the server refused: it learns so (an alert, or the connection ends) instead
+/// of an answer, and without waiting for its read timeout.
+fn refused(client: std::io::Result<WwepClient>, what: &str) {
+    let Ok(mut c) = client else {
+        return; // refused during the handshake (TLS 1.2)
+    };
+    let _ = c.stream.write_all(b"R0BAC0B");
+    let mut b = [0u8; 1];
+    match c.stream.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("{what}: read {other:?} from a server that should refuse the client"),
+    }
+}
+
+#[test]
+fn ex6_5_secure_wwep_server_requires_a_client_certificate() {
+    let pki = pki();
+    let port = closed_port();
+    let mut emu = secure_server_module();
+    let dev = device_id(&mut emu);
+    start_server(&mut emu, 0, 3, port, 2);
+    let mut regs = Registers::new();
+
+    // Without a certificate, and with one from another CA: refused, and the host hears nothing.
+    refused(
+        WwepClient::connect_tls(port, &pki.ca.cert_pem, None),
+        "no client certificate",
+    );
+    refused(
+        WwepClient::connect_tls(port, &pki.ca.cert_pem, Some(&pki.other_client)),
+        "client certificate of another CA",
+    );
+    assert_bytes(
+        &emu.read_for(Duration::from_millis(300)),
+        b"",
+        "refused clients are not announced",
+    );
+
+    // With the right certificate: announced once the handshake is done, then served in the clear.
+    for round in 0..2 {
+        let mut client = WwepClient::connect_tls(port, &pki.ca.cert_pem, Some(&pki.client))
+            .expect("TLS handshake with a client certificate");
+        assert_bytes(
+            &emu.read_until_prompt(SECS),
+            &accepted_event(port),
+            &format!("accept event, client {round}"),
+        );
+        emu.expect(
+            b"P?\r",
+            &ok(format!(
+                "3,127.0.0.1,{port},0.0.0.0,{},1,0,2,0,0",
+                client.local_port()
+            )),
+        );
+        let session = if round == 0 {
+            server_session(dev)
+        } else {
+            vec![(read_req(dev, 0x0B), accepted(dev, 0x0B, 0x1234))]
+        };
+        run_session(&mut emu, &mut regs, &mut client, &session);
+        drop(client);
+        expect_client_gone(&mut emu);
+    }
+    assert_eq!(regs.get(dev, 0x0B), Some(0x1234));
+    emu.expect(b"P5=0\r", OK);
+    emu.stop();
+}
+
+#[test]
+fn ex6_7_dual_plain_and_secure_wwep_servers() {
+    let pki = pki();
+    let plain_port = closed_port();
+    let tls_port = (0..20)
+        .map(|_| closed_port())
+        .find(|&p| p != plain_port)
+        .expect("a second free port");
+    let mut emu = secure_server_module();
+    let dev = device_id(&mut emu);
+    start_server(&mut emu, 0, 0, plain_port, 0);
+    start_server(&mut emu, 1, 3, tls_port, 0);
+    let mut regs = Registers::new();
+
+    let mut plain = WwepClient::connect(plain_port);
+    assert_bytes(
+        &emu.read_until_prompt(SECS),
+        &accepted_event(plain_port),
+        "plain accept",
+    );
+    let mut secure = WwepClient::connect_tls(tls_port, &pki.ca.cert_pem, None)
+        .expect("TLS handshake without a client certificate (P9=0)");
+    assert_bytes(
+        &emu.read_until_prompt(SECS),
+        &accepted_event(tls_port),
+        "secure accept",
+    );
+    // The host serves both from one register database: written in the clear, read securely, and
+    // the other way round.
+    let mut serve =
+        |emu: &mut Emu, sock: u8, client: &mut WwepClient, req: Vec<u8>, want: Vec<u8>| {
+            client.send(&req);
+            emu.expect(format!("P0={sock}\r").as_bytes(), OK);
+            let got = host_serve_one(emu, &mut regs);
+            assert_bytes(&got, &req, &format!("socket {sock}: request"));
+            assert_bytes(
+                &client.answer_to(&req),
+                &want,
+                &format!("socket {sock}: answer"),
+            );
+        };
+    for i in 0..4u8 {
+        let (a, b) = (0x30 + i, 0x50 + i);
+        let (va, vb) = (0x2000 + i as u16, 0xC000 + i as u16);
+        serve(
+            &mut emu,
+            0,
+            &mut plain,
+            write_req(dev, a, va),
+            accepted(dev, a, va),
+        );
+        serve(
+            &mut emu,
+            1,
+            &mut secure,
+            write_req(dev, b, vb),
+            accepted(dev, b, vb),
+        );
+        serve(
+            &mut emu,
+            1,
+            &mut secure,
+            read_req(dev, a),
+            accepted(dev, a, va),
+        );
+        serve(
+            &mut emu,
+            0,
+            &mut plain,
+            read_req(dev, b),
+            accepted(dev, b, vb),
+        );
+        serve(
+            &mut emu,
+            1 - i % 2,
+            if i % 2 == 0 { &mut secure } else { &mut plain },
+            b"W01234".to_vec(),
+            b"X".to_vec(),
+        );
+    }
+    emu.expect(b"P0=0\r", OK);
+    emu.expect_ok(
+        b"P?\r",
+        format!(
+            "0,127.0.0.1,{plain_port},0.0.0.0,{},1,0,2,0,0",
+            plain.local_port()
+        )
+        .as_bytes(),
+    );
+    emu.expect(b"P0=1\r", OK);
+    emu.expect_ok(
+        b"P?\r",
+        format!(
+            "3,127.0.0.1,{tls_port},0.0.0.0,{},1,0,2,0,0",
+            secure.local_port()
+        )
+        .as_bytes(),
+    );
+    drop(secure);
+    expect_client_gone(&mut emu);
+    emu.expect(b"P0=0\r", OK);
+    drop(plain);
+    expect_client_gone(&mut emu);
+    for sock in [0u8, 1] {
+        emu.expect(format!("P0={sock}\r").as_bytes(), OK);
+        emu.expect(b"P5=0\r", OK);
+    }
     emu.stop();
 }

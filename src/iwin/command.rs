@@ -23,10 +23,10 @@ pub const MAX_PAYLOAD: usize = 1460;
 pub const MAX_CERT_ITEM: usize = 16 * 1024;
 
 macro_rules! mnemonics {
-    ($($(#[$doc:meta])* $name:ident = $text:literal, $usage:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident = $text:literal, $usage:literal, $help:literal;)*) => {
         /// A known command mnemonic, with the usage text the firmware prints after
         /// `Usage: <mnemonic> ` in MT=0 errors (help-table style; commands without arguments have an
-        /// empty usage, GH13: `Usage: C0 `).
+        /// empty usage, GH13: `Usage: C0 `) and the line `?` prints for it.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Mnemonic {
             $($(#[$doc])* $name,)*
@@ -48,97 +48,148 @@ macro_rules! mnemonics {
                     $(Mnemonic::$name => $usage,)*
                 }
             }
+
+            /// What the command does, as the `?` help table says it.
+            pub fn help(self) -> &'static str {
+                match self {
+                    $(Mnemonic::$name => $help,)*
+                }
+            }
         }
     };
 }
 
 mnemonics! {
+    /// `?` — the help table (not in the SPI firmware).
+    Help = "?", "", "Show this help";
     /// `$$$` — enter human-readable command mode.
-    CmdModeOn = "$$$", "";
+    CmdModeOn = "$$$", "", "Enter command mode";
     /// `---` — leave human-readable command mode.
-    CmdModeOff = "---", "";
+    CmdModeOff = "---", "", "Exit command mode";
     /// `I?` — identity line.
-    IQ = "I?", "";
+    IQ = "I?", "", "Show application information";
+    /// `IC` — cloud endpoint (CloudBourne).
+    IC = "IC", "<endpoint>", "Cloud endpoint configuration";
     /// `MT` — message type.
-    MT = "MT", "<0=Normal/1=Simple>";
+    MT = "MT", "<0=Normal/1=Simple>", "Message type";
     /// `MS` — asynchronous message suppression.
-    MS = "MS", "<0-3>";
+    MS = "MS", "<0-3>", "Suppress asynchronous messages";
     /// `MR` — read one queued asynchronous message.
-    MR = "MR", "";
-    Z4 = "Z4", "<XX:XX:XX:XX:XX:XX>";
-    Z5 = "Z5", "";
-    ZQ = "Z?", "";
-    ZN = "ZN", "<product name>";
-    ZR = "ZR", "";
-    Z0 = "Z0", "";
-    Z1 = "Z1", "";
-    Z6 = "Z6", "<xxx.xxx.xxx.xxx>";
-    AS = "AS", "<0=SSID/1=SSID+MAC>,<SSID>";
-    A1 = "A1", "<0=Open/2=WPA/3=WPA2/4=WPA+WPA2>";
-    A2 = "A2", "<key>";
-    AC = "AC", "<0=Auto/channel>";
-    AL = "AL", "<0-255>";
-    AT = "AT", "<1-4>";
-    A0 = "A0", "";
-    AD = "AD", "";
-    AE = "AE", "";
-    AQ = "A?", "";
-    T1 = "T1", "<xxx.xxx.xxx.xxx>";
-    T2 = "T2", "<0-65535>";
-    T3 = "T3", "<0-5000>";
-    T0 = "T0", "";
-    TQ = "T?", "";
-    UQ = "U?", "";
-    U2 = "U2", "<1200 - 2073600>";
-    U0 = "U0", "";
-    BQ = "B?", "";
-    PR = "PR", "<0-4>";
-    C1 = "C1", "<SSID>";
-    C2 = "C2", "<passphrase>";
-    C3 = "C3", "<0=Open/1=WEP/2=WPA/3=WPA2 AES/4=WPA2 Mixed/5=WPA2 TKIP>";
-    C4 = "C4", "<0=Off/1=On>";
-    C5 = "C5", "<0=IPv4/1=IPv6>";
-    C6 = "C6", "<xxx.xxx.xxx.xxx>";
-    C7 = "C7", "<xxx.xxx.xxx.xxx>";
-    C8 = "C8", "<xxx.xxx.xxx.xxx>";
-    C9 = "C9", "<xxx.xxx.xxx.xxx>";
-    CA = "CA", "<xxx.xxx.xxx.xxx>";
-    CB = "CB", "<0-10>";
-    CC = "CC", "<0=Off/1=Auto Join/2=Auto Reconnect/3=Both>";
-    CD = "CD", "";
-    CN = "CN", "<country code>[/<rev>]";
-    CR = "CR", "";
-    CS = "CS", "";
-    C0 = "C0", "";
-    CQ = "C?", "";
-    F0 = "F0", "";
-    D0 = "D0", "<host name>";
-    P0 = "P0", "<0-3>";
-    P1 = "P1", "<0=TCP/1=UDP/2=UDP-Lite/3=TCP-SSL/4=MQTT>";
-    P2 = "P2", "<0-65535>";
-    P3 = "P3", "<xxx.xxx.xxx.xxx>";
-    P4 = "P4", "<0-65535>";
-    P5 = "P5", "<0=Stop/1=Start/10=Next client/11=Start multi-accept>";
-    P6 = "P6", "<0=Stop/1=Start>";
-    P7 = "P7", "<0=Stop/1=Start/2=Close client/3=Next client>";
-    P8 = "P8", "<0-16>";
-    P9 = "P9", "<0=None/1=Optional/2=Required>";
-    PA = "PA", "<0=Off/1=On>,<CA name>";
-    PB = "PB", "<0=Abort/1=Report only>";
-    PE = "PE", "[<set>]";
-    PF = "PF", "<0=TLS/1=AWS>,<set>";
-    PG = "PG", "<set>,<0=Root CA/1=Certificate/2=Key>,<length>";
-    PK = "PK", "<0=Off/1=On>,<250-7200000>";
-    PQ = "P?", "";
-    R0 = "R0", "";
-    R1 = "R1", "<1-1460>";
-    R2 = "R2", "<0-30000>";
-    R3 = "R3", "<0/1>";
-    RQ = "R?", "";
-    S1 = "S1", "<1-1460>";
-    S2 = "S2", "<0-30000>";
-    S3 = "S3", "<1-1460>";
-    SQ = "S?", "";
+    MR = "MR", "", "Read an asynchronous message";
+    MF = "MF", "", "Manufacturing flash test";
+    MJ = "MJ", "", "Manufacturing join test";
+    MA = "MA", "", "Manufacturing md5";
+    MD = "MD", "", "Memory statistics";
+    H0 = "H0", "", "Comment";
+    HR = "HR", "", "Radio firmware";
+    HT = "HT", "", "Time";
+    HD = "HD", "", "Debug";
+    DB = "DB", "", "Debug flags";
+    /// `GT` — UTC seconds, or milliseconds since power-up without network time.
+    GT = "GT", "", "Get time";
+    Z4 = "Z4", "<XX:XX:XX:XX:XX:XX>", "Set MAC address";
+    Z5 = "Z5", "", "Get MAC address";
+    ZQ = "Z?", "", "Show system configuration";
+    ZN = "ZN", "<product name>", "Set product name";
+    /// `ZP` — power management.
+    ZP = "ZP", "<0=Normal/1=PS/2=Beacon/3=Radio/4=Radio reset/5=Stop/6=Sleep>[,<value>]", "Power management";
+    ZR = "ZR", "", "Reset module";
+    Z0 = "Z0", "", "Factory defaults";
+    Z1 = "Z1", "", "Save settings";
+    Z6 = "Z6", "<xxx.xxx.xxx.xxx>", "Set access point IP address";
+    AS = "AS", "<0=SSID/1=SSID+MAC>,<SSID>", "Set access point SSID";
+    A1 = "A1", "<0=Open/2=WPA/3=WPA2/4=WPA+WPA2>", "Set access point security";
+    A2 = "A2", "<key>", "Set access point key";
+    AC = "AC", "<0=Auto/channel>", "Set access point channel";
+    AL = "AL", "<0-255>", "Set DHCP lease time";
+    AT = "AT", "<1-4>", "Set maximum clients";
+    A0 = "A0", "", "Activate access point";
+    AD = "AD", "", "Activate access point, direct connect";
+    AE = "AE", "", "Exit access point mode";
+    /// `AR` — the stations of the soft AP and their RSSI.
+    AR = "AR", "", "Show access point clients' RSSI";
+    AQ = "A?", "", "Show access point settings";
+    T1 = "T1", "<xxx.xxx.xxx.xxx>", "Set ping target";
+    T2 = "T2", "<0-65535>", "Set ping repeat count";
+    T3 = "T3", "<0-5000>", "Set ping delay";
+    T0 = "T0", "", "Ping";
+    TQ = "T?", "", "Show ping settings";
+    UQ = "U?", "", "Show UART settings";
+    U2 = "U2", "<1200 - 2073600>", "Set UART baud rate";
+    U0 = "U0", "", "Activate UART settings";
+    BQ = "B?", "", "Show bus settings";
+    PR = "PR", "<0-4>", "Raw Ethernet bypass";
+    C1 = "C1", "<SSID>", "Set network SSID";
+    C2 = "C2", "<passphrase>", "Set network passphrase";
+    C3 = "C3", "<0=Open/1=WEP/2=WPA/3=WPA2 AES/4=WPA2 Mixed/5=WPA2 TKIP>", "Set network security";
+    C4 = "C4", "<0=Off/1=On>", "Set DHCP";
+    C5 = "C5", "<0=IPv4/1=IPv6>", "Set IP version";
+    C6 = "C6", "<xxx.xxx.xxx.xxx>", "Set IP address";
+    C7 = "C7", "<xxx.xxx.xxx.xxx>", "Set IP mask";
+    C8 = "C8", "<xxx.xxx.xxx.xxx>", "Set gateway";
+    C9 = "C9", "<xxx.xxx.xxx.xxx>", "Set primary DNS";
+    CA = "CA", "<xxx.xxx.xxx.xxx>", "Set secondary DNS";
+    CB = "CB", "<0-10>", "Set join retry count";
+    CC = "CC", "<0=Off/1=Auto Join/2=Auto Reconnect/3=Both>", "Set auto connect";
+    CD = "CD", "", "Disconnect from network";
+    /// `CE` — WEP authentication (the `C?` AuthType field).
+    CE = "CE", "<0=Open/1=Shared>", "Set WEP authentication";
+    CF = "CF", "", "Packet filter";
+    CJ = "CJ", "<0=Leave/1=Join>,<xxx.xxx.xxx.xxx>", "IGMP join/leave";
+    CM = "CM", "", "Multicast MAC list";
+    CL = "CL", "", "Loop delay";
+    CN = "CN", "<country code>[/<rev>]", "Set country code";
+    CR = "CR", "", "Get RSSI of associated network";
+    CS = "CS", "", "Get connection status";
+    CT = "CT", "", "WPS button GPIO";
+    CV = "CV", "", "Get link rate";
+    CW = "CW", "<0=PIN/1=Push button>", "WPS";
+    CX = "CX", "", "WiFi Direct";
+    /// `CY` — key privacy: `C?` no longer shows the passphrase.
+    CY = "CY", "<0=Off/1=On>", "Key privacy";
+    CZ = "CZ", "", "Fast connect";
+    C0 = "C0", "", "Join a network";
+    CQ = "C?", "", "Show network settings";
+    F0 = "F0", "", "Scan for network access points";
+    D0 = "D0", "<host name>", "DNS lookup";
+    G2 = "G2", "<pin>,<type>", "Read GPIO";
+    G3 = "G3", "<pin>,<type>,<0/1>", "Write GPIO";
+    G4 = "G4", "<pin>,<1=LED/2=Button/3=DIN/4=DOUT/5=ADC>", "Set up GPIO";
+    G5 = "G5", "", "PWM";
+    GQ = "G?", "", "Show GPIO settings";
+    WL = "WL", "<link>,<activity>,<polarity>", "Link LEDs";
+    SF = "SF", "<0-5>", "Serial flash chip select";
+    PL = "PL", "<gpio>", "Data received GPIO";
+    P0 = "P0", "<0-3>", "Set communication socket";
+    P1 = "P1", "<0=TCP/1=UDP/2=UDP-Lite/3=TCP-SSL/4=MQTT>", "Set transport protocol";
+    P2 = "P2", "<0-65535>", "Set local port";
+    P3 = "P3", "<xxx.xxx.xxx.xxx>", "Set host IP address";
+    P4 = "P4", "<0-65535>", "Set remote port";
+    P5 = "P5", "<0=Stop/1=Start/10=Next client/11=Start multi-accept>", "Server";
+    P6 = "P6", "<0=Stop/1=Start>", "Client";
+    P7 = "P7", "<0=Stop/1=Start/2=Close client/3=Next client>", "Server accept loop";
+    P8 = "P8", "<0-16>", "Set listen backlog";
+    P9 = "P9", "<0=None/1=Optional/2=Required>", "Set TLS verification";
+    PA = "PA", "<0=Off/1=On>,<CA name>", "Set custom CA name";
+    PB = "PB", "<0=Abort/1=Report only>", "Set CA verification failure mode";
+    PE = "PE", "[<set>]", "Show certificate availability";
+    PF = "PF", "<0=TLS/1=AWS>,<set>", "Select certificate set";
+    PG = "PG", "<set>,<0=Root CA/1=Certificate/2=Key>,<length>", "Program certificate";
+    PK = "PK", "<0=Off/1=On>,<250-7200000>", "Set TCP keep-alive";
+    PQ = "P?", "", "Show transport settings";
+    R0 = "R0", "", "Read transport data";
+    R1 = "R1", "<1-1460>", "Set read packet size";
+    R2 = "R2", "<0-30000>", "Set read timeout";
+    R3 = "R3", "<0/1>", "Set read mode";
+    /// `R4` — `R0` with the payload prefixed by its 4-digit length.
+    R4 = "R4", "", "Read transport data with length";
+    RQ = "R?", "", "Show read settings";
+    /// `S0` — legacy send: `S1` bytes, or what came within `S2` ms.
+    S0 = "S0", "", "Write transport data (legacy)";
+    S1 = "S1", "<1-1460>", "Set write packet size";
+    S2 = "S2", "<0-30000>", "Set write timeout";
+    S3 = "S3", "<1-1460>", "Write transport data";
+    SQ = "S?", "", "Show write settings";
 }
 
 impl Mnemonic {
@@ -202,6 +253,66 @@ pub enum SystemCmd {
     BusQuery,
     /// `PR=<0..4>` — raw-Ethernet bypass mode (Zephyr sends `PR=0`).
     SetRawBypass(u8),
+    /// `?` — the help table.
+    Help,
+    /// `IC=<endpoint>` sets, `IC` reports whether one is set.
+    CloudEndpoint(Option<Vec<u8>>),
+    /// `MF`, `MJ`, `MA`, `MD`, `H0`, `HR`, `HT`, `HD`, `DB` — manufacturing and diagnostic commands
+    /// no driver uses; accepted whatever their arguments.
+    Diagnostic(Mnemonic),
+    /// `GT`
+    Time,
+    /// `ZP=<feature>[,<value>]`
+    Power(PowerCmd),
+    /// `G*`, `WL`, `SF`, `PL`
+    Gpio(GpioCmd),
+}
+
+/// `ZP` — power management (spec §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerCmd {
+    /// `ZP=0` (Mongoose sends it before `AD`).
+    Normal,
+    /// `ZP=1,<0/1>` — power save off/on.
+    PowerSave(bool),
+    /// `ZP=2,<interval>` — beacon (listen) interval.
+    Beacon(u32),
+    /// `ZP=3,<0/1>` — radio off/on.
+    Radio(bool),
+    /// `ZP=4`
+    RadioReset,
+    /// `ZP=5`
+    Stop,
+    /// `ZP=6,<ms>` — sleep.
+    Sleep(u32),
+}
+
+/// GPIO and LED settings (spec §3.8), kept as stored values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpioCmd {
+    /// `G2=<pin>,<type>`
+    Read { pin: u8, kind: u8 },
+    /// `G3=<pin>,<type>,<0/1>`
+    Write { pin: u8, kind: u8, value: bool },
+    /// `G4=<pin>,<type>`
+    Setup { pin: u8, kind: u8 },
+    /// `G5=…` (PWM, C6)
+    Pwm,
+    /// `G?`
+    Query,
+    /// `WL=<link>,<act>,<pol>`; `WL=?` reports, `WL=#` restores the default.
+    LinkLeds(LedArg),
+    /// `SF=<0..5>`
+    SerialFlash(u8),
+    /// `PL=<gpio>`
+    DataPin(u8),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedArg {
+    Set([u8; 3]),
+    Show,
+    Default,
 }
 
 /// Station settings, join, scan, DNS.
@@ -225,6 +336,16 @@ pub enum StationCmd {
     SetAutoConnect(u8),
     /// `CD`
     Disconnect,
+    /// `CE=<0/1>` — WEP authentication, the `C?` AuthType.
+    SetWepAuth(u8),
+    /// `CY=<0/1>` — key privacy.
+    SetKeyPrivacy(bool),
+    /// `CV`
+    LinkRate,
+    /// `CW=<0/1>` — WPS.
+    Wps(u8),
+    /// `CF`, `CJ`, `CM`, `CL`, `CX`, `CZ`, `CT` — accepted, nothing to emulate.
+    Stub(Mnemonic),
     /// `CN` — country code; None queries.
     Country(Option<Vec<u8>>),
     /// `CR`
@@ -235,8 +356,9 @@ pub enum StationCmd {
     Join,
     /// `C?`
     Query,
-    /// `F0`
-    Scan,
+    /// `F0` — the whole list in one reply; `F0=2` (C3.5.2.5+) — one access point per reply, the
+    /// next with `MR`.
+    Scan { one_by_one: bool },
     /// `D0=<name>`
     Lookup(Vec<u8>),
 }
@@ -262,6 +384,8 @@ pub enum ApCmd {
     Start { direct: bool },
     /// `AE`
     Stop,
+    /// `AR`
+    ClientRssi,
     /// `A?`
     Query,
 }
@@ -301,8 +425,8 @@ pub enum SocketCmd {
     SetKeepAlive(bool, u32),
     /// `P?`
     Query,
-    /// `R0`
-    Read,
+    /// `R0`; `R4` (`counted`) prefixes the data with its length.
+    Read { counted: bool },
     /// `R1=<1..1460>`
     SetReadSize(u16),
     /// `R2=<0..30000>`
@@ -317,6 +441,8 @@ pub enum SocketCmd {
     SetSendTimeout(u32),
     /// `S3=<n>` — n raw bytes follow the CR.
     Send(usize),
+    /// `S0` — `S1` raw bytes follow the CR (or fewer, sent when `S2` runs out).
+    LegacySend,
     /// `S?`
     SendQuery,
 }
@@ -376,7 +502,7 @@ type ArgResult<T> = Result<T, Reason>;
 /// command.
 pub fn split(line: &[u8]) -> Result<(Mnemonic, Option<&[u8]>), ParseError> {
     let (mn, args): (&[u8], Option<&[u8]>) = match line {
-        b"$$$" | b"---" => (line, None),
+        b"$$$" | b"---" | b"?" => (line, None),
         _ if line.len() >= 2 => match &line[2..] {
             [] => (&line[..2], None),
             [b'=', rest @ ..] => (&line[..2], Some(rest)),
@@ -475,6 +601,49 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
         M::U0 => none(sys(SystemCmd::UartApply))?,
         M::BQ => none(sys(SystemCmd::BusQuery))?,
         M::PR => sys(SystemCmd::SetRawBypass(num(0, 4)? as u8)),
+        M::Help => sys(SystemCmd::Help),
+        M::IC => match args {
+            None => sys(SystemCmd::CloudEndpoint(None)),
+            Some(a) => sys(SystemCmd::CloudEndpoint(Some(string(a, 64)?))),
+        },
+        M::MF | M::MJ | M::MA | M::MD | M::H0 | M::HR | M::HT | M::HD | M::DB => {
+            sys(SystemCmd::Diagnostic(m))
+        }
+        M::GT => none(sys(SystemCmd::Time))?,
+        M::ZP => sys(SystemCmd::Power(power(arg()?)?)),
+        M::G2 | M::G4 => {
+            let f = fields(arg()?, 2)?;
+            let (pin, kind) = (ranged(f[0], 0, 255)? as u8, ranged(f[1], 1, 5)? as u8);
+            sys(SystemCmd::Gpio(if m == M::G2 {
+                GpioCmd::Read { pin, kind }
+            } else {
+                GpioCmd::Setup { pin, kind }
+            }))
+        }
+        M::G3 => {
+            let f = fields(arg()?, 3)?;
+            sys(SystemCmd::Gpio(GpioCmd::Write {
+                pin: ranged(f[0], 0, 255)? as u8,
+                kind: ranged(f[1], 1, 5)? as u8,
+                value: ranged(f[2], 0, 1)? == 1,
+            }))
+        }
+        M::G5 => sys(SystemCmd::Gpio(GpioCmd::Pwm)),
+        M::GQ => none(sys(SystemCmd::Gpio(GpioCmd::Query)))?,
+        M::WL => sys(SystemCmd::Gpio(GpioCmd::LinkLeds(match arg()? {
+            b"?" => LedArg::Show,
+            b"#" => LedArg::Default,
+            a => {
+                let f = fields(a, 3)?;
+                LedArg::Set([
+                    ranged(f[0], 0, 255)? as u8,
+                    ranged(f[1], 0, 255)? as u8,
+                    ranged(f[2], 0, 1)? as u8,
+                ])
+            }
+        }))),
+        M::SF => sys(SystemCmd::Gpio(GpioCmd::SerialFlash(num(0, 5)? as u8))),
+        M::PL => sys(SystemCmd::Gpio(GpioCmd::DataPin(num(0, 255)? as u8))),
         M::Z6 => ap(ApCmd::SetIp(ip()?)),
         M::AS => {
             let a = arg()?;
@@ -513,6 +682,7 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
         M::A0 => none(ap(ApCmd::Start { direct: false }))?,
         M::AD => none(ap(ApCmd::Start { direct: true }))?,
         M::AE => none(ap(ApCmd::Stop))?,
+        M::AR => none(ap(ApCmd::ClientRssi))?,
         M::AQ => none(ap(ApCmd::Query))?,
         M::T1 => C::Ping(PingCmd::SetTarget(ip()?)),
         M::T2 => C::Ping(PingCmd::SetRepeats(num(0, 65535)? as u16)),
@@ -532,6 +702,11 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
         M::CB => st(StationCmd::SetJoinRetries(num(0, 10)? as u8)),
         M::CC => st(StationCmd::SetAutoConnect(num(0, 3)? as u8)),
         M::CD => none(st(StationCmd::Disconnect))?,
+        M::CE => st(StationCmd::SetWepAuth(num(0, 1)? as u8)),
+        M::CY => st(StationCmd::SetKeyPrivacy(flag()?)),
+        M::CV => none(st(StationCmd::LinkRate))?,
+        M::CW => st(StationCmd::Wps(num(0, 1)? as u8)),
+        M::CF | M::CJ | M::CM | M::CL | M::CX | M::CZ | M::CT => st(StationCmd::Stub(m)),
         M::CN => match args {
             None => st(StationCmd::Country(None)),
             Some(a) => st(StationCmd::Country(Some(country(a)?))),
@@ -540,7 +715,10 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
         M::CS => none(st(StationCmd::Status))?,
         M::C0 => none(st(StationCmd::Join))?,
         M::CQ => none(st(StationCmd::Query))?,
-        M::F0 => none(st(StationCmd::Scan))?,
+        M::F0 => match args {
+            Some(b"2") => st(StationCmd::Scan { one_by_one: true }),
+            _ => none(st(StationCmd::Scan { one_by_one: false }))?,
+        },
         M::D0 => {
             let name = text(64)?;
             if name.is_empty() {
@@ -614,7 +792,8 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
             })
         }
         M::PQ => none(sock(SocketCmd::Query))?,
-        M::R0 => none(sock(SocketCmd::Read))?,
+        M::R0 => none(sock(SocketCmd::Read { counted: false }))?,
+        M::R4 => none(sock(SocketCmd::Read { counted: true }))?,
         M::R1 => sock(SocketCmd::SetReadSize(num(1, MAX_PAYLOAD as u32)? as u16)),
         M::R2 => sock(SocketCmd::SetReadTimeout(num(0, 30_000)?)),
         M::R3 => sock(SocketCmd::SetReadMode(num(0, 1)? as u8)),
@@ -622,8 +801,33 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
         M::S1 => sock(SocketCmd::SetSendSize(num(1, MAX_PAYLOAD as u32)? as u16)),
         M::S2 => sock(SocketCmd::SetSendTimeout(num(0, 30_000)?)),
         M::S3 => sock(SocketCmd::Send(num(1, MAX_PAYLOAD as u32)? as usize)),
+        M::S0 => none(sock(SocketCmd::LegacySend))?,
         M::SQ => none(sock(SocketCmd::SendQuery))?,
     })
+}
+
+/// `ZP=<feature>[,<value>]`: features 1, 2, 3 and 6 take a value, the others none.
+fn power(a: &[u8]) -> ArgResult<PowerCmd> {
+    let f: Vec<&[u8]> = a.split(|&b| b == b',').collect();
+    let feature = ranged(f[0], 0, 6)?;
+    let value = |hi: u32| match f[..] {
+        [_, v] => ranged(v, 0, hi),
+        [_] => Err(Reason::InsufficientArguments),
+        _ => Err(Reason::TooManyArguments),
+    };
+    let plain = |cmd: PowerCmd| match f.len() {
+        1 => Ok(cmd),
+        _ => Err(Reason::TooManyArguments),
+    };
+    match feature {
+        0 => plain(PowerCmd::Normal),
+        1 => Ok(PowerCmd::PowerSave(value(1)? == 1)),
+        2 => Ok(PowerCmd::Beacon(value(65_535)?)),
+        3 => Ok(PowerCmd::Radio(value(1)? == 1)),
+        4 => plain(PowerCmd::RadioReset),
+        5 => plain(PowerCmd::Stop),
+        _ => Ok(PowerCmd::Sleep(value(3_600_000)?)),
+    }
 }
 
 /// Baud rates `U2` accepts (spec §2.1).
@@ -801,6 +1005,36 @@ mod tests {
             Ok(Command::Cert(CertCmd::SetCaName(true, b"my.host".to_vec())))
         );
         assert_eq!(parse(b"P5=11"), Ok(Command::Server(ServerCmd::Server(11))));
+        assert_eq!(
+            parse(b"F0=2"),
+            Ok(Command::Station(StationCmd::Scan { one_by_one: true }))
+        );
+        assert_eq!(parse(b"?"), Ok(Command::System(SystemCmd::Help)));
+        let zp = |l: &[u8]| {
+            parse(l).map(|c| match c {
+                Command::System(SystemCmd::Power(p)) => p,
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(zp(b"ZP=0"), Ok(PowerCmd::Normal));
+        assert_eq!(zp(b"ZP=1,0"), Ok(PowerCmd::PowerSave(false)));
+        assert_eq!(zp(b"ZP=2,100"), Ok(PowerCmd::Beacon(100)));
+        assert_eq!(zp(b"ZP=6,1000"), Ok(PowerCmd::Sleep(1000)));
+        assert_eq!(
+            parse(b"WL=?"),
+            Ok(Command::System(SystemCmd::Gpio(GpioCmd::LinkLeds(
+                LedArg::Show
+            ))))
+        );
+        assert_eq!(
+            parse(b"R4"),
+            Ok(Command::Socket(SocketCmd::Read { counted: true }))
+        );
+        assert_eq!(parse(b"S0"), Ok(Command::Socket(SocketCmd::LegacySend)));
+        assert_eq!(
+            parse(b"MF=anything, really"),
+            Ok(Command::System(SystemCmd::Diagnostic(Mnemonic::MF)))
+        );
         assert_eq!(parse(b""), Ok(Command::Empty));
     }
 
@@ -828,6 +1062,13 @@ mod tests {
         assert_eq!(err("PG=0,0,16385"), Reason::BadArgument);
         assert_eq!(err("PG=0,0"), Reason::InsufficientArguments);
         assert_eq!(err("PF=0,1,2"), Reason::TooManyArguments);
+        assert_eq!(err("F0=1"), Reason::TooManyArguments);
+        assert_eq!(err("ZP"), Reason::InsufficientArguments);
+        assert_eq!(err("ZP=1"), Reason::InsufficientArguments);
+        assert_eq!(err("ZP=0,1"), Reason::TooManyArguments);
+        assert_eq!(err("ZP=7"), Reason::BadArgument);
+        assert_eq!(err("G3=1,9,0"), Reason::BadArgument);
+        assert_eq!(err("R4=1"), Reason::TooManyArguments);
         assert_eq!(parse(b"P0=9").unwrap_err().mnemonic, Some(Mnemonic::P0));
     }
 
@@ -859,6 +1100,36 @@ mod tests {
             trace_text(b"-----END PRIVATE KEY-----"),
             "<25 bytes hidden: looks like key material>"
         );
+    }
+
+    #[test]
+    fn the_readme_command_table_names_exactly_the_known_mnemonics() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("## Supported commands")
+            .nth(1)
+            .and_then(|t| t.split("| Command |").nth(1))
+            .expect("the README's command table");
+        let mut listed = std::collections::HashSet::new();
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let first = row.split(" | ").next().unwrap_or_default();
+            for cell in first.split('`').skip(1).step_by(2) {
+                let mnemonic = cell.split('=').next().unwrap_or_default();
+                let m = Mnemonic::from_bytes(mnemonic.as_bytes());
+                assert!(
+                    m.is_some(),
+                    "README lists {cell:?}, which the parser does not know"
+                );
+                listed.extend(m);
+            }
+        }
+        for m in Mnemonic::ALL {
+            assert!(
+                listed.contains(m),
+                "README's command table lacks {}",
+                m.text()
+            );
+        }
     }
 
     #[test]

@@ -35,11 +35,11 @@ pub struct Framer {
     /// Bytes of the current command line consumed from `buf` so far.
     line: Vec<u8>,
     mode: Mode,
-    /// Zephyr quirk: drop one byte that arrives in the same write burst right after a payload.
+    /// Zephyr quirk: the host sends one stray byte after every payload; drop it.
     drop_after_payload: bool,
-    /// How many unconsumed bytes at the front of `buf` arrived in the same `push` as the last
-    /// consumed byte.
-    same_burst: usize,
+    /// A payload ended and its stray byte has not arrived yet: the next byte received is dropped,
+    /// whenever and in whatever read it comes (Zephyr writes it with a system call of its own).
+    stray_due: bool,
 }
 
 impl Framer {
@@ -52,11 +52,9 @@ impl Framer {
 
     /// Append bytes read from the serial line.
     pub fn push(&mut self, data: &[u8]) {
-        // Bytes already buffered keep their burst; only a push into an empty buffer starts a new count.
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
-            self.same_burst = data.len();
         } else if self.pos > 4096 && self.pos * 2 > self.buf.len() {
             self.buf.drain(..self.pos);
             self.pos = 0;
@@ -93,7 +91,31 @@ impl Framer {
     pub fn abort_payload(&mut self) -> usize {
         match std::mem::take(&mut self.mode) {
             Mode::Payload { data, .. } => data.len(),
-            _ => 0,
+            other => {
+                self.mode = other;
+                0
+            }
+        }
+    }
+
+    /// End an unfinished payload early (`S0` at its `S2` timeout): the bytes that arrived.
+    pub fn take_partial(&mut self) -> Vec<u8> {
+        let pending = self.buffered();
+        match std::mem::take(&mut self.mode) {
+            Mode::Payload {
+                mut data,
+                remaining,
+            } => {
+                // Bytes received but not framed yet belong to the payload too.
+                let take = remaining.min(pending);
+                data.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+                self.consume(take);
+                data
+            }
+            other => {
+                self.mode = other;
+                Vec::new()
+            }
         }
     }
 
@@ -122,9 +144,7 @@ impl Framer {
                     let Mode::Payload { data, .. } = std::mem::take(&mut self.mode) else {
                         unreachable!("mode checked above")
                     };
-                    if self.drop_after_payload && self.same_burst > 0 {
-                        self.consume(1);
-                    }
+                    self.stray_due = self.drop_after_payload;
                     return Some(Frame::Payload(data));
                 }
                 Mode::Skipping => match pending.iter().position(|&b| b == b'\r') {
@@ -138,6 +158,12 @@ impl Framer {
                         return None;
                     }
                 },
+                Mode::Command if self.stray_due => {
+                    let &b = pending.first()?;
+                    log::debug!("dropped the stray byte 0x{b:02x} after the payload (quirk drop_byte_after_payload)");
+                    self.stray_due = false;
+                    self.consume(1);
+                }
                 Mode::Command => {
                     let end = pending.iter().position(|&b| b == b'\r');
                     let upto = end.unwrap_or(pending.len());
@@ -177,7 +203,6 @@ impl Framer {
     fn consume(&mut self, n: usize) {
         let n = n.min(self.buffered());
         self.pos += n;
-        self.same_burst = self.same_burst.saturating_sub(n);
     }
 }
 
@@ -247,7 +272,8 @@ mod tests {
     }
 
     #[test]
-    fn zephyr_stray_byte_dropped_only_in_same_burst() {
+    fn zephyr_stray_byte_dropped_whatever_the_read_boundaries() {
+        // In the same read as the payload.
         let mut f = Framer::new(true);
         f.push(b"S3=2\rabXR0\r");
         assert_eq!(f.next_frame(), Some(Frame::Line(b"S3=2".to_vec())));
@@ -255,13 +281,50 @@ mod tests {
         assert_eq!(f.next_frame(), Some(Frame::Payload(b"ab".to_vec())));
         assert_eq!(f.next_frame(), Some(Frame::Line(b"R0".to_vec())));
 
+        // In a read of its own, after the payload was framed: 1 run in 7 of Zephyr's driver.
         let mut f = Framer::new(true);
         f.push(b"S3=2\rab");
         assert_eq!(f.next_frame(), Some(Frame::Line(b"S3=2".to_vec())));
         f.expect_payload(2);
         assert_eq!(f.next_frame(), Some(Frame::Payload(b"ab".to_vec())));
-        f.push(b"R0\r");
-        assert_eq!(f.next_frame(), Some(Frame::Line(b"R0".to_vec())));
+        assert_eq!(f.next_frame(), None);
+        f.push(b"P");
+        assert_eq!(f.next_frame(), None, "the stray byte");
+        f.push(b"P0=1\r");
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"P0=1".to_vec())));
+
+        // Exactly one byte per payload, also when the next command follows in the same read.
+        let mut f = Framer::new(true);
+        f.push(b"PG=0,0,1\rk");
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"PG=0,0,1".to_vec())));
+        f.expect_payload(1);
+        assert_eq!(f.next_frame(), Some(Frame::Payload(b"k".to_vec())));
+        f.push(b"\0S3=1\rz\xffI?\r");
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"S3=1".to_vec())));
+        f.expect_payload(1);
+        assert_eq!(f.next_frame(), Some(Frame::Payload(b"z".to_vec())));
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"I?".to_vec())));
+
+        // Without the quirk nothing is dropped.
+        let mut f = Framer::new(false);
+        f.push(b"S3=1\ra");
+        f.next_frame();
+        f.expect_payload(1);
+        assert_eq!(f.next_frame(), Some(Frame::Payload(b"a".to_vec())));
+        f.push(b"I?\r");
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"I?".to_vec())));
+    }
+
+    #[test]
+    fn a_partial_payload_can_be_taken_early() {
+        let mut f = Framer::new(false);
+        f.push(b"S0\rabc");
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"S0".to_vec())));
+        f.expect_payload(10);
+        f.push(b"de");
+        assert_eq!(f.take_partial(), b"abcde");
+        f.push(b"I?\r");
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"I?".to_vec())));
     }
 
     #[test]

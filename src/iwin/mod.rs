@@ -3,4 +3,5 @@
 
 pub mod command;
 pub mod framer;
+pub mod profile;
 pub mod reply;

@@ -12,6 +12,9 @@ use std::net::Ipv4Addr;
 /// (and announced again if it comes back).
 pub const MAX_STATIONS: usize = 32;
 
+/// What `AR` reports for every station (a local program next to the AP).
+pub const STATION_RSSI: i32 = -40;
+
 /// The soft AP: its settings, whether it runs, and the stations it has leased an address to.
 #[derive(Debug)]
 pub struct SoftAp {
@@ -129,6 +132,7 @@ impl Module {
                 }
                 self.ap.stop();
             }
+            ApCmd::ClientRssi => return payload(self.ap_client_lines()),
             ApCmd::Query => {
                 let (mac, running) = (self.sys.mac, self.ap.running);
                 let mut hidden = self.ap.settings.clone();
@@ -160,6 +164,25 @@ impl Module {
             p.push_str("\r\n[WEB SVR] CSO Server started");
         }
         payload(p)
+    }
+
+    /// `AR`: one `<n>,<MAC>,<rssi>` line per station the AP has leased an address to, each ending
+    /// CR LF (Mongoose parses only terminated lines and wants a negative RSSI); none when the AP is
+    /// down (never an error: Mongoose stops polling for good after one).
+    fn ap_client_lines(&self) -> String {
+        if !self.ap.running {
+            return String::new();
+        }
+        let mut out = String::new();
+        for (n, ip) in self.ap.stations.iter().enumerate() {
+            out.push_str(&format!(
+                "{},{},{}\r\n",
+                n + 1,
+                station_mac(*ip),
+                STATION_RSSI
+            ));
+        }
+        out
     }
 
     /// The soft AP's address on this host (a non-loopback `Z6` cannot be bound here).

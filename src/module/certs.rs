@@ -6,7 +6,7 @@
 
 use super::error::{CertError, TlsError};
 use super::io::StoreOp;
-use super::tls::{pem_check, TlsParams};
+use super::tls::{pem_check, TlsParams, TlsServerParams};
 use super::{ok, payload, Answer, Busy, Durable, Module, PayloadFor, Step, STORE_TIMEOUT};
 use crate::iwin::command::{CertCmd, Mnemonic};
 use std::time::{Duration, Instant};
@@ -25,28 +25,30 @@ pub struct Certs {
     /// Active set for TLS (`PF=0,<set>`) and for AWS (`PF=1,<set>`).
     tls_set: u8,
     aws_set: u8,
+    /// The AWS set at power-up: 2, or 3 on C6 firmware.
+    aws_default: u8,
     /// `PA=1,<name>`: server name to use instead of the `D0` name.
     ca_name: Option<String>,
 }
 
-impl Default for Certs {
-    fn default() -> Self {
+impl Certs {
+    /// No set programmed yet; TLS uses set 0, AWS `aws_default`.
+    pub fn new(aws_default: u8) -> Certs {
         let mut c = Certs {
             sets: CertSets::default(),
             tls_set: 0,
-            aws_set: 0,
+            aws_set: aws_default,
+            aws_default,
             ca_name: None,
         };
         c.reset_selection();
         c
     }
-}
 
-impl Certs {
     /// `ZR` forgets the selections; the sets are flash.
     pub fn reset_selection(&mut self) {
         self.tls_set = 0;
-        self.aws_set = 2;
+        self.aws_set = self.aws_default;
         self.ca_name = None;
     }
 }
@@ -154,9 +156,13 @@ impl Module {
         }
     }
 
-    /// Sets 0-2 always; set 3 only on the re-writable (C6) profile.
+    /// Sets 0-2 always; set 3 only on C6 firmware (or with `[tls] rewritable_set3`).
     fn set_usable(&self, set: usize) -> bool {
-        set < 3 || (set == 3 && self.cfg.tls.rewritable_set3)
+        set < 3 || (set == 3 && self.has_set3())
+    }
+
+    fn has_set3(&self) -> bool {
+        self.profile.rewritable_set3() || self.cfg.tls.rewritable_set3
     }
 
     fn is_otp(set: usize) -> bool {
@@ -170,7 +176,7 @@ impl Module {
         let sets = &self.certs.sets;
         let fields: Vec<&str> = match set {
             None => {
-                let n = if self.cfg.tls.rewritable_set3 { 4 } else { 3 };
+                let n = if self.has_set3() { 4 } else { 3 };
                 (0..n)
                     .map(|s| bit(!Self::is_otp(s) || sets.is_blank(s)))
                     .collect()
@@ -277,9 +283,8 @@ impl Module {
         }
     }
 
-    /// The TLS parameters for a `P6=1` on socket `i`, or why the active set cannot give them.
-    pub(super) fn tls_params(&self, i: usize) -> Result<TlsParams, TlsError> {
-        let s = &self.sockets[i];
+    /// Only `[tls] max_sockets` sockets may use TLS at once (the firmware: one).
+    fn tls_slot(&self, i: usize) -> Result<(), TlsError> {
         let max = self.cfg.tls.max_sockets as usize;
         let busy: Vec<usize> = (0..self.sockets.len())
             .filter(|&j| j != i && self.sockets[j].uses_tls())
@@ -291,6 +296,57 @@ impl Module {
             );
             return Err(TlsError::InUse(busy[0]));
         }
+        Ok(())
+    }
+
+    /// The TLS server parameters for a `P5=1` on socket `i` (`[tls] server`): the active set's
+    /// certificate and key as the identity, its root CA for client certificates (`P9` ≥ 1; required
+    /// with `P9=2`).
+    pub(super) fn tls_server_params(&self, i: usize) -> Result<TlsServerParams, TlsError> {
+        self.tls_slot(i)?;
+        let verify = self.sockets[i].tls_verify;
+        let set = self.certs.tls_set as usize;
+        let sets = &self.certs.sets;
+        let (ca, cert, key) = (
+            sets.get(set, Item::Ca),
+            sets.get(set, Item::Cert),
+            sets.get(set, Item::Key),
+        );
+        let (Some(cert), Some(key)) = (cert, key) else {
+            log::warn!(
+                "socket {i}: a TLS server needs the certificate and key of set {set}, which lacks {}",
+                if cert.is_none() { "the certificate" } else { "the key" }
+            );
+            return Err(TlsError::NoCertOrKey);
+        };
+        if verify == 2 && ca.is_none() {
+            log::warn!(
+                "socket {i}: P9=2 checks client certificates against the root CA of set {set}, which has none"
+            );
+            return Err(TlsError::NoCertOrKey);
+        }
+        let ca = if verify >= 1 { ca } else { None };
+        log::info!(
+            "socket {i}: TLS server with set {set}, P9={verify} ({})",
+            match (verify, ca.is_some()) {
+                (2, _) => "client certificate required",
+                (1, true) => "client certificate verified if presented",
+                _ => "no client certificate",
+            }
+        );
+        Ok(TlsServerParams {
+            set,
+            verify,
+            cert: cert.to_vec(),
+            key: key.to_vec(),
+            ca: ca.map(<[u8]>::to_vec),
+        })
+    }
+
+    /// The TLS parameters for a `P6=1` on socket `i`, or why the active set cannot give them.
+    pub(super) fn tls_params(&self, i: usize) -> Result<TlsParams, TlsError> {
+        let s = &self.sockets[i];
+        self.tls_slot(i)?;
         let set = self.certs.tls_set as usize;
         let sets = &self.certs.sets;
         let (ca, cert, key) = (

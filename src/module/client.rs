@@ -6,7 +6,7 @@
 use super::error::{Error, SocketError, TlsError};
 use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp};
 use super::socket::{Opening, Protocol, SocketState, Stream, UdpSock};
-use super::tls::{SetupError, TlsClient};
+use super::tls::{SetupError, TlsSession};
 use super::{ok, payload, Answer, Busy, Module, PayloadFor, Step};
 use crate::iwin::command::SocketCmd;
 use std::collections::VecDeque;
@@ -45,8 +45,8 @@ impl Module {
             SetTlsVerify(v) => s.tls_verify = v,
             SetVerifyReportOnly(v) => s.verify_report_only = v,
             SetKeepAlive(on, ms) => s.keepalive = (on, ms),
-            Query => return payload(s.transport_line()),
-            Read => return self.read(cur, now),
+            Query => return payload(s.transport_line(self.profile.transport_fields())),
+            Read { counted } => return self.read(cur, counted, now),
             SetReadSize(v) => s.read_size = v,
             SetReadTimeout(v) => s.read_timeout_ms = v,
             SetReadMode(v) => s.read_mode = v,
@@ -64,6 +64,17 @@ impl Module {
                 return Ok(Answer::Wait(Busy::Payload {
                     to: PayloadFor::Send { socket: cur },
                     deadline,
+                }));
+            }
+            LegacySend => {
+                self.framer.expect_payload(s.send_size as usize);
+                let wait = match s.send_timeout_ms {
+                    0 => super::data::S2_MAX_MS,
+                    ms => ms,
+                };
+                return Ok(Answer::Wait(Busy::Payload {
+                    to: PayloadFor::LegacySend { socket: cur },
+                    deadline: now + Duration::from_millis(wait as u64),
                 }));
             }
             SendQuery => return payload(format!("{},{}", s.send_size, s.send_timeout_ms)),
@@ -104,16 +115,17 @@ impl Module {
                 }
                 let what = if proto == Protocol::Tls {
                     let params = self.tls_params(i)?;
-                    let client = TlsClient::start(&params, s.remote_ip, self.clock.unix(now))
-                        .map_err(|e| {
-                            log::warn!("socket {i}: TLS cannot start: {e:?}");
-                            match e {
-                                SetupError::RootCa(_) => TlsError::RootCa,
-                                SetupError::ClientCert(_) | SetupError::Other(_) => {
-                                    TlsError::Unable
+                    let client =
+                        TlsSession::start_client(&params, s.remote_ip, self.clock.unix(now))
+                            .map_err(|e| {
+                                log::warn!("socket {i}: TLS cannot start: {e:?}");
+                                match e {
+                                    SetupError::RootCa(_) => TlsError::RootCa,
+                                    SetupError::ClientCert(_) | SetupError::Other(_) => {
+                                        TlsError::Unable
+                                    }
                                 }
-                            }
-                        })?;
+                            })?;
                     Opening::Tls(Box::new(client))
                 } else {
                     Opening::Tcp
@@ -179,6 +191,11 @@ impl Module {
             SocketState::Serving(l, stream) => {
                 log::info!("socket {i}: current client closed by host");
                 self.close_stream(*stream, CloseHow::Drain, now);
+                SocketState::Listening(l)
+            }
+            SocketState::Accepting(l, stream, peer) => {
+                log::info!("socket {i}: TLS client {peer} closed by host during its handshake");
+                self.close_stream(*stream, CloseHow::Abort, now);
                 SocketState::Listening(l)
             }
             SocketState::ServingEnded(l, _) => SocketState::Listening(l),
@@ -253,7 +270,10 @@ impl Module {
         }
         let seq = self.next_id();
         let conn = match self.sockets[i].state_mut() {
-            SocketState::Handshaking(s) | SocketState::Open(s) | SocketState::Serving(_, s) => {
+            SocketState::Handshaking(s)
+            | SocketState::Open(s)
+            | SocketState::Accepting(_, s, _)
+            | SocketState::Serving(_, s) => {
                 s.tx.push(seq, data.len());
                 s.conn
             }
@@ -288,7 +308,11 @@ impl Module {
                 SocketState::Handshaking(st) | SocketState::Open(st) if st.conn == conn => {
                     Some(Owner::Stream(i))
                 }
-                SocketState::Serving(_, st) if st.conn == conn => Some(Owner::Stream(i)),
+                SocketState::Serving(_, st) | SocketState::Accepting(_, st, _)
+                    if st.conn == conn =>
+                {
+                    Some(Owner::Stream(i))
+                }
                 SocketState::Udp(u) if u.conn == conn => Some(Owner::Udp(i)),
                 st => {
                     let l = st.listener()?;
@@ -363,13 +387,15 @@ impl Module {
                     self.finish_connect(i, ok());
                 }
             }
-            Opening::TcpServer { accept_loop } => {
-                log::info!("socket {i}: TCP server on {local}");
-                self.note_socket(i, format!("listening on {local}"));
+            Opening::TcpServer { accept_loop, tls } => {
+                let kind = if tls.is_some() { "TLS" } else { "TCP" };
+                log::info!("socket {i}: {kind} server on {local}");
+                self.note_socket(i, format!("{kind} server listening on {local}"));
                 let l = super::socket::Listener {
                     conn,
                     accept_loop,
                     waiting: VecDeque::new(),
+                    tls,
                 };
                 self.sockets[i].set_state(i, SocketState::Listening(Box::new(l)), "listening");
                 self.finish_listen(i, ok());
@@ -421,7 +447,6 @@ impl Module {
     pub(super) fn on_data(&mut self, conn: ConnId, data: &[u8], now: Instant) {
         match self.owner(conn) {
             Some(Owner::Stream(i)) => {
-                let handshaking = matches!(self.sockets[i].state(), SocketState::Handshaking(_));
                 let Some(stream) = self.sockets[i].state_mut().stream_any_mut() else {
                     return;
                 };
@@ -432,14 +457,18 @@ impl Module {
                 match tls.input(data, &mut stream.rx, now) {
                     Ok(input) => {
                         self.flush_tls(i, now);
-                        if input.established_now && handshaking {
-                            self.tls_established(i);
+                        if input.established_now {
+                            match self.sockets[i].state() {
+                                SocketState::Handshaking(_) => self.tls_established(i),
+                                SocketState::Accepting(..) => self.tls_accepted(i),
+                                _ => {}
+                            }
                         }
                         if input.peer_closed {
                             self.tls_peer_closed(i, now);
                         }
                     }
-                    Err(why) => self.tls_failed(i, &why),
+                    Err(why) => self.tls_failed(i, &why, now),
                 }
             }
             Some(Owner::Waiting(i)) => {
@@ -476,8 +505,9 @@ impl Module {
         self.finish_connect(i, ok());
     }
 
-    /// The TLS session broke: during the handshake `P6=1` fails; later the stream ends (`-1`).
-    fn tls_failed(&mut self, i: usize, why: &str) {
+    /// The TLS session broke: during the handshake `P6=1` fails; later the stream ends (`-1`). A
+    /// TLS server's candidate client is dropped unannounced and the next one gets its turn.
+    fn tls_failed(&mut self, i: usize, why: &str, now: Instant) {
         let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS failed");
         match old {
             SocketState::Handshaking(stream) => {
@@ -500,6 +530,32 @@ impl Module {
                 });
                 self.sockets[i].set_state(i, SocketState::Ended(stream.rx), "TLS failed");
             }
+            SocketState::Accepting(l, stream, peer) => {
+                let set = stream.tls.as_ref().map_or(0, |t| t.set());
+                log::warn!(
+                    "socket {i}: TLS client {peer} failed the handshake with set {set}: {why}; not announced"
+                );
+                self.note_socket(
+                    i,
+                    format!("TLS client {peer} failed the handshake with set {set}: {why}"),
+                );
+                self.ops.push_back(NetOp::Close {
+                    conn: stream.conn,
+                    how: CloseHow::Abort,
+                });
+                self.sockets[i].set_state(i, SocketState::Listening(l), "TLS client failed");
+                self.promote(i, now);
+            }
+            SocketState::Serving(l, stream) => {
+                log::info!("socket {i}: TLS client connection ended: {why}");
+                self.note_socket(i, format!("TLS client connection ended: {why}"));
+                self.ops.push_back(NetOp::Close {
+                    conn: stream.conn,
+                    how: CloseHow::Abort,
+                });
+                let ended = SocketState::ServingEnded(l, stream.rx);
+                self.sockets[i].set_state(i, ended, "TLS failed");
+            }
             other => {
                 self.sockets[i].set_state(i, other, "TLS failed");
             }
@@ -509,22 +565,33 @@ impl Module {
     /// The peer sent close_notify: its data is read, then `-1`; our side closes too.
     fn tls_peer_closed(&mut self, i: usize, now: Instant) {
         let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS close_notify");
+        // Answer close_notify with ours; what was received stays readable.
+        let close = |m: &mut Module, stream: Box<Stream>| {
+            let Stream { conn, rx, tls, .. } = *stream;
+            let closing = Stream {
+                conn,
+                rx: Default::default(),
+                tx: Default::default(),
+                tls,
+            };
+            m.close_stream(closing, CloseHow::Drain, now);
+            rx
+        };
         match old {
             SocketState::Open(stream) => {
                 log::info!("socket {i}: peer closed the TLS session");
-                let Stream { conn, rx, tls, .. } = *stream;
-                let closing = Stream {
-                    conn,
-                    rx: Default::default(),
-                    tx: Default::default(),
-                    tls,
-                };
-                self.close_stream(closing, CloseHow::Drain, now);
+                let rx = close(self, stream);
                 self.sockets[i].set_state(i, SocketState::Ended(rx), "TLS close_notify");
             }
-            SocketState::Handshaking(_) => {
+            SocketState::Serving(l, stream) => {
+                log::info!("socket {i}: the current client closed its TLS session");
+                let rx = close(self, stream);
+                let ended = SocketState::ServingEnded(l, rx);
+                self.sockets[i].set_state(i, ended, "TLS close_notify");
+            }
+            SocketState::Handshaking(_) | SocketState::Accepting(..) => {
                 self.sockets[i].set_state(i, old, "TLS close_notify");
-                self.tls_failed(i, "peer closed the TLS session during the handshake");
+                self.tls_failed(i, "peer closed the TLS session during the handshake", now);
             }
             other => {
                 self.sockets[i].set_state(i, other, "TLS close_notify");
@@ -532,20 +599,34 @@ impl Module {
         }
     }
 
-    /// When the next TLS client-certificate grace ends.
+    /// When the next TLS client-certificate grace or server handshake deadline ends.
     pub(super) fn tls_graces(&self) -> Option<Instant> {
         self.sockets
             .iter()
             .filter_map(|s| match s.state() {
                 SocketState::Handshaking(st) => st.tls.as_ref()?.grace_until(),
+                SocketState::Accepting(_, st, _) => st.tls.as_ref()?.handshake_deadline(),
                 _ => None,
             })
             .min()
     }
 
     /// Client-certificate graces that ended without a rejection: those sessions are established.
+    /// Server handshakes still running at their deadline fail.
     pub(super) fn expire_tls_graces(&mut self, now: Instant) {
         for i in 0..self.sockets.len() {
+            let late = match self.sockets[i].state() {
+                SocketState::Accepting(_, st, _) => st
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.handshake_deadline())
+                    .is_some_and(|d| d <= now),
+                _ => false,
+            };
+            if late {
+                let ms = self.cfg.timing.connect_timeout_ms;
+                self.tls_failed(i, &format!("no TLS handshake within {ms} ms"), now);
+            }
             let due = match self.sockets[i].state_mut() {
                 SocketState::Handshaking(st) => match st.tls.as_mut() {
                     Some(t) if t.grace_until().is_some_and(|g| g <= now) => {
@@ -563,7 +644,7 @@ impl Module {
         }
     }
 
-    pub(super) fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
+    pub(super) fn on_closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
         if self.drained(conn) {
             log::debug!("#{conn}: closed ({reason:?})");
             return;
@@ -572,9 +653,13 @@ impl Module {
             Some(Owner::Stream(i)) => {
                 let old = self.sockets[i].set_state(i, SocketState::Idle, "peer closed");
                 match old {
-                    SocketState::Handshaking(_) => {
+                    SocketState::Handshaking(_) | SocketState::Accepting(..) => {
                         self.sockets[i].set_state(i, old, "peer closed");
-                        self.tls_failed(i, "peer closed the connection during the TLS handshake");
+                        self.tls_failed(
+                            i,
+                            "peer closed the connection during the TLS handshake",
+                            now,
+                        );
                     }
                     SocketState::Open(stream) => {
                         log::info!("socket {i}: connection ended: {reason:?}");
@@ -656,9 +741,10 @@ impl SocketState {
     /// The stream of any state that has one, handshaking included.
     fn stream_any_mut(&mut self) -> Option<&mut Stream> {
         match self {
-            SocketState::Handshaking(s) | SocketState::Open(s) | SocketState::Serving(_, s) => {
-                Some(s)
-            }
+            SocketState::Handshaking(s)
+            | SocketState::Open(s)
+            | SocketState::Accepting(_, s, _)
+            | SocketState::Serving(_, s) => Some(s),
             _ => None,
         }
     }

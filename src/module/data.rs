@@ -10,7 +10,8 @@
 use super::error::Error;
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
 use super::socket::{SocketState, Stream};
-use super::{ok, payload, Answer, Busy, EventClass, Module, Step};
+use super::{payload, Answer, Busy, EventClass, Module, Step};
+use crate::iwin::command::Mnemonic;
 use crate::iwin::reply::Reply;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -22,17 +23,18 @@ const TLS_RECORD_OVERHEAD: usize = 64;
 pub const S2_MAX_MS: u32 = 30_000;
 
 impl Module {
-    /// `R0`: data at once if there is some, else wait up to `R2`.
-    pub(super) fn read(&mut self, i: usize, now: Instant) -> Step {
+    /// `R0` (`R4`: `counted`): data at once if there is some, else wait up to `R2`.
+    pub(super) fn read(&mut self, i: usize, counted: bool, now: Instant) -> Step {
         if self.read_ready(i) {
-            return Ok(Answer::Reply(self.answer_read(i)));
+            return Ok(Answer::Reply(self.answer_read(i, counted, now)));
         }
         let wait = self.sockets[i].read_timeout_ms;
         if wait == 0 {
-            return ok();
+            return Ok(Answer::Reply(count(Reply::ok(), counted)));
         }
         Ok(Answer::Wait(Busy::Read {
             socket: i,
+            counted,
             deadline: now + Duration::from_millis(wait as u64),
         }))
     }
@@ -48,14 +50,20 @@ impl Module {
             // A serving socket between clients waits for one.
             SocketState::Opening { .. }
             | SocketState::Handshaking(_)
-            | SocketState::Listening(_) => false,
+            | SocketState::Listening(_)
+            | SocketState::Accepting(..) => false,
         }
     }
 
     /// The reply to an `R0` that is ready (see [`Module::read_ready`]); takes the data, and once a
     /// server's client has said its `-1` the server moves on — after this reply, so one `R0` never
     /// gets two.
-    pub(super) fn answer_read(&mut self, i: usize) -> Reply {
+    pub(super) fn answer_read(&mut self, i: usize, counted: bool, now: Instant) -> Reply {
+        let r = self.answer_read_data(i, now);
+        count(r, counted)
+    }
+
+    fn answer_read_data(&mut self, i: usize, now: Instant) -> Reply {
         let s = &mut self.sockets[i];
         let max = s.read_size as usize;
         let udp_server = matches!(s.state(), SocketState::Udp(u) if u.server.is_some());
@@ -65,12 +73,15 @@ impl Module {
                 s.remote_ip = *from.ip();
                 s.remote_port = from.port();
             }
-            return Reply::Ok(data);
+            return match from {
+                Some(_) => Reply::Datagram(data),
+                None => Reply::Ok(data),
+            };
         }
         match s.state() {
             // A UDP socket that is not open has nothing to say; a stream that ended says -1.
             SocketState::Idle if s.protocol.is_datagram() => Reply::ok(),
-            SocketState::Idle | SocketState::Ended(_) => Reply::Closed,
+            SocketState::Idle | SocketState::Ended(_) => Reply::Closed(Mnemonic::R0),
             SocketState::ServingEnded(..) => {
                 let old = s.set_state(i, SocketState::Idle, "-1 read");
                 let SocketState::ServingEnded(l, _) = old else {
@@ -79,16 +90,22 @@ impl Module {
                 let accept_loop = l.accept_loop;
                 s.set_state(i, SocketState::Listening(l), "-1 read");
                 if accept_loop {
-                    self.promote(i);
+                    self.promote(i, now);
                 }
-                Reply::Closed
+                Reply::Closed(Mnemonic::R0)
             }
             _ => Reply::ok(),
         }
     }
 
-    /// The `S3` payload arrived.
-    pub(super) fn send_payload(&mut self, i: usize, data: Vec<u8>, now: Instant) -> Step {
+    /// The `S3` (or `S0`, `m`) payload arrived.
+    pub(super) fn send_payload(
+        &mut self,
+        i: usize,
+        data: Vec<u8>,
+        m: Mnemonic,
+        now: Instant,
+    ) -> Step {
         let s = &self.sockets[i];
         let to = s
             .protocol
@@ -99,11 +116,12 @@ impl Module {
             SocketState::Udp(u) => u.conn,
             other => {
                 log::warn!(
-                    "socket {i}: S3 of {} bytes on a socket that is {}",
+                    "socket {i}: {} of {} bytes on a socket that is {}",
+                    m.text(),
                     data.len(),
                     other.name()
                 );
-                return Err(Error::Closed);
+                return Err(Error::Closed(m));
             }
         };
         let len = data.len();
@@ -155,7 +173,7 @@ impl Module {
             let step = if accepted > 0 {
                 payload(accepted.to_string())
             } else {
-                Err(Error::Closed)
+                Err(Error::Closed(Mnemonic::S3))
             };
             return self.finish(step);
         }
@@ -231,7 +249,10 @@ impl Module {
     /// The driver wrote a send: its bytes leave the window.
     pub(super) fn on_sent(&mut self, conn: ConnId, seq: SendSeq) {
         let tx = self.sockets.iter_mut().find_map(|s| match s.state_mut() {
-            SocketState::Handshaking(st) | SocketState::Open(st) | SocketState::Serving(_, st)
+            SocketState::Handshaking(st)
+            | SocketState::Open(st)
+            | SocketState::Accepting(_, st, _)
+            | SocketState::Serving(_, st)
                 if st.conn == conn =>
             {
                 Some(&mut st.tx)
@@ -271,6 +292,17 @@ impl Module {
                 format!("[UDP SVR] Accepted {}:{}", from.ip(), port),
             );
         }
+    }
+}
+
+/// `R4`: the data (or nothing) prefixed by its length as `%04d`; other replies unchanged.
+fn count(r: Reply, counted: bool) -> Reply {
+    let prefix = |d: Vec<u8>| [format!("{:04}", d.len()).into_bytes(), d].concat();
+    match (r, counted) {
+        (Reply::Ok(d), true) => Reply::Ok(prefix(d)),
+        (Reply::Datagram(d), true) => Reply::Datagram(prefix(d)),
+        (Reply::Closed(_), true) => Reply::Closed(Mnemonic::R4),
+        (r, _) => r,
     }
 }
 

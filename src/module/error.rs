@@ -12,8 +12,8 @@ pub enum Error {
     Parse(ParseError),
     /// A payload command's bytes stopped arriving (`S3`, `PG`).
     PayloadTimeout(Mnemonic),
-    /// `R0`/`S3` on a socket whose connection is closed: the `-1` form.
-    Closed,
+    /// `R0`/`S3` (the mnemonic) on a socket whose connection is closed: the `-1` form.
+    Closed(Mnemonic),
     System(SystemError),
     Station(StationError),
     Socket(SocketError),
@@ -35,8 +35,10 @@ pub enum StationError {
     AlreadyConnected,
     /// `C0` failed; the SSID is echoed as the firmware does.
     JoinFailed { ssid: Vec<u8> },
-    /// `D0` failed (not joined, no such name, timeout).
-    HostNotFound { name: String },
+    /// `CW`: WPS found no access point to join.
+    WpsFailed,
+    /// `D0` failed: not joined or no such name, or (`timed_out`) no answer in time.
+    HostNotFound { name: String, timed_out: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,8 @@ pub enum ServerError {
     ModeNotSupported,
     /// `P7` on a socket that is not serving.
     NotServing,
+    /// A TLS server (`[tls] server`) cannot start with the active set.
+    Tls(TlsError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +92,22 @@ pub enum CertError {
     WriteFailed,
     /// Not PEM, with `[tls] refuse_non_pem`.
     NotPem,
+}
+
+impl TlsError {
+    /// The firmware's `[TCP SSL]` line for this failure.
+    fn text(&self) -> Vec<u8> {
+        match self {
+            TlsError::InUse(s) => format!("[TCP SSL] In use by socket {s}").into_bytes(),
+            TlsError::NoCertOrKey => b"[TCP SSL] No cert and/or key found.".to_vec(),
+            TlsError::RootCa => b"[TCP SSL] Root CA certificate failed to initialize: 1".to_vec(),
+            TlsError::Unable => b"[TCP SSL] Unable to enable TLS!".to_vec(),
+            TlsError::Handshake { advanced: false } => {
+                b"[TCP SSL] Simple context, failed to connect".to_vec()
+            }
+            TlsError::Handshake { advanced: true } => b"[TCP SSL] Connection issue".to_vec(),
+        }
+    }
 }
 
 impl From<ParseError> for Error {
@@ -148,7 +168,7 @@ impl Error {
                 usage: e.mnemonic,
             },
             Error::PayloadTimeout(m) => fail(*m, b""),
-            Error::Closed => Reply::Closed,
+            Error::Closed(m) => Reply::Closed(*m),
             Error::System(SystemError::FactoryRefusedWhileConnected) => fail(
                 M::Z0,
                 b"Please shutdown network before resetting to factory configuration.",
@@ -161,38 +181,32 @@ impl Error {
                 p.extend_from_slice(b"\r\n[JOIN   ] Failed");
                 fail(M::C0, &p)
             }
-            Error::Station(StationError::HostNotFound { name }) => {
-                fail(M::D0, format!("[DNS  LU] Host not found {name}").as_bytes())
+            Error::Station(StationError::WpsFailed) => fail(M::CW, b"[WPS    ] Failed"),
+            Error::Station(StationError::HostNotFound { name, timed_out }) => {
+                // FW `[DNS  LU] Host not found %s:%d`; the number is the stack's result code. Which
+                // codes it prints is not recorded: the WICED ones for a timeout (2) and any other
+                // failure (4) are used. Drivers look for `Host not found ` only (CMSIS).
+                let code = if *timed_out { 2 } else { 4 };
+                fail(
+                    M::D0,
+                    format!("[DNS  LU] Host not found {name}:{code}").as_bytes(),
+                )
             }
             Error::Socket(e) => fail(
                 M::P6,
-                match e {
-                    SocketError::AlreadyConnected => b"[TCP  RC] Already Connected",
-                    SocketError::InvalidIp => b"[P6     ] Invalid IP Address",
-                    SocketError::ConnectFailed => b"[TCP  RC] Failed to connect",
-                    SocketError::UdpFailed => b"[UDP  RC] Error connecting",
-                    SocketError::ModeNotSupported => b"Mode not supported.",
-                    SocketError::Tls(TlsError::InUse(s)) => {
-                        return fail(M::P6, format!("[TCP SSL] In use by socket {s}").as_bytes())
-                    }
-                    SocketError::Tls(TlsError::NoCertOrKey) => {
-                        b"[TCP SSL] No cert and/or key found."
-                    }
-                    SocketError::Tls(TlsError::RootCa) => {
-                        b"[TCP SSL] Root CA certificate failed to initialize: 1"
-                    }
-                    SocketError::Tls(TlsError::Unable) => b"[TCP SSL] Unable to enable TLS!",
-                    SocketError::Tls(TlsError::Handshake { advanced: false }) => {
-                        b"[TCP SSL] Simple context, failed to connect"
-                    }
-                    SocketError::Tls(TlsError::Handshake { advanced: true }) => {
-                        b"[TCP SSL] Connection issue"
-                    }
+                &match e {
+                    SocketError::AlreadyConnected => b"[TCP  RC] Already Connected".to_vec(),
+                    SocketError::InvalidIp => b"[P6     ] Invalid IP Address".to_vec(),
+                    SocketError::ConnectFailed => b"[TCP  RC] Failed to connect".to_vec(),
+                    SocketError::UdpFailed => b"[UDP  RC] Error connecting".to_vec(),
+                    SocketError::ModeNotSupported => b"Mode not supported.".to_vec(),
+                    SocketError::Tls(t) => t.text(),
                 },
             ),
             Error::Server(ServerError::StartFailed) => fail(M::P5, b""),
             Error::Server(ServerError::ModeNotSupported) => fail(M::P5, b"Mode not supported."),
             Error::Server(ServerError::NotServing) => fail(M::P7, b""),
+            Error::Server(ServerError::Tls(e)) => fail(M::P5, &e.text()),
             Error::Cert(CertError::NoSuchSet(m)) => Reply::Error {
                 payload: Vec::new(),
                 reason: Reason::BadArgument,
@@ -222,7 +236,7 @@ mod tests {
     fn wire_texts() {
         let n = MessageType::Normal;
         let w = |e: Error| e.reply().encode(n);
-        assert_eq!(w(Error::Closed), b"\r\n-1\r\nERROR\r\n> ");
+        assert_eq!(w(Error::Closed(Mnemonic::S3)), b"\r\n-1\r\nERROR\r\n> ");
         assert_eq!(
             w(Error::PayloadTimeout(Mnemonic::PG)),
             b"\r\n\r\nERROR: Unknown Error\r\nUsage: PG <set>,<0=Root CA/1=Certificate/2=Key>,<length>\r\n> "

@@ -10,6 +10,9 @@
 //! the network or emulated time leaves a [`Busy`] state with a deadline; bytes that arrive meanwhile
 //! stay in the framer, up to [`SERIAL_IN_LIMIT`], and then the driver stops reading the line.
 //!
+//! Every byte the module writes goes through one [`Wire`] (the reply envelope of the firmware
+//! profile and bus: C6.2.1.8's 12-byte OK, SPI's 0x15 padding and boot cursor, the `-1` form).
+//!
 //! The areas of the module each own their state and commands: [`system`], [`station`], [`ap`],
 //! [`ping`], [`client`] (sockets, `R0`/`S3` in [`data`]), [`server`], [`certs`] and [`tls`]. This
 //! file holds what they share: the command loop, the dispatcher, replies, events and timers.
@@ -28,10 +31,11 @@ pub mod station;
 pub mod system;
 pub mod tls;
 
-use crate::config::{Config, EventMode};
+use crate::config::{Bus, Config, EventMode};
 use crate::iwin::command::{self, Command, Mnemonic, ParseError, SystemCmd};
 use crate::iwin::framer::{Frame, Framer};
-use crate::iwin::reply::{encode_async, Reason, Reply};
+use crate::iwin::profile::{FwVersion, Profile};
+use crate::iwin::reply::{Reason, Reply, Wire};
 use ap::SoftAp;
 use certs::{Certs, Item};
 use error::Error;
@@ -86,6 +90,7 @@ enum Busy {
         deadline: Instant,
     },
     Scan {
+        one_by_one: bool,
         deadline: Instant,
     },
     Resolve {
@@ -104,9 +109,10 @@ enum Busy {
         socket: usize,
         deadline: Instant,
     },
-    /// `R0` waiting up to `R2` for data.
+    /// `R0` (or `R4`, `counted`) waiting up to `R2` for data.
     Read {
         socket: usize,
+        counted: bool,
         deadline: Instant,
     },
     /// `S3` whose payload does not fit the send window yet: `rest` goes out as room opens; at the
@@ -153,7 +159,7 @@ impl Busy {
         match self {
             Busy::Payload { deadline, .. }
             | Busy::Join { deadline }
-            | Busy::Scan { deadline }
+            | Busy::Scan { deadline, .. }
             | Busy::Resolve { deadline, .. }
             | Busy::Connect { deadline, .. }
             | Busy::Listen { deadline, .. }
@@ -168,14 +174,24 @@ impl Busy {
 /// What the payload the framer is collecting belongs to.
 #[derive(Debug, Clone, Copy)]
 enum PayloadFor {
-    Send { socket: usize },
-    Program { set: usize, item: Item },
+    Send {
+        socket: usize,
+    },
+    /// `S0`: up to `S1` bytes; at the deadline (`S2`) what arrived is sent.
+    LegacySend {
+        socket: usize,
+    },
+    Program {
+        set: usize,
+        item: Item,
+    },
 }
 
 impl PayloadFor {
     fn mnemonic(self) -> Mnemonic {
         match self {
             PayloadFor::Send { .. } => Mnemonic::S3,
+            PayloadFor::LegacySend { .. } => Mnemonic::S0,
             PayloadFor::Program { .. } => Mnemonic::PG,
         }
     }
@@ -259,6 +275,10 @@ impl WallClock {
 /// One emulated eS-WiFi module.
 pub struct Module {
     cfg: Config,
+    /// What the reported firmware release changes (`[identity] firmware`).
+    profile: Profile,
+    /// The reply envelope of that release on the configured bus.
+    wire: Wire,
     framer: Framer,
     out: Vec<u8>,
     ops: VecDeque<NetOp>,
@@ -349,7 +369,24 @@ impl Module {
     /// Power the module up at `now`, when the wall clock reads `unix_now` (time since the Unix
     /// epoch); the boot banner and prompt are ready in [`Module::take_serial`].
     pub fn new(config: &Config, now: Instant, unix_now: Duration) -> Module {
+        let profile = Profile::from_firmware(&config.identity.firmware).unwrap_or_else(|| {
+            // Config::validate refuses such a string; a configuration built in code may still hold one.
+            log::warn!(
+                "firmware {:?} is not C<maj>.<min>.<x>.<y>: the C3.5.2.3 profile applies",
+                config.identity.firmware
+            );
+            Profile {
+                version: FwVersion([3, 5, 2, 3]),
+            }
+        });
+        let wire = Wire {
+            long_ok: profile.long_ok(),
+            spi: config.module.bus == Bus::Spi,
+            closed: config.quirks.closed_reply,
+        };
         let mut m = Module {
+            profile,
+            wire,
             framer: Framer::new(config.quirks.drop_byte_after_payload),
             out: Vec::new(),
             ops: VecDeque::new(),
@@ -368,7 +405,7 @@ impl Module {
             current: 0,
             names: VecDeque::new(),
             draining: VecDeque::new(),
-            certs: Certs::default(),
+            certs: Certs::new(profile.default_aws_set()),
             ping: PingSettings::default(),
             saved: None,
             orphan_store: None,
@@ -390,9 +427,11 @@ impl Module {
     pub fn handle_serial(&mut self, data: &[u8], now: Instant) {
         self.last_now = now;
         self.framer.push(data);
-        if let Some(Busy::Payload { deadline, .. }) = &mut self.busy {
-            // The payload timeout counts from the last byte received.
-            *deadline = now + Duration::from_millis(self.cfg.timing.payload_timeout_ms);
+        if let Some(Busy::Payload { deadline, to }) = &mut self.busy {
+            // The payload timeout counts from the last byte received; S0's S2 from its header.
+            if !matches!(to, PayloadFor::LegacySend { .. }) {
+                *deadline = now + Duration::from_millis(self.cfg.timing.payload_timeout_ms);
+            }
         }
         self.pump(now);
     }
@@ -419,12 +458,12 @@ impl Module {
                 listener,
                 conn,
                 peer,
-            } => self.on_accepted(listener, conn, peer),
+            } => self.on_accepted(listener, conn, peer, now),
             NetEvent::PingDone { query, result } => self.on_ping(query, result),
             NetEvent::Sent { conn, seq } => self.on_sent(conn, seq),
-            NetEvent::Closed { conn, reason } => self.on_closed(conn, reason),
+            NetEvent::Closed { conn, reason } => self.on_closed(conn, reason, now),
         }
-        self.progress();
+        self.progress(now);
         self.pump(now);
     }
 
@@ -433,7 +472,7 @@ impl Module {
         self.last_now = now;
         if self.busy.as_ref().is_some_and(|b| now >= b.deadline()) {
             if let Some(busy) = self.busy.take() {
-                self.expire(busy);
+                self.expire(busy, now);
             }
         }
         self.expire_tls_graces(now);
@@ -448,7 +487,7 @@ impl Module {
                 how: CloseHow::Abort,
             });
         }
-        self.progress();
+        self.progress(now);
         self.pump(now);
     }
 
@@ -516,7 +555,7 @@ impl Module {
             self.end_socket(i);
         }
         self.emit_event(EventClass::Link, "[INFO   ] Link Down".to_string());
-        self.progress();
+        self.progress(now);
         self.pump(now);
     }
 
@@ -667,7 +706,8 @@ impl Module {
                     log::debug!("data {} bytes", data.len());
                     match self.busy.take() {
                         Some(Busy::Payload {
-                            to: PayloadFor::Send { socket },
+                            to:
+                                to @ (PayloadFor::Send { socket } | PayloadFor::LegacySend { socket }),
                             ..
                         }) => {
                             log::trace!("data {}", data.escape_ascii());
@@ -675,7 +715,7 @@ impl Module {
                                 let text = format!("[payload] {}", data.escape_ascii());
                                 self.record(now, TraceKind::In, text);
                             }
-                            let step = self.send_payload(socket, data, now);
+                            let step = self.send_payload(socket, data, to.mnemonic(), now);
                             self.conclude(step);
                         }
                         Some(Busy::Payload {
@@ -732,8 +772,27 @@ impl Module {
     }
 
     /// A deadline passed: the command ends now.
-    fn expire(&mut self, busy: Busy) {
+    fn expire(&mut self, busy: Busy, now: Instant) {
         let step = match busy {
+            Busy::Payload {
+                to: PayloadFor::LegacySend { socket },
+                ..
+            } => {
+                let data = self.framer.take_partial();
+                if self.trace.is_some() {
+                    let text = format!("[payload, S2 ran out] {}", data.escape_ascii());
+                    self.record(now, TraceKind::In, text);
+                }
+                log::debug!(
+                    "socket {socket}: S0 sends the {} bytes that came within S2",
+                    data.len()
+                );
+                if data.is_empty() {
+                    payload("0")
+                } else {
+                    self.send_payload(socket, data, Mnemonic::S0, now)
+                }
+            }
             Busy::Payload { to, .. } => {
                 let got = self.framer.abort_payload();
                 log::warn!(
@@ -743,14 +802,19 @@ impl Module {
                 Err(Error::PayloadTimeout(to.mnemonic()))
             }
             Busy::Join { .. } => self.finish_join(),
-            Busy::Scan { .. } => self.finish_scan(),
+            Busy::Scan { one_by_one, .. } => self.finish_scan(one_by_one),
             Busy::Resolve { name, .. } => {
                 log::warn!("D0 {name}: lookup timed out");
-                Err(error::StationError::HostNotFound { name }.into())
+                Err(error::StationError::HostNotFound {
+                    name,
+                    timed_out: true,
+                }
+                .into())
             }
             Busy::Connect { socket, .. } => self.connect_timed_out(socket),
             Busy::Listen { socket, .. } => self.listen_timed_out(socket),
-            Busy::Read { .. } => ok(),
+            Busy::Read { counted: false, .. } => ok(),
+            Busy::Read { counted: true, .. } => payload("0000"),
             Busy::Send {
                 socket,
                 accepted,
@@ -781,13 +845,15 @@ impl Module {
     }
 
     /// Complete a waiting command if the state now allows (data for `R0`, room for `S3`).
-    fn progress(&mut self) {
+    fn progress(&mut self, now: Instant) {
         match &self.busy {
-            Some(Busy::Read { socket, .. }) => {
-                let i = *socket;
+            Some(Busy::Read {
+                socket, counted, ..
+            }) => {
+                let (i, counted) = (*socket, *counted);
                 if self.read_ready(i) {
                     self.busy = None;
-                    let r = self.answer_read(i);
+                    let r = self.answer_read(i, counted, now);
                     self.reply(r);
                 }
             }
@@ -805,16 +871,16 @@ impl Module {
     // ---- output -------------------------------------------------------------------------------
 
     fn reply(&mut self, r: Reply) {
-        let bytes = r.encode(self.sys.mt);
+        let bytes = self.wire.encode(&r, self.sys.mt);
         log::debug!("rsp  {}", bytes.escape_ascii());
         self.emit(&bytes, None);
     }
 
     /// Reply with a payload that holds a secret: the log shows `log_form` instead.
     fn reply_secret(&mut self, r: Reply, log_form: &[u8]) {
-        let bytes = r.encode(self.sys.mt);
+        let bytes = self.wire.encode(&r, self.sys.mt);
         log::debug!("rsp  {} (secret hidden)", log_form.escape_ascii());
-        let shown = Reply::Ok(log_form.to_vec()).encode(self.sys.mt);
+        let shown = self.wire.encode(&Reply::Ok(log_form.to_vec()), self.sys.mt);
         self.emit(&bytes, Some(&shown));
     }
 
@@ -852,17 +918,26 @@ impl Module {
         self.events.push_back(message.into_bytes());
     }
 
+    /// How asynchronous messages reach the host: the SPI bus has no way but `MR`.
+    fn event_mode(&self) -> EventMode {
+        if self.wire.spi {
+            EventMode::Poll
+        } else {
+            self.cfg.module.events
+        }
+    }
+
     /// UART firmware: write queued messages, but only between replies (never while a command is
     /// executing or its payload is arriving) and while the line has room.
     fn flush_events(&mut self) {
-        if self.cfg.module.events != EventMode::Uart || self.is_busy() {
+        if self.event_mode() != EventMode::Uart || self.is_busy() {
             return;
         }
         while self.out.len() < SERIAL_OUT_LIMIT {
             let Some(msg) = self.events.pop_front() else {
                 break;
             };
-            let bytes = encode_async(&msg);
+            let bytes = self.wire.event(&msg);
             log::debug!("evt  {}", bytes.escape_ascii());
             self.emit(&bytes, None);
         }
@@ -885,12 +960,25 @@ impl Module {
     }
 
     fn boot_output(&mut self) {
-        let mut boot = Vec::new();
-        if self.cfg.identity.banner {
-            boot.extend_from_slice(system::BANNER);
+        let banner = self
+            .cfg
+            .identity
+            .banner
+            .then(|| system::banner(self.profile));
+        let bytes = self.wire.boot(banner);
+        self.emit(&bytes, None);
+    }
+
+    /// A message the module prints at boot outside any reply (`[BOOT   ]`, the auto-join line): on
+    /// UART right away, on SPI (which only speaks when asked) queued for `MR`.
+    fn boot_message(&mut self, msg: &[u8]) {
+        if self.wire.spi {
+            log::info!("event {}", msg.escape_ascii());
+            self.events.push_back(msg.to_vec());
+        } else {
+            let bytes = self.wire.event(msg);
+            self.emit(&bytes, None);
         }
-        boot.extend_from_slice(b"\r\n> ");
-        self.emit(&boot, None);
     }
 
     fn next_id(&mut self) -> u64 {

@@ -51,6 +51,7 @@ impl Saved {
             format!("join_retries={}", st.join_retries),
             format!("auto_connect={}", st.auto_connect),
             format!("auth_type={}", st.auth_type),
+            format!("key_privacy={}", st.key_privacy as u8),
             format!("country={}", hex(&st.country)),
             format!("mac={}", hex(&self.mac)),
             format!("product_name={}", hex(&self.product_name)),
@@ -106,6 +107,7 @@ impl Saved {
                 "join_retries" => st.join_retries = num!(),
                 "auto_connect" => st.auto_connect = num!(),
                 "auth_type" => st.auth_type = num!(),
+                "key_privacy" => st.key_privacy = v == "1",
                 "country" => st.country = bytes()?,
                 "mac" => self.mac = bytes()?.try_into().map_err(|_| bad())?,
                 "product_name" => self.product_name = bytes()?,
@@ -148,6 +150,7 @@ mod tests {
         let mut s = sample();
         s.station.ssid = b"my net=\x00\xff".to_vec();
         s.station.auto_connect = 1;
+        s.station.key_privacy = true;
         s.message_type = 1;
         s.ap.key = b"k=ey".to_vec();
         let mut back = sample();

@@ -2,11 +2,17 @@
 //! datagrams. The current client of a TCP server is the socket's stream (`R0`/`S3` use it); clients
 //! accepted meanwhile wait in the listener (up to the backlog, `P8`) with their own receive queues.
 //! A waiting client becomes current only by `P5=10`/`P7=3`, by an accept while none is current, or
-//! — with the accept loop (`P5=11`/`P7=1`) — right after the `-1` of the previous one was read. Pure.
+//! — with the accept loop (`P5=11`/`P7=1`) — right after the `-1` of the previous one was read.
+//!
+//! Extension (`[tls] server`): a `P1=3` server speaks TLS. A client's handshake runs when it is
+//! about to become current (`Accepting`); only an established session is announced and readable.
+//! A client that fails its handshake (or does not finish it within `connect_timeout_ms`) is
+//! closed unannounced, the reason logged, and the next waiting client gets its turn. Pure.
 
-use super::error::ServerError;
+use super::error::{ServerError, TlsError};
 use super::io::{CloseHow, ConnId, NetOp};
 use super::socket::{Opening, Protocol, SocketState, Stream, Waiting};
+use super::tls::{SetupError, TlsSession};
 use super::{ok, Answer, Busy, EventClass, Module, Step};
 use crate::iwin::command::ServerCmd;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -77,8 +83,33 @@ impl Module {
                     local,
                     backlog: s.backlog.max(1) as u32,
                 },
-                Opening::TcpServer { accept_loop: multi },
+                Opening::TcpServer {
+                    accept_loop: multi,
+                    tls: None,
+                },
             ),
+            Protocol::Tls if self.cfg.tls.server => {
+                let params = self.tls_server_params(i).map_err(ServerError::Tls)?;
+                TlsSession::check_server(&params, self.clock.unix(now)).map_err(|e| {
+                    log::warn!("socket {i}: cannot serve TLS: {e:?}");
+                    ServerError::Tls(match e {
+                        SetupError::RootCa(_) => TlsError::RootCa,
+                        SetupError::ClientCert(_) | SetupError::Other(_) => TlsError::Unable,
+                    })
+                })?;
+                let s = &self.sockets[i];
+                (
+                    NetOp::Listen {
+                        conn,
+                        local,
+                        backlog: s.backlog.max(1) as u32,
+                    },
+                    Opening::TcpServer {
+                        accept_loop: multi,
+                        tls: Some(Box::new(params)),
+                    },
+                )
+            }
             Protocol::Udp | Protocol::UdpLite => (
                 NetOp::OpenUdp {
                     conn,
@@ -88,7 +119,9 @@ impl Module {
                 Opening::UdpServer,
             ),
             Protocol::Tls | Protocol::Mqtt => {
-                log::warn!("socket {i}: servers are TCP (P1=0) or UDP (P1=1) here");
+                log::warn!(
+                    "socket {i}: servers are TCP (P1=0) or UDP (P1=1), as on the module ([tls] server = true adds TLS servers)"
+                );
                 return Err(ServerError::ModeNotSupported.into());
             }
         };
@@ -108,6 +141,10 @@ impl Module {
         let (listener, current) = match old {
             SocketState::Listening(l) | SocketState::ServingEnded(l, _) => (l, None),
             SocketState::Serving(l, s) => (l, Some(s)),
+            SocketState::Accepting(l, s, _) => {
+                self.close_conn(s.conn, CloseHow::Abort, now);
+                (l, None)
+            }
             SocketState::Udp(u) if u.server.is_some() => {
                 log::info!("socket {i}: UDP server stopped");
                 self.close_conn(u.conn, CloseHow::Abort, now);
@@ -139,6 +176,11 @@ impl Module {
                 self.close_stream(*s, CloseHow::Drain, now);
                 l
             }
+            SocketState::Accepting(l, s, peer) => {
+                log::info!("socket {i}: TLS client {peer} closed during its handshake");
+                self.close_conn(s.conn, CloseHow::Abort, now);
+                l
+            }
             SocketState::ServingEnded(l, _) | SocketState::Listening(l) => l,
             other => {
                 self.sockets[i].set_state(i, other, "no client to close");
@@ -154,40 +196,87 @@ impl Module {
             return;
         }
         self.close_current(i, now);
-        self.promote(i);
+        self.promote(i, now);
     }
 
-    /// Make the oldest waiting client current, announcing it (only from `Listening`).
-    pub(super) fn promote(&mut self, i: usize) {
-        let local_port = self.sockets[i].local_port;
+    /// Make the oldest waiting client current, announcing it (only from `Listening`). A TLS
+    /// server starts the client's handshake instead; it is announced when that completes.
+    pub(super) fn promote(&mut self, i: usize, now: Instant) {
+        // Each round takes one waiting client off the (bounded) queue.
+        while let Some((l, w)) = self.next_waiting(i) {
+            let Waiting {
+                conn,
+                peer,
+                mut rx,
+                closed,
+            } = w;
+            let Some(params) = l.tls.clone() else {
+                let new = if closed {
+                    SocketState::ServingEnded(l, rx)
+                } else {
+                    let mut stream = Stream::new(conn, None);
+                    stream.rx = rx;
+                    SocketState::Serving(l, Box::new(stream))
+                };
+                self.sockets[i].set_state(i, new, "client is current");
+                self.announce(i, peer);
+                return;
+            };
+            if closed {
+                log::info!("socket {i}: TLS client {peer} left before its handshake");
+                self.sockets[i].set_state(i, SocketState::Listening(l), "client gone");
+                continue;
+            }
+            let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
+            let session = match TlsSession::start_server(&params, self.clock.unix(now), deadline) {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("socket {i}: no TLS session for client {peer}: {e:?}");
+                    self.ops.push_back(NetOp::Close {
+                        conn,
+                        how: CloseHow::Abort,
+                    });
+                    self.sockets[i].set_state(i, SocketState::Listening(l), "TLS setup failed");
+                    continue;
+                }
+            };
+            log::info!(
+                "socket {i}: TLS handshake with client {peer} (set {})",
+                params.set
+            );
+            self.note_socket(i, format!("TLS handshake with client {peer}"));
+            let stream = Box::new(Stream::new(conn, Some(Box::new(session))));
+            let new = SocketState::Accepting(l, stream, peer);
+            self.sockets[i].set_state(i, new, "TLS handshake");
+            // What the client sent while it waited is its ClientHello (and more).
+            let hello: Vec<u8> = rx.take(usize::MAX).map(|(d, _)| d).unwrap_or_default();
+            if !hello.is_empty() {
+                self.on_data(conn, &hello, now);
+            }
+            return;
+        }
+    }
+
+    /// Take the oldest waiting client of a server with no current client.
+    fn next_waiting(&mut self, i: usize) -> Option<(Box<super::socket::Listener>, Waiting)> {
         let s = &mut self.sockets[i];
         let SocketState::Listening(l) = s.state_mut() else {
-            return;
+            return None;
         };
-        let Some(w) = l.waiting.pop_front() else {
-            return;
-        };
-        let old = s.set_state(i, SocketState::Idle, "promote");
-        let SocketState::Listening(l) = old else {
+        let w = l.waiting.pop_front()?;
+        let SocketState::Listening(l) = s.set_state(i, SocketState::Idle, "promote") else {
             unreachable!("matched above")
         };
-        let Waiting {
-            conn,
-            peer,
-            rx,
-            closed,
-        } = w;
-        let new = if closed {
-            SocketState::ServingEnded(l, rx)
-        } else {
-            let mut stream = Stream::new(conn, None);
-            stream.rx = rx;
-            SocketState::Serving(l, Box::new(stream))
-        };
-        s.set_state(i, new, "client is current");
-        // P? reports the client: ClientIP and (as ST and CMSIS read it) RemotePort.
+        Some((l, w))
+    }
+
+    /// The current client (`peer`) is ready: `P?` reports it (ClientIP and, as ST and CMSIS read
+    /// it, RemotePort) and the host is told.
+    fn announce(&mut self, i: usize, peer: SocketAddrV4) {
+        let s = &mut self.sockets[i];
         s.client_ip = *peer.ip();
         s.remote_port = peer.port();
+        let local_port = s.local_port;
         log::info!("socket {i}: client {peer} is current");
         self.note_socket(i, format!("client {peer} is current"));
         self.emit_event(
@@ -196,7 +285,24 @@ impl Module {
         );
     }
 
-    pub(super) fn on_accepted(&mut self, listener: ConnId, conn: ConnId, peer: SocketAddrV4) {
+    /// A TLS server's client completed its handshake: it is the current client now.
+    pub(super) fn tls_accepted(&mut self, i: usize) {
+        let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS client accepted");
+        let SocketState::Accepting(l, stream, peer) = old else {
+            self.sockets[i].set_state(i, old, "not accepting");
+            return;
+        };
+        self.sockets[i].set_state(i, SocketState::Serving(l, stream), "TLS client accepted");
+        self.announce(i, peer);
+    }
+
+    pub(super) fn on_accepted(
+        &mut self,
+        listener: ConnId,
+        conn: ConnId,
+        peer: SocketAddrV4,
+        now: Instant,
+    ) {
         let found = self
             .sockets
             .iter()
@@ -234,7 +340,7 @@ impl Module {
             });
         }
         if idle {
-            self.promote(i);
+            self.promote(i, now);
         }
     }
 

@@ -4,7 +4,7 @@
 //! connection, so no flag can disagree with the state.
 
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
-use super::tls::TlsClient;
+use super::tls::{TlsServerParams, TlsSession};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -128,11 +128,11 @@ pub struct Stream {
     pub rx: RxQueue,
     pub tx: TxWindow,
     /// TLS session riding on the connection (the driver sees only ciphertext).
-    pub tls: Option<Box<TlsClient>>,
+    pub tls: Option<Box<TlsSession>>,
 }
 
 impl Stream {
-    pub fn new(conn: ConnId, tls: Option<Box<TlsClient>>) -> Stream {
+    pub fn new(conn: ConnId, tls: Option<Box<TlsSession>>) -> Stream {
         Stream {
             conn,
             rx: RxQueue::default(),
@@ -190,6 +190,9 @@ pub struct Listener {
     pub accept_loop: bool,
     /// Clients waiting behind the current one (at most `P8`).
     pub waiting: VecDeque<Waiting>,
+    /// A TLS server (`P1=3`, `[tls] server`): each client's handshake runs when it becomes
+    /// current; until then its ciphertext waits in its receive queue.
+    pub tls: Option<Box<TlsServerParams>>,
 }
 
 impl Listener {
@@ -203,10 +206,13 @@ impl Listener {
 #[derive(Debug)]
 pub enum Opening {
     Tcp,
-    Tls(Box<TlsClient>),
+    Tls(Box<TlsSession>),
     Udp,
     UdpServer,
-    TcpServer { accept_loop: bool },
+    TcpServer {
+        accept_loop: bool,
+        tls: Option<Box<TlsServerParams>>,
+    },
 }
 
 /// Where the socket is. The reply to `R0`, `S3`, `P6` and `P5` follows from this alone.
@@ -227,6 +233,9 @@ pub enum SocketState {
     Udp(Box<UdpSock>),
     /// A TCP server without a current client.
     Listening(Box<Listener>),
+    /// A TLS server and the client that is to be current once its handshake completes (only then
+    /// is it announced and readable).
+    Accepting(Box<Listener>, Box<Stream>, SocketAddrV4),
     /// A TCP server and its current client.
     Serving(Box<Listener>, Box<Stream>),
     /// A TCP server whose current client ended: its data, then `-1`, then the server moves on.
@@ -244,6 +253,7 @@ impl SocketState {
             SocketState::Udp(u) if u.server.is_some() => "udp-server",
             SocketState::Udp(_) => "udp",
             SocketState::Listening(_) => "listening",
+            SocketState::Accepting(..) => "tls-accepting",
             SocketState::Serving(..) => "serving",
             SocketState::ServingEnded(..) => "serving-ended",
         }
@@ -253,6 +263,7 @@ impl SocketState {
     pub fn listener(&self) -> Option<&Listener> {
         match self {
             SocketState::Listening(l)
+            | SocketState::Accepting(l, ..)
             | SocketState::Serving(l, _)
             | SocketState::ServingEnded(l, _) => Some(l),
             _ => None,
@@ -262,6 +273,7 @@ impl SocketState {
     pub fn listener_mut(&mut self) -> Option<&mut Listener> {
         match self {
             SocketState::Listening(l)
+            | SocketState::Accepting(l, ..)
             | SocketState::Serving(l, _)
             | SocketState::ServingEnded(l, _) => Some(l),
             _ => None,
@@ -279,9 +291,10 @@ impl SocketState {
     /// The receive queue `R0` reads, if the state has one.
     pub fn rx(&self) -> Option<&RxQueue> {
         match self {
-            SocketState::Handshaking(s) | SocketState::Open(s) | SocketState::Serving(_, s) => {
-                Some(&s.rx)
-            }
+            SocketState::Handshaking(s)
+            | SocketState::Open(s)
+            | SocketState::Accepting(_, s, _)
+            | SocketState::Serving(_, s) => Some(&s.rx),
             SocketState::Ended(rx) | SocketState::ServingEnded(_, rx) => Some(rx),
             SocketState::Udp(u) => Some(&u.rx),
             _ => None,
@@ -290,9 +303,10 @@ impl SocketState {
 
     pub fn rx_mut(&mut self) -> Option<&mut RxQueue> {
         match self {
-            SocketState::Handshaking(s) | SocketState::Open(s) | SocketState::Serving(_, s) => {
-                Some(&mut s.rx)
-            }
+            SocketState::Handshaking(s)
+            | SocketState::Open(s)
+            | SocketState::Accepting(_, s, _)
+            | SocketState::Serving(_, s) => Some(&mut s.rx),
             SocketState::Ended(rx) | SocketState::ServingEnded(_, rx) => Some(rx),
             SocketState::Udp(u) => Some(&mut u.rx),
             _ => None,
@@ -310,7 +324,7 @@ impl SocketState {
             SocketState::Listening(l) | SocketState::ServingEnded(l, _) => {
                 std::iter::once(l.conn).chain(l.live_waiting()).collect()
             }
-            SocketState::Serving(l, s) => std::iter::once(s.conn)
+            SocketState::Serving(l, s) | SocketState::Accepting(l, s, _) => std::iter::once(s.conn)
                 .chain(std::iter::once(l.conn))
                 .chain(l.live_waiting())
                 .collect(),
@@ -394,7 +408,7 @@ impl Socket {
         old
     }
 
-    /// Holds (or is setting up) a TLS session: what `[tls] max_sockets` counts.
+    /// Holds (or is setting up) a TLS session, or serves TLS: what `[tls] max_sockets` counts.
     pub fn uses_tls(&self) -> bool {
         match &self.state {
             SocketState::Opening {
@@ -403,12 +417,13 @@ impl Socket {
             }
             | SocketState::Handshaking(_) => true,
             SocketState::Open(s) => s.tls.is_some(),
-            _ => false,
+            other => other.listener().is_some_and(|l| l.tls.is_some()),
         }
     }
 
-    /// `P?` — `Protocol,ClientIP,LocalPort,HostIP,RemotePort,TCPServer,UDPServer,Backlogs,AcceptLoop,ReadMode`.
-    pub fn transport_line(&self) -> String {
+    /// `P?` — `Protocol,ClientIP,LocalPort,HostIP,RemotePort,TCPServer,UDPServer,Backlogs,AcceptLoop,ReadMode`
+    /// and, with `fields` = 12 (C6), `TCPKeepAlive,KATimeToIdle`.
+    pub fn transport_line(&self, fields: usize) -> String {
         let (tcp_server, udp_server, accept_loop) = match &self.state {
             SocketState::Udp(u) if u.server.is_some() => (0, 1, 0),
             s => match s.listener() {
@@ -416,7 +431,7 @@ impl Socket {
                 None => (0, 0, 0),
             },
         };
-        format!(
+        let mut line = format!(
             "{},{},{},{},{},{},{},{},{},{}",
             self.protocol as u8,
             self.client_ip,
@@ -428,7 +443,11 @@ impl Socket {
             self.backlog,
             accept_loop,
             self.read_mode
-        )
+        );
+        if fields >= 12 {
+            line.push_str(&format!(",{},{}", self.keepalive.0 as u8, self.keepalive.1));
+        }
+        line
     }
 }
 

@@ -5,8 +5,11 @@ use super::error::StationError;
 use super::io::{NetOp, QueryId};
 use super::{ok, payload, Answer, Busy, Module, Step, DNS_TIMEOUT};
 use crate::config::{AccessPoint, Config, Security};
+use crate::iwin::command::ParseError;
 use crate::iwin::command::{self, AddrField, StationCmd};
+use crate::iwin::reply::Reason;
 use crate::iwin::reply::Reply;
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,9 @@ use std::time::{Duration, Instant};
 pub struct Station {
     pub settings: StationSettings,
     pub link: Option<Link>,
+    /// `F0=2`: the access points not yet fetched with `MR` (Some until the `MR` that ends the
+    /// list with OK).
+    pub scan_rest: Option<VecDeque<String>>,
 }
 
 /// Station settings (`C1`..`CC`, `CN`, `CE`).
@@ -34,6 +40,8 @@ pub struct StationSettings {
     pub auto_connect: u8,
     pub auth_type: u8,
     pub country: Vec<u8>,
+    /// `CY=1`: `C?` shows `*RESTRICTED*` instead of the passphrase.
+    pub key_privacy: bool,
 }
 
 impl Default for StationSettings {
@@ -53,6 +61,7 @@ impl Default for StationSettings {
             auto_connect: 0,
             auth_type: 0,
             country: b"US/0".to_vec(),
+            key_privacy: false,
         }
     }
 }
@@ -241,6 +250,24 @@ impl Module {
             SetJoinRetries(v) => st.join_retries = v,
             SetAutoConnect(v) => st.auto_connect = v,
             Country(Some(c)) => st.country = c,
+            SetWepAuth(v) => st.auth_type = v,
+            SetKeyPrivacy(v) => st.key_privacy = v,
+            LinkRate => {
+                // Mbit/s of the association: what F0 reports as the rate, whole.
+                let rate = match &self.station.link {
+                    None => 0,
+                    Some(_) if st.security == 0 => 54,
+                    Some(_) => 72,
+                };
+                return payload(rate.to_string());
+            }
+            Wps(mode) => {
+                log::warn!(
+                    "CW={mode}: WPS is not emulated (no access point offers it); join with C1/C2/C3/C0"
+                );
+                return Err(StationError::WpsFailed.into());
+            }
+            Stub(m) => log::debug!("{}: accepted; nothing to emulate", m.text()),
             Country(None) => return payload(st.country.clone()),
             Disconnect => {
                 if self.station.link.take().is_some() {
@@ -282,17 +309,27 @@ impl Module {
                     log: self.station_line(true),
                 });
             }
-            Scan => {
+            Scan { one_by_one } => {
+                if one_by_one && !self.profile.scan_one_by_one() {
+                    // Before C3.5.2.5 F0 takes no argument (and ST/Mbed never send one).
+                    return Err(ParseError {
+                        mnemonic: Some(command::Mnemonic::F0),
+                        reason: Reason::TooManyArguments,
+                    }
+                    .into());
+                }
+                self.station.scan_rest = None;
                 let time = self
                     .wifi_faults
                     .scan_delay
                     .unwrap_or(Duration::from_millis(self.cfg.timing.scan_ms));
                 if !time.is_zero() {
                     return Ok(Answer::Wait(Busy::Scan {
+                        one_by_one,
                         deadline: now + time,
                     }));
                 }
-                return self.finish_scan();
+                return self.finish_scan(one_by_one);
             }
             Lookup(name) => return self.lookup(name, now),
         }
@@ -329,15 +366,36 @@ impl Module {
         }
     }
 
-    /// `F0` after its emulated time.
-    pub(super) fn finish_scan(&mut self) -> Step {
-        let lines: Vec<String> = scan_list(&self.cfg, &self.station.settings)
+    /// `F0` after its emulated time: every line in one reply, or (`F0=2`) the first access point,
+    /// the others kept for `MR`.
+    pub(super) fn finish_scan(&mut self, one_by_one: bool) -> Step {
+        let lines: VecDeque<String> = scan_list(&self.cfg, &self.station.settings)
             .iter()
             .filter(|ap| !self.wifi_faults.hidden.contains(&ap.ssid))
             .enumerate()
             .map(|(i, ap)| scan_line(i + 1, ap))
             .collect();
-        payload(lines.join("\r\n"))
+        if !one_by_one {
+            return payload(Vec::from(lines).join("\r\n"));
+        }
+        self.station.scan_rest = Some(lines);
+        self.next_scan_result().unwrap_or_else(ok)
+    }
+
+    /// `MR` after `F0=2`: the next access point as `[SOMA]#NNN,…[EOMA]` without a status (spec §3.5:
+    /// ST and Mbed take a reply with OK as the end of the list), then OK, which ends the list.
+    /// None when no `F0=2` list is being fetched.
+    pub(super) fn next_scan_result(&mut self) -> Option<Step> {
+        let rest = self.station.scan_rest.as_mut()?;
+        Some(match rest.pop_front() {
+            Some(line) => Ok(Answer::Reply(Reply::Part(
+                format!("[SOMA]{line}[EOMA]").into_bytes(),
+            ))),
+            None => {
+                self.station.scan_rest = None;
+                ok()
+            }
+        })
     }
 
     /// `C?`: `SSID,Password,Security,DHCP,IPver,IP,Mask,Gateway,DNS1,DNS2,JoinRetries,AutoConnect,
@@ -354,7 +412,9 @@ impl Module {
         let mut line = Vec::new();
         line.extend_from_slice(&st.ssid);
         line.push(b',');
-        if hide_secret {
+        if st.key_privacy {
+            line.extend_from_slice(b"*RESTRICTED*");
+        } else if hide_secret {
             line.extend_from_slice(b"<passphrase hidden>");
         } else {
             line.extend_from_slice(&st.passphrase);
@@ -384,7 +444,11 @@ impl Module {
         let name = String::from_utf8_lossy(&name).into_owned();
         if self.station.link.is_none() {
             log::warn!("D0 {name}: not joined to a network");
-            return Err(StationError::HostNotFound { name }.into());
+            return Err(StationError::HostNotFound {
+                name,
+                timed_out: false,
+            }
+            .into());
         }
         if let Ok(ip) = command::ipv4(name.as_bytes()) {
             self.sockets[self.current].remote_ip = ip;
@@ -422,7 +486,11 @@ impl Module {
             }
             Err(e) => {
                 log::warn!("D0 {name}: {e}");
-                Err(StationError::HostNotFound { name }.into())
+                Err(StationError::HostNotFound {
+                    name,
+                    timed_out: false,
+                }
+                .into())
             }
         };
         self.conclude(step);

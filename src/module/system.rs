@@ -6,12 +6,29 @@ use super::io::{CloseHow, NetOp, StoreOp};
 use super::saved::Saved;
 use super::{ok, payload, Answer, Busy, Durable, Module, Step, STORE_TIMEOUT};
 use crate::config::Config;
-use crate::iwin::command::{self, SystemCmd};
-use crate::iwin::reply::{encode_async, MessageType, Reply};
+use crate::iwin::command::{self, GpioCmd, LedArg, Mnemonic, PowerCmd, SystemCmd};
+use crate::iwin::profile::Profile;
+use crate::iwin::reply::{MessageType, Reply};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// Reset banner of the UART firmware (FW strings); the prompt `\r\n> ` follows it.
-pub const BANNER: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
+/// Reset banner of the C6 UART firmware, verbatim from C6.2.1.11 (FW strings, each line ending
+/// CR LF, the last one CR and then the prompt's `\n> `); the prompt `\r\n> ` follows it.
+pub const BANNER_C6: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
+
+/// Reset banner of C3.5.2.x. Older firmware printed an ASCII-art logo that no source preserves
+/// byte for byte (spec §2.4), so the C3 profiles print the C6 text, as the emulator always has; only
+/// the prompt after it is something drivers wait for.
+pub const BANNER_C3: &[u8] = BANNER_C6;
+
+/// The reset banner of a firmware profile.
+pub fn banner(profile: Profile) -> &'static [u8] {
+    if profile.c6() {
+        BANNER_C6
+    } else {
+        BANNER_C3
+    }
+}
 
 /// Settings that `ZR` restores to their power-up values.
 #[derive(Debug)]
@@ -22,7 +39,20 @@ pub struct System {
     pub product_name: Vec<u8>,
     pub baud: u32,
     pub raw_bypass: u8,
+    /// `ZP`: power save (`Z?` PSMode), radio on (`Z?` Radio), beacon interval now and before.
+    pub power_save: bool,
+    pub radio_on: bool,
+    pub beacon: (u32, u32),
+    /// `IC=<endpoint>`.
+    pub cloud_endpoint: Option<Vec<u8>>,
+    /// `G3`/`G4`: type and level of each pin set up (at most 256: pins are `u8`).
+    pub gpio: BTreeMap<u8, (u8, bool)>,
+    /// `WL`: link LED, activity LED, polarity.
+    pub leds: [u8; 3],
 }
+
+/// `WL` at power-up (spec §3.8: `WL=?` → `4,3,1`).
+const LEDS_DEFAULT: [u8; 3] = [4, 3, 1];
 
 impl System {
     pub fn power_on(cfg: &Config) -> System {
@@ -39,6 +69,12 @@ impl System {
             product_name: cfg.identity.product_name.clone().into_bytes(),
             baud: cfg.module.baud,
             raw_bypass: 0,
+            power_save: false,
+            radio_on: true,
+            beacon: (0, 0),
+            cloud_endpoint: None,
+            gpio: BTreeMap::new(),
+            leds: LEDS_DEFAULT,
         }
     }
 
@@ -82,6 +118,9 @@ impl Module {
                 ok()
             }
             ReadMessage => {
+                if let Some(step) = self.next_scan_result() {
+                    return step;
+                }
                 let mut p = b"[SOMA]".to_vec();
                 if let Some(msg) = self.events.pop_front() {
                     p.extend_from_slice(&msg);
@@ -95,11 +134,16 @@ impl Module {
             }
             GetMac => payload(self.sys.mac_text()),
             SystemQuery => payload(format!(
-                "1,{:08},{:04x},{:04x},{},192.168.10.1,0,1,0,0,{}",
+                "1,{:08},{:04x},{:04x},{},{},{},{},{},{},{}",
                 12_345_678,
                 0x0483,
                 0x5740,
                 self.sys.mac_text(),
+                self.ap.settings.ip,
+                self.sys.power_save as u8,
+                self.sys.radio_on as u8,
+                self.sys.beacon.0,
+                self.sys.beacon.1,
                 String::from_utf8_lossy(&self.sys.product_name)
             )),
             SetProductName(n) => {
@@ -138,12 +182,117 @@ impl Module {
                 self.apply_baud();
                 ok()
             }
-            BusQuery => payload("UART,0,0"),
+            BusQuery => payload(if self.wire.spi { "SPI,0,0" } else { "UART,0,0" }),
             SetRawBypass(v) => {
                 self.sys.raw_bypass = v;
                 ok()
             }
+            Help => self.help(),
+            CloudEndpoint(Some(e)) => {
+                let set = !e.is_empty();
+                self.sys.cloud_endpoint = set.then_some(e);
+                payload(if set { "1" } else { "0" })
+            }
+            CloudEndpoint(None) => payload(if self.sys.cloud_endpoint.is_some() {
+                "1"
+            } else {
+                "0"
+            }),
+            Diagnostic(m) => {
+                log::debug!("{}: manufacturing/diagnostic command accepted", m.text());
+                ok()
+            }
+            Time => {
+                // With a network the module knows the time (UTC seconds); without, it counts
+                // milliseconds since power-up.
+                let t = if self.station.link.is_some() {
+                    self.clock.unix(now).as_secs()
+                } else {
+                    now.saturating_duration_since(self.clock.at).as_millis() as u64
+                };
+                payload(t.to_string())
+            }
+            Power(p) => {
+                self.power(p);
+                ok()
+            }
+            Gpio(g) => self.gpio(g),
         }
+    }
+
+    /// `?`: `Console Commands:` and one `<cmd> - <what it does>` line per command (FW help table).
+    /// The SPI firmware has no help.
+    fn help(&self) -> Step {
+        if self.wire.spi {
+            return Err(command::ParseError::unknown().into());
+        }
+        let mut lines = vec!["Console Commands:".to_string()];
+        lines.extend(
+            Mnemonic::ALL
+                .iter()
+                .map(|m| format!("{} - {}", m.text(), m.help())),
+        );
+        payload(lines.join("\r\n"))
+    }
+
+    /// `ZP`: power management, kept as the values `Z?` reports; nothing sleeps.
+    fn power(&mut self, p: PowerCmd) {
+        let sys = &mut self.sys;
+        match p {
+            PowerCmd::Normal => {
+                sys.power_save = false;
+                sys.radio_on = true;
+            }
+            PowerCmd::PowerSave(on) => sys.power_save = on,
+            PowerCmd::Beacon(n) => sys.beacon = (n, sys.beacon.0),
+            PowerCmd::Radio(on) => {
+                sys.radio_on = on;
+                if !on {
+                    log::info!("ZP=3,0: radio off is only reported (Z?); the link stays up");
+                }
+            }
+            PowerCmd::RadioReset | PowerCmd::Stop => {}
+            PowerCmd::Sleep(ms) => log::debug!("ZP=6,{ms}: the emulated module does not sleep"),
+        }
+    }
+
+    /// `G*`, `WL`, `SF`, `PL`: stored settings.
+    fn gpio(&mut self, g: GpioCmd) -> Step {
+        let sys = &mut self.sys;
+        match g {
+            GpioCmd::Setup { pin, kind } => {
+                sys.gpio.insert(pin, (kind, false));
+            }
+            GpioCmd::Write { pin, kind, value } => {
+                sys.gpio.insert(pin, (kind, value));
+            }
+            GpioCmd::Read { pin, .. } => {
+                let level = sys.gpio.get(&pin).is_some_and(|&(_, v)| v);
+                return payload(if level { "1" } else { "0" });
+            }
+            GpioCmd::Query => {
+                let lines: Vec<String> = sys
+                    .gpio
+                    .iter()
+                    .map(|(pin, (kind, v))| format!("{pin},{kind},{}", *v as u8))
+                    .collect();
+                return payload(lines.join("\r\n"));
+            }
+            GpioCmd::LinkLeds(arg) => {
+                match arg {
+                    LedArg::Set(v) => {
+                        sys.leds = v;
+                        return ok();
+                    }
+                    LedArg::Default => sys.leds = LEDS_DEFAULT,
+                    LedArg::Show => {}
+                }
+                let [a, b, c] = sys.leds;
+                return payload(format!("{a},{b},{c}"));
+            }
+            GpioCmd::Pwm | GpioCmd::SerialFlash(_) | GpioCmd::DataPin(_) => {}
+        }
+        ok()
     }
 
     /// `ZR`: close everything, restore power-up settings, print the banner and prompt.
@@ -161,6 +310,7 @@ impl Module {
             self.orphan_store = Some((req, what));
         }
         self.station.link = None;
+        self.station.scan_rest = None;
         self.sockets = Default::default();
         self.current = 0;
         self.names.clear();
@@ -256,7 +406,13 @@ impl Module {
                 Ok(()) => self.apply(s),
                 Err(e) => {
                     log::error!("saved settings unusable ({e}); factory defaults apply");
-                    self.emit(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults", None);
+                    const INVALID: &[u8] = b"[BOOT   ] Invalid CONFIG, restoring defaults";
+                    if self.wire.spi {
+                        self.events.push_back(INVALID.to_vec());
+                    } else {
+                        // Before the banner, without a prompt of its own.
+                        self.emit(&[b"\r\n", INVALID].concat(), None);
+                    }
                 }
             }
         }
@@ -275,6 +431,6 @@ impl Module {
             },
             Ok(_) => Vec::new(),
         };
-        self.emit(&encode_async(&msg), None);
+        self.boot_message(&msg);
     }
 }

@@ -1,11 +1,15 @@
-//! TLS client sockets (layer: core). rustls is sans-IO, so the module drives each
-//! `ClientConnection` itself: ciphertext comes in with `Data` events and goes out as `Send` ops, and
-//! time is the core's (the TLS 1.3 client-certificate grace is a core timer, certificate validity is
-//! checked against the module's injected wall clock). No sockets, no clock reads here.
+//! TLS sessions (layer: core): client sockets (`P1=3`, `P6=1`) and, as an extension behind
+//! `[tls] server`, the clients of `P1=3` servers. rustls is sans-IO, so the module drives each
+//! connection itself: ciphertext comes in with `Data` events and goes out as `Send` ops, and time is
+//! the core's (the TLS 1.3 client-certificate grace and the server handshake deadline are core
+//! timers, certificate validity is checked against the module's injected wall clock). No sockets,
+//! no clock reads here.
 //!
 //! Verification follows the module, not a browser: no hostname check unless configured, the chain
-//! only against the active set's root CA, validity dates against the wall clock. Failures are
-//! described precisely for the log; the wire reply is the socket area's business.
+//! only against the active set's root CA, validity dates against the wall clock. A server presents
+//! the active set's certificate and key, and with `P9=2` requires a client certificate signed by
+//! the set's root CA. Failures are described precisely for the log; the wire reply is the socket
+//! area's business.
 
 use super::socket::RxQueue;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -13,10 +17,10 @@ use rustls::client::ResolvesClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::time_provider::TimeProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -62,12 +66,38 @@ impl std::fmt::Debug for TlsParams {
     }
 }
 
-/// Why a TLS client could not even be set up from the set's items.
+/// What a TLS server socket (`P1=3`, `P5=1`) needs: its identity and how it checks clients.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsServerParams {
+    /// The active set (`PF=0,<set>`), for diagnostics.
+    pub set: usize,
+    /// `P9`: 0 no client certificate, 1 one is verified if presented, 2 one is required.
+    pub verify: u8,
+    /// PEM of the set's certificate and key: the server's identity.
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    /// PEM of the set's root CA, the anchor client certificates are checked against (P9 ≥ 1).
+    pub ca: Option<Vec<u8>>,
+}
+
+/// Lengths only: logs never carry certificate or key bytes.
+impl std::fmt::Debug for TlsServerParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsServerParams")
+            .field("set", &self.set)
+            .field("verify", &self.verify)
+            .field("cert_bytes", &self.cert.len())
+            .field("ca_bytes", &self.ca.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// Why a TLS session could not even be set up from the set's items.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetupError {
     /// The root CA does not parse or is not a usable CA certificate.
     RootCa(String),
-    /// The client certificate or key does not parse, or they do not belong together.
+    /// The set's certificate or key does not parse, or they do not belong together.
     ClientCert(String),
     Other(String),
 }
@@ -81,46 +111,88 @@ pub struct Input {
     pub peer_closed: bool,
 }
 
-/// One TLS client session over one connection.
-pub struct TlsClient {
-    conn: rustls::ClientConnection,
+/// One TLS session over one connection: a client socket's, or a server socket's current client.
+pub struct TlsSession {
+    conn: rustls::Connection,
     set: usize,
+    /// A client presenting a certificate (the TLS 1.3 grace applies).
     client_auth: bool,
     established: bool,
     /// Handshake done with a TLS 1.3 client certificate; established at this time unless the server
     /// objects first.
     grace_until: Option<Instant>,
+    /// A server session's handshake must be complete by then.
+    handshake_deadline: Option<Instant>,
 }
 
-impl std::fmt::Debug for TlsClient {
+impl std::fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsClient")
+        f.debug_struct("TlsSession")
+            .field("server", &self.is_server())
             .field("set", &self.set)
             .field("established", &self.established)
             .field("grace_until", &self.grace_until)
+            .field("handshake_deadline", &self.handshake_deadline)
             .finish()
     }
 }
 
-impl TlsClient {
-    /// A session ready to send its ClientHello, verifying against `p` at wall time `now_unix`.
-    pub fn start(
+impl TlsSession {
+    /// A client session ready to send its ClientHello, verifying against `p` at wall time
+    /// `now_unix`.
+    pub fn start_client(
         p: &TlsParams,
         peer: Ipv4Addr,
         now_unix: UnixTime,
-    ) -> Result<TlsClient, SetupError> {
+    ) -> Result<TlsSession, SetupError> {
         let config = client_config(p, now_unix)?;
         let mut conn = rustls::ClientConnection::new(config, server_name(p, peer))
             .map_err(|e| SetupError::Other(format!("TLS session: {e}")))?;
         // The socket's send window paces the host; rustls must not cut writes short.
         conn.set_buffer_limit(None);
-        Ok(TlsClient {
-            conn,
+        Ok(TlsSession {
+            conn: conn.into(),
             set: p.set,
             client_auth: p.client.is_some(),
             established: false,
             grace_until: None,
+            handshake_deadline: None,
         })
+    }
+
+    /// A server session waiting for a client's ClientHello, which must complete the handshake by
+    /// `deadline`; client certificates are judged at wall time `now_unix`.
+    pub fn start_server(
+        p: &TlsServerParams,
+        now_unix: UnixTime,
+        deadline: Instant,
+    ) -> Result<TlsSession, SetupError> {
+        let config = server_config(p, now_unix)?;
+        let mut conn = rustls::ServerConnection::new(config)
+            .map_err(|e| SetupError::Other(format!("TLS session: {e}")))?;
+        conn.set_buffer_limit(None);
+        Ok(TlsSession {
+            conn: conn.into(),
+            set: p.set,
+            client_auth: false,
+            established: false,
+            grace_until: None,
+            handshake_deadline: Some(deadline),
+        })
+    }
+
+    /// Check that `p` makes a working server configuration (at `P5=1`, before listening).
+    pub fn check_server(p: &TlsServerParams, now_unix: UnixTime) -> Result<(), SetupError> {
+        server_config(p, now_unix).map(|_| ())
+    }
+
+    pub fn is_server(&self) -> bool {
+        matches!(self.conn, rustls::Connection::Server(_))
+    }
+
+    /// While a server session's handshake runs: when it must be done.
+    pub fn handshake_deadline(&self) -> Option<Instant> {
+        self.handshake_deadline.filter(|_| !self.established)
     }
 
     pub fn set(&self) -> usize {
@@ -154,7 +226,7 @@ impl TlsClient {
         buf
     }
 
-    /// Encrypt application data (fetch it with [`TlsClient::output`]).
+    /// Encrypt application data (fetch it with [`TlsSession::output`]).
     pub fn encrypt(&mut self, plain: &[u8]) {
         // No buffer limit is set, so the whole payload is taken.
         if let Err(e) = self.conn.writer().write_all(plain) {
@@ -162,7 +234,7 @@ impl TlsClient {
         }
     }
 
-    /// Say goodbye (fetch it with [`TlsClient::output`]).
+    /// Say goodbye (fetch it with [`TlsSession::output`]).
     pub fn close_notify(&mut self) {
         self.conn.send_close_notify();
     }
@@ -182,9 +254,17 @@ impl TlsClient {
                 Ok(_) => {}
                 Err(e) => return Err(format!("TLS receive: {e}")),
             }
-            self.conn.process_new_packets().map_err(|e| describe(&e))?;
+            self.conn.process_new_packets().map_err(|e| {
+                if self.is_server() {
+                    describe_as_server(&e)
+                } else {
+                    describe(&e)
+                }
+            })?;
             if was_handshaking && !self.conn.is_handshaking() {
-                let tls13 = self.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+                // A server has judged the client's certificate once its handshake is done.
+                let tls13 = !self.is_server()
+                    && self.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
                 if self.client_auth && tls13 {
                     self.grace_until = Some(now + CLIENT_AUTH_GRACE);
                 } else if self.establish() {
@@ -226,7 +306,12 @@ impl TlsClient {
         }
         self.established = true;
         log::info!(
-            "TLS established with set {} ({:?}, {:?})",
+            "TLS {} established with set {} ({:?}, {:?})",
+            if self.is_server() {
+                "server session"
+            } else {
+                "session"
+            },
             self.set,
             self.conn.protocol_version(),
             self.conn.negotiated_cipher_suite().map(|s| s.suite())
@@ -355,10 +440,11 @@ impl ResolvesClientCert for ClientCert {
     }
 }
 
-/// The client certificate chain and key of set `set`. Like the module, only checks that the key
-/// belongs to the certificate, so X.509 v1 certificates (what `openssl x509 -req` makes without an
-/// extension file) work; rustls's own check parses the certificate as webpki would and refuses v1.
-fn client_key(
+/// The certificate chain and key of set `set` (a client's, or a server's identity). Like the
+/// module, only checks that the key belongs to the certificate, so X.509 v1 certificates (what
+/// `openssl x509 -req` makes without an extension file) work; rustls's own check parses the
+/// certificate as webpki would and refuses v1.
+fn set_identity(
     provider: &CryptoProvider,
     cert_pem: &[u8],
     key_pem: &[u8],
@@ -396,27 +482,7 @@ fn client_config(p: &TlsParams, now: UnixTime) -> Result<Arc<ClientConfig>, Setu
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = match &p.ca {
         None => None,
-        Some(pem) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| {
-                    SetupError::RootCa(format!("root CA of set {}: bad PEM: {e}", p.set))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    SetupError::RootCa(format!(
-                        "root CA of set {}: not a usable CA certificate: {e}",
-                        p.set
-                    ))
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(SetupError::RootCa(format!(
-                    "root CA of set {}: no certificate in it",
-                    p.set
-                )));
-            }
-            Some(roots)
-        }
+        Some(pem) => Some(roots_of(pem, p.set)?),
     };
     let verifier = ModuleVerifier {
         roots,
@@ -427,7 +493,7 @@ fn client_config(p: &TlsParams, now: UnixTime) -> Result<Arc<ClientConfig>, Setu
     };
     let client = match &p.client {
         None => None,
-        Some((cert, key)) => Some(client_key(&provider, cert, key, p.set)?),
+        Some((cert, key)) => Some(set_identity(&provider, cert, key, p.set)?),
     };
     let builder = ClientConfig::builder_with_details(provider, Arc::new(FixedTime(now)))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -438,6 +504,63 @@ fn client_config(p: &TlsParams, now: UnixTime) -> Result<Arc<ClientConfig>, Setu
         None => builder.with_no_client_auth(),
         Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(key)))),
     };
+    Ok(Arc::new(config))
+}
+
+/// The set's certificate and key, presented to every client.
+#[derive(Debug)]
+struct ServerCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+/// The root CA of a set as a trust anchor store.
+fn roots_of(pem: &[u8], set: usize) -> Result<RootCertStore, SetupError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert =
+            cert.map_err(|e| SetupError::RootCa(format!("root CA of set {set}: bad PEM: {e}")))?;
+        roots.add(cert).map_err(|e| {
+            SetupError::RootCa(format!(
+                "root CA of set {set}: not a usable CA certificate: {e}"
+            ))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(SetupError::RootCa(format!(
+            "root CA of set {set}: no certificate in it"
+        )));
+    }
+    Ok(roots)
+}
+
+/// Build the server configuration for one accepted client.
+fn server_config(p: &TlsServerParams, now: UnixTime) -> Result<Arc<ServerConfig>, SetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let identity = set_identity(&provider, &p.cert, &p.key, p.set)?;
+    let builder = ServerConfig::builder_with_details(provider.clone(), Arc::new(FixedTime(now)))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| SetupError::Other(e.to_string()))?;
+    let builder = match (&p.ca, p.verify) {
+        (Some(ca), 1 | 2) => {
+            let roots = Arc::new(roots_of(ca, p.set)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            let verifier = if p.verify == 2 {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| SetupError::RootCa(format!("root CA of set {}: {e}", p.set)))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let config = builder.with_cert_resolver(Arc::new(ServerCert(Arc::new(identity))));
     Ok(Arc::new(config))
 }
 
@@ -486,6 +609,29 @@ pub fn describe(e: &rustls::Error) -> String {
     }
 }
 
+/// A precise, human description of a failure of a server session (the module serving TLS).
+pub fn describe_as_server(e: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match e {
+        E::NoCertificatesPresented => "client presented no certificate (P9=2 requires one)".into(),
+        E::InvalidCertificate(C::UnknownIssuer) => {
+            "client certificate is not signed by the set's root CA (unknown issuer)".into()
+        }
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "client certificate has expired".into()
+        }
+        E::InvalidCertificate(other) => format!("client certificate rejected: {other:?}"),
+        E::AlertReceived(
+            A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::DecryptError,
+        ) => format!("client rejected the server certificate (alert {e})"),
+        E::AlertReceived(a) => format!("client sent alert {a:?}"),
+        E::InvalidMessage(m) => {
+            format!("peer does not speak TLS or sent a malformed record ({m:?})")
+        }
+        other => format!("TLS protocol error: {other}"),
+    }
+}
+
 /// Whether `data` holds PEM of the kind the item needs (trailing NUL and CRLF line ends are fine).
 pub fn pem_check(item: super::certs::Item, data: &[u8]) -> Result<(), String> {
     use super::certs::Item;
@@ -504,5 +650,7 @@ pub fn pem_check(item: super::certs::Item, data: &[u8]) -> Result<(), String> {
     }
 }
 
+#[cfg(test)]
+mod server_tests;
 #[cfg(test)]
 mod tests;

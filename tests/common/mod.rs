@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// The prompt that ends every reply.
 pub const PROMPT: &[u8] = b"\r\n> ";
+/// The prompt that ends an odd-length reply on the SPI bus (padded to a 16-bit word).
+pub const SPI_PADDED_PROMPT: &[u8] = b"\r\n> \x15";
 /// Success without payload.
 pub const OK: &[u8] = b"\r\n\r\nOK\r\n> ";
 /// Closed socket (R0/S3 after the peer went away).
@@ -477,7 +479,7 @@ impl Emu {
         }
     }
 
-    /// Read until the bytes received end with `\r\n> ` and then nothing more arrives for
+    /// Read until the bytes received end with `\r\n> ` (or, SPI, `\r\n> \x15`) and then nothing more arrives for
     /// [`Emu::quiet`] (payloads may contain `\r\n> `). `Err` with what arrived on timeout or
     /// when the pty fails.
     pub fn try_read_until_prompt(
@@ -488,7 +490,8 @@ impl Emu {
         let mut buf = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let at_prompt = buf.ends_with(PROMPT);
+            // `[module] bus = "spi"` pads an odd reply with one 0x15 after the prompt.
+            let at_prompt = buf.ends_with(PROMPT) || buf.ends_with(SPI_PADDED_PROMPT);
             if left.is_zero() {
                 return if at_prompt {
                     Ok(buf)

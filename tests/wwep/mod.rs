@@ -441,27 +441,85 @@ impl WwepServer {
 
 // ---- a WWEP client for the module-side server -----------------------------------------------------
 
-/// A plain WWEP client over TCP (the test's side of exercise 6.4).
+/// A byte stream a WWEP client talks over: plain TCP, or TLS over TCP.
+pub trait Duplex: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Duplex for T {}
+
+/// A WWEP client, plain or TLS (the test's side of exercises 6.4, 6.5 and 6.7).
 pub struct WwepClient {
-    pub stream: TcpStream,
+    pub stream: Box<dyn Duplex>,
+    local_port: u16,
+}
+
+fn tcp_to(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = stream.set_nodelay(true);
+    stream
 }
 
 impl WwepClient {
     pub fn connect(port: u16) -> WwepClient {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{port}: {e}"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let _ = stream.set_nodelay(true);
-        WwepClient { stream }
+        let stream = tcp_to(port);
+        let local_port = stream.local_addr().unwrap().port();
+        WwepClient {
+            stream: Box::new(stream),
+            local_port,
+        }
+    }
+
+    /// Connect over TLS, trusting `ca_pem` for the server (named `localhost`) and presenting
+    /// `cert` if given; the handshake is done before this returns. `Err` when the handshake fails
+    /// as far as the client can tell (with TLS 1.3 a server's refusal of the client certificate
+    /// shows only on the first read).
+    pub fn connect_tls(
+        port: u16,
+        ca_pem: &str,
+        cert: Option<&tls_support::Identity>,
+    ) -> io::Result<WwepClient> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.expect("CA PEM")).expect("CA");
+        }
+        let b = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let config = match cert {
+            None => b.with_no_client_auth(),
+            Some(id) => {
+                let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("client certificate PEM");
+                let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).expect("key PEM");
+                b.with_client_auth_cert(chain, key)
+                    .expect("client certificate")
+            }
+        };
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let mut sock = tcp_to(port);
+        let local_port = sock.local_addr().unwrap().port();
+        for _ in 0..100 {
+            if !conn.is_handshaking() {
+                break;
+            }
+            conn.complete_io(&mut sock)?;
+        }
+        Ok(WwepClient {
+            stream: Box::new(rustls::StreamOwned::new(conn, sock)),
+            local_port,
+        })
     }
 
     pub fn local_port(&self) -> u16 {
-        self.stream.local_addr().unwrap().port()
+        self.local_port
     }
 
     pub fn send(&mut self, packet: &[u8]) {

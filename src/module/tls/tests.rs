@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "../../../tests/tls_support/pki.rs"]
-mod pki;
+pub(super) mod pki;
 #[path = "../../../tests/tls_support/v1.rs"]
 mod v1;
 
