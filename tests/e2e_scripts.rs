@@ -578,6 +578,30 @@ fn tcp_server_script_waits_with_mr_in_poll_mode() {
     assert!(r.1.contains("[TCP SVR] Accepted"), "{}", r.1);
 }
 
+/// The SPI firmware's framing (0x15 padding, events only through MR) changes nothing for a script.
+#[test]
+fn shipped_scripts_run_on_the_spi_bus() {
+    let peers = Peers::start();
+    let dir = TempDir::new("spi");
+    let cfg = dir.path().join("spi.toml");
+    std::fs::write(&cfg, "[module]\nbus = \"spi\"\n").unwrap();
+    let mut args: Vec<String> = vec!["run".into()];
+    for s in ["tcp-server", "tcp-client", "wss-echo"] {
+        args.push(
+            repo()
+                .join(format!("scripts/{s}.iwin"))
+                .display()
+                .to_string(),
+        );
+    }
+    args.extend(["--config".into(), cfg.display().to_string()]);
+    args.extend(peers.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_eq!(r.0, Some(0), "stdout:\n{}\nstderr:\n{}", r.1, r.2);
+    assert!(r.1.trim_end().ends_with("3 passed, 0 failed"), "{}", r.1);
+}
+
 #[test]
 fn a_broken_copy_of_a_shipped_script_fails_with_exit_1() {
     let peers = Peers::start();

@@ -123,6 +123,10 @@ fn load_config(global: &Global, events: Option<EventMode>) -> Result<Config, Str
     if let Some(m) = events {
         config.module.events = m;
     }
+    // The SPI bus always queues messages for MR (the embedded module's, and the runner's `wait`).
+    if config.module.bus == crate::config::Bus::Spi {
+        config.module.events = EventMode::Poll;
+    }
     Ok(config)
 }
 

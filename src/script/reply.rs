@@ -78,8 +78,14 @@ fn event_text(frame: &[u8]) -> Option<&[u8]> {
     (body.first() == Some(&b'[') && find(body, b"\r\n", 0).is_none()).then_some(body)
 }
 
+/// The SPI firmware's padding byte (NAK): it pads odd-length output and the boot cursor, and
+/// hosts drop it.
+const SPI_PAD: u8 = 0x15;
+
 /// Take the next frame off the front of `buf`, if a complete one is there.
 pub fn next_frame(buf: &mut Vec<u8>) -> Option<Frame> {
+    let pads = buf.iter().take_while(|&&b| b == SPI_PAD).count();
+    buf.drain(..pads);
     let first = find(buf, PROMPT, 0)? + PROMPT.len();
     let head = &buf[..first];
     let frame = if head == PROMPT {
@@ -186,6 +192,19 @@ mod tests {
         let (f, _) = frames(raw.to_vec());
         assert_eq!(f, vec![Frame::Reply(reply(raw))]);
         assert_eq!(reply(raw).kind(), Kind::Error);
+    }
+
+    #[test]
+    fn spi_padding_is_dropped() {
+        let (f, rest) = frames(b"\x15\x15\r\n> \r\nCS1\r\nOK\r\n> \x15".to_vec());
+        assert_eq!(
+            f,
+            vec![
+                Frame::Unsolicited(b"\r\n> ".to_vec()),
+                Frame::Reply(reply(b"\r\nCS1\r\nOK\r\n> "))
+            ]
+        );
+        assert!(rest.is_empty(), "a pad after the last prompt goes too");
     }
 
     #[test]
