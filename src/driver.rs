@@ -364,6 +364,13 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<(
             .reset_on_open
             .then(|| Duration::from_millis(opts.config.timing.boot_ms));
     }
+    // Active from start-up (the rules were checked when the configuration was read).
+    for text in &opts.config.faults.rules {
+        let rule = crate::faults::parse(text)
+            .and_then(|r| driver.add_fault(r))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{text}: {e}")))?;
+        log::debug!("fault #{rule} from the configuration");
+    }
     if let Some(path) = &opts.control {
         driver
             .bind_control(path)
@@ -573,6 +580,14 @@ impl<M: Core> Driver<M> {
                 t.note(idx, now, &format!("power cycle ({why})"));
             }
             line.reset_at = None;
+            // What the module had not yet put on the wire (held by a serial fault) dies with it,
+            // and so does a command it had not yet taken.
+            let lost = line.delayed_out.iter().map(|(_, b)| b.len()).sum::<usize>();
+            if lost > 0 {
+                log::info!("module {idx}: {lost} bytes of output lost in the power cycle");
+            }
+            line.delayed_out.clear();
+            line.held_in = None;
             line.core.power_cycle(now);
         }
     }
@@ -599,9 +614,7 @@ impl<M: Core> Driver<M> {
             .chain(self.net_faults.next_deadline())
             .min()
             .map(|t| t.saturating_duration_since(now));
-        let serial_pending = lines
-            .iter()
-            .any(|l| l.want_read && l.core.serial_room() > 0 && l.baud_after_drain.is_none());
+        let serial_pending = lines.iter().any(|l| l.read_pending(now));
         let nf = &self.net_faults;
         if self.hurry || serial_pending || self.net.has_pending_reads(room(lines, nf)) {
             timeout = Some(Duration::ZERO);
@@ -756,6 +769,8 @@ impl<M: Core> Driver<M> {
         for k in 0..self.lines.len() {
             let commands = self.lines[k].core.commands();
             if self.faults.reset_due(k, commands, now) {
+                trace_core(&mut self.tracer, k, &mut self.lines[k].core);
+                trace_fired(&mut self.tracer, &mut self.faults);
                 self.power_cycle(k, "fault");
             }
             if self.faults.link_down_due(k, now) {
@@ -765,11 +780,7 @@ impl<M: Core> Driver<M> {
                 self.faults.core_fired(k, &what);
             }
         }
-        for f in self.faults.take_fired() {
-            if let Some(t) = &mut self.tracer {
-                t.note(f.module, now, &f.text);
-            }
-        }
+        trace_fired(&mut self.tracer, &mut self.faults);
     }
 
     /// Move everything the cores produced to where it goes, and everything the network produced to
@@ -781,13 +792,19 @@ impl<M: Core> Driver<M> {
             let mut moved = false;
             for (idx, line) in self.lines.iter_mut().enumerate() {
                 let mut h = Happened::default();
-                if line.want_read && line.core.serial_room() > 0 && line.baud_after_drain.is_none()
-                {
+                // Faults go into the transcript where they happened: input noise before the
+                // command it hit, output faults after the reply they cut.
+                trace_fired(&mut self.tracer, &mut self.faults);
+                if line.read_pending(Instant::now()) {
                     let before = line.core.serial_room();
                     line.read_serial(registry, idx, &mut h, &mut self.faults)?;
                     moved |= line.core.serial_room() != before;
+                    trace_fired(&mut self.tracer, &mut self.faults);
                 }
+                trace_core(&mut self.tracer, idx, &mut line.core);
                 moved |= line.take_output(registry, idx, &mut self.tracer, &mut self.faults)?;
+                trace_core(&mut self.tracer, idx, &mut line.core);
+                trace_fired(&mut self.tracer, &mut self.faults);
                 while let Some(op) = line.core.poll_op() {
                     for op in self
                         .net_faults
@@ -812,11 +829,8 @@ impl<M: Core> Driver<M> {
                         );
                     }
                 }
-                if let Some(t) = &mut self.tracer {
-                    while let Some(r) = line.core.poll_trace() {
-                        t.record(idx, &r);
-                    }
-                }
+                trace_core(&mut self.tracer, idx, &mut line.core);
+                trace_fired(&mut self.tracer, &mut self.faults);
                 if line.after(registry, idx, h, &mut self.tracer, &mut self.faults)? {
                     flow = Flow::Shutdown;
                 }
@@ -841,6 +855,7 @@ impl<M: Core> Driver<M> {
                 }
                 moved = true;
             }
+            trace_fired(&mut self.tracer, &mut self.faults);
             for (idx, ev) in deliver {
                 log_event(idx, &ev);
                 match self.lines.get_mut(idx) {
@@ -871,10 +886,22 @@ impl<M: Core> Line<M> {
             self.baud_check_at,
             self.reset_at,
             self.port.next_deadline(),
+            // Output a serial fault holds back, and a stalled command.
+            self.delayed_out.front().map(|(at, _)| *at),
+            self.held_in.as_ref().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Input waits in the line and the core could take it now (not while a stalled command is
+    /// held: its deadline wakes the loop).
+    fn read_pending(&self, now: Instant) -> bool {
+        self.want_read
+            && self.core.serial_room() > 0
+            && self.baud_after_drain.is_none()
+            && self.held_in.as_ref().is_none_or(|(at, _)| *at <= now)
     }
 
     /// React to what happened on the port: a host that opened the line, input, writability.
@@ -1051,6 +1078,26 @@ impl<M: Core> Line<M> {
             self.writable = want;
         }
         Ok(())
+    }
+}
+
+/// Write the faults that fired since the last call to the transcript (they are logged already).
+fn trace_fired(tracer: &mut Option<Tracer>, faults: &mut FaultSet) {
+    let fired = faults.take_fired();
+    if let Some(t) = tracer {
+        let now = Instant::now();
+        for f in fired {
+            t.note(f.module, now, &f.text);
+        }
+    }
+}
+
+/// Write module `idx`'s new transcript records.
+fn trace_core<M: Core>(tracer: &mut Option<Tracer>, idx: ModuleIdx, core: &mut M) {
+    if let Some(t) = tracer {
+        while let Some(r) = core.poll_trace() {
+            t.record(idx, &r);
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -215,20 +214,6 @@ fn reset_on_open_over_tcp_boots_for_each_connection() {
     assert!(emu.read_until_prompt(SECS).ends_with(BANNER_END));
     emu.expect_ok(b"I?\r", I_REPLY.as_bytes());
     emu.stop();
-}
-
-/// Send one command line to the control socket and read its one-line answer.
-fn control(path: &Path, line: &str) -> String {
-    let mut s = UnixStream::connect(path).expect("control socket");
-    s.set_read_timeout(Some(SECS)).unwrap();
-    s.write_all(format!("{line}\n").as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let mut b = [0u8; 1];
-    while !answer.ends_with(b"\n") {
-        assert_eq!(s.read(&mut b).expect("answer"), 1, "answer cut short");
-        answer.push(b[0]);
-    }
-    String::from_utf8(answer).unwrap().trim_end().to_string()
 }
 
 #[test]

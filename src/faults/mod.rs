@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 /// Rules active at once (a control-socket client cannot grow this without bound).
 pub const MAX_RULES: usize = 64;
 
+/// A byte as the transcript escapes it, quoted.
+fn show(b: u8) -> String {
+    format!("'{}'", [b].escape_ascii())
+}
+
 /// One active rule.
 #[derive(Debug)]
 struct Active {
@@ -214,30 +219,29 @@ impl FaultSet {
             if d != Dir::Both && d != dir {
                 continue;
             }
-            let (mut dropped, mut corrupted) = (0, 0);
+            let way = if dir == Dir::In { "in" } else { "out" };
             let rng = self.rules[k].rng(seed, module);
             let mut kept = Vec::with_capacity(bytes.len());
+            // One note per byte hit: the same seed gives the same notes however the bytes were
+            // chunked by reads and writes.
+            let mut hits = Vec::new();
             for &b in bytes.iter() {
                 if rng.chance(drop) {
-                    dropped += 1;
+                    hits.push(format!("{way}: byte {} dropped", show(b)));
                     continue;
                 }
                 if rng.chance(corrupt) {
-                    corrupted += 1;
                     // A flipped bit, as line noise does.
-                    kept.push(b ^ (1 << rng.range(0, 7)));
+                    let c = b ^ (1 << rng.range(0, 7));
+                    hits.push(format!("{way}: byte {} corrupted to {}", show(b), show(c)));
+                    kept.push(c);
                     continue;
                 }
                 kept.push(b);
             }
             *bytes = kept;
-            if dropped + corrupted > 0 {
-                let way = if dir == Dir::In { "in" } else { "out" };
-                self.fire(
-                    k,
-                    module,
-                    format!("{way}: {dropped} bytes dropped, {corrupted} corrupted"),
-                );
+            for hit in hits {
+                self.fire(k, module, hit);
             }
         }
     }
@@ -412,6 +416,32 @@ mod tests {
         assert!((600..1200).contains(&corrupted), "{corrupted}");
         let out = s.output(0, input.clone(), Instant::now());
         assert_eq!(out[0].1, input, "dir=in leaves output alone");
+    }
+
+    #[test]
+    fn noise_is_the_same_however_the_bytes_were_chunked() {
+        let input: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let (mut whole, _) = set(&["serial.noise drop=0.01 corrupt=0.01 dir=both"]);
+        let (mut chunked, _) = set(&["serial.noise drop=0.01 corrupt=0.01 dir=both"]);
+        let a = whole.input(0, input.clone());
+        let b: Vec<u8> = input
+            .chunks(7)
+            .flat_map(|c| chunked.input(0, c.to_vec()))
+            .collect();
+        assert_eq!(a, b);
+        let notes = |s: &mut FaultSet| -> Vec<String> {
+            s.take_fired().into_iter().map(|f| f.text).collect()
+        };
+        let (na, nb) = (notes(&mut whole), notes(&mut chunked));
+        assert_eq!(na, nb);
+        let dropped = na.iter().filter(|n| n.ends_with("dropped")).count();
+        assert_eq!(dropped, input.len() - a.len(), "one note per dropped byte");
+        assert!(na.iter().any(|n| n.contains("corrupted to")));
+        assert!(
+            na[0].starts_with("fault #1 serial.noise: in: byte '"),
+            "{}",
+            na[0]
+        );
     }
 
     #[test]

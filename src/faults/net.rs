@@ -318,7 +318,7 @@ impl NetFaults {
             Delivery::Event(module, NetEvent::Closed { conn, reason }),
         );
         let how = if reset {
-            CloseHow::Abort
+            CloseHow::Reset
         } else {
             CloseHow::Drain
         };
@@ -509,7 +509,7 @@ mod tests {
                 0,
                 NetOp::Close {
                     conn: 1,
-                    how: CloseHow::Abort
+                    how: CloseHow::Reset
                 }
             )
         ));

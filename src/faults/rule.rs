@@ -14,7 +14,8 @@
 //! tls.alert 127.0.0.1:8443 handshake_failure
 //! ```
 //!
-//! Serial, module and Wi-Fi rules take `module=K` to hit one module only (all by default).
+//! Serial, module and Wi-Fi rules take `module=K` to hit one module only (all by default). DNS
+//! names match case-insensitively, `*` standing for any run of characters (`*.example.com`).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -241,7 +242,8 @@ fn target(s: &str) -> Result<Target, String> {
 
 /// Parse one rule line.
 pub fn parse(line: &str) -> Result<Rule, String> {
-    let text = line.trim().to_string();
+    // Shown by `fault list` as one space between words, however it was typed.
+    let text = line.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut words: Vec<&str> = text.split_whitespace().collect();
     if words.is_empty() {
         return Err("empty rule".into());
@@ -395,11 +397,11 @@ pub fn parse(line: &str) -> Result<Rule, String> {
             }
         }
         "dns.fail" => {
-            need(1, "dns.fail NAME | *")?;
+            need(1, "dns.fail NAME (* matches any run: *.example.com)")?;
             Kind::DnsFail(pos[0].to_string())
         }
         "dns.delay" => {
-            need(2, "dns.delay NAME|* DUR")?;
+            need(2, "dns.delay NAME DUR (* matches any run)")?;
             Kind::DnsDelay {
                 name: pos[0].to_string(),
                 delay: duration(pos[1])?,
@@ -412,12 +414,34 @@ pub fn parse(line: &str) -> Result<Rule, String> {
 
 /// Whether a DNS rule's name matches a looked-up name.
 pub fn name_matches(rule: &str, name: &str) -> bool {
-    rule == "*" || rule.eq_ignore_ascii_case(name)
+    glob(rule.as_bytes(), name.as_bytes())
+}
+
+/// Case-insensitive match where `*` stands for any run of characters (`*.example.com`, `api*`).
+fn glob(pat: &[u8], s: &[u8]) -> bool {
+    match pat.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
+        Some((p, rest)) => s
+            .split_first()
+            .is_some_and(|(c, tail)| c.eq_ignore_ascii_case(p) && glob(rest, tail)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_match_with_wildcards_and_any_case() {
+        assert!(name_matches("*", "example.com"));
+        assert!(name_matches("Example.COM", "example.com"));
+        assert!(name_matches("*.example.com", "api.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(name_matches("local*", "localhost"));
+        assert!(!name_matches("local*", "xlocalhost"));
+        assert!(!name_matches("example.com", "example.co"));
+    }
 
     #[test]
     fn every_example_of_the_issue_parses() {

@@ -9,7 +9,7 @@
 //!   buffer per connection is bounded by it.
 //! - `Close { how: Drain }` delivers what was sent, then closes gracefully; the driver answers with one
 //!   `Closed { reason: Drained }` (or `Closed` with an error). `Close { how: Abort }` drops the
-//!   connection at once and is never answered. After a `Close` no other event names the connection.
+//!   connection at once (`Reset`: with an RST) and is never answered. After a `Close` no other event names the connection.
 //! - The driver never times anything out: every deadline is a core timer ([`crate::module::Module::poll_timeout`]).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -35,6 +35,8 @@ pub enum CloseHow {
     Drain,
     /// Drop it now (module reset, Wi-Fi disconnect, a refused client).
     Abort,
+    /// Drop it with a reset (RST) the peer sees: the fault layer's `net.reset`. Never answered.
+    Reset,
 }
 
 /// A socket operation the driver must perform.

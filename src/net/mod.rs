@@ -245,6 +245,15 @@ impl NetStack {
                         }
                         self.flush_tcp(registry, token);
                     }
+                    (CloseHow::Reset, Some(Kind::Tcp(tcp))) => {
+                        // Linger 0: the kernel answers the close with an RST.
+                        if let Err(e) = socket2::SockRef::from(&tcp.stream)
+                            .set_linger(Some(std::time::Duration::ZERO))
+                        {
+                            log::debug!("m{module} #{conn}: linger 0: {e}");
+                        }
+                        self.remove(registry, token);
+                    }
                     _ => self.remove(registry, token),
                 }
             }

@@ -545,6 +545,66 @@ impl Emu {
         buf
     }
 
+    /// Read until the bytes received end with a prompt (and [`Emu::quiet`] passes), returning what
+    /// each `read` gave: how the reply was cut on the way.
+    pub fn read_pieces_until_prompt(&mut self, timeout: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let all = pieces.concat();
+            let at_prompt = all.ends_with(PROMPT);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if at_prompt {
+                    return pieces;
+                }
+                self.fail(&format!(
+                    "no prompt within {timeout:?}; got \"{}\"",
+                    esc(&all)
+                ));
+            }
+            let wait = if at_prompt {
+                self.quiet.min(left)
+            } else {
+                left
+            };
+            match poll_fd(self.fd(), libc::POLLIN, wait) {
+                Ok(0) if at_prompt => return pieces,
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(e) => self.fail(&format!("poll pty: {e}")),
+            }
+            let mut chunk = [0u8; 4096];
+            match self.pty.as_ref().unwrap().read(&mut chunk) {
+                Ok(0) => self.fail("pty EOF"),
+                Ok(n) => pieces.push(chunk[..n].to_vec()),
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.fail(&format!("pty read: {e}")),
+            }
+        }
+    }
+
+    /// Read exactly `n` bytes, whatever they are (no prompt needed: line noise may have hit it).
+    pub fn read_exact_n(&mut self, n: usize) -> Vec<u8> {
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = Vec::new();
+        while buf.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.fail(&format!("{} of {n} bytes: \"{}\"", buf.len(), esc(&buf)));
+            }
+            if let Err(e) = self.read_some(&mut buf, left) {
+                self.fail(&format!("pty read: {e}; received \"{}\"", esc(&buf)));
+            }
+        }
+        if buf.len() > n {
+            self.fail(&format!("more than {n} bytes: \"{}\"", esc(&buf)));
+        }
+        buf
+    }
+
     /// Collect whatever arrives within `wait` (for asserting that nothing does).
     pub fn read_for(&mut self, wait: Duration) -> Vec<u8> {
         let deadline = Instant::now() + wait;
@@ -731,6 +791,47 @@ pub fn join_as(emu: &mut Emu, ssid: &str) {
     emu.expect(b"C2=secret123\r", OK);
     emu.expect(b"C3=3\r", OK);
     emu.expect(b"C0\r", &ok(format!("[JOIN   ] {ssid},127.0.0.1,0,0")));
+}
+
+// ---- the control socket ----------------------------------------------------------------------
+
+/// Send one command line to the control socket (`--control PATH`) and read its answer: every line
+/// up to and including the final `ok…`/`error…` line (`fault list` sends rules before it).
+pub fn control_lines(path: &Path, line: &str) -> Vec<String> {
+    use std::os::unix::net::UnixStream;
+    let mut s = UnixStream::connect(path).expect("control socket");
+    s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut lines = Vec::new();
+    let mut cur = Vec::new();
+    let mut b = [0u8; 1];
+    // Bounded: at most a few hundred answer lines.
+    for _ in 0..1_000_000 {
+        assert_eq!(
+            s.read(&mut b).expect("control answer"),
+            1,
+            "answer cut short"
+        );
+        if b[0] != b'\n' {
+            cur.push(b[0]);
+            continue;
+        }
+        let l = String::from_utf8(std::mem::take(&mut cur)).unwrap();
+        let last =
+            l == "ok" || l.starts_with("ok ") || l.starts_with("error ") || l.starts_with('[');
+        lines.push(l);
+        if last {
+            return lines;
+        }
+    }
+    panic!("control answer too long: {lines:?}");
+}
+
+/// [`control_lines`] for a command answered in one line.
+pub fn control(path: &Path, line: &str) -> String {
+    let mut lines = control_lines(path, line);
+    assert_eq!(lines.len(), 1, "one-line answer expected: {lines:?}");
+    lines.pop().unwrap()
 }
 
 // ---- loopback servers ---------------------------------------------------------------------------
