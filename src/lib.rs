@@ -7,6 +7,8 @@
 //!   [`module::io::NetOp`]s and a wake-up time out). No IO, no clock.
 //! - [`net`], [`serial`], [`driver`]: the edges — real sockets, DNS worker, pty, and the mio loop.
 //! - [`config`]: configuration data.
+//! - [`script`]: the host's side: terminal scripts (`run`) and the interactive terminal (`term`).
+//! - [`peers`]: loopback servers the shipped scripts talk to (`peers`).
 
 pub mod certstore;
 pub mod config;
@@ -16,7 +18,9 @@ pub mod faults;
 pub mod iwin;
 pub mod module;
 pub mod net;
+pub mod peers;
 pub mod rng;
+pub mod script;
 pub mod serial;
 pub mod tools;
 pub mod trace;

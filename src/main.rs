@@ -1,9 +1,10 @@
 //! `eswifi-emu` command line (layer: edge). Parses arguments, sets up logging and configuration, and
-//! hands over to [`eswifi_emu::driver`] (serving, the default) or [`eswifi_emu::tools`] (`flash`,
-//! `certs`).
+//! hands over to [`eswifi_emu::driver`] (serving, the default), [`eswifi_emu::tools`] (`flash`,
+//! `certs`), [`eswifi_emu::script`] (`run`, `term`) or [`eswifi_emu::peers`] (`peers`).
 
 use clap::error::ErrorKind;
-use clap::{ArgAction, ArgGroup, Args, CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use eswifi_emu::certstore::CertStore;
 use eswifi_emu::config::{Config, EventMode};
 use eswifi_emu::driver::{parse_addr, serve, ServeOptions};
@@ -190,10 +191,24 @@ enum Cmd {
     /// List what each certificate set holds: items present, and subject, issuer and validity of
     /// certificates. Never prints key material.
     Certs,
+    /// Run terminal scripts (`*.iwin`) against the module: an emulator in this process (one fresh
+    /// module per script) unless --port, --serial or --connect names one.
+    Run(eswifi_emu::script::cli::RunArgs),
+    /// An interactive terminal on the module, with line editing and history.
+    Term(eswifi_emu::script::cli::TermArgs),
+    /// Start on loopback everything the shipped scripts talk to (echoes, WWEP, wss), with demo
+    /// certificates, and print the --var values to use.
+    Peers(eswifi_emu::peers::PeersArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    // `run`/`term` give the embedded emulator a fresh directory unless --certsets was given.
+    let certsets_given = matches.value_source("certsets") == Some(ValueSource::CommandLine)
+        || matches
+            .subcommand()
+            .is_some_and(|(_, m)| m.value_source("certsets") == Some(ValueSource::CommandLine));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if cli.verbose > 0 && cli.quiet {
         // clap enforces `conflicts_with` only among options on the same side of a subcommand.
         Cli::command()
@@ -203,7 +218,29 @@ fn main() -> ExitCode {
             )
             .exit();
     }
-    init_logging(&cli);
+    // Runner and terminal output goes to stdout; the emulator inside them logs only warnings.
+    let quiet_default = matches!(cli.cmd, Some(Cmd::Run(_) | Cmd::Term(_)));
+    // (rustyline warns when a terminal does not answer its cursor query: not worth a line.)
+    init_logging(
+        &cli,
+        if quiet_default {
+            "warn,rustyline=error"
+        } else {
+            "info"
+        },
+    );
+
+    let global = eswifi_emu::script::cli::Global {
+        config: cli.config.clone(),
+        certsets: certsets_given.then(|| cli.certsets.clone()),
+        quiet: cli.quiet,
+    };
+    match &cli.cmd {
+        Some(Cmd::Run(args)) => return eswifi_emu::script::cli::run_cmd(args, &global),
+        Some(Cmd::Term(args)) => return eswifi_emu::script::cli::term_cmd(args, &global),
+        Some(Cmd::Peers(args)) => return eswifi_emu::peers::peers_cmd(args),
+        _ => {}
+    }
 
     if let Some(cmd) = cli.cmd {
         let store = CertStore::new(&cli.certsets);
@@ -225,6 +262,7 @@ fn main() -> ExitCode {
                 eswifi_emu::tools::flash(&store, &plan).map(|lines| lines.join("\n"))
             }
             Cmd::Certs => eswifi_emu::tools::list(&store).map(|s| s.trim_end().to_string()),
+            Cmd::Run(_) | Cmd::Term(_) | Cmd::Peers(_) => unreachable!("handled above"),
         };
         return match result {
             Ok(text) => {
@@ -294,10 +332,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(cli: &Cli) {
+fn init_logging(cli: &Cli, default: &str) {
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
-        (false, 0) => "info",
+        (false, 0) => default,
         (false, 1) => "debug",
         (false, _) => "trace",
     };

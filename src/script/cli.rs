@@ -1,0 +1,243 @@
+//! Command-line options and entry points of `run` and `term` (layer: edge). `main.rs` only adds
+//! the subcommands and hands over.
+
+use super::embedded::Embedded;
+use super::port::{self, Port, PortSpec, TtyPort};
+use super::run::{self, Options, Outcome};
+use super::session::Session;
+use super::term::{self, TermOptions};
+use crate::config::{Config, EventMode};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The options that come from the global part of the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Global {
+    pub config: Option<PathBuf>,
+    /// Only when given on the command line (otherwise the embedded emulator gets a fresh one).
+    pub certsets: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Where the module is. Without any of these, an emulator runs inside this process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PortArgs {
+    /// A tty or pty to drive: another emulator's pty, or a serial device already set up.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["serial", "connect"])]
+    pub port: Option<PathBuf>,
+    /// A serial device (a USB-UART to a real module), opened at --baud, 8N1, no flow control.
+    #[arg(long, value_name = "DEV", conflicts_with = "connect")]
+    pub serial: Option<PathBuf>,
+    /// Baud rate for --serial.
+    #[arg(long, value_name = "N", requires = "serial")]
+    pub baud: Option<u32>,
+    /// A TCP connection carrying the serial line (QEMU `-serial tcp::PORT,server`, Renode).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
+    /// How the module delivers asynchronous messages, for `wait`: `uart` (written between
+    /// replies) or `poll` (fetched with MR). Also sets the embedded emulator's mode.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub events: Option<EventMode>,
+}
+
+impl PortArgs {
+    pub fn spec(&self) -> PortSpec {
+        if let Some(p) = &self.port {
+            PortSpec::Path(p.clone())
+        } else if let Some(dev) = &self.serial {
+            PortSpec::Serial {
+                dev: dev.clone(),
+                baud: self.baud.unwrap_or(115_200),
+            }
+        } else if let Some(addr) = &self.connect {
+            PortSpec::Tcp(addr.clone())
+        } else {
+            PortSpec::Embedded
+        }
+    }
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=VALUE"))?;
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(format!("`{name}` is not a variable name"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    super::lang::parse_duration(s)
+}
+
+/// Run terminal scripts against the module (by default an emulator inside this process, one fresh
+/// module per script). Prints one line per step and `N passed, M failed`; exits 0 only when every
+/// script passed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Script files (`*.iwin`).
+    #[arg(required = true, value_name = "SCRIPT")]
+    pub scripts: Vec<PathBuf>,
+    #[command(flatten)]
+    pub port: PortArgs,
+    /// A variable for `${NAME}` (after `set`, before the environment). Repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// How long to wait for each reply (and the default `within` of until/wait).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_dur)]
+    pub timeout: Duration,
+    /// Also write a JUnit XML report, one test case per script.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+/// An interactive terminal on the module (by default an emulator inside this process).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TermArgs {
+    #[command(flatten)]
+    pub port: PortArgs,
+    /// Write what is typed as a script (`*.iwin`), each reply's kind as its `expect` line.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// How long to wait for each reply.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_dur)]
+    pub timeout: Duration,
+}
+
+fn load_config(global: &Global, events: Option<EventMode>) -> Result<Config, String> {
+    let mut config = match &global.config {
+        None => Config::default(),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Config::from_toml(&t))
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+    };
+    if let Some(m) = events {
+        config.module.events = m;
+    }
+    // The SPI bus always queues messages for MR (the embedded module's, and the runner's `wait`).
+    if config.module.bus == crate::config::Bus::Spi {
+        config.module.events = EventMode::Poll;
+    }
+    Ok(config)
+}
+
+fn colour_on(stream_is_tty: bool) -> bool {
+    stream_is_tty && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn open_embedded(config: &Config, global: &Global) -> std::io::Result<(Embedded, Box<dyn Port>)> {
+    let emu = Embedded::start(config, global.certsets.as_deref())?;
+    let port = TtyPort::open(emu.path())?.named("embedded emulator");
+    Ok((emu, Box::new(port)))
+}
+
+/// `eswifi-emu run`.
+pub fn run_cmd(args: &RunArgs, global: &Global) -> ExitCode {
+    let config = match load_config(global, args.port.events) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("eswifi-emu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mode = config.module.events;
+    let opts = Options {
+        timeout: args.timeout,
+        vars: args.vars.clone(),
+        colour: colour_on(std::io::stdout().is_terminal()),
+        quiet: global.quiet,
+    };
+    let mut out = std::io::stdout().lock();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    match args.port.spec() {
+        PortSpec::Embedded => {
+            for script in &args.scripts {
+                // One fresh module per script: scripts are independent test cases.
+                let (_emu, port) = match open_embedded(&config, global) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        eprintln!("eswifi-emu: embedded emulator: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let mut session = Session::new(port, mode);
+                outcomes.push(run::run_script(&mut session, script, &opts, &mut out));
+            }
+        }
+        spec => {
+            let port = match port::open(&spec, args.timeout) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("eswifi-emu: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut session = Session::new(port, mode);
+            for script in &args.scripts {
+                outcomes.push(run::run_script(&mut session, script, &opts, &mut out));
+            }
+        }
+    }
+    let _ = writeln!(out, "{}", run::summary(&outcomes));
+    let _ = out.flush();
+    if let Some(path) = &args.junit {
+        if let Err(e) = write_file(path, run::junit(&outcomes).as_bytes()) {
+            eprintln!("eswifi-emu: --junit {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if outcomes.iter().all(|o| o.failure.is_none()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// `eswifi-emu term`.
+pub fn term_cmd(args: &TermArgs, global: &Global) -> ExitCode {
+    let config = match load_config(global, args.port.events) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("eswifi-emu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = TermOptions {
+        timeout: args.timeout,
+        record: args.record.clone(),
+        colour: colour_on(std::io::stdout().is_terminal()),
+    };
+    let opened = match args.port.spec() {
+        PortSpec::Embedded => open_embedded(&config, global).map(|(e, p)| (Some(e), p)),
+        spec => port::open(&spec, args.timeout).map(|p| (None, p)),
+    };
+    let (_emu, port) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("eswifi-emu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match term::term(port, &opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eswifi-emu: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

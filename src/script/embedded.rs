@@ -1,0 +1,179 @@
+//! The emulator inside the runner's own process (layer: edge glue): one module, its pty and the mio
+//! driver on a thread of their own, reached through the pty path like any other port. This is
+//! what `run` and `term` use when no port is given.
+
+use crate::certstore::CertStore;
+use crate::config::Config;
+use crate::driver::{Driver, Flow};
+use crate::faults;
+use crate::module::Module;
+use crate::net::claim;
+use crate::serial::Pty;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often the driver thread looks at its stop flag.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A directory removed (with its contents) on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> io::Result<TempDir> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let path =
+            std::env::temp_dir().join(format!("eswifi-{tag}-{}-{n}-{nanos:x}", std::process::id()));
+        std::fs::create_dir(&path)?;
+        use std::os::unix::fs::PermissionsExt;
+        // It will hold private keys.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running embedded emulator. Dropping it stops the driver thread and removes a temporary
+/// certificate directory.
+pub struct Embedded {
+    slave: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    _certs: Option<TempDir>,
+    _claim: Option<claim::Claim>,
+}
+
+impl Embedded {
+    /// Start one module. `certsets`: where its certificate sets live; `None` for a fresh temporary
+    /// directory (every item programmable, as on a new module).
+    pub fn start(config: &Config, certsets: Option<&Path>) -> io::Result<Embedded> {
+        let (tmp, dir) = match certsets {
+            Some(d) => (None, d.to_owned()),
+            None => {
+                let t = TempDir::new("certsets")?;
+                let d = t.path().to_owned();
+                (Some(t), d)
+            }
+        };
+        let store = CertStore::new(&dir);
+        let sets = store
+            .load()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let saved = store
+            .load_settings()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        // A loopback address of its own, as `eswifi-emu` serving claims one: modules of other
+        // processes (parallel test runs) then never collide on ports.
+        let mut config = config.clone();
+        let claim = if config.network.ip_pinned {
+            None
+        } else {
+            let c = claim::claim(&[])?;
+            config.network.ip = c.ip;
+            if !config.network.ap_ip_pinned {
+                config.network.ap_ip = claim::ap_address(c.ip);
+            }
+            Some(c)
+        };
+        let rules = config
+            .faults
+            .rules
+            .iter()
+            .map(|r| {
+                faults::parse(r).map_err(|e| io::Error::other(format!("faults.rules {r:?}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut module = Module::new(&config, Instant::now(), unix);
+        module.set_cert_sets(sets);
+        module.load_saved(saved);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<PathBuf>>();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("embedded-emulator".into())
+            .spawn(move || {
+                let setup = || -> io::Result<(Driver, PathBuf)> {
+                    let pty = Pty::open()?;
+                    let slave = pty.slave_path().to_owned();
+                    let mut driver = Driver::new()?;
+                    let idx = driver.add(module, crate::serial::port::Port::pty(pty, false)?)?;
+                    driver.set_store(idx, store);
+                    for rule in rules {
+                        driver.add_fault(rule).map_err(io::Error::other)?;
+                    }
+                    Ok((driver, slave))
+                };
+                let mut driver = match setup() {
+                    Ok((d, slave)) => {
+                        let _ = ready_tx.send(Ok(slave));
+                        d
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while !flag.load(Ordering::Relaxed) {
+                    match driver.step(Some(TICK)) {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Shutdown) => {
+                            // The driver took SIGINT/SIGTERM/SIGHUP for the whole process.
+                            eprintln!("eswifi-emu: interrupted");
+                            std::process::exit(130);
+                        }
+                        Err(e) => {
+                            log::error!("embedded emulator: {e}");
+                            return;
+                        }
+                    }
+                }
+            })?;
+        let slave = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| io::Error::other("the embedded emulator did not start"))??;
+        log::debug!("embedded emulator on {}", slave.display());
+        Ok(Embedded {
+            slave,
+            stop,
+            thread: Some(thread),
+            _certs: tmp,
+            _claim: claim,
+        })
+    }
+
+    /// The pty path the host side opens.
+    pub fn path(&self) -> &Path {
+        &self.slave
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

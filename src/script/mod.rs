@@ -1,0 +1,20 @@
+//! Terminal scripts (`eswifi-emu run`) and the interactive terminal (`eswifi-emu term`): the host's
+//! side of the serial line, as a person or a CI job drives a module.
+//!
+//! - [`lang`]: the `*.iwin` language (pure parser).
+//! - [`reply`]: framing of what the module writes into replies and asynchronous messages (pure).
+//! - [`show`]: escaping and redaction of what is printed (pure).
+//! - [`port`]: the line itself: a tty/pty path, a serial device, a TCP connection.
+//! - [`embedded`]: an emulator in this process, for the zero-setup path.
+//! - [`session`]: commands, replies and events over a port, every wait bounded.
+//! - [`run`]: the runner; [`term`]: the terminal; [`cli`]: their command-line options.
+
+pub mod cli;
+pub mod embedded;
+pub mod lang;
+pub mod port;
+pub mod reply;
+pub mod run;
+pub mod session;
+pub mod show;
+pub mod term;

@@ -1,0 +1,312 @@
+//! A conversation with a module over a [`Port`] (layer: host side). Sends commands, frames replies
+//! ([`super::reply`]), keeps the asynchronous messages that arrive between replies for `wait`, and
+//! bounds every wait.
+
+use super::port::Port;
+use super::reply::{mr_message, next_frame, Frame, Reply, PROMPT};
+use crate::config::EventMode;
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// Bytes kept for a "what did arrive" message.
+const SEEN_LIMIT: usize = 16 * 1024;
+/// Unframed bytes held: more means the other end is not a module (or a reply is absurdly long).
+const BUF_LIMIT: usize = 1024 * 1024;
+/// Asynchronous messages kept for `wait`; older ones are dropped.
+const EVENT_LIMIT: usize = 64;
+/// Pause between `MR` polls that found nothing.
+const MR_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+pub enum SessionError {
+    /// Nothing complete came in time; `got` is what did arrive.
+    Timeout {
+        got: Vec<u8>,
+    },
+    Io(io::Error),
+}
+
+impl From<io::Error> for SessionError {
+    fn from(e: io::Error) -> Self {
+        SessionError::Io(e)
+    }
+}
+
+pub struct Session {
+    port: Box<dyn Port>,
+    buf: Vec<u8>,
+    seen: Vec<u8>,
+    events: VecDeque<Vec<u8>>,
+    pub mode: EventMode,
+}
+
+impl Session {
+    pub fn new(port: Box<dyn Port>, mode: EventMode) -> Session {
+        Session {
+            port,
+            buf: Vec::new(),
+            seen: Vec::new(),
+            events: VecDeque::new(),
+            mode,
+        }
+    }
+
+    pub fn port_name(&self) -> String {
+        self.port.name()
+    }
+
+    /// One read into the buffer, waiting at most `timeout`.
+    fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        let mut chunk = [0u8; 4096];
+        let n = self.port.read(&mut chunk, timeout)?;
+        if self.buf.len() + n > BUF_LIMIT {
+            return Err(io::Error::other(
+                "over 1 MiB without a prompt: is a module on this line?",
+            ));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        if self.seen.len() < SEEN_LIMIT {
+            let take = n.min(SEEN_LIMIT - self.seen.len());
+            self.seen.extend_from_slice(&chunk[..take]);
+        }
+        Ok(n)
+    }
+
+    fn keep_event(&mut self, e: Vec<u8>) {
+        log::debug!("event: {}", super::show::escape(&e));
+        if self.events.len() == EVENT_LIMIT {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// Take what has already arrived; complete frames in it are not replies to what we send next.
+    fn drain(&mut self) -> io::Result<()> {
+        for _ in 0..256 {
+            if self.fill(Duration::ZERO)? == 0 {
+                break;
+            }
+        }
+        while let Some(f) = next_frame(&mut self.buf) {
+            match f {
+                Frame::Event(e) => self.keep_event(e),
+                Frame::Reply(r) => log::debug!(
+                    "stray reply before a command: {}",
+                    super::show::escape(&r.raw)
+                ),
+                Frame::Unsolicited(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Get in step with the module: send an empty line and read up to its bare prompt.
+    pub fn sync(&mut self, timeout: Duration) -> Result<(), SessionError> {
+        self.drain()?;
+        self.seen.clear();
+        self.port.write_all(b"\r", timeout)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(f) = next_frame(&mut self.buf) {
+                match f {
+                    Frame::Unsolicited(u) if u == PROMPT => return Ok(()),
+                    Frame::Event(e) => self.keep_event(e),
+                    _ => {}
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SessionError::Timeout {
+                    got: std::mem::take(&mut self.seen),
+                });
+            }
+            self.fill(left)?;
+        }
+    }
+
+    /// Write bytes as they are (no CR added), after taking what had already arrived.
+    pub fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SessionError> {
+        self.drain()?;
+        self.seen.clear();
+        self.port.write_all(bytes, timeout)?;
+        Ok(())
+    }
+
+    /// The next reply, skipping (and keeping) asynchronous messages.
+    pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, SessionError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(f) = next_frame(&mut self.buf) {
+                match f {
+                    Frame::Reply(r) => return Ok(r),
+                    Frame::Event(e) => self.keep_event(e),
+                    Frame::Unsolicited(u) => {
+                        log::debug!("unsolicited: {}", super::show::escape(&u))
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SessionError::Timeout {
+                    got: self.seen.clone(),
+                });
+            }
+            self.fill(left)?;
+        }
+    }
+
+    /// Send a command (already holding its CR and payload) and read its reply.
+    pub fn command(&mut self, bytes: &[u8], timeout: Duration) -> Result<Reply, SessionError> {
+        self.write(bytes, timeout)?;
+        self.read_reply(timeout)
+    }
+
+    /// Wait for an asynchronous message that `matches`, at most `within`. In UART event mode the
+    /// module writes them between replies; in poll mode they are fetched with `MR`.
+    /// On timeout, `got` lists the messages that did come.
+    pub fn wait_event(
+        &mut self,
+        matches: &dyn Fn(&[u8]) -> bool,
+        within: Duration,
+        cmd_timeout: Duration,
+    ) -> Result<Vec<u8>, SessionError> {
+        let deadline = Instant::now() + within;
+        let mut others: Vec<u8> = Vec::new();
+        let mut note = |e: &[u8]| {
+            if others.len() < SEEN_LIMIT {
+                others.extend_from_slice(e);
+                others.extend_from_slice(b"\n");
+            }
+        };
+        // Bounded by the deadline; the count bound covers a clock that does not move.
+        let rounds = (within.as_millis() / MR_POLL.as_millis()).max(1) * 4 + 16;
+        for _ in 0..rounds {
+            if let Some(i) = self.events.iter().position(|e| matches(e)) {
+                let e = self.events.remove(i).unwrap_or_default();
+                return Ok(e);
+            }
+            while let Some(e) = self.events.pop_front() {
+                note(&e);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.mode {
+                EventMode::Uart => {
+                    self.fill(left.min(MR_POLL))?;
+                    while let Some(f) = next_frame(&mut self.buf) {
+                        if let Frame::Event(e) = f {
+                            self.keep_event(e);
+                        }
+                    }
+                }
+                EventMode::Poll => {
+                    let reply = self.command(b"MR\r", cmd_timeout)?;
+                    match mr_message(reply.payload()) {
+                        Some(m) => self.keep_event(m.to_vec()),
+                        None => std::thread::sleep(left.min(MR_POLL)),
+                    }
+                }
+            }
+        }
+        Err(SessionError::Timeout { got: others })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A scripted far end: answers each write with the next canned bytes.
+    struct Fake {
+        answers: Arc<Mutex<VecDeque<Vec<u8>>>>,
+        pending: Vec<u8>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Port for Fake {
+        fn write_all(&mut self, data: &[u8], _: Duration) -> io::Result<()> {
+            self.written.lock().unwrap().extend_from_slice(data);
+            if let Some(a) = self.answers.lock().unwrap().pop_front() {
+                self.pending.extend(a);
+            }
+            Ok(())
+        }
+        fn read(&mut self, buf: &mut [u8], _: Duration) -> io::Result<usize> {
+            let n = self.pending.len().min(buf.len()).min(5);
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            Ok(n)
+        }
+        fn try_clone(&self) -> io::Result<Box<dyn Port>> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn name(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    fn session(initial: &[u8], answers: &[&[u8]], mode: EventMode) -> Session {
+        let fake = Fake {
+            answers: Arc::new(Mutex::new(answers.iter().map(|a| a.to_vec()).collect())),
+            pending: initial.to_vec(),
+            written: Arc::default(),
+        };
+        Session::new(Box::new(fake), mode)
+    }
+
+    const T: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn sync_skips_the_banner_and_events_are_kept() {
+        let mut s = session(
+            b"\r\n  eS-WiFi\r\n> \r\n[TCP SVR] Accepted 1.2.3.4:5\r\n> ",
+            &[b"\r\n> ", b"\r\n1\r\nOK\r\n> "],
+            EventMode::Uart,
+        );
+        s.sync(T).unwrap();
+        let r = s.command(b"CS\r", T).unwrap();
+        assert_eq!(r.payload(), b"1");
+        let e = s.wait_event(&|e| e.starts_with(b"[TCP"), T, T).unwrap();
+        assert_eq!(e, b"[TCP SVR] Accepted 1.2.3.4:5");
+    }
+
+    #[test]
+    fn an_event_before_the_reply_is_not_the_reply() {
+        let mut s = session(
+            b"",
+            &[b"\r\n[TCP SVR] Accepted 1.2.3.4:5\r\n> \r\n\r\nOK\r\n> "],
+            EventMode::Uart,
+        );
+        let r = s.command(b"P5=1\r", T).unwrap();
+        assert_eq!(r.raw, b"\r\n\r\nOK\r\n> ");
+        assert!(s.wait_event(&|e| e.contains(&b'S'), T, T).is_ok());
+    }
+
+    #[test]
+    fn poll_mode_waits_with_mr() {
+        let mut s = session(
+            b"",
+            &[
+                b"\r\n[SOMA][EOMA]\r\nOK\r\n> ",
+                b"\r\n[SOMA][AP DHCP] Assigned x[EOMA]\r\nOK\r\n> ",
+                b"\r\n[SOMA][TCP SVR] Accepted 1.2.3.4:5[EOMA]\r\nOK\r\n> ",
+            ],
+            EventMode::Poll,
+        );
+        let e = s.wait_event(&|e| e.starts_with(b"[TCP"), T, T).unwrap();
+        assert_eq!(e, b"[TCP SVR] Accepted 1.2.3.4:5");
+    }
+
+    #[test]
+    fn a_timeout_shows_what_came() {
+        let mut s = session(b"", &[b"\r\npartial"], EventMode::Uart);
+        match s.command(b"I?\r", Duration::from_millis(20)) {
+            Err(SessionError::Timeout { got }) => assert_eq!(got, b"\r\npartial"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

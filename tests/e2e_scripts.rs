@@ -1,0 +1,746 @@
+//! End-to-end tests of `eswifi-emu run` and `eswifi-emu peers`: every rule of the script language
+//! through the real binary (an embedded emulator unless a test says otherwise), every shipped
+//! script against the embedded emulator and a `peers` process, a deliberately broken copy, and the
+//! same script unchanged through `--port`, `--serial` and `--connect` to a separate emulator.
+//!
+//! Everything talks to 127.0.0.1 only; every child process has a deadline and is killed on drop.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run `eswifi-emu ARGS` from the repository root: (exit code, stdout, stderr).
+fn eswifi(args: &[&str]) -> (Option<i32>, String, String) {
+    run_binary(args, repo(), RUN_TIMEOUT)
+}
+
+fn write_script(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).expect("writing script");
+    p
+}
+
+/// Run one script text against the embedded emulator.
+fn run_text(text: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let dir = TempDir::new("script");
+    let p = write_script(&dir, "t.iwin", text);
+    let mut args = vec!["run", p.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    eswifi(&args)
+}
+
+fn assert_passes(r: &(Option<i32>, String, String)) {
+    assert_eq!(
+        r.0,
+        Some(0),
+        "expected a pass\nstdout:\n{}\nstderr:\n{}",
+        r.1,
+        r.2
+    );
+    assert!(r.1.contains("1 passed, 0 failed"), "stdout:\n{}", r.1);
+}
+
+fn assert_fails(r: &(Option<i32>, String, String), needles: &[&str]) {
+    assert_eq!(
+        r.0,
+        Some(1),
+        "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+        r.1,
+        r.2
+    );
+    assert!(r.1.contains("0 passed, 1 failed"), "stdout:\n{}", r.1);
+    for n in needles {
+        assert!(r.1.contains(n), "stdout lacks {n:?}:\n{}", r.1);
+    }
+}
+
+/// A joined module: the prefix most rule tests start with.
+const JOIN: &str = "C1=lab\nC2=\nC0\n";
+
+// ---- the language, rule by rule ----------------------------------------------------------------
+
+#[test]
+fn comments_blank_lines_and_commands_sent_with_cr() {
+    let r = run_text(
+        "// a header comment\n# another\n\nI?   // the identity\nexpect /ISM43362/ # it is\n\
+         F5=#\nexpect any # F5 is a stub on some firmware\n$$$\n---\n",
+        &[],
+    );
+    assert_passes(&r);
+    assert!(r.1.contains("t.iwin:4"), "{}", r.1);
+    assert!(
+        r.1.contains("F5=#"),
+        "a # glued to an argument is data: {}",
+        r.1
+    );
+}
+
+#[test]
+fn a_command_needs_an_ok_reply_unless_an_expect_says_otherwise() {
+    assert_fails(
+        &run_text("I?\nXX\n", &[]),
+        &[
+            "t.iwin:2: XX",
+            "expected: an OK reply",
+            "ERROR: Unknown Command",
+        ],
+    );
+    let r = run_text(
+        "XX\nexpect ERROR\nP0=0\nR0\nexpect -1\nCD\nexpect any\nI?\nexpect OK\n",
+        &[],
+    );
+    assert_passes(&r);
+    assert_fails(
+        &run_text("I?\nexpect ERROR\n", &[]),
+        &["t.iwin:2: expect ERROR", "expected: an ERROR reply"],
+    );
+}
+
+#[test]
+fn a_failing_expectation_names_the_line_and_shows_the_bytes() {
+    let r = run_text(
+        "I?\nexpect \"ISM\"\nexpect /C3\\.5/\nZ5\nexpect exact \"C4:7F:51:01:12:32\"\n",
+        &[],
+    );
+    assert_fails(
+        &r,
+        &[
+            "t.iwin:5: expect exact \"C4:7F:51:01:12:32\"",
+            "command:  Z5",
+            "expected: the payload is exactly \"C4:7F:51:01:12:32\"",
+            r#"got:      "\r\nC4:7F:51:01:12:31\r\nOK\r\n> ""#,
+        ],
+    );
+    assert_fails(
+        &run_text("I?\nexpect /^Inventek/\n", &[]),
+        &[
+            "t.iwin:2: expect /^Inventek/",
+            "the payload matches /^Inventek/",
+        ],
+    );
+    assert_fails(
+        &run_text("I?\nexpect \"nope\"\n", &[]),
+        &["the payload contains \"nope\""],
+    );
+}
+
+#[test]
+fn until_repeats_the_command_and_gives_up_with_what_came() {
+    let echo = Server::tcp_echo();
+    let port = echo.port().to_string();
+    let text = format!(
+        "{JOIN}P0=0\nP1=0\nP3=127.0.0.1\nP4=${{PORT}}\nP6=1\nR2=1\nR0\nuntil /x/ within 300ms\n"
+    );
+    assert_fails(
+        &run_text(&text, &["--var", &format!("PORT={port}")]),
+        &[
+            "t.iwin:11: until /x/ within 300ms",
+            "command:  R0",
+            "expected: a reply matching /x/ within 300 ms",
+            r#"got:      "\r\n\r\nOK\r\n> ""#,
+        ],
+    );
+    let text = format!(
+        "{JOIN}P0=0\nP1=0\nP3=127.0.0.1\nP4=${{PORT}}\nP6=1\nR2=1\nS3=\"ab\"\nsleep 50ms\n\
+         S3=\"cd\"\nR0\nuntil /d/\nexpect /^(ab)?cd$/\n"
+    );
+    assert_passes(&run_text(&text, &["--var", &format!("PORT={port}")]));
+}
+
+#[test]
+fn wait_reads_an_asynchronous_message_in_both_event_modes() {
+    for mode in ["uart", "poll"] {
+        let port = closed_port();
+        let text = format!(
+            "{JOIN}P0=0\nP1=0\nP2={port}\nP5=1\nwait \"[TCP SVR] Accepted\" within 20s\n\
+             P?\nexpect /^0,127\\.0\\.0\\.1,{port},/\n"
+        );
+        // Plays the client: connects once the module listens (bounded tries).
+        let client = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    return Some(s);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        });
+        // The module at a known address, for the client to find it.
+        let dir = TempDir::new("pinned");
+        let cfg = dir.path().join("pinned.toml");
+        std::fs::write(&cfg, "[network]\nip = \"127.0.0.1\"\n").unwrap();
+        let r = run_text(
+            &text,
+            &["--events", mode, "--config", cfg.to_str().unwrap()],
+        );
+        assert_passes(&r);
+        assert!(
+            r.1.contains("[TCP SVR] Accepted 127.0.0.1"),
+            "{mode}: {}",
+            r.1
+        );
+        assert!(client.join().unwrap().is_some(), "{mode}: never connected");
+    }
+}
+
+#[test]
+fn wait_times_out_naming_the_line() {
+    assert_fails(
+        &run_text("I?\nwait \"[TCP SVR] Accepted\" within 200ms\n", &[]),
+        &[
+            "t.iwin:2: wait \"[TCP SVR] Accepted\" within 200ms",
+            "an asynchronous message containing \"[TCP SVR] Accepted\" within 200 ms",
+            "no asynchronous message",
+        ],
+    );
+}
+
+#[test]
+fn capture_set_var_and_environment_in_that_order() {
+    let text = "Z5\ncapture MAC /^(..:..)/\nZN=${MAC}-${NAME}-${FROM_ENV}\nI?\n\
+                expect \"C4:7F-cli-env\"\nset NAME script\nZN=${NAME}\nI?\nexpect /script$/\n";
+    let dir = TempDir::new("vars");
+    let p = write_script(&dir, "t.iwin", text);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
+        .args([
+            "run",
+            p.to_str().unwrap(),
+            "--var",
+            "NAME=cli",
+            "--var",
+            "FROM_ENV=cli2",
+        ])
+        .env("FROM_ENV", "env")
+        .env("NAME", "env-name")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // --var beats the environment; `set` beats --var.
+    assert!(stdout.contains("ZN=C4:7F-cli-cli2"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "FROM_ENV came from --var: {stdout}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
+        .args(["run", p.to_str().unwrap(), "--var", "NAME=cli"])
+        .env("FROM_ENV", "env")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ZN=script"), "{stdout}");
+}
+
+#[test]
+fn an_undefined_variable_is_an_error_naming_the_line() {
+    assert_fails(
+        &run_text("I?\n\nC1=${NO_SUCH_VARIABLE_HERE}\n", &[]),
+        &[
+            "t.iwin:3: C1=${NO_SUCH_VARIABLE_HERE}",
+            "`NO_SUCH_VARIABLE_HERE` is not defined",
+        ],
+    );
+}
+
+#[test]
+fn sleep_echo_and_include() {
+    let dir = TempDir::new("include");
+    write_script(
+        &dir,
+        "inner.iwin",
+        "// included\nset GREETING hello\nZ5\nexpect \"C4:7F\"\n",
+    );
+    let outer = write_script(
+        &dir,
+        "outer.iwin",
+        "include inner.iwin\nsleep 20ms\necho ${GREETING} from the outer script\nI?\n",
+    );
+    let r = eswifi(&["run", outer.to_str().unwrap()]);
+    assert_passes(&r);
+    assert!(r.1.contains("inner.iwin:3"), "{}", r.1);
+    assert!(r.1.contains("hello from the outer script"), "{}", r.1);
+    let broken = write_script(&dir, "broken.iwin", "I?\ninclude inner.iwin\nexpect OK\n");
+    let r = eswifi(&["run", broken.to_str().unwrap()]);
+    assert_eq!(r.0, Some(1), "{}", r.1);
+    assert!(
+        r.1.contains("broken.iwin:0") && r.1.contains("line 3"),
+        "{}",
+        r.1
+    );
+}
+
+#[test]
+fn send_writes_raw_bytes_without_cr() {
+    // The header and its CR in two pieces; a NUL and an LF between commands are ignored.
+    let r = run_text(
+        "send \"I\"\nsend \"?\\r\"\nexpect OK\nexpect /ISM/\nsend \"\\x00\\nXX\\r\"\nexpect ERROR\nCS\n",
+        &[],
+    );
+    assert_passes(&r);
+}
+
+#[test]
+fn payloads_from_files_and_quoted_strings_get_their_length() {
+    let echo = Server::tcp_echo();
+    let dir = TempDir::new("payload");
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/blob.bin"), b"\x00\x01binary\r\n\xff").unwrap();
+    let text = format!(
+        "{JOIN}P0=0\nP1=0\nP3=127.0.0.1\nP4={}\nP6=1\nS3=@data/blob.bin\nexpect exact \"11\"\n\
+         R0\nuntil /\\xff/\nexpect exact \"\\x00\\x01binary\\r\\n\\xff\"\n\
+         S3=\"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\t\\\"q\\\"\\\\\\r\\n\"\nexpect exact \"32\"\n\
+         R0\nuntil /\\\\/\nexpect exact \"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\t\\\"q\\\"\\\\\\r\\n\"\n\
+         PF=0,0\nPG=0,0,@data/blob.bin\nexpect any\n",
+        echo.port()
+    );
+    let p = write_script(&dir, "t.iwin", &text);
+    let r = eswifi(&["run", p.to_str().unwrap()]);
+    assert_passes(&r);
+    assert!(r.1.contains("S3=@data/blob.bin (11 bytes)"), "{}", r.1);
+    assert!(r.1.contains("PG=0,0,@data/blob.bin (11 bytes)"), "{}", r.1);
+}
+
+#[test]
+fn the_embedded_emulator_takes_the_config_and_its_fault_rules() {
+    let dir = TempDir::new("faults");
+    let cfg = dir.path().join("faults.toml");
+    std::fs::write(
+        &cfg,
+        "[identity]\nproduct_name = \"Lab module\"\n[faults]\nrules = [\"wifi.join-fail p=1\"]\n",
+    )
+    .unwrap();
+    let r = run_text(
+        "I?\nexpect /,Lab module$/\nC1=lab\nC0\nexpect ERROR\n",
+        &["--config", cfg.to_str().unwrap()],
+    );
+    assert_passes(&r);
+}
+
+#[test]
+fn a_parse_error_fails_the_script_naming_the_line() {
+    assert_fails(
+        &run_text("I?\nexpect maybe\n", &[]),
+        &["t.iwin:0", "line 2", "use OK, ERROR, -1, any"],
+    );
+}
+
+#[test]
+fn passphrases_never_show_in_the_output() {
+    let r = run_text(
+        "C1=lab\nC2=${PASSPHRASE}\nC0\nC?\nexpect \"lab,\"\necho ${PASSPHRASE}\nC?\nexpect \"nope\"\n",
+        &["--var", "PASSPHRASE=hunter2hunter2"],
+    );
+    assert_eq!(r.0, Some(1));
+    assert!(!r.1.contains("hunter2"), "{}", r.1);
+    assert!(!r.2.contains("hunter2"), "{}", r.2);
+    assert!(r.1.contains("C2=********"), "{}", r.1);
+}
+
+#[test]
+fn junit_has_one_case_per_script_and_no_colour_off_a_terminal() {
+    let dir = TempDir::new("junit");
+    let a = write_script(&dir, "good.iwin", "I?\n");
+    let b = write_script(&dir, "bad.iwin", "I?\nexpect \"<nope & co>\"\n");
+    let junit = dir.path().join("report.xml");
+    let r = eswifi(&[
+        "run",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(r.0, Some(1));
+    assert!(r.1.trim_end().ends_with("1 passed, 1 failed"), "{}", r.1);
+    assert!(
+        !r.1.contains('\x1b'),
+        "colour only on a terminal: {:?}",
+        r.1
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+    assert!(xml.contains("good.iwin\""), "{xml}");
+    assert!(xml.contains("<failure message=\""), "{xml}");
+    assert!(xml.contains("&lt;nope &amp; co&gt;"), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 2, "{xml}");
+}
+
+/// A pretend module on a TCP socket: answers the runner's first CR with a prompt, then the next
+/// command with a reply that never ends.
+#[test]
+fn a_reply_never_seen_fails_showing_the_bytes_that_came_over_connect() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let fake = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !got.ends_with(b"I?\r") && Instant::now() < deadline {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            if buf[..n].contains(&b'\r') && !got.contains(&b'\r') {
+                s.write_all(b"\r\n> ").unwrap();
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"\r\nISM43362,C3\x01").unwrap();
+        // Hold the line open until the runner gives up.
+        let _ = s.read(&mut buf);
+        got
+    });
+    let r = run_text("I?\n", &["--connect", &addr, "--timeout", "500ms"]);
+    assert_fails(
+        &r,
+        &[
+            "t.iwin:1: I?",
+            "expected: a reply within 500 ms",
+            r#"got:      "\r\nISM43362,C3\x01""#,
+        ],
+    );
+    assert_eq!(fake.join().unwrap(), b"\rI?\r");
+}
+
+// ---- peers and the shipped scripts -----------------------------------------------------------------
+
+/// A running `eswifi-emu peers` and the `--var` arguments it printed.
+struct Peers {
+    child: Child,
+    vars: Vec<String>,
+    _dir: TempDir,
+}
+
+impl Peers {
+    fn start() -> Peers {
+        let dir = TempDir::new("peers");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
+            .args(["peers", "--dir"])
+            .arg(dir.path().join("certs"))
+            // Free ports: other tests (or a real class server) may hold 27708/40508.
+            .args(["--wwep-port", "0", "--wwep-tls-port", "0", "--for", "600s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("peers.log")).unwrap())
+            .spawn()
+            .expect("spawning eswifi-emu peers");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut vars = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("peers printed no `# ready` line; vars so far {vars:?}")
+            });
+            if let Some(v) = line.strip_prefix("--var ") {
+                vars.push(v.to_string());
+            }
+            if line.starts_with("# ready") {
+                break;
+            }
+        }
+        Peers {
+            child,
+            vars,
+            _dir: dir,
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        self.vars
+            .iter()
+            .flat_map(|v| ["--var".to_string(), v.clone()])
+            .collect()
+    }
+
+    fn var(&self, name: &str) -> String {
+        self.vars
+            .iter()
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.vars))
+            .to_string()
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped scripts (helpers such as join.iwin included: they run on their own too).
+fn shipped() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("scripts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "iwin"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_shipped_script_passes_against_the_embedded_emulator_and_peers() {
+    let scripts = shipped();
+    for name in [
+        "tls-program-set",
+        "tls-example-1",
+        "tls-example-2",
+        "tls-example-3",
+        "wwep-6.1",
+        "wwep-6.2",
+        "wwep-6.3",
+        "wwep-6.4",
+        "wwep-6.6",
+        "wss-echo",
+        "tcp-client",
+        "udp-echo",
+        "tcp-server",
+        "scan-join",
+    ] {
+        let p = repo().join("scripts").join(format!("{name}.iwin"));
+        assert!(scripts.contains(&p), "{} is not shipped", p.display());
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("// "), "{name}: no header comment");
+        assert!(
+            text.contains("Needs:"),
+            "{name}: the header does not say which --var it needs"
+        );
+    }
+    let peers = Peers::start();
+    let dir = TempDir::new("junit");
+    let junit = dir.path().join("report.xml");
+    let mut args: Vec<String> = vec!["run".into()];
+    args.extend(scripts.iter().map(|p| p.display().to_string()));
+    args.extend(peers.args());
+    args.extend(["--junit".into(), junit.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_eq!(r.0, Some(0), "stdout:\n{}\nstderr:\n{}", r.1, r.2);
+    let summary = format!("{} passed, 0 failed", scripts.len());
+    assert!(r.1.trim_end().ends_with(&summary), "{}", r.1);
+    let xml = std::fs::read_to_string(junit).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), scripts.len());
+    assert!(!xml.contains("<failure"), "{xml}");
+}
+
+#[test]
+fn tcp_server_script_waits_with_mr_in_poll_mode() {
+    let peers = Peers::start();
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        repo().join("scripts/tcp-server.iwin").display().to_string(),
+        "--events".into(),
+        "poll".into(),
+    ];
+    args.extend(peers.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_passes(&r);
+    assert!(r.1.contains("[TCP SVR] Accepted"), "{}", r.1);
+}
+
+/// The SPI firmware's framing (0x15 padding, events only through MR) changes nothing for a script.
+#[test]
+fn shipped_scripts_run_on_the_spi_bus() {
+    let peers = Peers::start();
+    let dir = TempDir::new("spi");
+    let cfg = dir.path().join("spi.toml");
+    std::fs::write(&cfg, "[module]\nbus = \"spi\"\n").unwrap();
+    let mut args: Vec<String> = vec!["run".into()];
+    for s in ["tcp-server", "tcp-client", "wss-echo"] {
+        args.push(
+            repo()
+                .join(format!("scripts/{s}.iwin"))
+                .display()
+                .to_string(),
+        );
+    }
+    args.extend(["--config".into(), cfg.display().to_string()]);
+    args.extend(peers.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_eq!(r.0, Some(0), "stdout:\n{}\nstderr:\n{}", r.1, r.2);
+    assert!(r.1.trim_end().ends_with("3 passed, 0 failed"), "{}", r.1);
+}
+
+#[test]
+fn a_broken_copy_of_a_shipped_script_fails_with_exit_1() {
+    let peers = Peers::start();
+    let dir = TempDir::new("broken");
+    for f in ["join.iwin", "tcp-client.iwin"] {
+        std::fs::copy(repo().join("scripts").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("payloads")).unwrap();
+    std::fs::copy(
+        repo().join("scripts/payloads/greeting.txt"),
+        dir.path().join("payloads/greeting.txt"),
+    )
+    .unwrap();
+    let p = dir.path().join("tcp-client.iwin");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let broken = text.replace("expect exact \"7\"", "expect exact \"8\"");
+    assert_ne!(text, broken);
+    std::fs::write(&p, broken).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("expect exact \"7\""))
+        .unwrap()
+        + 1;
+    let mut args: Vec<String> = vec!["run".into(), p.display().to_string()];
+    args.extend(peers.args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_fails(
+        &r,
+        &[
+            &format!("tcp-client.iwin:{line}: expect exact \"8\""),
+            r#"command:  S3="hello\r\n""#,
+            r#"got:      "\r\n7\r\nOK\r\n> ""#,
+        ],
+    );
+}
+
+/// A separate emulator process; the runner is its only host.
+fn separate_emulator() -> Emu {
+    let mut emu = Emu::start();
+    emu.close_pty();
+    emu
+}
+
+fn tcp_client_args(peers: &Peers, port_args: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        repo().join("scripts/tcp-client.iwin").display().to_string(),
+    ];
+    args.extend(port_args.iter().map(|s| s.to_string()));
+    args.extend(peers.args());
+    args
+}
+
+#[test]
+fn a_script_runs_unchanged_through_port_against_a_separate_emulator() {
+    let peers = Peers::start();
+    let emu = separate_emulator();
+    let path = emu.pty_path().display().to_string();
+    let args = tcp_client_args(&peers, &["--port", &path]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_passes(&r);
+    assert!(r.1.contains(&format!("({path})")), "{}", r.1);
+    // The module keeps its state between runs, as a real one would: the same script again.
+    let r = eswifi(&args);
+    assert_passes(&r);
+    let _ = peers.var("HOST");
+}
+
+#[test]
+fn a_script_runs_through_serial_at_a_baud_rate() {
+    let peers = Peers::start();
+    let emu = separate_emulator();
+    let path = emu.pty_path().display().to_string();
+    let args = tcp_client_args(&peers, &["--serial", &path, "--baud", "115200"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_passes(&r);
+    assert!(r.1.contains("at 115200 baud"), "{}", r.1);
+}
+
+/// `--connect`: a TCP relay in front of a separate emulator's pty stands in for QEMU's or
+/// Renode's TCP serial.
+#[test]
+fn a_script_runs_through_connect_over_tcp() {
+    let peers = Peers::start();
+    let emu = separate_emulator();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let pty_path = emu.pty_path().to_owned();
+    let relay = std::thread::spawn(move || {
+        let (sock, _) = l.accept().unwrap();
+        let pty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&pty_path)
+            .unwrap();
+        let (mut s_in, mut s_out) = (sock.try_clone().unwrap(), sock);
+        let (mut p_in, mut p_out) = (pty.try_clone().unwrap(), pty);
+        s_in.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let up = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let deadline = Instant::now() + RUN_TIMEOUT;
+            while Instant::now() < deadline {
+                match s_in.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => p_out.write_all(&buf[..n]).unwrap(),
+                    Err(_) => {}
+                }
+            }
+        });
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline && !up.is_finished() {
+            let mut pfd = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&p_in),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } > 0 {
+                match p_in.read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }
+    });
+    let args = tcp_client_args(&peers, &["--connect", &addr]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_passes(&r);
+    assert!(r.1.contains(&format!("(tcp {addr})")), "{}", r.1);
+    relay.join().unwrap();
+}
