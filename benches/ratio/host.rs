@@ -1,0 +1,244 @@
+//! The host's side of every figure: the processes under test (the emulator, a floor program), the
+//! serial line a host driver holds, and what `/proc` says about a process. The same code drives
+//! the emulator and its floor, so only the program on the other end of the line differs.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The prompt that ends every reply.
+pub const PROMPT: &[u8] = b"\r\n> ";
+
+/// How long any one reply may take before the benchmark gives up (a hung emulator must not hang
+/// `cargo bench`).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A temporary directory under cargo's target tmp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("bench")
+            .join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("creating a temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process that prints what a host opens (one line per module) on stdout; killed on drop.
+pub struct Proc {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+    pub lines: Vec<String>,
+    _dir: Option<TempDir>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, nlines: usize, dir: Option<TempDir>) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning a benchmark process");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut lines = Vec::new();
+        for _ in 0..nlines {
+            let mut l = String::new();
+            // The child prints its lines at once or exits (closing stdout): no unbounded wait.
+            if out.read_line(&mut l).expect("reading stdout") == 0 {
+                let _ = child.kill();
+                panic!("the process exited before printing its {nlines} lines");
+            }
+            lines.push(l.trim_end().to_string());
+        }
+        Proc {
+            child,
+            _stdout: out,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    /// The emulator (`--certsets` in a fresh directory, `-q`) with `args`.
+    pub fn emulator(args: &[&str], config: Option<&str>, nlines: usize) -> Proc {
+        let dir = TempDir::new("emu");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"));
+        cmd.arg("-q").arg("--certsets").arg(dir.path().join("certsets"));
+        if let Some(toml) = config {
+            let p = dir.path().join("config.toml");
+            std::fs::write(&p, toml).expect("writing the config");
+            cmd.arg("--config").arg(p);
+        }
+        cmd.args(args).stderr(Stdio::null());
+        Proc::spawn(cmd, nlines, Some(dir))
+    }
+
+    /// This benchmark binary as a floor program (see `floor.rs`), configured by `env`.
+    pub fn floor(env: &[(&str, String)], nlines: usize) -> Proc {
+        let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+        cmd.env(crate::floor::ENV, "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::spawn(cmd, nlines, None)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time of every thread of the process so far, in nanoseconds (`/proc/PID/task/*/schedstat`,
+    /// first field: time spent on a CPU; nanosecond resolution, unlike `stat`'s clock ticks).
+    pub fn cpu_ns(&self) -> u64 {
+        let mut total = 0;
+        let dir = format!("/proc/{}/task", self.pid());
+        for e in std::fs::read_dir(&dir).expect("reading /proc/PID/task").flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        total
+    }
+
+    /// Resident set size in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// The line of module 0, opened by a host.
+    pub fn line(&self) -> Line {
+        Line::open(Path::new(&self.lines[0]))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The host end of a serial line (a pty slave), raw, as pyserial or a driver opens it. Reads wait
+/// with poll(2) so nothing waits forever; both sides of every figure pay for the same calls.
+pub struct Line {
+    f: File,
+    acc: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Line {
+    pub fn open(path: &Path) -> Line {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        let mut t = nix::sys::termios::tcgetattr(&f).expect("tcgetattr");
+        nix::sys::termios::cfmakeraw(&mut t);
+        nix::sys::termios::tcsetattr(&f, nix::sys::termios::SetArg::TCSANOW, &t).expect("raw");
+        Line {
+            f,
+            acc: Vec::with_capacity(1 << 16),
+            buf: vec![0; 1 << 16],
+        }
+    }
+
+    pub fn send(&mut self, b: &[u8]) {
+        self.f.write_all(b).expect("writing the line");
+    }
+
+    /// Read once (after waiting at most [`REPLY_TIMEOUT`]) and append to the reply being read.
+    fn read_some(&mut self) {
+        let mut p = libc::pollfd {
+            fd: self.f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, REPLY_TIMEOUT.as_millis() as i32) };
+        if r == 0 {
+            panic!(
+                "no reply within {REPLY_TIMEOUT:?}; so far \"{}\"",
+                self.acc.escape_ascii()
+            );
+        }
+        match self.f.read(&mut self.buf) {
+            Ok(n) => self.acc.extend_from_slice(&self.buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading the line: {e}"),
+        }
+    }
+
+    /// Read up to the end of a reply (the prompt; the data the figures move never holds `>`) and
+    /// return its length, keeping it until the next call.
+    pub fn reply_len(&mut self) -> usize {
+        self.acc.clear();
+        while !self.acc.ends_with(PROMPT) {
+            self.read_some();
+        }
+        self.acc.len()
+    }
+
+    /// The last reply read.
+    pub fn last(&self) -> &[u8] {
+        &self.acc
+    }
+
+    /// Send a command and return its reply.
+    pub fn cmd(&mut self, b: &[u8]) -> Vec<u8> {
+        self.send(b);
+        self.reply_len();
+        self.acc.clone()
+    }
+
+    /// Send a command and check its reply ends in OK.
+    pub fn ok(&mut self, b: &[u8]) {
+        let r = self.cmd(b);
+        assert!(
+            r.ends_with(b"OK\r\n> "),
+            "{} answered \"{}\"",
+            b.escape_ascii(),
+            r.escape_ascii()
+        );
+    }
+
+    /// Read until `n` prompts have come; returns the bytes and when the last one arrived.
+    pub fn read_prompts(&mut self, n: usize) -> (usize, Instant) {
+        self.acc.clear();
+        let (mut seen, mut scanned) = (0usize, 0usize);
+        while seen < n {
+            self.read_some();
+            // Windows that start in the last 3 old bytes end in new ones: a prompt straddling two
+            // reads is counted once.
+            let from = scanned.saturating_sub(PROMPT.len() - 1);
+            seen += self.acc[from..]
+                .windows(PROMPT.len())
+                .filter(|w| *w == PROMPT)
+                .count();
+            scanned = self.acc.len();
+        }
+        (self.acc.len(), Instant::now())
+    }
+}
