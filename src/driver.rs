@@ -434,6 +434,12 @@ pub struct Driver<M: Core = Module> {
     /// Last settle stopped at the round limit: the cores may hold work, so the next poll must not
     /// sleep.
     hurry: bool,
+    /// Nothing changed since the last settle (which ends every step): the next step need not
+    /// settle before it polls.
+    settled: bool,
+    /// Serial reads land here (one buffer for every line: zeroing 8 KiB per read showed in
+    /// profiles, and 256 lines need not hold one each).
+    read_buf: Box<[u8]>,
     store: StoreWorker,
     tracer: Option<Tracer>,
     control: Option<ControlServer>,
@@ -497,6 +503,8 @@ impl<M: Core> Driver<M> {
             lines: Vec::new(),
             by_token: HashMap::new(),
             hurry: false,
+            settled: false,
+            read_buf: vec![0; SERIAL_CHUNK].into_boxed_slice(),
             tracer: None,
             control: None,
             faults: FaultSet::new(1),
@@ -508,6 +516,7 @@ impl<M: Core> Driver<M> {
     /// Activate a fault rule; returns its id.
     pub fn add_fault(&mut self, rule: crate::faults::Rule) -> Result<usize, String> {
         let counts: Vec<u64> = self.lines.iter().map(|l| l.core.commands()).collect();
+        self.settled = false;
         self.faults.add(rule, Instant::now(), &counts)
     }
 
@@ -518,6 +527,7 @@ impl<M: Core> Driver<M> {
             .collect();
         port.register(self.poll.registry(), &tokens)?;
         let idx = self.lines.len();
+        self.settled = false;
         for t in &tokens {
             self.by_token.insert(*t, idx);
         }
@@ -581,8 +591,11 @@ impl<M: Core> Driver<M> {
     /// One turn: settle the cores, wait for input (at most `max_wait`, and no longer than the
     /// earliest timer), handle it, fire due timers.
     pub fn step(&mut self, max_wait: Option<Duration>) -> io::Result<Flow> {
-        self.fault_timers(Instant::now());
-        let mut flow = self.settle()?;
+        let mut flow = Flow::Continue;
+        if !self.settled {
+            self.fault_timers(Instant::now());
+            flow = self.settle()?;
+        }
 
         let now = Instant::now();
         let lines = &self.lines;
@@ -614,6 +627,7 @@ impl<M: Core> Driver<M> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(flow),
             Err(e) => return Err(e),
         }
+        let now = Instant::now();
 
         let registry = self.poll.registry();
         let mut resets = Vec::new();
@@ -634,7 +648,9 @@ impl<M: Core> Driver<M> {
                     .port
                     .handle_event(registry, &line.tokens, event)
                     .map_err(|e| io::Error::new(e.kind(), format!("serial line {idx}: {e}")))?;
-                if line.after(registry, idx, h, &mut self.tracer, &mut self.faults)? {
+                let (tracer, faults, buf) =
+                    (&mut self.tracer, &mut self.faults, &mut self.read_buf);
+                if line.after(registry, idx, h, tracer, faults, buf, now)? {
                     flow = Flow::Shutdown;
                 }
             } else if self.control.as_ref().is_some_and(|c| c.owns(token)) {
@@ -719,10 +735,9 @@ impl<M: Core> Driver<M> {
 
         while let Ok((idx, req, result)) = self.store.done.try_recv() {
             if let Some(line) = self.lines.get_mut(idx) {
-                line.core.handle_stored(req, result, Instant::now());
+                line.core.handle_stored(req, result, now);
             }
         }
-        let now = Instant::now();
         let registry = self.poll.registry();
         let mut due_resets = Vec::new();
         for (idx, line) in self.lines.iter_mut().enumerate() {
@@ -740,7 +755,9 @@ impl<M: Core> Driver<M> {
             self.power_cycle(idx, "a host opened the line");
         }
         self.fault_timers(now);
-        self.settle()
+        let flow = self.settle();
+        self.settled = flow.is_ok();
+        flow
     }
 
     /// Module faults that are due (brown-outs, link loss), and keeping the cores' Wi-Fi faults
@@ -765,35 +782,30 @@ impl<M: Core> Driver<M> {
         let mut flow = Flow::Continue;
         for _ in 0..MAX_SETTLE_ROUNDS {
             let mut moved = false;
+            // One reading of the clock a round: a round takes microseconds.
+            let now = Instant::now();
             for (idx, line) in self.lines.iter_mut().enumerate() {
                 let mut h = Happened::default();
                 // Faults go into the transcript where they happened: input noise before the
                 // command it hit, output faults after the reply they cut.
                 trace_fired(&mut self.tracer, &mut self.faults);
-                if line.read_pending(Instant::now()) {
+                if line.read_pending(now) {
                     let before = line.core.serial_room();
-                    line.read_serial(registry, idx, &mut h, &mut self.faults)?;
+                    let buf = &mut self.read_buf;
+                    line.read_serial(registry, idx, &mut h, &mut self.faults, buf, now)?;
                     moved |= line.core.serial_room() != before;
                     trace_fired(&mut self.tracer, &mut self.faults);
                 }
                 trace_core(&mut self.tracer, idx, &mut line.core);
                 // Before its output is taken: a brown-out after the Nth command comes right after
                 // that command's reply is made, however the reads fell.
-                module_faults(
-                    line,
-                    idx,
-                    &mut self.faults,
-                    &mut self.tracer,
-                    Instant::now(),
-                );
-                moved |= line.take_output(registry, idx, &mut self.tracer, &mut self.faults)?;
+                module_faults(line, idx, &mut self.faults, &mut self.tracer, now);
+                moved |=
+                    line.take_output(registry, idx, &mut self.tracer, &mut self.faults, now)?;
                 trace_core(&mut self.tracer, idx, &mut line.core);
                 trace_fired(&mut self.tracer, &mut self.faults);
                 while let Some(op) = line.core.poll_op() {
-                    for op in self
-                        .net_faults
-                        .op(&mut self.faults, idx, op, Instant::now())
-                    {
+                    for op in self.net_faults.op(&mut self.faults, idx, op, now) {
                         self.net.perform(registry, idx, op);
                     }
                     moved = true;
@@ -806,22 +818,20 @@ impl<M: Core> Driver<M> {
                         None => false,
                     };
                     if !sent {
-                        line.core.handle_stored(
-                            req,
-                            Err("no certificate store".into()),
-                            Instant::now(),
-                        );
+                        line.core
+                            .handle_stored(req, Err("no certificate store".into()), now);
                     }
                 }
                 trace_core(&mut self.tracer, idx, &mut line.core);
                 trace_fired(&mut self.tracer, &mut self.faults);
-                if line.after(registry, idx, h, &mut self.tracer, &mut self.faults)? {
+                let (tracer, faults, buf) =
+                    (&mut self.tracer, &mut self.faults, &mut self.read_buf);
+                if line.after(registry, idx, h, tracer, faults, buf, now)? {
                     flow = Flow::Shutdown;
                 }
             }
             self.net
                 .pump_reads(registry, room(&self.lines, &self.net_faults));
-            let now = Instant::now();
             let mut deliver = Vec::new();
             while let Some((idx, ev)) = self.net.pop_event() {
                 deliver.extend(
@@ -910,6 +920,7 @@ impl<M: Core> Line<M> {
 
     /// React to what happened on the port: a host that opened the line, input, writability.
     /// Returns true when the line ended for good (stdin closed).
+    #[allow(clippy::too_many_arguments)]
     fn after(
         &mut self,
         registry: &Registry,
@@ -917,8 +928,9 @@ impl<M: Core> Line<M> {
         mut h: Happened,
         tracer: &mut Option<Tracer>,
         faults: &mut FaultSet,
+        buf: &mut [u8],
+        now: Instant,
     ) -> io::Result<bool> {
-        let now = Instant::now();
         if h.opened {
             if let Some(t) = tracer {
                 t.note(idx, now, "host opened the line");
@@ -934,12 +946,12 @@ impl<M: Core> Line<M> {
             // A TCP server takes the next waiting host.
             let more = self.port.accept_next(registry, &self.tokens)?;
             if more.opened {
-                return self.after(registry, idx, more, tracer, faults);
+                return self.after(registry, idx, more, tracer, faults, buf, now);
             }
         }
         if h.readable {
             self.want_read = true;
-            self.read_serial(registry, idx, &mut h, faults)?;
+            self.read_serial(registry, idx, &mut h, faults, buf, now)?;
         }
         if h.writable || h.opened {
             self.flush(registry, now, &mut h)?;
@@ -948,16 +960,18 @@ impl<M: Core> Line<M> {
     }
 
     /// Feed what the host wrote to the core, chunk by chunk, while it has room, until the line is
-    /// drained (then `want_read` is cleared).
+    /// drained (then `want_read` is cleared): a read shorter than asked for drained it, so the
+    /// usual command costs one read, not a second one that fails with EAGAIN (anything that
+    /// arrives later is a new edge for the poll).
     fn read_serial(
         &mut self,
         registry: &Registry,
         idx: ModuleIdx,
         h: &mut Happened,
         faults: &mut FaultSet,
+        buf: &mut [u8],
+        now: Instant,
     ) -> io::Result<()> {
-        let mut buf = [0u8; SERIAL_CHUNK];
-        let now = Instant::now();
         if let Some((at, bytes)) = self.held_in.take() {
             if at > now {
                 self.held_in = Some((at, bytes));
@@ -967,7 +981,7 @@ impl<M: Core> Line<M> {
             self.core.handle_serial(&bytes, now);
         }
         loop {
-            let room = self.core.serial_room().min(SERIAL_CHUNK);
+            let room = self.core.serial_room().min(buf.len());
             if room == 0 || self.baud_after_drain.is_some() {
                 // The host's bytes wait in the line (and then in the host): backpressure.
                 return Ok(());
@@ -985,7 +999,11 @@ impl<M: Core> Line<M> {
                         self.held_in = Some((now + d, bytes));
                         return Ok(());
                     }
-                    self.core.handle_serial(&bytes, Instant::now());
+                    self.core.handle_serial(&bytes, now);
+                    if n < room {
+                        self.want_read = false;
+                        return Ok(());
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1005,8 +1023,8 @@ impl<M: Core> Line<M> {
         idx: ModuleIdx,
         tracer: &mut Option<Tracer>,
         faults: &mut FaultSet,
+        now: Instant,
     ) -> io::Result<bool> {
-        let now = Instant::now();
         let mut moved = false;
         let mut h = Happened::default();
         let delayed: usize = self.delayed_out.iter().map(|(_, b)| b.len()).sum();

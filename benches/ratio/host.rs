@@ -76,7 +76,9 @@ impl Proc {
     pub fn emulator(args: &[&str], config: Option<&str>, nlines: usize) -> Proc {
         let dir = TempDir::new("emu");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"));
-        cmd.arg("-q").arg("--certsets").arg(dir.path().join("certsets"));
+        cmd.arg("-q")
+            .arg("--certsets")
+            .arg(dir.path().join("certsets"));
         if let Some(toml) = config {
             let p = dir.path().join("config.toml");
             std::fs::write(&p, toml).expect("writing the config");
@@ -105,7 +107,10 @@ impl Proc {
     pub fn cpu_ns(&self) -> u64 {
         let mut total = 0;
         let dir = format!("/proc/{}/task", self.pid());
-        for e in std::fs::read_dir(&dir).expect("reading /proc/PID/task").flatten() {
+        for e in std::fs::read_dir(&dir)
+            .expect("reading /proc/PID/task")
+            .flatten()
+        {
             if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
                 total += s
                     .split_whitespace()

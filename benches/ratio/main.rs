@@ -72,12 +72,12 @@ impl Figure {
         let (what, met) = match self.goal {
             Goal::RatioAtMost(x) => (format!("ratio ≤ {x}"), r <= x),
             Goal::RatioAtLeast(x) => (format!("ratio ≥ {x}"), r >= x),
-            Goal::RatioWithin(x) => (
-                format!("within {:.0} %", x * 100.0),
-                (r - 1.0).abs() <= x,
-            ),
+            Goal::RatioWithin(x) => (format!("within {:.0} %", x * 100.0), (r - 1.0).abs() <= x),
             Goal::Below(x) => (format!("< {x} {}", self.unit), self.emu < x),
-            Goal::Zero => (format!("0 {}", self.unit), self.value(self.emu).starts_with("0.00")),
+            Goal::Zero => (
+                format!("0 {}", self.unit),
+                self.value(self.emu).starts_with("0.00"),
+            ),
             Goal::None => return String::new(),
         };
         format!("{what}: {}", if met { "met" } else { "NOT met" })

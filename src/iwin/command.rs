@@ -195,10 +195,12 @@ mnemonics! {
 impl Mnemonic {
     /// The mnemonic a command line starts with, if it is a known one.
     pub fn from_bytes(b: &[u8]) -> Option<Mnemonic> {
-        Mnemonic::ALL
-            .iter()
-            .copied()
-            .find(|m| m.text().as_bytes() == b)
+        // The first byte first: a full compare with every mnemonic showed in profiles.
+        let first = *b.first()?;
+        Mnemonic::ALL.iter().copied().find(|m| {
+            let t = m.text().as_bytes();
+            t[0] == first && t == b
+        })
     }
 }
 
