@@ -102,7 +102,7 @@ impl CertStore {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(err) => return Err(StoreError::Io { path, err }),
                 };
-                let data = decode(&bytes).map_err(|why| StoreError::Corrupt {
+                let data = decode_item(&bytes).map_err(|why| StoreError::Corrupt {
                     path: path.clone(),
                     why,
                 })?;
@@ -165,7 +165,7 @@ impl CertStore {
     pub fn load_settings(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.settings_path();
         match fs::read(&path) {
-            Ok(bytes) => decode(&bytes)
+            Ok(bytes) => decode_item(&bytes)
                 .map(Some)
                 .map_err(|why| StoreError::Corrupt { path, why }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -226,8 +226,7 @@ fn write_durable(dir: &File, path: &Path, data: &[u8], mode: u32) -> io::Result<
             .mode(mode)
             .open(&tmp)?;
         f.set_permissions(Permissions::from_mode(mode))?;
-        f.write_all(format!("{MAGIC} {} {}\n", data.len(), sha256_hex(data)).as_bytes())?;
-        f.write_all(data)?;
+        f.write_all(&encode_item(data))?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
@@ -286,7 +285,15 @@ fn create_dir_synced(dir: &Path) -> io::Result<()> {
     open_dir(parent, true)?.sync_all()
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
+/// One item file's bytes: the header line, then the data as programmed.
+pub fn encode_item(data: &[u8]) -> Vec<u8> {
+    let mut v = format!("{MAGIC} {} {}\n", data.len(), sha256_hex(data)).into_bytes();
+    v.extend_from_slice(data);
+    v
+}
+
+/// The data of an item file, or why it is not a complete item (torn, corrupt, not one).
+pub fn decode_item(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let nl = bytes
         .iter()
         .position(|&b| b == b'\n')
@@ -411,7 +418,7 @@ mod tests {
             meta.file_type()
         );
         assert_eq!(mode_of(path), mode, "mode of {}", path.display());
-        assert_eq!(decode(&fs::read(path).unwrap()).unwrap(), data);
+        assert_eq!(decode_item(&fs::read(path).unwrap()).unwrap(), data);
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! - [`config`]: configuration data.
 //! - [`script`]: the host's side: terminal scripts (`run`) and the interactive terminal (`term`).
 //! - [`peers`]: loopback servers the shipped scripts talk to (`peers`).
+//! - `fuzz` (tests and the `fuzzing` feature only): fuzz targets checking invariants (`fuzz/`).
 
 pub mod certstore;
 pub mod config;
 pub mod control;
 pub mod driver;
 pub mod faults;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod iwin;
 pub mod module;
 pub mod net;
