@@ -994,12 +994,16 @@ impl<M: Core> Line<M> {
                 Ok(n) => {
                     // Only the count: the core logs commands, and never certificate-key payloads.
                     log::trace!("m{idx} serial in {n} bytes");
-                    let bytes = faults.input(idx, buf[..n].to_vec());
-                    if let Some(d) = faults.stall(idx) {
-                        self.held_in = Some((now + d, bytes));
-                        return Ok(());
+                    if faults.is_empty() {
+                        self.core.handle_serial(&buf[..n], now);
+                    } else {
+                        let bytes = faults.input(idx, buf[..n].to_vec());
+                        if let Some(d) = faults.stall(idx) {
+                            self.held_in = Some((now + d, bytes));
+                            return Ok(());
+                        }
+                        self.core.handle_serial(&bytes, now);
                     }
-                    self.core.handle_serial(&bytes, now);
                     if n < room {
                         self.want_read = false;
                         return Ok(());
@@ -1033,7 +1037,11 @@ impl<M: Core> Line<M> {
             if !bytes.is_empty() {
                 // Contents are logged by the core, which knows what they are.
                 log::trace!("m{idx} serial out {} bytes", bytes.len());
-                self.delayed_out.extend(faults.output(idx, bytes, now));
+                if faults.is_empty() && self.delayed_out.is_empty() {
+                    self.out.push(&bytes);
+                } else {
+                    self.delayed_out.extend(faults.output(idx, bytes, now));
+                }
                 moved = true;
             }
             if let Some(LineOp::SetBaud(rate)) = self.core.poll_line_op() {
