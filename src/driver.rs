@@ -1134,6 +1134,9 @@ fn module_faults<M: Core>(
 
 /// Write the faults that fired since the last call to the transcript (they are logged already).
 fn trace_fired(tracer: &mut Option<Tracer>, faults: &mut FaultSet) {
+    if !faults.has_fired() {
+        return;
+    }
     let fired = faults.take_fired();
     if let Some(t) = tracer {
         let now = Instant::now();

@@ -48,6 +48,16 @@ struct Figure {
 }
 
 impl Figure {
+    /// The ratio as printed (none when the floor is 0).
+    fn ratio_text(&self) -> String {
+        let r = self.ratio();
+        if r.is_nan() {
+            "-".into()
+        } else {
+            format!("{r:.2}")
+        }
+    }
+
     fn ratio(&self) -> f64 {
         if self.floor == 0.0 {
             f64::NAN
@@ -86,11 +96,11 @@ impl Figure {
     fn print(&self) {
         let goal = self.goal_text();
         println!(
-            "{}: emulator {}, floor {}, ratio {:.2} (median of {}){}{}",
+            "{}: emulator {}, floor {}, ratio {} (median of {}){}{}",
             self.name,
             self.value(self.emu),
             self.value(self.floor),
-            self.ratio(),
+            self.ratio_text(),
             self.n,
             if goal.is_empty() { "" } else { "; goal " },
             goal
@@ -460,11 +470,11 @@ fn main() {
     println!("|---|---|---|---|---|");
     for f in &all {
         println!(
-            "| {} | {} | {} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {} |",
             f.name,
             f.value(f.emu),
             f.value(f.floor),
-            f.ratio(),
+            f.ratio_text(),
             f.goal_text()
         );
     }

@@ -128,6 +128,11 @@ impl FaultSet {
     }
 
     /// Faults that fired since the last call.
+    /// Some fault fired since the last [`FaultSet::take_fired`].
+    pub fn has_fired(&self) -> bool {
+        !self.fired.is_empty()
+    }
+
     pub fn take_fired(&mut self) -> Vec<Fired> {
         std::mem::take(&mut self.fired)
     }
