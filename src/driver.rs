@@ -867,7 +867,8 @@ impl<M: Core> Line<M> {
     /// reconnect).
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let pace = match &self.pacer {
-            Some(p) if !self.out.is_empty() => p.next_at(now),
+            // (While the OS is full, WRITABLE wakes the loop instead.)
+            Some(p) if !self.out.is_empty() && !self.writable => Some(p.next_at(now)),
             _ => None,
         };
         [

@@ -82,11 +82,14 @@ impl Pacer {
         self.busy_until = self.origin + self.wire_time(self.queued as usize);
     }
 
-    /// When more bytes may be handed over (None: now): when one more byte fits the horizon.
-    pub fn next_at(&self, now: Instant) -> Option<Instant> {
-        (self.allowance(now) == 0).then(|| {
-            self.busy_until - self.ahead() + self.wire_time(1).max(Duration::from_nanos(1))
-        })
+    /// When more bytes may be handed over: when one more byte fits the horizon, or `now` if one
+    /// fits already (time passed since the last write). Always an instant, so a caller cannot
+    /// mistake "now" for "no deadline" and stall the line.
+    pub fn next_at(&self, now: Instant) -> Instant {
+        if self.allowance(now) > 0 {
+            return now;
+        }
+        self.busy_until - self.ahead() + self.wire_time(1).max(Duration::from_nanos(1))
     }
 
     /// When the line has sent everything it was given.
@@ -111,10 +114,11 @@ mod tests {
             let n = p.allowance(now).min(left);
             p.sent(n, now);
             left -= n;
-            if let Some(t) = p.next_at(now) {
-                assert!(t > now, "next_at must move forward");
-                now = t;
+            let t = p.next_at(now);
+            if left > 0 {
+                assert!(t > now, "a full line's next_at must move forward");
             }
+            now = t;
         }
         panic!("never finished");
     }
@@ -145,11 +149,23 @@ mod tests {
         let mut p = Pacer::new(9600, now);
         p.sent(96, now); // 100 ms of wire time
         assert_eq!(p.allowance(now), 0);
-        let back = p.next_at(now).unwrap();
+        let back = p.next_at(now);
         // 100 ms of bytes, less the 2 ms horizon, plus one byte's 1.04 ms.
         assert_eq!(back - now, Duration::from_nanos(99_041_666));
         assert_eq!(p.allowance(back), 1);
         assert_eq!(p.allowance(back - Duration::from_nanos(1)), 0);
+    }
+
+    #[test]
+    fn a_line_that_drained_meanwhile_says_now() {
+        // The driver computes its deadline a while after its last write: if a byte fits by then,
+        // the answer must be "now", not "nothing to wait for" (a stalled reply under load).
+        let start = Instant::now();
+        let mut p = Pacer::new(9600, start);
+        p.sent(96, start);
+        let later = start + Duration::from_millis(100);
+        assert!(p.allowance(later) > 0);
+        assert_eq!(p.next_at(later), later);
     }
 
     #[test]
