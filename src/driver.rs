@@ -505,6 +505,11 @@ impl<M: Core> Driver<M> {
         })
     }
 
+    /// Seed the faults' random choices: a new, empty rule set (so call it before adding rules).
+    pub fn seed_faults(&mut self, seed: u64) {
+        self.faults = FaultSet::new(seed);
+    }
+
     /// Activate a fault rule; returns its id.
     pub fn add_fault(&mut self, rule: crate::faults::Rule) -> Result<usize, String> {
         let counts: Vec<u64> = self.lines.iter().map(|l| l.core.commands()).collect();
