@@ -6,8 +6,6 @@
 use crate::certstore::CertStore;
 use crate::config::Config;
 use crate::driver::{Driver, Flow};
-use crate::faults;
-use crate::module::Module;
 use crate::net::claim;
 use crate::serial::Pty;
 use std::io;
@@ -15,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the driver thread looks at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
@@ -102,12 +100,6 @@ impl Embedded {
             }
         };
         let store = CertStore::new(&dir);
-        let sets = store
-            .load()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let saved = store
-            .load_settings()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -124,24 +116,9 @@ impl Embedded {
             }
             Some(c)
         };
-        let rules = config
-            .faults
-            .rules
-            .iter()
-            .map(|r| {
-                faults::parse(r).map_err(|e| io::Error::other(format!("faults.rules {r:?}: {e}")))
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        let mut module = Module::new(&config, Instant::now(), unix);
-        module.set_cert_sets(sets);
-        module.load_saved(saved);
-        let seed = seed.or(config.faults.seed).unwrap_or_else(|| {
-            // Any value will do; it is logged (-v), so a failing run can be replayed with --seed.
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-        log::info!("embedded emulator: fault seed {seed} (replay with --seed {seed})");
+        let rules = crate::driver::config_rules(&config)?;
+        let module = crate::driver::boot_module(&config, &store, unix, false)?;
+        let seed = crate::driver::fault_seed(seed, &config);
         let control_dir = control_dir()?;
         let control = control_dir.path().join("ctl");
         let control_at = control.clone();
