@@ -297,14 +297,7 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let mut driver = Driver::new()?;
-    let seed = opts.seed.or(opts.config.faults.seed).unwrap_or_else(|| {
-        // Any value will do; it is logged, so a failing run can be replayed with --seed.
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
-    log::info!("fault seed {seed} (replay with --seed {seed})");
-    driver.faults = FaultSet::new(seed);
+    driver.seed_faults(fault_seed(opts.seed, &opts.config));
     if let Some(path) = &opts.trace {
         driver.tracer =
             Some(Tracer::create(path, start).map_err(|e| {
@@ -331,20 +324,7 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<(
             opts.certsets.join(format!("m{k}"))
         };
         let store = CertStore::new(&dir);
-        // A torn or corrupt item is an error worth stopping for: an OTP slot must never look empty.
-        let sets = store
-            .load()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let saved = store
-            .load_settings()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let mut module = Module::new(&cfg, Instant::now(), unix);
-        if driver.tracer.is_some() {
-            // Before the boot output, so the transcript starts with the banner.
-            module.enable_trace();
-        }
-        module.set_cert_sets(sets);
-        module.load_saved(saved);
+        let module = boot_module(&cfg, &store, unix, driver.tracer.is_some())?;
         let baud = module.line_baud();
         let port = open_port(opts, k, baud, &mut links)?;
         log::info!(
@@ -365,11 +345,8 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<(
             .then(|| Duration::from_millis(opts.config.timing.boot_ms));
     }
     // Active from start-up (the rules were checked when the configuration was read).
-    for text in &opts.config.faults.rules {
-        let rule = crate::faults::parse(text)
-            .and_then(|r| driver.add_fault(r))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{text}: {e}")))?;
-        log::debug!("fault #{rule} from the configuration");
+    for rule in config_rules(&opts.config)? {
+        driver.add_fault(rule).map_err(io::Error::other)?;
     }
     if let Some(path) = &opts.control {
         driver
@@ -382,6 +359,60 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<(
     drop(claims);
     drop(links);
     Ok(())
+}
+
+/// A module as it powers up: its certificate sets and `Z1`-saved settings loaded from `store` (a torn
+/// or corrupt item is an error worth stopping for: an OTP slot must never look empty), and its
+/// transcript kept from the first byte if `trace`.
+pub fn boot_module(
+    cfg: &Config,
+    store: &CertStore,
+    unix: Duration,
+    trace: bool,
+) -> io::Result<Module> {
+    let sets = store
+        .load()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let saved = store
+        .load_settings()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut module = Module::new(cfg, Instant::now(), unix);
+    if trace {
+        // Before the boot output, so the transcript starts with the banner.
+        module.enable_trace();
+    }
+    module.set_cert_sets(sets);
+    module.load_saved(saved);
+    Ok(module)
+}
+
+/// The faults' seed: `--seed`, else `[faults] seed`, else any value, logged so that a failing run
+/// can be replayed.
+pub fn fault_seed(given: Option<u64>, config: &Config) -> u64 {
+    let seed = given.or(config.faults.seed).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    log::info!("fault seed {seed} (replay with --seed {seed})");
+    seed
+}
+
+/// The rules of `[faults]`, parsed.
+pub fn config_rules(config: &Config) -> io::Result<Vec<crate::faults::Rule>> {
+    config
+        .faults
+        .rules
+        .iter()
+        .map(|r| {
+            crate::faults::parse(r).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("faults.rules {r:?}: {e}"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Whether the loop goes on after a [`Driver::step`].
@@ -511,6 +542,11 @@ impl<M: Core> Driver<M> {
             net_faults: NetFaults::default(),
             wifi_generation: 0,
         })
+    }
+
+    /// Seed the faults' random choices: a new, empty rule set (so call it before adding rules).
+    pub fn seed_faults(&mut self, seed: u64) {
+        self.faults = FaultSet::new(seed);
     }
 
     /// Activate a fault rule; returns its id.

@@ -266,8 +266,15 @@ fn main() -> ExitCode {
         };
         return match result {
             Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
+                // `eswifi-emu certs | head`: a reader that stops early is not an error.
+                use std::io::Write;
+                match writeln!(std::io::stdout().lock(), "{text}") {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        eprintln!("eswifi-emu: stdout: {e}");
+                        ExitCode::from(2)
+                    }
+                    _ => ExitCode::SUCCESS,
+                }
             }
             Err(e) => {
                 eprintln!("eswifi-emu: {e}");

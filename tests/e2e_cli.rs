@@ -230,3 +230,42 @@ fn verbosity_and_config_after_the_subcommand() {
         );
     }
 }
+
+#[test]
+fn certs_into_a_closed_pipe_exits_quietly() {
+    use std::os::fd::FromRawFd;
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("cli-pipe");
+    let mut fds = [0i32; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // The reader is gone before the tool writes (`eswifi-emu certs | head -0`).
+    unsafe { libc::close(fds[0]) };
+    let out = unsafe { Stdio::from_raw_fd(fds[1]) };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
+        .args(["--certsets", s(&dir.path().join("c")), "certs"])
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("certs did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

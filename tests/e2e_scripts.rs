@@ -334,6 +334,100 @@ fn the_embedded_emulator_takes_the_config_and_its_fault_rules() {
     assert_passes(&r);
 }
 
+/// What the host sees when `P6=1` meets a refused connect.
+const P6_REFUSED: &str =
+    r#"[TCP  RC] Failed to connect\r\nERROR: Unknown Error\r\nUsage: P6 <0=Stop/1=Start>"#;
+
+/// Connections waiting in a listener's queue (its owner never accepts them while a script runs).
+fn queued(l: &TcpListener) -> usize {
+    l.set_nonblocking(true).unwrap();
+    // Bounded: a script opens a handful at most.
+    (0..64).take_while(|_| l.accept().is_ok()).count()
+}
+
+#[test]
+fn fault_directive_reaches_the_embedded_emulator_and_takes_effect() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let r = run_text(
+        &format!(
+            "{JOIN}P0=0\nP1=0\nP3=127.0.0.1\nP4=${{PORT}}\n\
+             fault net.refuse 127.0.0.1:${{PORT}}\n\
+             P6=1\nexpect ERROR\nexpect exact \"{P6_REFUSED}\"\n\
+             fault list\n\
+             fault clear ${{FAULT_ID}}\n\
+             P6=1\nP6=0\n"
+        ),
+        &["--var", &format!("PORT={port}")],
+    );
+    assert_passes(&r);
+    assert!(r.1.contains("fault add net.refuse 127.0.0.1:"), "{}", r.1);
+    assert!(
+        r.1.contains(&format!("1 net.refuse 127.0.0.1:{port} fired=1")),
+        "fault list prints the rules, ${{PORT}} substituted:\n{}",
+        r.1
+    );
+    // The refused connect never reached the server; the one after `fault clear` did.
+    assert_eq!(queued(&l), 1);
+}
+
+#[test]
+fn a_rule_the_emulator_refuses_fails_the_script_with_its_answer() {
+    let r = run_text("I?\nfault serial.latency fast\nI?\n", &[]);
+    assert_fails(
+        &r,
+        &[
+            "t.iwin:2: fault serial.latency fast",
+            "command:  fault add serial.latency fast",
+            "expected: ok <id>",
+            "got:      error ",
+            "fast",
+        ],
+    );
+    assert!(
+        !r.1.contains("t.iwin:3"),
+        "the script stops there:\n{}",
+        r.1
+    );
+    assert_fails(
+        &run_text("I?\nfault clear 7\n", &[]),
+        &["t.iwin:2: fault clear 7", "got:      error no fault 7"],
+    );
+}
+
+#[test]
+fn seed_replays_the_embedded_emulators_random_faults_and_is_logged_only_with_v() {
+    let mut text = String::from("C1=lab\nfault wifi.join-fail p=0.5\n");
+    for _ in 0..12 {
+        text.push_str("C0\nexpect any\nCD\nexpect any\n");
+    }
+    // Which joins failed, in order.
+    let outcomes = |out: &str| -> String {
+        out.lines()
+            .filter(|l| l.starts_with("ok ") && l.split_whitespace().nth(2) == Some("C0"))
+            .map(|l| {
+                if l.contains("[JOIN   ] lab,") {
+                    'J'
+                } else {
+                    'E'
+                }
+            })
+            .collect()
+    };
+    let a = run_text(&text, &["--seed", "7"]);
+    assert_passes(&a);
+    let b = run_text(&text, &["--seed", "7"]);
+    assert_passes(&b);
+    assert_eq!(outcomes(&a.1).len(), 12, "{}", a.1);
+    assert_eq!(outcomes(&a.1), outcomes(&b.1), "same seed, same joins");
+    assert!(!a.2.contains("fault seed"), "quiet without -v: {}", a.2);
+    let dir = TempDir::new("seed");
+    let p = write_script(&dir, "t.iwin", &text);
+    let v = eswifi(&["-v", "run", p.to_str().unwrap(), "--seed", "7"]);
+    assert!(v.2.contains("fault seed 7"), "{}", v.2);
+    assert_eq!(outcomes(&v.1), outcomes(&a.1));
+}
+
 #[test]
 fn a_parse_error_fails_the_script_naming_the_line() {
     assert_fails(
@@ -535,6 +629,7 @@ fn every_shipped_script_passes_against_the_embedded_emulator_and_peers() {
         "udp-echo",
         "tcp-server",
         "scan-join",
+        "faults-split-and-brownout",
     ] {
         let p = repo().join("scripts").join(format!("{name}.iwin"));
         assert!(scripts.contains(&p), "{} is not shipped", p.display());
@@ -670,6 +765,51 @@ fn a_script_runs_unchanged_through_port_against_a_separate_emulator() {
     let r = eswifi(&args);
     assert_passes(&r);
     let _ = peers.var("HOST");
+}
+
+/// A control socket path short enough to bind (SUN_LEN); the emulator removes it when it stops.
+fn short_socket_path() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("eswifi-s{}-{n}.sock", std::process::id()))
+}
+
+#[test]
+fn fault_directive_goes_to_the_control_socket_named_with_port_and_control() {
+    let ctl = short_socket_path();
+    let mut emu = Emu::start_with(None, &["--control", ctl.to_str().unwrap()]);
+    emu.close_pty();
+    let path = emu.pty_path().display().to_string();
+    let text =
+        "fault wifi.join-fail p=1\nC1=lab\nC0\nexpect ERROR\nfault serial.split 1..3 gap=1ms\n\
+                C?\nexpect exact \"lab,,0,1,0,0.0.0.0,0.0.0.0,0.0.0.0,255.255.255.255,\
+                255.255.255.255,5,0,0,US,0\"\nfault clear ${FAULT_ID}\n";
+    let r = run_text(text, &["--port", &path, "--control", ctl.to_str().unwrap()]);
+    assert_passes(&r);
+    assert!(r.1.contains("ok 2"), "{}", r.1);
+    // The rule the script added (and did not clear) is the emulator's, as `fault list` shows.
+    assert_eq!(
+        control_lines(&ctl, "fault list"),
+        ["1 wifi.join-fail p=1 fired=1", "ok 1"]
+    );
+    // Without --control, a fault directive has nowhere to go: an error naming the line.
+    let r = run_text("I?\nfault wifi.down\n", &["--port", &path]);
+    assert_fails(
+        &r,
+        &[
+            "t.iwin:2: fault wifi.down",
+            "command:  fault add wifi.down",
+            "fault needs --control PATH when running against a port",
+        ],
+    );
+    assert_eq!(control_lines(&ctl, "fault list").last().unwrap(), "ok 1");
+    // `--control` alone (no port) and `--seed` with a port make no sense: usage errors.
+    let r = run_text("I?\n", &["--control", ctl.to_str().unwrap()]);
+    assert_eq!(r.0, Some(2), "{}\n{}", r.1, r.2);
+    let r = run_text("I?\n", &["--port", &path, "--seed", "1"]);
+    assert_eq!(r.0, Some(2), "{}\n{}", r.1, r.2);
+    emu.stop();
 }
 
 #[test]

@@ -255,3 +255,50 @@ fn term_on_a_port_shows_an_asynchronous_message_while_idle() {
         "{recorded}"
     );
 }
+
+#[test]
+fn term_sends_fault_lines_to_the_control_socket_and_records_them() {
+    let dir = TempDir::new("term-fault");
+    let rec = dir.path().join("faults.iwin");
+    let mut s = Screen::spawn(&["--record", rec.to_str().unwrap()], dir.path());
+    s.wait_for("eswifi-emu term on embedded emulator");
+    s.type_line("fault wifi.join-fail p=1");
+    s.wait_for("ok 1");
+    s.type_line("C1=lab");
+    s.wait_for("OK");
+    s.type_line("C0");
+    s.wait_for("[JOIN   ] Failed");
+    s.type_line("fault list");
+    s.wait_for("1 wifi.join-fail p=1 fired=1");
+    s.type_line("fault bogus.rule");
+    s.wait_for("error unknown fault kind");
+    s.type_line("fault clear");
+    s.wait_for("ok");
+    assert_eq!(s.quit(), Some(0), "screen:\n{}", s.text());
+    let recorded = std::fs::read_to_string(&rec).unwrap();
+    assert!(
+        recorded.contains("fault wifi.join-fail p=1\nC1=lab\nexpect OK\nC0\nexpect ERROR\n"),
+        "{recorded}"
+    );
+    assert!(recorded.ends_with("fault clear\n"), "{recorded}");
+    assert!(!recorded.contains("fault list"), "{recorded}");
+    assert!(!recorded.contains("bogus"), "{recorded}");
+    // The recording replays, its fault included.
+    let out = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
+        .args(["run", rec.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+
+    // On a port without --control there is nowhere to send it.
+    let mut emu = Emu::start();
+    emu.close_pty();
+    let path = emu.pty_path().display().to_string();
+    let mut s = Screen::spawn(&["--port", &path], dir.path());
+    s.wait_for(&format!("eswifi-emu term on {path}"));
+    s.type_line("fault wifi.down");
+    s.wait_for("fault needs --control PATH when running against a port");
+    assert_eq!(s.quit(), Some(0), "screen:\n{}", s.text());
+}

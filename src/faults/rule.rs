@@ -160,7 +160,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?}: a duration needs a unit (us, ms, s, m)"))?;
     let v: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?}: not a number of {unit}"))?;
+        .map_err(|_| format!("{s:?}: not a duration (a number and a unit: 20ms, 2s)"))?;
     let secs = match unit {
         "us" => v / 1e6,
         "ms" => v / 1e3,

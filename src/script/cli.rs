@@ -23,6 +23,7 @@ pub struct Global {
 
 /// Where the module is. Without any of these, an emulator runs inside this process.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("line").args(["port", "serial", "connect"])))]
 pub struct PortArgs {
     /// A tty or pty to drive: another emulator's pty, or a serial device already set up.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["serial", "connect"])]
@@ -40,6 +41,14 @@ pub struct PortArgs {
     /// replies) or `poll` (fetched with MR). Also sets the embedded emulator's mode.
     #[arg(long, value_enum, value_name = "MODE")]
     pub events: Option<EventMode>,
+    /// The control socket of the emulator on --port/--serial/--connect (its `--control PATH`),
+    /// where `fault …` directives go. The embedded emulator has one of its own.
+    #[arg(long, value_name = "PATH", requires = "line")]
+    pub control: Option<PathBuf>,
+    /// Seed of the embedded emulator's random fault choices, to replay a run exactly (else
+    /// `[faults] seed`, else picked and logged with -v).
+    #[arg(long, value_name = "N", conflicts_with = "line")]
+    pub seed: Option<u64>,
 }
 
 impl PortArgs {
@@ -134,8 +143,12 @@ fn colour_on(stream_is_tty: bool) -> bool {
     stream_is_tty && std::env::var_os("NO_COLOR").is_none()
 }
 
-fn open_embedded(config: &Config, global: &Global) -> std::io::Result<(Embedded, Box<dyn Port>)> {
-    let emu = Embedded::start(config, global.certsets.as_deref())?;
+fn open_embedded(
+    config: &Config,
+    global: &Global,
+    seed: Option<u64>,
+) -> std::io::Result<(Embedded, Box<dyn Port>)> {
+    let emu = Embedded::start(config, global.certsets.as_deref(), seed)?;
     let port = TtyPort::open(emu.path())?.named("embedded emulator");
     Ok((emu, Box::new(port)))
 }
@@ -155,6 +168,7 @@ pub fn run_cmd(args: &RunArgs, global: &Global) -> ExitCode {
         vars: args.vars.clone(),
         colour: colour_on(std::io::stdout().is_terminal()),
         quiet: global.quiet,
+        control: args.port.control.clone(),
     };
     let mut out = std::io::stdout().lock();
     let mut outcomes: Vec<Outcome> = Vec::new();
@@ -162,7 +176,7 @@ pub fn run_cmd(args: &RunArgs, global: &Global) -> ExitCode {
         PortSpec::Embedded => {
             for script in &args.scripts {
                 // One fresh module per script: scripts are independent test cases.
-                let (_emu, port) = match open_embedded(&config, global) {
+                let (emu, port) = match open_embedded(&config, global, args.port.seed) {
                     Ok(x) => x,
                     Err(e) => {
                         eprintln!("eswifi-emu: embedded emulator: {e}");
@@ -170,6 +184,10 @@ pub fn run_cmd(args: &RunArgs, global: &Global) -> ExitCode {
                     }
                 };
                 let mut session = Session::new(port, mode);
+                let opts = Options {
+                    control: Some(emu.control().to_owned()),
+                    ..opts.clone()
+                };
                 outcomes.push(run::run_script(&mut session, script, &opts, &mut out));
             }
         }
@@ -217,21 +235,27 @@ pub fn term_cmd(args: &TermArgs, global: &Global) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = TermOptions {
-        timeout: args.timeout,
-        record: args.record.clone(),
-        colour: colour_on(std::io::stdout().is_terminal()),
-    };
     let opened = match args.port.spec() {
-        PortSpec::Embedded => open_embedded(&config, global).map(|(e, p)| (Some(e), p)),
+        PortSpec::Embedded => {
+            open_embedded(&config, global, args.port.seed).map(|(e, p)| (Some(e), p))
+        }
         spec => port::open(&spec, args.timeout).map(|p| (None, p)),
     };
-    let (_emu, port) = match opened {
+    let (emu, port) = match opened {
         Ok(x) => x,
         Err(e) => {
             eprintln!("eswifi-emu: {e}");
             return ExitCode::from(2);
         }
+    };
+    let opts = TermOptions {
+        timeout: args.timeout,
+        record: args.record.clone(),
+        colour: colour_on(std::io::stdout().is_terminal()),
+        control: match &emu {
+            Some(e) => Some(e.control().to_owned()),
+            None => args.port.control.clone(),
+        },
     };
     match term::term(port, &opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,11 @@
 //! The emulator inside the runner's own process (layer: edge glue): one module, its pty and the mio
 //! driver on a thread of their own, reached through the pty path like any other port. This is
-//! what `run` and `term` use when no port is given.
+//! what `run` and `term` use when no port is given. Its control socket (for the `fault`
+//! directive) is on a short path in a private temporary directory, removed when it stops.
 
 use crate::certstore::CertStore;
 use crate::config::Config;
 use crate::driver::{Driver, Flow};
-use crate::faults;
-use crate::module::Module;
 use crate::net::claim;
 use crate::serial::Pty;
 use std::io;
@@ -14,10 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the driver thread looks at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
+
+/// Longest Unix socket path that binds everywhere (`sun_path` is 104 bytes on the BSDs, 108 on
+/// Linux, with the NUL).
+const MAX_SOCKET_PATH: usize = 100;
 
 /// A directory removed (with its contents) on drop.
 #[derive(Debug)]
@@ -25,17 +28,22 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> io::Result<TempDir> {
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// A fresh directory in `parent`.
+    pub fn new_in(parent: &Path, tag: &str) -> io::Result<TempDir> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .subsec_nanos();
-        let path =
-            std::env::temp_dir().join(format!("eswifi-{tag}-{}-{n}-{nanos:x}", std::process::id()));
-        std::fs::create_dir(&path)?;
-        use std::os::unix::fs::PermissionsExt;
-        // It will hold private keys.
+        let path = parent.join(format!("eswifi-{tag}-{}-{n}-{nanos:x}", std::process::id()));
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // It will hold private keys, or a control socket: private from the start (a name already
+        // taken is an error, never reused).
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
         Ok(TempDir(path))
     }
@@ -52,19 +60,37 @@ impl Drop for TempDir {
 }
 
 /// A running embedded emulator. Dropping it stops the driver thread and removes a temporary
-/// certificate directory.
+/// certificate directory and the control socket.
 pub struct Embedded {
     slave: PathBuf,
+    control: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     _certs: Option<TempDir>,
+    _control_dir: TempDir,
     _claim: Option<claim::Claim>,
+}
+
+/// A private directory (mode 0700) for the control socket, on a path short enough to bind: the
+/// system's temporary directory, or `/tmp` when that is too long.
+fn control_dir() -> io::Result<TempDir> {
+    let t = TempDir::new("ctl")?;
+    if t.path().join("ctl").as_os_str().len() <= MAX_SOCKET_PATH {
+        return Ok(t);
+    }
+    drop(t);
+    TempDir::new_in(Path::new("/tmp"), "ctl")
 }
 
 impl Embedded {
     /// Start one module. `certsets`: where its certificate sets live; `None` for a fresh temporary
-    /// directory (every item programmable, as on a new module).
-    pub fn start(config: &Config, certsets: Option<&Path>) -> io::Result<Embedded> {
+    /// directory (every item programmable, as on a new module). `seed`: of its faults' random
+    /// choices (else `[faults] seed`, else picked and logged at info level).
+    pub fn start(
+        config: &Config,
+        certsets: Option<&Path>,
+        seed: Option<u64>,
+    ) -> io::Result<Embedded> {
         let (tmp, dir) = match certsets {
             Some(d) => (None, d.to_owned()),
             None => {
@@ -74,12 +100,6 @@ impl Embedded {
             }
         };
         let store = CertStore::new(&dir);
-        let sets = store
-            .load()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let saved = store
-            .load_settings()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -96,17 +116,12 @@ impl Embedded {
             }
             Some(c)
         };
-        let rules = config
-            .faults
-            .rules
-            .iter()
-            .map(|r| {
-                faults::parse(r).map_err(|e| io::Error::other(format!("faults.rules {r:?}: {e}")))
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        let mut module = Module::new(&config, Instant::now(), unix);
-        module.set_cert_sets(sets);
-        module.load_saved(saved);
+        let rules = crate::driver::config_rules(&config)?;
+        let module = crate::driver::boot_module(&config, &store, unix, false)?;
+        let seed = crate::driver::fault_seed(seed, &config);
+        let control_dir = control_dir()?;
+        let control = control_dir.path().join("ctl");
+        let control_at = control.clone();
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<PathBuf>>();
@@ -118,11 +133,15 @@ impl Embedded {
                     let pty = Pty::open()?;
                     let slave = pty.slave_path().to_owned();
                     let mut driver = Driver::new()?;
+                    driver.seed_faults(seed);
                     let idx = driver.add(module, crate::serial::port::Port::pty(pty, false)?)?;
                     driver.set_store(idx, store);
                     for rule in rules {
                         driver.add_fault(rule).map_err(io::Error::other)?;
                     }
+                    driver
+                        .bind_control(&control_at)
+                        .map_err(|e| io::Error::new(e.kind(), format!("control socket: {e}")))?;
                     Ok((driver, slave))
                 };
                 let mut driver = match setup() {
@@ -156,9 +175,11 @@ impl Embedded {
         log::debug!("embedded emulator on {}", slave.display());
         Ok(Embedded {
             slave,
+            control,
             stop,
             thread: Some(thread),
             _certs: tmp,
+            _control_dir: control_dir,
             _claim: claim,
         })
     }
@@ -166,6 +187,11 @@ impl Embedded {
     /// The pty path the host side opens.
     pub fn path(&self) -> &Path {
         &self.slave
+    }
+
+    /// Its control socket (mode 0600), for `fault` directives.
+    pub fn control(&self) -> &Path {
+        &self.control
     }
 }
 

@@ -69,6 +69,62 @@ pub enum Item {
     Echo(String),
     /// `include PATH` (relative to the including script).
     Include(String),
+    /// `fault RULE`, `fault clear [ID]`, `fault list`: sent to the emulator's control socket.
+    Fault(FaultOp),
+}
+
+/// What a `fault` directive asks of the control socket (`${NAME}`s are substituted at run time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultOp {
+    /// `fault RULE`: `fault add RULE`, answered `ok <id>`. The emulator judges the rule.
+    Add(String),
+    /// `fault clear` (every rule) or `fault clear ID`.
+    Clear(Option<String>),
+    /// `fault list`: one line per rule, then `ok <count>`.
+    List,
+}
+
+impl FaultOp {
+    /// The control-socket command, given the substituted argument.
+    pub fn control_line(&self, arg: &str) -> String {
+        match self {
+            FaultOp::Add(_) => format!("fault add {arg}"),
+            FaultOp::Clear(None) => "fault clear".into(),
+            FaultOp::Clear(Some(_)) => format!("fault clear {arg}"),
+            FaultOp::List => "fault list".into(),
+        }
+    }
+
+    /// The text that takes `${NAME}`s: the rule or the id.
+    pub fn arg(&self) -> &str {
+        match self {
+            FaultOp::Add(r) => r,
+            FaultOp::Clear(Some(id)) => id,
+            FaultOp::Clear(None) | FaultOp::List => "",
+        }
+    }
+}
+
+/// The words after `fault` (in a script, or typed in `eswifi-emu term`).
+pub fn parse_fault(rest: &str) -> Result<FaultOp, String> {
+    let rest = rest.trim();
+    let (verb, arg) = rest
+        .split_once(char::is_whitespace)
+        .map_or((rest, ""), |(v, a)| (v, a.trim()));
+    match verb {
+        "" => Err(
+            "`fault` needs a rule (`fault serial.split 1..7 gap=2ms`), `clear [ID]` or `list`"
+                .into(),
+        ),
+        "clear" if arg.is_empty() => Ok(FaultOp::Clear(None)),
+        "clear" if arg.contains("${") || arg.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(FaultOp::Clear(Some(arg.to_string())))
+        }
+        "clear" => Err(format!("`fault clear {arg}`: the ID is a number")),
+        "list" if arg.is_empty() => Ok(FaultOp::List),
+        "list" => Err(format!("unexpected `{arg}` after `fault list`")),
+        _ => Ok(FaultOp::Add(rest.to_string())),
+    }
 }
 
 impl Item {
@@ -512,9 +568,10 @@ fn parse_directive(text: &str) -> Result<Item, String> {
             only("the bytes", used, rest)?;
             Ok(Item::Send(b))
         }
+        "fault" => parse_fault(rest).map(Item::Fault),
         other => Err(format!(
             "unknown directive `{other}` (expect, until, wait, capture, set, sleep, echo, \
-             include, send)"
+             include, send, fault)"
         )),
     }
 }
@@ -727,6 +784,41 @@ mod tests {
             parse("send \"P6=1\\x00\"\n").unwrap()[0].item,
             Item::Send(b"P6=1\0".to_vec())
         );
+        assert_eq!(
+            parse("fault serial.split 1..7 gap=2ms // cut replies\n").unwrap()[0].item,
+            Item::Fault(FaultOp::Add("serial.split 1..7 gap=2ms".into()))
+        );
+        assert_eq!(
+            parse("fault net.refuse 127.0.0.1:${PORT}\n").unwrap()[0].item,
+            Item::Fault(FaultOp::Add("net.refuse 127.0.0.1:${PORT}".into()))
+        );
+        assert_eq!(
+            parse("fault net.bandwidth *:* 20kB/s\n").unwrap()[0].item,
+            Item::Fault(FaultOp::Add("net.bandwidth *:* 20kB/s".into())),
+            "a slash inside a word is not a regex"
+        );
+        assert_eq!(
+            parse("fault clear\n").unwrap()[0].item,
+            Item::Fault(FaultOp::Clear(None))
+        );
+        assert_eq!(
+            parse("fault clear ${FAULT_ID}\n").unwrap()[0].item,
+            Item::Fault(FaultOp::Clear(Some("${FAULT_ID}".into())))
+        );
+        assert_eq!(
+            parse("fault list\n").unwrap()[0].item,
+            Item::Fault(FaultOp::List)
+        );
+        assert_eq!(
+            FaultOp::Add("x".into()).control_line("serial.stall 3s"),
+            "fault add serial.stall 3s"
+        );
+        assert_eq!(
+            FaultOp::Clear(Some("2".into())).control_line("2"),
+            "fault clear 2"
+        );
+        assert!(err("fault\n").msg.contains("needs a rule"));
+        assert!(err("fault clear all\n").msg.contains("number"));
         assert!(err("sleep 10\n").msg.contains("unit"));
         assert!(err("frobnicate\n").msg.contains("unknown directive"));
         assert!(err("wait \"x\" soon\n").msg.contains("within"));

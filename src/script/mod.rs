@@ -6,10 +6,12 @@
 //! - [`show`]: escaping and redaction of what is printed (pure).
 //! - [`port`]: the line itself: a tty/pty path, a serial device, a TCP connection.
 //! - [`embedded`]: an emulator in this process, for the zero-setup path.
+//! - [`ctl`]: the client of an emulator's control socket (`fault …` directives).
 //! - [`session`]: commands, replies and events over a port, every wait bounded.
 //! - [`run`]: the runner; [`term`]: the terminal; [`cli`]: their command-line options.
 
 pub mod cli;
+pub mod ctl;
 pub mod embedded;
 pub mod lang;
 pub mod port;

@@ -208,19 +208,7 @@ impl Port for SerialDevPort {
         self.port
             .set_timeout(timeout.max(Duration::from_millis(1)))
             .map_err(serial_err)?;
-        match self.port.read(buf) {
-            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "line closed")),
-            Ok(n) => Ok(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                Ok(0)
-            }
-            Err(e) => Err(e),
-        }
+        timed_read(self.port.read(buf), "line closed")
     }
 
     fn try_clone(&self) -> io::Result<Box<dyn Port>> {
@@ -274,22 +262,7 @@ impl Port for TcpPort {
     fn read(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
         self.stream
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        match self.stream.read(buf) {
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            )),
-            Ok(n) => Ok(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                Ok(0)
-            }
-            Err(e) => Err(e),
-        }
+        timed_read(self.stream.read(buf), "connection closed")
     }
 
     fn try_clone(&self) -> io::Result<Box<dyn Port>> {
@@ -301,6 +274,26 @@ impl Port for TcpPort {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+}
+
+/// A read with a timeout: 0 when the time ran out, an error at the end of the stream.
+fn timed_read(r: io::Result<usize>, eof: &str) -> io::Result<usize> {
+    match r {
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            eof.to_string(),
+        )),
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e),
     }
 }
 

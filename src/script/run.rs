@@ -2,7 +2,7 @@
 //! [`Session`], checks replies, prints one line per step, and describes a failure by its script
 //! line, the command, what was expected and what came (bytes escaped, secrets masked).
 
-use super::lang::{self, CommandLine, Expect, Item, Kind, Line, Payload};
+use super::lang::{self, CommandLine, Expect, FaultOp, Item, Kind, Line, Payload};
 use super::reply::Reply;
 use super::session::{Session, SessionError};
 use super::show::{self, escape, shorten};
@@ -28,7 +28,16 @@ pub struct Options {
     pub colour: bool,
     /// Print only failures (and the summary).
     pub quiet: bool,
+    /// The control socket of the emulator on the line, for `fault` directives: the embedded
+    /// emulator's, or `--control PATH`. None against a real module.
+    pub control: Option<PathBuf>,
 }
+
+/// Why a `fault` directive cannot run without a control socket.
+pub const NO_CONTROL: &str = "fault needs --control PATH when running against a port";
+
+/// The variable a `fault RULE` directive sets to the new rule's id.
+pub const FAULT_ID: &str = "FAULT_ID";
 
 /// Why a script stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +337,7 @@ impl Runner<'_> {
                     let t = format!("     {loc:<24} {}", String::from_utf8_lossy(&t));
                     self.print(t, false);
                 }),
+                Item::Fault(op) => self.fault(file, line, op, &loc),
                 Item::Include(p) => match self.subst_str(file, line, p) {
                     Ok(p) => self.include(top, file, line, &p, depth),
                     Err(f) => {
@@ -644,6 +654,54 @@ impl Runner<'_> {
             }
         }
         Ok((reply, tries))
+    }
+
+    /// `fault RULE`, `fault clear [ID]`, `fault list`: one request to the control socket; an
+    /// `error …` answer fails the script.
+    fn fault(&mut self, file: &Path, line: &Line, op: &FaultOp, loc: &str) -> Result<(), Failure> {
+        let arg = self.subst_str(file, line, op.arg())?;
+        let request = op.control_line(arg.trim());
+        let shown =
+            String::from_utf8_lossy(&show::redact(request.as_bytes(), &self.secrets)).into_owned();
+        let fail = |expected: String, got: String| Failure {
+            at: at(file, line.no),
+            line: line.text.clone(),
+            command: Some(shown.clone()),
+            expected,
+            got,
+        };
+        let Some(path) = self.opts.control.clone() else {
+            return Err(fail(
+                "a control socket to send it to".into(),
+                format!("none: {NO_CONTROL}"),
+            ));
+        };
+        let t0 = Instant::now();
+        let answer = super::ctl::request(&path, &request, self.opts.timeout).map_err(|e| {
+            fail(
+                format!("an answer from the control socket {}", path.display()),
+                e.to_string(),
+            )
+        })?;
+        let last = answer.last().cloned().unwrap_or_default();
+        if !(last == "ok" || last.starts_with("ok ")) {
+            let expected = match op {
+                FaultOp::Add(_) => "ok <id>",
+                FaultOp::Clear(_) => "ok",
+                FaultOp::List => "ok <count>",
+            };
+            return Err(fail(expected.into(), last));
+        }
+        if let FaultOp::Add(_) = op {
+            let id = last.trim_start_matches("ok").trim();
+            self.vars.insert(FAULT_ID.into(), id.as_bytes().to_vec());
+        }
+        for rule in &answer[..answer.len() - 1] {
+            let l = format!("     {loc:<24} {rule}");
+            self.print(l, false);
+        }
+        self.step_line(loc, &shown, &last, Some(t0.elapsed()));
+        Ok(())
     }
 
     fn wait(

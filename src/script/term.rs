@@ -23,6 +23,8 @@ pub struct TermOptions {
     pub timeout: Duration,
     pub record: Option<PathBuf>,
     pub colour: bool,
+    /// The emulator's control socket, for `fault …` (the embedded one's, or `--control`).
+    pub control: Option<PathBuf>,
 }
 
 struct Shared {
@@ -214,6 +216,7 @@ struct Term {
     events_seen: Vec<Vec<u8>>,
     timeout: Duration,
     colour: bool,
+    control: Option<PathBuf>,
 }
 
 impl Term {
@@ -266,6 +269,7 @@ impl Term {
                     }
                     Err(e) => self.say_error(&e),
                 },
+                t if t == "fault" || t.starts_with("fault ") => self.fault(&t["fault".len()..]),
                 _ => self.say_error(&format!("unknown: {text}. {HELP}")),
             }
             return Ok(true);
@@ -324,6 +328,37 @@ impl Term {
         Ok(true)
     }
 
+    /// `fault RULE`, `fault clear [ID]`, `fault list`, sent to the control socket; the answer is
+    /// printed, and a rule the emulator took is recorded.
+    fn fault(&mut self, rest: &str) {
+        let op = match lang::parse_fault(rest) {
+            Ok(op) => op,
+            Err(e) => return self.say_error(&e),
+        };
+        let Some(path) = self.control.clone() else {
+            return self.say_error(super::run::NO_CONTROL);
+        };
+        let request = op.control_line(op.arg());
+        match super::ctl::request(&path, &request, self.timeout) {
+            Ok(answer) => {
+                let ok = answer
+                    .last()
+                    .is_some_and(|l| l == "ok" || l.starts_with("ok "));
+                for l in &answer {
+                    if ok {
+                        println!("{}", paint(self.colour, "32", l));
+                    } else {
+                        self.say_error(l);
+                    }
+                }
+                if ok && op != lang::FaultOp::List {
+                    self.record(&format!("fault {}", rest.trim()));
+                }
+            }
+            Err(e) => self.say_error(&format!("control socket {}: {e}", path.display())),
+        }
+    }
+
     /// The reply to the command just sent, printing what comes before it; `None` on timeout.
     fn await_reply(&mut self) -> io::Result<Option<Reply>> {
         let deadline = Instant::now() + self.timeout;
@@ -361,7 +396,8 @@ impl Term {
 
 const HELP: &str = "Type module commands (uppercase); Enter sends them with CR. \
 Payloads: S3=\"text\\r\\n\", S3 @file, PG=0,0,@ca.pem. \
-Also: send \"raw\\x00bytes\" (no CR), help, quit (or Ctrl-D).";
+Also: send \"raw\\x00bytes\" (no CR), fault RULE | clear [ID] | list (the emulator's \
+control socket), help, quit (or Ctrl-D).";
 
 /// Run the terminal until Ctrl-D, `quit`, or the line closing.
 pub fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
@@ -407,6 +443,7 @@ pub fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
         events_seen: Vec::new(),
         timeout: opts.timeout,
         colour,
+        control: opts.control.clone(),
     };
     let result = (|| -> io::Result<()> {
         loop {
