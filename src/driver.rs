@@ -546,6 +546,7 @@ impl<M: Core> Driver<M> {
 
     /// Seed the faults' random choices: a new, empty rule set (so call it before adding rules).
     pub fn seed_faults(&mut self, seed: u64) {
+        self.settled = false;
         self.faults = FaultSet::new(seed);
     }
 

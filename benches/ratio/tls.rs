@@ -162,8 +162,10 @@ pub fn client_config(pki: &Pki, verify: bool) -> Arc<ClientConfig> {
     Arc::new(cfg)
 }
 
-/// One full handshake of the bare client (connect, handshake, close).
-pub fn bare_handshake(cfg: &Arc<ClientConfig>, addr: SocketAddr) {
+/// One full handshake of the bare client: how long from `connect` until its last flight was
+/// written (the module answers `P6=1` then too); the close that follows is not timed.
+pub fn bare_handshake(cfg: &Arc<ClientConfig>, addr: SocketAddr) -> Duration {
+    let t = Instant::now();
     let mut tcp = TcpStream::connect(addr).expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
     let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
@@ -171,6 +173,11 @@ pub fn bare_handshake(cfg: &Arc<ClientConfig>, addr: SocketAddr) {
     while c.is_handshaking() {
         c.complete_io(&mut tcp).expect("handshake");
     }
+    while c.wants_write() {
+        c.write_tls(&mut tcp).expect("last flight");
+    }
+    let took = t.elapsed();
     c.send_close_notify();
-    let _ = c.complete_io(&mut tcp);
+    while c.wants_write() && c.write_tls(&mut tcp).is_ok() {}
+    took
 }
