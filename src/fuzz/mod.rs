@@ -471,6 +471,26 @@ mod tests {
         }
     }
 
+    /// Inputs a long run once failed on (`fuzz/regressions/<target>/`), kept so they stay fixed.
+    #[test]
+    fn regressions() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+        let targets: [(&str, fn(&[u8])); 4] = [
+            ("framer", framer),
+            ("parser", parser),
+            ("module", module),
+            ("cert_item", cert_item),
+        ];
+        for (target, f) in targets {
+            let Ok(dir) = std::fs::read_dir(root.join(target)) else {
+                continue;
+            };
+            for e in dir.flatten() {
+                f(&std::fs::read(e.path()).expect("regression input"));
+            }
+        }
+    }
+
     /// Writes the seeds to `fuzz/corpus/<target>/` (`cargo test -- --ignored write_seed_corpus`).
     #[test]
     #[ignore]
