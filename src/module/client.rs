@@ -660,6 +660,10 @@ impl Module {
                             "peer closed the connection during the TLS handshake",
                             now,
                         );
+                        // The network has closed it already: no Close names it (found by the
+                        // `module` fuzz target).
+                        self.ops
+                            .retain(|op| !matches!(op, NetOp::Close { conn: c, .. } if *c == conn));
                     }
                     SocketState::Open(stream) => {
                         log::info!("socket {i}: connection ended: {reason:?}");
