@@ -475,7 +475,8 @@ mod tests {
     #[test]
     fn regressions() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-        let targets: [(&str, fn(&[u8])); 4] = [
+        type Target = fn(&[u8]);
+        let targets: [(&str, Target); 4] = [
             ("framer", framer),
             ("parser", parser),
             ("module", module),
