@@ -127,12 +127,12 @@ impl FaultSet {
             .collect()
     }
 
-    /// Faults that fired since the last call.
     /// Some fault fired since the last [`FaultSet::take_fired`].
     pub fn has_fired(&self) -> bool {
         !self.fired.is_empty()
     }
 
+    /// Faults that fired since the last call.
     pub fn take_fired(&mut self) -> Vec<Fired> {
         std::mem::take(&mut self.fired)
     }
@@ -252,13 +252,13 @@ impl FaultSet {
         }
     }
 
-    /// A stall armed for the next command of `module` (one-shot): how long its input waits.
     /// No rule is active: every hook is the identity (the driver then skips them on its hot
     /// paths).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
+    /// A stall armed for the next command of `module` (one-shot): how long its input waits.
     pub fn stall(&mut self, module: usize) -> Option<Duration> {
         let k = self
             .rules
