@@ -315,6 +315,10 @@ impl Host {
     /// Feed what the module has room for, as the driver does.
     fn feed(&mut self, m: &mut Module, now: Instant, cuts: &[u16]) {
         loop {
+            // Output the module holds may be what keeps it from taking more: the driver writes
+            // it out first (without this, a host stalled behind two long replies and its `S3`
+            // payload timed out: found by the `module` fuzz target).
+            self.take(m, now);
             let room = m.serial_room().min(self.queue.len());
             if room == 0 {
                 return;
@@ -471,7 +475,8 @@ pub fn run(actions: &[Action]) -> Outcome {
     assert_eq!(
         count_prompts(&host.out),
         host.expected,
-        "one reply per command"
+        "one reply per command: {}",
+        host.out.escape_ascii()
     );
     assert!(
         host.expected == 0 || host.out.ends_with(b"\r\n> "),
