@@ -62,7 +62,14 @@ impl Cmd {
     /// what the model cannot follow (a payload it does not track: `S0`, `PG`; a reset: `ZR`,
     /// whose banner is a prompt of its own) becomes an unknown command. `seed` fills a payload.
     pub fn line(raw: &[u8], seed: u8) -> Cmd {
-        let line: Vec<u8> = raw.iter().copied().filter(|&b| b != b'\r').collect();
+        // No '>' either: a value the module prints back (an SSID set with `AS`, shown by `A?`)
+        // could put a prompt in a reply, and replies are split at prompts (the `parser` target
+        // has '>' in its lines).
+        let line: Vec<u8> = raw
+            .iter()
+            .copied()
+            .filter(|&b| b != b'\r' && b != b'>')
+            .collect();
         // What the module parses: the framer drops LF and NUL.
         let seen: Vec<u8> = line
             .iter()
@@ -82,7 +89,7 @@ impl Cmd {
             },
         }
         let mut v = b"XX".to_vec();
-        v.extend(seen.iter().filter(|&&b| b != b'>'));
+        v.extend_from_slice(&seen);
         Cmd::Line(v)
     }
 
