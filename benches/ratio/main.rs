@@ -90,7 +90,19 @@ impl Figure {
             ),
             Goal::None => return String::new(),
         };
-        format!("{what}: {}", if met { "met" } else { "NOT met" })
+        if met {
+            return format!("{what}: met");
+        }
+        // A ratio that rounds to the bound still misses it: show by how much.
+        let close = matches!(
+            self.goal,
+            Goal::RatioAtMost(x) | Goal::RatioAtLeast(x) if format!("{x:.2}") == self.ratio_text()
+        );
+        if close {
+            format!("{what}: NOT met ({r:.3})")
+        } else {
+            format!("{what}: NOT met")
+        }
     }
 
     fn print(&self) {
