@@ -2,11 +2,12 @@
 //! serial line a host driver holds, and what `/proc` says about a process. The same code drives
 //! the emulator and its floor, so only the program on the other end of the line differs.
 
+use eswifi_emu::script::embedded::TempDir;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,30 +17,6 @@ pub const PROMPT: &[u8] = b"\r\n> ";
 /// How long any one reply may take before the benchmark gives up (a hung emulator must not hang
 /// `cargo bench`).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A temporary directory under cargo's target tmp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("bench")
-            .join(format!("{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("creating a temp dir");
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process that prints what a host opens (one line per module) on stdout; killed on drop.
 pub struct Proc {
@@ -74,7 +51,7 @@ impl Proc {
 
     /// The emulator (`--certsets` in a fresh directory, `-q`) with `args`.
     pub fn emulator(args: &[&str], config: Option<&str>, nlines: usize) -> Proc {
-        let dir = TempDir::new("emu");
+        let dir = TempDir::new("bench").expect("a temporary directory");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"));
         cmd.arg("-q")
             .arg("--certsets")

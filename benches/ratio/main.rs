@@ -58,6 +58,24 @@ impl Figure {
         }
     }
 
+    /// A figure from the samples of both sides: their medians.
+    fn of(
+        name: impl Into<String>,
+        unit: &'static str,
+        emu: &mut [f64],
+        floor: &mut [f64],
+        goal: Goal,
+    ) -> Figure {
+        Figure {
+            name: name.into(),
+            unit,
+            emu: median(emu),
+            floor: median(floor),
+            n: emu.len(),
+            goal,
+        }
+    }
+
     fn ratio(&self) -> f64 {
         if self.floor == 0.0 {
             f64::NAN
@@ -182,22 +200,20 @@ fn round_trip(rounds: usize) -> Vec<Figure> {
     let ([mut wa, mut ca], [mut wb, mut cb]) =
         interleave(rounds, || batch(&mut a, &emu), || batch(&mut b, &fl));
     vec![
-        Figure {
-            name: format!("CS round trip ({}-byte reply)", reply.len()),
-            unit: "µs",
-            emu: median(&mut wa),
-            floor: median(&mut wb),
-            n: rounds,
-            goal: Goal::RatioAtMost(1.2),
-        },
-        Figure {
-            name: "CS CPU per command".into(),
-            unit: "µs",
-            emu: median(&mut ca),
-            floor: median(&mut cb),
-            n: rounds,
-            goal: Goal::RatioAtMost(1.5),
-        },
+        Figure::of(
+            format!("CS round trip ({}-byte reply)", reply.len()),
+            "µs",
+            &mut wa,
+            &mut wb,
+            Goal::RatioAtMost(1.2),
+        ),
+        Figure::of(
+            "CS CPU per command",
+            "µs",
+            &mut ca,
+            &mut cb,
+            Goal::RatioAtMost(1.5),
+        ),
     ]
 }
 
@@ -278,22 +294,20 @@ fn bulk(rounds: usize) -> Vec<Figure> {
     a.ok(b"P0=1\r");
     let ([mut ra], [mut rb]) = interleave(rounds, || recv(&mut a), || recv(&mut b));
     vec![
-        Figure {
-            name: format!("bulk S3 {CHUNK} B to a TCP sink"),
-            unit: "MB/s",
-            emu: median(&mut sa),
-            floor: median(&mut sb),
-            n: rounds,
-            goal: Goal::RatioAtLeast(0.8),
-        },
-        Figure {
-            name: format!("bulk R0 {CHUNK} B from a TCP source"),
-            unit: "MB/s",
-            emu: median(&mut ra),
-            floor: median(&mut rb),
-            n: rounds,
-            goal: Goal::RatioAtLeast(0.8),
-        },
+        Figure::of(
+            format!("bulk S3 {CHUNK} B to a TCP sink"),
+            "MB/s",
+            &mut sa,
+            &mut sb,
+            Goal::RatioAtLeast(0.8),
+        ),
+        Figure::of(
+            format!("bulk R0 {CHUNK} B from a TCP source"),
+            "MB/s",
+            &mut ra,
+            &mut rb,
+            Goal::RatioAtLeast(0.8),
+        ),
     ]
 }
 
@@ -344,14 +358,13 @@ fn tls_connect(rounds: usize) -> Vec<Figure> {
             [total.as_secs_f64() * 1e3 / PER_ROUND as f64]
         };
         let ([mut ea], [mut eb]) = interleave(rounds, emu_round, bare_round);
-        figures.push(Figure {
-            name: format!("TLS connect P6=1, P9={}", u8::from(verify)),
-            unit: "ms",
-            emu: median(&mut ea),
-            floor: median(&mut eb),
-            n: rounds,
-            goal: Goal::RatioAtMost(1.1),
-        });
+        figures.push(Figure::of(
+            format!("TLS connect P6=1, P9={}", u8::from(verify)),
+            "ms",
+            &mut ea,
+            &mut eb,
+            Goal::RatioAtMost(1.1),
+        ));
     }
     figures
 }
@@ -385,14 +398,13 @@ fn idle(rounds: usize, n: usize) -> Vec<Figure> {
             n: 1,
             goal: if n > 1 { Goal::Below(64.0) } else { Goal::None },
         },
-        Figure {
-            name: format!("idle CPU, {what}"),
-            unit: "µs/s",
-            emu: median(&mut ca),
-            floor: median(&mut cb),
-            n: rounds,
-            goal: Goal::Zero,
-        },
+        Figure::of(
+            format!("idle CPU, {what}"),
+            "µs/s",
+            &mut ca,
+            &mut cb,
+            Goal::Zero,
+        ),
     ]
 }
 
@@ -419,14 +431,13 @@ fn pace(rounds: usize) -> Vec<Figure> {
         took.push(t);
         wire.push(w);
     }
-    vec![Figure {
-        name: format!("--pace 115200 baud, {COMMANDS} I? replies"),
-        unit: "ms",
-        emu: median(&mut took),
-        floor: median(&mut wire),
-        n: took.len(),
-        goal: Goal::RatioWithin(0.02),
-    }]
+    vec![Figure::of(
+        format!("--pace 115200 baud, {COMMANDS} I? replies"),
+        "ms",
+        &mut took,
+        &mut wire,
+        Goal::RatioWithin(0.02),
+    )]
 }
 
 fn loadavg() -> String {

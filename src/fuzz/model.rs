@@ -319,7 +319,7 @@ struct Host {
 }
 
 impl Host {
-    /// Feed what the module has room for, as the driver does.
+    /// Feed what the module has room for, as the driver does; returns with the output taken.
     fn feed(&mut self, m: &mut Module, now: Instant, cuts: &[u16]) {
         loop {
             // Output the module holds may be what keeps it from taking more: the driver writes
@@ -344,7 +344,6 @@ impl Host {
                 m.handle_serial(&chunk, now);
             }
             self.queue.drain(..n);
-            self.take(m, now);
         }
     }
 
@@ -436,12 +435,10 @@ pub fn run(actions: &[Action]) -> Outcome {
                 if m.poll_timeout().is_some_and(|t| t <= now) {
                     m.handle_timeout(now);
                 }
-                host.feed(&mut m, now, &[]);
             }
         }
         // Room may have opened: the driver reads the line at once.
         host.feed(&mut m, now, &[]);
-        host.take(&mut m, now);
         world.collect(&mut m);
         // Only the new bytes (and 3 before them, for a prompt cut between two takes): counting
         // the whole output after every action made the fuzz target quadratic.
@@ -464,12 +461,10 @@ pub fn run(actions: &[Action]) -> Outcome {
             m.handle_net(ev, now);
         }
         host.feed(&mut m, now, &[]);
-        host.take(&mut m, now);
         world.collect(&mut m);
         now += Duration::from_secs(31);
         m.handle_timeout(now);
         host.feed(&mut m, now, &[]);
-        host.take(&mut m, now);
         world.collect(&mut m);
         if host.queue.is_empty() && !m.is_busy() && world.unacked.is_empty() {
             break;

@@ -20,6 +20,12 @@ pub fn request(path: &Path, line: &str, timeout: Duration) -> io::Result<Vec<Str
         ));
     }
     let deadline = Instant::now() + timeout;
+    let silent = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {} ms", timeout.as_millis()),
+        )
+    };
     let mut s = UnixStream::connect(path)?;
     s.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
     s.write_all(format!("{line}\n").as_bytes())?;
@@ -39,10 +45,7 @@ pub fn request(path: &Path, line: &str, timeout: Duration) -> io::Result<Vec<Str
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {} ms", timeout.as_millis()),
-            ));
+            return Err(silent());
         }
         s.set_read_timeout(Some(left))?;
         match s.read(&mut buf) {
@@ -60,10 +63,7 @@ pub fn request(path: &Path, line: &str, timeout: Duration) -> io::Result<Vec<Str
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {} ms", timeout.as_millis()),
-                ))
+                return Err(silent())
             }
             Err(e) => return Err(e),
         }
