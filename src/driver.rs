@@ -837,8 +837,8 @@ impl<M: Core> Driver<M> {
                 // Before its output is taken: a brown-out after the Nth command comes right after
                 // that command's reply is made, however the reads fell.
                 module_faults(line, idx, &mut self.faults, &mut self.tracer, now);
-                moved |=
-                    line.take_output(registry, idx, &mut self.tracer, &mut self.faults, now)?;
+                let (tracer, faults) = (&mut self.tracer, &mut self.faults);
+                moved |= line.take_output(registry, idx, tracer, faults, &mut h, now)?;
                 trace_core(&mut self.tracer, idx, &mut line.core);
                 trace_fired(&mut self.tracer, &mut self.faults);
                 while let Some(op) = line.core.poll_op() {
@@ -968,32 +968,37 @@ impl<M: Core> Line<M> {
         buf: &mut [u8],
         now: Instant,
     ) -> io::Result<bool> {
-        if h.opened {
-            if let Some(t) = tracer {
-                t.note(idx, now, "host opened the line");
+        // In this order, every time: a host that opened, its input, output towards it; a host
+        // found gone at any of these steps makes room for the next waiting one (TCP).
+        loop {
+            if h.opened {
+                if let Some(t) = tracer {
+                    t.note(idx, now, "host opened the line");
+                }
+                if let Some(delay) = self.boot_delay {
+                    self.reset_at = Some(now + delay);
+                }
             }
-            if let Some(delay) = self.boot_delay {
-                self.reset_at = Some(now + delay);
+            if h.readable {
+                self.want_read = true;
+                self.read_serial(registry, idx, &mut h, faults, buf, now)?;
             }
-        }
-        if h.closed {
+            if h.writable || h.opened {
+                self.flush(registry, now, &mut h)?;
+            }
+            if !h.closed {
+                return Ok(h.ended);
+            }
             if let Some(t) = tracer {
                 t.note(idx, now, "host closed the line");
             }
-            // A TCP server takes the next waiting host.
-            let more = self.port.accept_next(registry, &self.tokens)?;
-            if more.opened {
-                return self.after(registry, idx, more, tracer, faults, buf, now);
+            let ended = h.ended;
+            h = self.port.accept_next(registry, &self.tokens)?;
+            h.ended |= ended;
+            if !h.opened {
+                return Ok(h.ended);
             }
         }
-        if h.readable {
-            self.want_read = true;
-            self.read_serial(registry, idx, &mut h, faults, buf, now)?;
-        }
-        if h.writable || h.opened {
-            self.flush(registry, now, &mut h)?;
-        }
-        Ok(h.ended)
     }
 
     /// Feed what the host wrote to the core, chunk by chunk, while it has room, until the line is
@@ -1064,10 +1069,10 @@ impl<M: Core> Line<M> {
         idx: ModuleIdx,
         tracer: &mut Option<Tracer>,
         faults: &mut FaultSet,
+        h: &mut Happened,
         now: Instant,
     ) -> io::Result<bool> {
         let mut moved = false;
-        let mut h = Happened::default();
         let delayed: usize = self.delayed_out.iter().map(|(_, b)| b.len()).sum();
         if self.baud_after_drain.is_none() && self.out.len() + delayed < SERIAL_OUT_HIGH {
             let bytes = self.core.take_serial();
@@ -1095,7 +1100,7 @@ impl<M: Core> Line<M> {
                 moved = true;
             }
         }
-        self.flush(registry, now, &mut h)?;
+        self.flush(registry, now, h)?;
         if let Some(rate) = self.baud_after_drain {
             let wire_idle = self.pacer.as_ref().is_none_or(|p| p.idle_at() <= now);
             let all_out = self.out.is_empty() && self.delayed_out.is_empty();

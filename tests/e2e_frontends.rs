@@ -95,6 +95,60 @@ fn listen_takes_one_host_at_a_time_and_keeps_the_module_between_them() {
     emu.stop();
 }
 
+/// Edges issue, bug 1: a host that connects while another is attached waits (told nothing, its
+/// bytes kept) and is served as soon as the first leaves; so is every later host.
+#[test]
+fn listen_serves_the_waiting_host_when_the_attached_one_leaves() {
+    let mut emu = Emu::launch_full(Some(PINNED), &["--listen", "127.0.0.1:0"], 1, |lines| {
+        Some(tcp_line(TcpStream::connect(&lines[0]).expect("connect")))
+    });
+    assert!(emu.boot.ends_with(BANNER_END));
+    let addr = emu.lines[0].clone();
+    // Host 2 connects and sends its command at once, while host 1 is attached.
+    let mut second = TcpStream::connect(&addr).expect("second host");
+    second.write_all(b"I?\r").expect("second host writes");
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(second.read(&mut buf), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a waiting host is told nothing"
+    );
+    // Host 1 still has the module to itself; the log says someone waits.
+    emu.expect(b"ZN=First\r", OK);
+    let log = emu.log_path().expect("log").to_path_buf();
+    let waiting = wait_for(
+        SECS,
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        |l| l.contains("a host is waiting to connect"),
+    );
+    assert!(
+        waiting.contains("a host is waiting to connect"),
+        "{waiting}"
+    );
+    emu.close_pty();
+    // Host 2's bytes were kept: its I? is answered as soon as host 1 is gone.
+    emu.attach(tcp_line(second));
+    assert_bytes(
+        &emu.read_until_prompt(SECS),
+        &ok(I_REPLY.replace("Inventek eS-WiFi", "First")),
+        "the waiting host's command",
+    );
+    emu.close_pty();
+    // And every later host too.
+    for k in 3..=4 {
+        emu.attach(tcp_line(TcpStream::connect(&addr).expect("later host")));
+        assert_bytes(
+            &emu.cmd(b"I?\r"),
+            &ok(I_REPLY.replace("Inventek eS-WiFi", "First")),
+            &format!("I? from host {k}"),
+        );
+        emu.close_pty();
+    }
+    emu.stop();
+}
+
 #[test]
 fn connect_reaches_the_host_and_reconnects_when_dropped() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -229,11 +229,13 @@ impl Port {
                     }
                 }
             }
-            Port::Listen { listener, conn, .. } if !second => {
-                if conn.is_none() {
-                    h = accept_one(registry, listener, conn, tokens[1])?;
+            Port::Listen { listener, conn, .. } if !second => match conn {
+                None => h = accept_one(registry, listener, conn, tokens[1])?,
+                // Not accepted: the kernel keeps it (and what it sends) until this host leaves.
+                Some((_, peer)) => {
+                    log::info!("a host is waiting to connect; {peer} has the line until it leaves")
                 }
-            }
+            },
             Port::Connect { up, conn, .. } if second => {
                 if !*up {
                     if let Some(c) = conn {
