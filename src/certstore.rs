@@ -14,12 +14,11 @@
 //! Blocking IO: the driver calls [`CertStore::write`] from a worker thread, never from the event loop.
 
 use crate::module::certs::{CertSets, Item, SET_COUNT};
+use eswifi_core::item::{decode_item, encode_item};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-const MAGIC: &str = "eswifi-emu-otp 1";
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -57,14 +56,6 @@ impl std::error::Error for StoreError {}
 #[derive(Debug, Clone)]
 pub struct CertStore {
     dir: PathBuf,
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl CertStore {
@@ -283,39 +274,6 @@ fn create_dir_synced(dir: &Path) -> io::Result<()> {
         _ => {}
     }
     open_dir(parent, true)?.sync_all()
-}
-
-/// One item file's bytes: the header line, then the data as programmed.
-pub fn encode_item(data: &[u8]) -> Vec<u8> {
-    let mut v = format!("{MAGIC} {} {}\n", data.len(), sha256_hex(data)).into_bytes();
-    v.extend_from_slice(data);
-    v
-}
-
-/// The data of an item file, or why it is not a complete item (torn, corrupt, not one).
-pub fn decode_item(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let nl = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or("no header line")?;
-    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "header is not text")?;
-    let rest = header
-        .strip_prefix(MAGIC)
-        .and_then(|r| r.strip_prefix(' '))
-        .ok_or_else(|| format!("header {header:?} is not `{MAGIC} <len> <sha256>`"))?;
-    let (len, digest) = rest.split_once(' ').ok_or("header lacks the digest")?;
-    let len: usize = len.parse().map_err(|_| format!("bad length {len:?}"))?;
-    let data = &bytes[nl + 1..];
-    if data.len() != len {
-        return Err(format!(
-            "header says {len} bytes, file holds {}",
-            data.len()
-        ));
-    }
-    if sha256_hex(data) != digest {
-        return Err("SHA-256 digest does not match the contents".into());
-    }
-    Ok(data.to_vec())
 }
 
 #[cfg(test)]

@@ -12,18 +12,15 @@
 //! - `fuzz` (tests and the `fuzzing` feature only): fuzz targets checking invariants (`fuzz/`).
 
 pub mod certstore;
-pub mod config;
 pub mod control;
 pub mod driver;
 pub mod faults;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz;
-pub mod iwin;
-pub mod module;
 pub mod net;
 pub mod peers;
-pub mod rng;
 pub mod script;
 pub mod serial;
 pub mod tools;
 pub mod trace;
+
+// Moved to eswifi-core; re-exported while the rest of the tree moves.
+pub use eswifi_core::{config, iwin, module, rng};

@@ -137,7 +137,7 @@ struct ServeArgs {
 
     /// How asynchronous messages reach the host: `uart` writes them between replies (UART firmware),
     /// `poll` queues them for `MR` (SPI firmware). Overrides the configuration file.
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_name = "MODE", value_parser = eswifi_emu::script::cli::event_mode_parser())]
     events: Option<EventMode>,
 
     /// Seed of every random fault choice, to replay a run exactly (logged at start-up when not
@@ -351,5 +351,8 @@ fn init_logging(cli: &Cli, default: &str) {
 
 fn load_config(path: &std::path::Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    Config::from_toml(&text)
+    let config = Config::from_toml(&text)?;
+    // The fault rules are the emulator's, not the core's: checked here, at load time.
+    eswifi_emu::driver::config_rules(&config).map_err(|e| e.to_string())?;
+    Ok(config)
 }

@@ -1,4 +1,4 @@
-//! `cargo fuzz run framer`: see `eswifi_emu::fuzz::framer` for the invariants it checks.
+//! `cargo fuzz run framer`: see `eswifi_core::fuzz::framer` for the invariants it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| eswifi_emu::fuzz::framer(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eswifi_core::fuzz::framer(data));

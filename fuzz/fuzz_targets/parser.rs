@@ -1,4 +1,4 @@
-//! `cargo fuzz run parser`: see `eswifi_emu::fuzz::parser` for the invariants it checks.
+//! `cargo fuzz run parser`: see `eswifi_core::fuzz::parser` for the invariants it checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| eswifi_emu::fuzz::parser(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eswifi_core::fuzz::parser(data));

@@ -39,7 +39,7 @@ pub struct PortArgs {
     pub connect: Option<String>,
     /// How the module delivers asynchronous messages, for `wait`: `uart` (written between
     /// replies) or `poll` (fetched with MR). Also sets the embedded emulator's mode.
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_name = "MODE", value_parser = event_mode_parser())]
     pub events: Option<EventMode>,
     /// The control socket of the emulator on --port/--serial/--connect (its `--control PATH`),
     /// where `fault …` directives go. The embedded emulator has one of its own.
@@ -264,4 +264,11 @@ pub fn term_cmd(args: &TermArgs, global: &Global) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--events`: the modes of [`EventMode`], listed in `--help`.
+pub fn event_mode_parser() -> impl clap::builder::TypedValueParser<Value = EventMode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["uart", "poll"])
+        .map(|s| s.parse::<EventMode>().expect("one of the listed modes"))
 }

@@ -16,7 +16,7 @@
 
 pub mod model;
 
-use crate::certstore::{decode_item, encode_item};
+use crate::item::{decode_item, encode_item};
 use crate::iwin::command::{self, Mnemonic};
 use crate::iwin::framer::{Frame, Framer, MAX_LINE};
 use model::{Action, Cmd, NetAction};
@@ -474,7 +474,7 @@ mod tests {
     /// Inputs a long run once failed on (`fuzz/regressions/<target>/`), kept so they stay fixed.
     #[test]
     fn regressions() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
         type Target = fn(&[u8]);
         let targets: [(&str, Target); 4] = [
             ("framer", framer),
@@ -496,7 +496,7 @@ mod tests {
     #[test]
     #[ignore]
     fn write_seed_corpus() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
         for (target, name, bytes) in seeds() {
             let dir = root.join(target);
             std::fs::create_dir_all(&dir).expect("corpus dir");

@@ -60,9 +60,6 @@ impl Config {
         if self.module.message_type > 1 {
             return Err("module.message_type must be 0 or 1".into());
         }
-        for rule in &self.faults.rules {
-            crate::faults::parse(rule).map_err(|e| format!("faults.rules {rule:?}: {e}"))?;
-        }
         if !crate::iwin::command::BAUD_RATES.contains(&self.module.baud) {
             return Err(format!(
                 "module.baud {} is not a rate the module offers (U2)",
@@ -222,12 +219,24 @@ impl Default for ModuleSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum EventMode {
     #[default]
     Uart,
     Poll,
+}
+
+impl std::str::FromStr for EventMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<EventMode, String> {
+        match s {
+            "uart" => Ok(EventMode::Uart),
+            "poll" => Ok(EventMode::Poll),
+            _ => Err(format!("{s:?} is not an event mode (uart, poll)")),
+        }
+    }
 }
 
 /// Emulated delays and limits, in milliseconds.
@@ -401,7 +410,7 @@ mod tests {
 
     #[test]
     fn example_config_parses_and_matches_defaults_where_it_says_so() {
-        let text = include_str!("../scripts/example-config.toml");
+        let text = include_str!("../../../scripts/example-config.toml");
         let cfg = Config::from_toml(text).unwrap();
         assert_eq!(cfg.identity, Identity::default());
         assert_eq!(cfg.network, Network::default());

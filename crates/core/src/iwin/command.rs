@@ -1113,7 +1113,7 @@ mod tests {
 
     #[test]
     fn the_readme_command_table_names_exactly_the_known_mnemonics() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../../README.md");
         let table = readme
             .split("## Supported commands")
             .nth(1)

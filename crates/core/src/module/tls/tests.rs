@@ -12,9 +12,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "../../../tests/tls_support/pki.rs"]
+#[path = "../../../../../tests/tls_support/pki.rs"]
 pub(super) mod pki;
-#[path = "../../../tests/tls_support/v1.rs"]
+#[path = "../../../../../tests/tls_support/v1.rs"]
 mod v1;
 
 use pki::{any_client_cert_server, pki, server_config, Identity, Versions};
