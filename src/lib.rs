@@ -14,10 +14,9 @@
 pub mod certstore;
 pub mod control;
 pub mod driver;
+pub mod embedded;
 pub mod faults;
 pub mod net;
-pub mod peers;
-pub mod script;
 pub mod serial;
 pub mod tools;
 pub mod trace;

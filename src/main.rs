@@ -137,7 +137,7 @@ struct ServeArgs {
 
     /// How asynchronous messages reach the host: `uart` writes them between replies (UART firmware),
     /// `poll` queues them for `MR` (SPI firmware). Overrides the configuration file.
-    #[arg(long, value_name = "MODE", value_parser = eswifi_emu::script::cli::event_mode_parser())]
+    #[arg(long, value_name = "MODE", value_parser = eswifi_tools::script::cli::event_mode_parser())]
     events: Option<EventMode>,
 
     /// Seed of every random fault choice, to replay a run exactly (logged at start-up when not
@@ -193,12 +193,12 @@ enum Cmd {
     Certs,
     /// Run terminal scripts (`*.iwin`) against the module: an emulator in this process (one fresh
     /// module per script) unless --port, --serial or --connect names one.
-    Run(eswifi_emu::script::cli::RunArgs),
+    Run(eswifi_tools::script::cli::RunArgs),
     /// An interactive terminal on the module, with line editing and history.
-    Term(eswifi_emu::script::cli::TermArgs),
+    Term(eswifi_tools::script::cli::TermArgs),
     /// Start on loopback everything the shipped scripts talk to (echoes, WWEP, wss), with demo
     /// certificates, and print the --var values to use.
-    Peers(eswifi_emu::peers::PeersArgs),
+    Peers(eswifi_tools::peers::PeersArgs),
 }
 
 fn main() -> ExitCode {
@@ -230,15 +230,19 @@ fn main() -> ExitCode {
         },
     );
 
-    let global = eswifi_emu::script::cli::Global {
+    let global = eswifi_tools::script::cli::Global {
         config: cli.config.clone(),
         certsets: certsets_given.then(|| cli.certsets.clone()),
         quiet: cli.quiet,
     };
     match &cli.cmd {
-        Some(Cmd::Run(args)) => return eswifi_emu::script::cli::run_cmd(args, &global),
-        Some(Cmd::Term(args)) => return eswifi_emu::script::cli::term_cmd(args, &global),
-        Some(Cmd::Peers(args)) => return eswifi_emu::peers::peers_cmd(args),
+        Some(Cmd::Run(args)) => {
+            return eswifi_tools::script::cli::run_cmd(args, &global, eswifi_emu::embedded::start)
+        }
+        Some(Cmd::Term(args)) => {
+            return eswifi_tools::script::cli::term_cmd(args, &global, eswifi_emu::embedded::start)
+        }
+        Some(Cmd::Peers(args)) => return eswifi_tools::peers::peers_cmd(args),
         _ => {}
     }
 

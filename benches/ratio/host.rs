@@ -2,7 +2,6 @@
 //! serial line a host driver holds, and what `/proc` says about a process. The same code drives
 //! the emulator and its floor, so only the program on the other end of the line differs.
 
-use eswifi_emu::script::embedded::TempDir;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -10,6 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// The prompt that ends every reply.
 pub const PROMPT: &[u8] = b"\r\n> ";
@@ -51,7 +51,10 @@ impl Proc {
 
     /// The emulator (`--certsets` in a fresh directory, `-q`) with `args`.
     pub fn emulator(args: &[&str], config: Option<&str>, nlines: usize) -> Proc {
-        let dir = TempDir::new("bench").expect("a temporary directory");
+        let dir = tempfile::Builder::new()
+            .prefix("eswifi-bench-")
+            .tempdir()
+            .expect("a temporary directory");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"));
         cmd.arg("-q")
             .arg("--certsets")

@@ -4,7 +4,7 @@
 
 use super::port::Port;
 use super::reply::{mr_message, next_frame, Frame, Reply, PROMPT};
-use crate::config::EventMode;
+use eswifi_core::config::EventMode;
 use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};

@@ -165,11 +165,10 @@ pub fn load_or_create(dir: &Path, extra_ip: Option<IpAddr>) -> Result<DemoPki, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::script::embedded::TempDir;
 
     #[test]
     fn made_once_then_reused_with_private_keys() {
-        let dir = TempDir::new("pki-test").unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let a = load_or_create(dir.path(), None).unwrap();
         assert!(a.created);
         for k in [SERVER_KEY, CLIENT_KEY] {

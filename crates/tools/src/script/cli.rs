@@ -1,12 +1,12 @@
 //! Command-line options and entry points of `run` and `term` (layer: edge). `main.rs` only adds
 //! the subcommands and hands over.
 
-use super::embedded::Embedded;
+use super::embedded::{Embedded, Start};
 use super::port::{self, Port, PortSpec, TtyPort};
 use super::run::{self, Options, Outcome};
 use super::session::Session;
 use super::term::{self, TermOptions};
-use crate::config::{Config, EventMode};
+use eswifi_core::config::{Bus, Config, EventMode};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -133,7 +133,7 @@ fn load_config(global: &Global, events: Option<EventMode>) -> Result<Config, Str
         config.module.events = m;
     }
     // The SPI bus always queues messages for MR (the embedded module's, and the runner's `wait`).
-    if config.module.bus == crate::config::Bus::Spi {
+    if config.module.bus == Bus::Spi {
         config.module.events = EventMode::Poll;
     }
     Ok(config)
@@ -144,17 +144,18 @@ fn colour_on(stream_is_tty: bool) -> bool {
 }
 
 fn open_embedded(
+    start: Start,
     config: &Config,
     global: &Global,
     seed: Option<u64>,
-) -> std::io::Result<(Embedded, Box<dyn Port>)> {
-    let emu = Embedded::start(config, global.certsets.as_deref(), seed)?;
+) -> std::io::Result<(Box<dyn Embedded>, Box<dyn Port>)> {
+    let emu = start(config, global.certsets.as_deref(), seed)?;
     let port = TtyPort::open(emu.path())?.named("embedded emulator");
     Ok((emu, Box::new(port)))
 }
 
-/// `eswifi-emu run`.
-pub fn run_cmd(args: &RunArgs, global: &Global) -> ExitCode {
+/// `eswifi-emu run`; `start` runs the embedded emulator (when no port is given).
+pub fn run_cmd(args: &RunArgs, global: &Global, start: Start) -> ExitCode {
     let config = match load_config(global, args.port.events) {
         Ok(c) => c,
         Err(e) => {
@@ -176,7 +177,7 @@ pub fn run_cmd(args: &RunArgs, global: &Global) -> ExitCode {
         PortSpec::Embedded => {
             for script in &args.scripts {
                 // One fresh module per script: scripts are independent test cases.
-                let (emu, port) = match open_embedded(&config, global, args.port.seed) {
+                let (emu, port) = match open_embedded(start, &config, global, args.port.seed) {
                     Ok(x) => x,
                     Err(e) => {
                         eprintln!("eswifi-emu: embedded emulator: {e}");
@@ -226,8 +227,8 @@ fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// `eswifi-emu term`.
-pub fn term_cmd(args: &TermArgs, global: &Global) -> ExitCode {
+/// `eswifi-emu term`; `start` runs the embedded emulator (when no port is given).
+pub fn term_cmd(args: &TermArgs, global: &Global, start: Start) -> ExitCode {
     let config = match load_config(global, args.port.events) {
         Ok(c) => c,
         Err(e) => {
@@ -237,7 +238,7 @@ pub fn term_cmd(args: &TermArgs, global: &Global) -> ExitCode {
     };
     let opened = match args.port.spec() {
         PortSpec::Embedded => {
-            open_embedded(&config, global, args.port.seed).map(|(e, p)| (Some(e), p))
+            open_embedded(start, &config, global, args.port.seed).map(|(e, p)| (Some(e), p))
         }
         spec => port::open(&spec, args.timeout).map(|p| (None, p)),
     };

@@ -78,8 +78,8 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
-    fn serve_once(answer: &'static [u8]) -> (crate::script::embedded::TempDir, std::path::PathBuf) {
-        let dir = crate::script::embedded::TempDir::new("ctltest").unwrap();
+    fn serve_once(answer: &'static [u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
         let l = UnixListener::bind(&path).unwrap();
         std::thread::spawn(move || {
