@@ -2,13 +2,10 @@
 //! on-disk store (`--certsets`), its crash safety, the `flash` and `certs` tools, and the vendor app
 //! note's three TLS client examples.
 
-mod common;
-mod tls_support;
-
-use common::*;
+use eswifi_test_support::harness::*;
+use eswifi_test_support::tls::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tls_support::*;
 
 const SECS: Duration = Duration::from_secs(30);
 const TOOL: Duration = Duration::from_secs(30);

@@ -2,9 +2,7 @@
 //! the global options (`--certsets`, `--config`, `-v`, `-q`) on either side of a subcommand. Runs
 //! the real binary; every wait is bounded.
 
-mod common;
-
-use common::*;
+use eswifi_test_support::harness::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -1,9 +1,7 @@
 //! End-to-end tests of the core command set: the real binary on a pty, real sockets on 127.0.0.1.
 //! Expected bytes follow the core table tests in `src/module/tests.rs`.
 
-mod common;
-
-use common::*;
+use eswifi_test_support::harness::*;
 use std::time::Duration;
 
 const SECS: Duration = Duration::from_secs(20);

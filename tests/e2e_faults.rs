@@ -3,16 +3,13 @@
 //! waited (lower bounds only: a fault can make things slower, never a busy machine faster), and
 //! what the log and the transcript say. Servers are the tests' own, on 127.0.0.1.
 
-mod common;
-mod tls_support;
-
-use common::*;
+use eswifi_test_support::harness::*;
+use eswifi_test_support::tls::*;
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tls_support::*;
 
 const SECS: Duration = Duration::from_secs(30);
 

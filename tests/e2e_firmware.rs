@@ -8,9 +8,7 @@
 //! - Zephyr's stray byte after every payload, in a write of its own, 100 times;
 //! - Mbed's UDP clients (no `P2`; `P4` = local port before `P6=1`), two and four at once.
 
-mod common;
-
-use common::*;
+use eswifi_test_support::harness::*;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};

@@ -3,9 +3,7 @@
 //! (SIGUSR1, `--reset-on-open`, the control socket), many modules in one process and in parallel
 //! processes, and the byte transcript. The real binary; peers on 127.0.0.0/8 the tests start.
 
-mod common;
-
-use common::*;
+use eswifi_test_support::harness::*;
 use nix::pty::openpty;
 use std::fs::File;
 use std::io::{Read, Write};

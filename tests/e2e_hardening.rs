@@ -5,16 +5,13 @@
 //! The memory tests run for `ESWIFI_SOAK_SECS` seconds each (default 3); the README's figures
 //! come from runs with `ESWIFI_SOAK_SECS=60`.
 
-mod common;
-mod tls_support;
-
-use common::*;
+use eswifi_test_support::harness::*;
+use eswifi_test_support::tls::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tls_support::*;
 
 const SECS: Duration = Duration::from_secs(20);
 
@@ -414,7 +411,7 @@ fn pg_payload_timeout_answers_with_pg_usage() {
 #[test]
 fn x509_v1_client_certificate_works_for_p9_2() {
     let p = pki();
-    let client = v1::v1_cert("eswifi-e2e v1 client", None);
+    let client = eswifi_test_support::v1::v1_cert("eswifi-e2e v1 client", None);
     let server = TlsServer::echo(any_client_cert_server(&p.server, &rustls::version::TLS13));
     let mut emu = joined_with(&[]);
     program_set(

@@ -5,9 +5,7 @@
 //!
 //! Everything talks to 127.0.0.1 only; every child process has a deadline and is killed on drop.
 
-mod common;
-
-use common::*;
+use eswifi_test_support::harness::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;

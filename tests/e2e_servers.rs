@@ -3,9 +3,7 @@
 //! servers the tests run on 127.0.0.1. Expected bytes follow the core tests in
 //! `src/module/tests.rs` ("servers and asynchronous events", "saved settings, soft AP, ping").
 
-mod common;
-
-use common::*;
+use eswifi_test_support::harness::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -3,9 +3,7 @@
 //! terminal answers, types lines with Enter, and reads the screen. `--record` is checked by
 //! replaying the recording with `eswifi-emu run`.
 
-mod common;
-
-use common::*;
+use eswifi_test_support::harness::*;
 use nix::pty::{openpty, Winsize};
 use std::fs::File;
 use std::io::{Read, Write};

@@ -2,13 +2,10 @@
 //! 127.0.0.1 started by the tests, certificates generated with rcgen. Replies are asserted byte for
 //! byte.
 
-mod common;
-mod tls_support;
-
-use common::*;
+use eswifi_test_support::harness::*;
+use eswifi_test_support::tls::*;
 use rustls::ProtocolVersion;
 use std::time::Duration;
-use tls_support::*;
 
 const SECS: Duration = Duration::from_secs(30);
 

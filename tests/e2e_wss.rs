@@ -3,13 +3,10 @@
 //! (`P1=3`, `P9=1`) — the HTTP/1.1 Upgrade goes out with `S3`, the 101 and the frames come back with
 //! `R0` — against a loopback wss echo server (rustls + a minimal RFC 6455 server) the test starts.
 
-mod common;
-mod tls_support;
-
-use common::*;
+use eswifi_test_support::harness::*;
+use eswifi_test_support::tls::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tls_support::*;
 
 const SECS: Duration = Duration::from_secs(30);
 

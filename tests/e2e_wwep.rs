@@ -10,15 +10,13 @@
 //! serves TCP and UDP only; 6.5 and 6.7 use the emulator's extension `[tls] server = true`, which
 //! serves `P1=3` with the active set's certificate and key.
 
-mod common;
-mod tls_support;
 mod wwep;
 
-use common::*;
+use eswifi_test_support::harness::*;
+use eswifi_test_support::tls::{pg, pki, program, program_set, tls_start, MATCH, SIMPLE_FAIL};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use tls_support::{pg, pki, program, program_set, tls_start, MATCH, SIMPLE_FAIL};
 use wwep::*;
 
 const SECS: Duration = Duration::from_secs(20);

@@ -8,13 +8,13 @@
 //! 4 upper-case hex digits), or `X` alone for an illegal packet or a read of a register never
 //! written. Each device id has its own 256 registers.
 //!
-//! The TLS side reuses `tests/tls_support` (its test PKI, rustls server configuration and server
-//! loop). Used as `mod common; mod tls_support; mod wwep;` from the WWEP test files. Everything is
+//! The TLS side reuses `eswifi_test_support::tls` (its test PKI, rustls server configuration and
+//! server loop). Used as `mod wwep;` from the WWEP test files. Everything is
 //! bounded in time: servers stop on drop or after [`WWEP_LIFETIME`] (TLS: `TLS_SERVER_LIFETIME`).
 
 #![allow(dead_code)]
 
-use crate::tls_support::{self, Action, App, ServerLog, TlsServer, Versions};
+use eswifi_test_support::tls::{Action, App, ServerLog, TlsServer, Versions};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -326,7 +326,7 @@ where
 /// Plain WWEP on one accepted connection, until the client closes or the server stops.
 fn serve_plain(mut sock: TcpStream, peer: SocketAddr, shared: Shared) {
     shared.log.lock().unwrap().plain_connections += 1;
-    if !crate::common::blocking_with_tick(&sock, Duration::from_millis(20)) {
+    if !eswifi_test_support::harness::blocking_with_tick(&sock, Duration::from_millis(20)) {
         return;
     }
     let mut conv = Conversation::new(shared.clone(), Some(peer), false);
@@ -354,7 +354,7 @@ fn serve_plain(mut sock: TcpStream, peer: SocketAddr, shared: Shared) {
     }
 }
 
-/// Secure WWEP on one TLS connection (run by `tls_support`'s server loop). A TLS record is a
+/// Secure WWEP on one TLS connection (run by `eswifi_test_support::tls`'s server loop). A TLS record is a
 /// message: the end of the plaintext that arrived also ends a partial packet.
 struct SecureWwep(Conversation);
 
@@ -377,11 +377,11 @@ impl WwepServer {
             deadline: Instant::now() + WWEP_LIFETIME,
         };
         let threads = Arc::new(Mutex::new(Vec::new()));
-        let pki = tls_support::pki();
+        let pki = eswifi_test_support::tls::pki();
         let tls = {
             let shared = shared.clone();
             TlsServer::start(
-                tls_support::server_config(&pki.server, None, Versions::Both),
+                eswifi_test_support::tls::server_config(&pki.server, None, Versions::Both),
                 move || Box::new(SecureWwep(Conversation::new(shared.clone(), None, true))),
             )
         };
@@ -435,7 +435,7 @@ impl WwepServer {
     /// Poll the log (every 10 ms, at most `timeout`) until `pred` holds; returns the last log. For
     /// waiting on something certain to happen, never for timing assertions.
     pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&WwepLog) -> bool) -> WwepLog {
-        crate::common::wait_for(timeout, || self.log(), pred)
+        eswifi_test_support::harness::wait_for(timeout, || self.log(), pred)
     }
 }
 
@@ -482,7 +482,7 @@ impl WwepClient {
     pub fn connect_tls(
         port: u16,
         ca_pem: &str,
-        cert: Option<&tls_support::Identity>,
+        cert: Option<&eswifi_test_support::tls::Identity>,
     ) -> io::Result<WwepClient> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

@@ -649,8 +649,3 @@ pub fn pem_check(item: super::certs::Item, data: &[u8]) -> Result<(), String> {
             .map_err(|e| format!("no private key: {e}")),
     }
 }
-
-#[cfg(test)]
-mod server_tests;
-#[cfg(test)]
-mod tests;

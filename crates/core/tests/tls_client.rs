@@ -2,22 +2,17 @@
 //! and a rustls server, as rustls's own tests do. No sockets, no clock; every handshake outcome the
 //! module distinguishes has its own case.
 
-use crate::config::Config;
-use crate::module::certs::{CertSets, Item};
-use crate::module::io::{CloseHow, ConnId, NetEvent, NetOp};
-use crate::module::Module;
+use eswifi_core::config::Config;
+use eswifi_core::module::certs::{CertSets, Item};
+use eswifi_core::module::io::{CloseHow, ConnId, NetEvent, NetOp};
+use eswifi_core::module::Module;
 use rustls::{ServerConfig, ServerConnection};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "../../../../../tests/tls_support/pki.rs"]
-pub(super) mod pki;
-#[path = "../../../../../tests/tls_support/v1.rs"]
-mod v1;
-
-use pki::{any_client_cert_server, pki, server_config, Identity, Versions};
+use eswifi_test_support::pki::{any_client_cert_server, pki, server_config, Identity, Versions};
 
 const OK: &[u8] = b"\r\n\r\nOK\r\n> ";
 const SIMPLE_FAIL: &[u8] = b"\r\n[TCP SSL] Simple context, failed to connect\r\nERROR: Unknown Error\r\nUsage: P6 <0=Stop/1=Start>\r\n> ";
@@ -323,7 +318,7 @@ fn a_peer_closing_during_the_handshake_fails_it() {
     l.m.handle_net(
         NetEvent::Closed {
             conn,
-            reason: crate::module::io::CloseReason::PeerClosed,
+            reason: eswifi_core::module::io::CloseReason::PeerClosed,
         },
         l.now,
     );
@@ -333,7 +328,7 @@ fn a_peer_closing_during_the_handshake_fails_it() {
 #[test]
 fn an_x509_v1_client_certificate_is_presented() {
     let p = pki();
-    let client = v1::v1_cert("eswifi v1 client", None);
+    let client = eswifi_test_support::v1::v1_cert("eswifi v1 client", None);
     assert_eq!(
         x509_parser::parse_x509_certificate(&client.cert_der)
             .unwrap()

@@ -5,8 +5,6 @@
 //! after [`SERVER_LIFETIME`], and a still-running emulator is killed when its [`Emu`] is dropped.
 //! On a failing test the emulator's log file path (and its tail) is printed.
 
-#![allow(dead_code)]
-
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -18,6 +16,31 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+// ---- where things are ----------------------------------------------------------------------------
+
+/// Cargo's target directory for this build profile (`target/debug`): the test binary runs from its
+/// `deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("deps/");
+    deps.parent().expect("the profile directory").to_path_buf()
+}
+
+/// Cargo's target directory (`target`): its `tmp/` holds the tests' directories.
+fn target_dir() -> PathBuf {
+    let p = profile_dir();
+    p.parent().map_or(p.clone(), Path::to_path_buf)
+}
+
+/// The `eswifi-emu` binary under test: `$ESWIFI_EMU_BIN`, else the one cargo built beside the test
+/// binary (`cargo test` builds it for the integration tests of the workspace's root package).
+pub fn binary() -> PathBuf {
+    match std::env::var_os("ESWIFI_EMU_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => profile_dir().join("eswifi-emu"),
+    }
+}
 
 // ---- reply bytes ---------------------------------------------------------------------------------
 
@@ -106,7 +129,8 @@ impl TempDir {
             .unwrap_or("test")
             .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        let path = target_dir()
+            .join("tmp")
             .join("e2e")
             .join(format!("{test}-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
@@ -255,7 +279,7 @@ impl Emu {
         attach: impl FnOnce(&[String]) -> Option<File>,
     ) -> Emu {
         let dir = TempDir::new("emu");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"));
+        let mut cmd = Command::new(binary());
         if let Some(toml) = config_toml {
             let cfg = dir.path().join("config.toml");
             std::fs::write(&cfg, toml).expect("writing config");
@@ -1021,7 +1045,7 @@ pub fn run_binary(args: &[&str], cwd: &Path, timeout: Duration) -> (Option<i32>,
     let out = TempDir::new("run");
     let out_path = out.path().join("stdout");
     let err_path = out.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
+    let mut child = Command::new(binary())
         .args(args)
         .current_dir(cwd)
         .env_remove("RUST_LOG")

@@ -2,11 +2,9 @@
 //! rustls servers on 127.0.0.1 that the tests start (threads, bounded in time, stopped on drop), and
 //! host-side helpers for the certificate commands (`PG`, `PE`) and TLS sockets (`P1=3` … `P6=1`).
 //!
-//! Used as `mod common; mod tls_support;` from each TLS test file.
+//! Used as `use eswifi_test_support::{harness::*, tls::*};` from each TLS test file.
 
-#![allow(dead_code)]
-
-use crate::common::*;
+use crate::harness::*;
 use rustls::{ProtocolVersion, ServerConfig, ServerConnection};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -45,10 +43,7 @@ pub fn pe(fields: impl AsRef<str>) -> Vec<u8> {
     ok(fields.as_ref())
 }
 
-mod pki;
-pub mod v1;
-
-pub use pki::*;
+pub use crate::pki::*;
 
 /// What a server connection does next.
 #[derive(Default, Debug)]
@@ -163,7 +158,6 @@ pub struct TlsServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<ServerLog>>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -177,11 +171,10 @@ impl TlsServer {
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(ServerLog::default()));
-        let threads = Arc::new(Mutex::new(Vec::new()));
         let deadline = Instant::now() + TLS_SERVER_LIFETIME;
         let app: AppFactory = Arc::new(app);
         let acceptor = {
-            let (stop, log, threads) = (stop.clone(), log.clone(), threads.clone());
+            let (stop, log) = (stop.clone(), log.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     match listener.accept() {
@@ -189,10 +182,10 @@ impl TlsServer {
                             log.lock().unwrap().accepted += 1;
                             let (cfg, app, stop, log) =
                                 (config.clone(), app.clone(), stop.clone(), log.clone());
-                            let t = std::thread::spawn(move || {
+                            // Each connection's thread sees `stop` within a read tick.
+                            std::thread::spawn(move || {
                                 serve_conn(sock, cfg, app(), &stop, deadline, &log)
                             });
-                            threads.lock().unwrap().push(t);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(5))
@@ -206,7 +199,6 @@ impl TlsServer {
             addr,
             stop,
             log,
-            threads,
             acceptor: Some(acceptor),
         }
     }
@@ -227,7 +219,16 @@ impl TlsServer {
     /// Poll the log (every 10 ms, at most `timeout`) until `pred` holds; returns the last log.
     /// For waiting on events that are certain to come, not for timing assertions.
     pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&ServerLog) -> bool) -> ServerLog {
-        crate::common::wait_for(timeout, || self.log(), pred)
+        crate::harness::wait_for(timeout, || self.log(), pred)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -281,7 +282,7 @@ fn serve_conn(
     log: &Mutex<ServerLog>,
 ) {
     let note = |f: &dyn Fn(&mut ServerLog)| f(&mut log.lock().unwrap());
-    if !crate::common::blocking_with_tick(&sock, Duration::from_millis(50)) {
+    if !crate::harness::blocking_with_tick(&sock, Duration::from_millis(50)) {
         return;
     }
     let mut conn = match ServerConnection::new(config) {

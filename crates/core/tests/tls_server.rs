@@ -2,10 +2,10 @@
 //! and rustls clients connecting to a `P1=3` server; accepted connections reach the module as plain
 //! TCP, and the module drives the server sessions. No sockets, no clock.
 
-use crate::config::Config;
-use crate::module::certs::{CertSets, Item};
-use crate::module::io::{CloseHow, ConnId, NetEvent, NetOp, ACCEPTED_BIT};
-use crate::module::Module;
+use eswifi_core::config::Config;
+use eswifi_core::module::certs::{CertSets, Item};
+use eswifi_core::module::io::{CloseHow, ConnId, NetEvent, NetOp, ACCEPTED_BIT};
+use eswifi_core::module::Module;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::tests::pki::{pki, Identity};
+use eswifi_test_support::pki::{pki, Identity};
 
 const OK: &[u8] = b"\r\n\r\nOK\r\n> ";
 const PORT: u16 = 8443;
