@@ -13,15 +13,15 @@
 //!
 //! Blocking IO: the driver calls [`CertStore::write`] from a worker thread, never from the event loop.
 
-use crate::module::certs::{CertSets, Item, SET_COUNT};
 use eswifi_core::item::{decode_item, encode_item};
+use eswifi_core::module::certs::{CertSets, Item, SET_COUNT};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// A file exists but is not a complete item.
     Corrupt {
         path: PathBuf,
@@ -54,21 +54,21 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 #[derive(Debug, Clone)]
-pub struct CertStore {
+pub(crate) struct CertStore {
     dir: PathBuf,
 }
 
 impl CertStore {
-    pub fn new(dir: impl Into<PathBuf>) -> CertStore {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> CertStore {
         CertStore { dir: dir.into() }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Path of one item's file.
-    pub fn item_path(&self, set: usize, item: Item) -> PathBuf {
+    pub(crate) fn item_path(&self, set: usize, item: Item) -> PathBuf {
         self.dir
             .join(format!("set{set}"))
             .join(format!("{}.otp", item.file_stem()))
@@ -82,7 +82,7 @@ impl CertStore {
     /// Read every programmed item. A missing directory is an empty (factory-fresh) store; leftover
     /// temp files from an interrupted write are removed; a set directory that is a symbolic link is
     /// an error naming it.
-    pub fn load(&self) -> Result<CertSets, StoreError> {
+    pub(crate) fn load(&self) -> Result<CertSets, StoreError> {
         self.remove_stale_temps()?;
         let mut sets = CertSets::default();
         for set in 0..SET_COUNT {
@@ -106,7 +106,7 @@ impl CertStore {
     /// Remove the temp files an interrupted write left in the set directories (a temp file that is
     /// a symbolic link is unlinked itself, never its target). A set directory that is a symbolic
     /// link is an error naming it, and nothing in it is touched.
-    pub fn remove_stale_temps(&self) -> Result<(), StoreError> {
+    pub(crate) fn remove_stale_temps(&self) -> Result<(), StoreError> {
         for set in 0..SET_COUNT {
             let set_dir = self.set_dir(set);
             if is_symlink(&set_dir) {
@@ -129,7 +129,7 @@ impl CertStore {
     }
 
     /// Store one item crash-safely.
-    pub fn write(&self, set: usize, item: Item, data: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&self, set: usize, item: Item, data: &[u8]) -> io::Result<()> {
         let mode = if item == Item::Key { 0o600 } else { 0o644 };
         let set_dir = self.set_dir(set);
         if is_symlink(&set_dir) {
@@ -141,19 +141,19 @@ impl CertStore {
     }
 
     /// The saved module settings (`Z1`), beside the sets.
-    pub fn settings_path(&self) -> PathBuf {
+    pub(crate) fn settings_path(&self) -> PathBuf {
         self.dir.join("settings.saved")
     }
 
     /// Store the saved settings crash-safely (mode 0600: they hold the Wi-Fi passphrase).
-    pub fn write_settings(&self, data: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_settings(&self, data: &[u8]) -> io::Result<()> {
         create_dir_synced(&self.dir)?;
         let dir = open_dir(&self.dir, true)?;
         write_durable(&dir, &self.settings_path(), data, 0o600)
     }
 
     /// The saved settings, if any were saved; a torn or corrupt file is an error naming it.
-    pub fn load_settings(&self) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn load_settings(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.settings_path();
         match fs::read(&path) {
             Ok(bytes) => decode_item(&bytes)
@@ -167,7 +167,7 @@ impl CertStore {
     /// Remove every item of every set (the offline "flash a complete firmware image"). A set
     /// directory that is a symbolic link is an error naming it (checked for every set first, so
     /// nothing is erased then).
-    pub fn erase(&self) -> io::Result<()> {
+    pub(crate) fn erase(&self) -> io::Result<()> {
         for set in 0..SET_COUNT {
             let set_dir = self.set_dir(set);
             if is_symlink(&set_dir) {

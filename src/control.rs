@@ -15,17 +15,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Longest command line; a longer one is answered with an error and dropped.
-pub const MAX_LINE: usize = 1024;
+pub(crate) const MAX_LINE: usize = 1024;
 
 /// Clients served at once; more are refused.
-pub const MAX_CLIENTS: usize = 16;
+pub(crate) const MAX_CLIENTS: usize = 16;
 
 /// Answer bytes a client may leave unread before it is dropped.
-pub const MAX_PENDING_ANSWER: usize = 1 << 20;
+pub(crate) const MAX_PENDING_ANSWER: usize = 1 << 20;
 
 /// A parsed control command.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Power-cycle one module (by index) or all.
     Reset(Option<usize>),
     Status,
@@ -38,7 +38,7 @@ pub enum Command {
 }
 
 /// Parse one line.
-pub fn parse(line: &str) -> Result<Command, String> {
+pub(crate) fn parse(line: &str) -> Result<Command, String> {
     if let Some(rest) = line.trim().strip_prefix("fault") {
         let rest = rest.trim();
         let (verb, arg) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -80,7 +80,7 @@ struct Client {
 }
 
 /// The listening socket and its clients.
-pub struct ControlServer {
+pub(crate) struct ControlServer {
     path: PathBuf,
     listener: UnixListener,
     token: Token,
@@ -89,7 +89,11 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Bind `path` (a stale socket there is replaced; anything else is refused) with mode 0600.
-    pub fn bind(path: &Path, registry: &Registry, token: Token) -> io::Result<ControlServer> {
+    pub(crate) fn bind(
+        path: &Path,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<ControlServer> {
         use std::os::unix::fs::FileTypeExt;
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
@@ -111,13 +115,13 @@ impl ControlServer {
         })
     }
 
-    pub fn owns(&self, token: Token) -> bool {
+    pub(crate) fn owns(&self, token: Token) -> bool {
         token == self.token || self.clients.contains_key(&token)
     }
 
     /// Handle readiness for `token`; returns the commands that arrived, each with the client to
     /// answer (`answer` with the same token).
-    pub fn handle_event(
+    pub(crate) fn handle_event(
         &mut self,
         registry: &Registry,
         token: Token,
@@ -199,7 +203,7 @@ impl ControlServer {
     }
 
     /// All answers to what a client sent are queued: send them, and let a client that finished go.
-    pub fn done(&mut self, registry: &Registry, token: Token) {
+    pub(crate) fn done(&mut self, registry: &Registry, token: Token) {
         self.flush(registry, token);
         if self
             .clients
@@ -211,7 +215,7 @@ impl ControlServer {
     }
 
     /// Send one answer line to a client (then [`ControlServer::done`]).
-    pub fn answer(&mut self, registry: &Registry, token: Token, line: &str) {
+    pub(crate) fn answer(&mut self, registry: &Registry, token: Token, line: &str) {
         if let Some(c) = self.clients.get_mut(&token) {
             c.out.extend_from_slice(line.as_bytes());
             c.out.push(b'\n');

@@ -10,16 +10,16 @@
 //! (`--reset-on-open`).
 
 use crate::certstore::CertStore;
-use crate::config::Config;
 use crate::control::{self, ControlServer};
 use crate::faults::net::{Delivery, NetFaults};
 use crate::faults::FaultSet;
-use crate::module::io::{ConnId, NetEvent, NetOp, StoreOp};
-use crate::module::{LineOp, Module, Status, TraceRecord};
 use crate::net::{claim, ModuleIdx, NetStack, WriteQueue};
 use crate::serial::port::Happened;
 use crate::serial::{FrontEnd, Pacer, Port, Pty, PtyLink};
 use crate::trace::Tracer;
+use eswifi_core::config::Config;
+use eswifi_core::module::io::{ConnId, NetEvent, NetOp, StoreOp};
+use eswifi_core::module::{LineOp, Module, Status, TraceRecord};
 use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
@@ -41,14 +41,14 @@ const SERIAL_CHUNK: usize = 8192;
 
 /// Serial output the driver holds for a line; while more waits, it takes no more replies from the
 /// core (which then stops taking input): a host that never reads stalls instead of growing memory.
-pub const SERIAL_OUT_HIGH: usize = 64 * 1024;
+pub(crate) const SERIAL_OUT_HIGH: usize = 64 * 1024;
 
 /// Most modules one process emulates.
-pub const MAX_MODULES: usize = 256;
+pub(crate) const MAX_MODULES: usize = 256;
 
 /// What the driver needs from an emulated module. [`Module`] is the real one; the driver's tests use
 /// small fakes.
-pub trait Core {
+pub(crate) trait Core {
     fn handle_serial(&mut self, data: &[u8], now: Instant);
     fn handle_net(&mut self, ev: NetEvent, now: Instant);
     fn handle_timeout(&mut self, now: Instant);
@@ -71,10 +71,6 @@ pub trait Core {
     fn poll_line_op(&mut self) -> Option<LineOp> {
         None
     }
-    /// The line's rate when serving starts.
-    fn line_baud(&self) -> u32 {
-        115_200
-    }
     fn power_cycle(&mut self, _now: Instant) {}
     fn poll_trace(&mut self) -> Option<TraceRecord> {
         None
@@ -86,7 +82,7 @@ pub trait Core {
     fn commands(&self) -> u64 {
         0
     }
-    fn set_wifi_faults(&mut self, _faults: crate::module::WifiFaults) {}
+    fn set_wifi_faults(&mut self, _faults: eswifi_core::module::WifiFaults) {}
     fn link_down(&mut self, _now: Instant) {}
     fn poll_fault_fired(&mut self) -> Option<String> {
         None
@@ -130,9 +126,6 @@ impl Core for Module {
     fn poll_line_op(&mut self) -> Option<LineOp> {
         Module::poll_line_op(self)
     }
-    fn line_baud(&self) -> u32 {
-        Module::line_baud(self)
-    }
     fn power_cycle(&mut self, now: Instant) {
         Module::power_cycle(self, now)
     }
@@ -145,7 +138,7 @@ impl Core for Module {
     fn commands(&self) -> u64 {
         Module::commands(self)
     }
-    fn set_wifi_faults(&mut self, faults: crate::module::WifiFaults) {
+    fn set_wifi_faults(&mut self, faults: eswifi_core::module::WifiFaults) {
         Module::set_wifi_faults(self, faults)
     }
     fn link_down(&mut self, now: Instant) {
@@ -158,7 +151,7 @@ impl Core for Module {
 
 /// Everything `eswifi-emu` (serve) needs from the command line.
 #[derive(Debug, Clone)]
-pub struct ServeOptions {
+pub(crate) struct ServeOptions {
     pub config: Config,
     /// Where the certificate sets are stored (see `certsets/README.md`); module k of several uses
     /// `DIR/m{k}`.
@@ -178,28 +171,11 @@ pub struct ServeOptions {
     pub seed: Option<u64>,
 }
 
-impl ServeOptions {
-    /// One module on a pty, as the tests and the embedded emulator use it.
-    pub fn pty(config: Config, certsets: PathBuf) -> ServeOptions {
-        ServeOptions {
-            config,
-            certsets,
-            front: FrontEnd::Pty { link: None },
-            modules: 1,
-            pace: false,
-            reset_on_open: false,
-            control: None,
-            trace: None,
-            seed: None,
-        }
-    }
-}
-
 /// The configuration of module `k`: its own MAC (the base plus k) and, unless pinned, its own
 /// claimed loopback address and the soft-AP address that goes with it.
 fn module_config(base: &Config, k: usize, claimed: Option<std::net::Ipv4Addr>) -> Config {
     let mut cfg = base.clone();
-    if let Some(mut mac) = crate::iwin::command::parse_mac(&base.identity.mac) {
+    if let Some(mut mac) = eswifi_core::iwin::command::parse_mac(&base.identity.mac) {
         let n =
             u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]) + k as u64;
         mac.copy_from_slice(&n.to_be_bytes()[2..]);
@@ -270,7 +246,7 @@ fn open_port(
 /// Emulate the modules until SIGINT, SIGTERM or SIGHUP (or the end of stdin with `--stdio`).
 /// `ready` is called with what a host opens, one entry per module (pty path, device, address),
 /// once they can be opened.
-pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<()> {
+pub(crate) fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<()> {
     let n = opts.modules;
     if n == 0 || n > MAX_MODULES {
         return Err(io::Error::new(
@@ -364,7 +340,7 @@ pub fn serve(opts: &ServeOptions, ready: impl FnOnce(&[String])) -> io::Result<(
 /// A module as it powers up: its certificate sets and `Z1`-saved settings loaded from `store` (a torn
 /// or corrupt item is an error worth stopping for: an OTP slot must never look empty), and its
 /// transcript kept from the first byte if `trace`.
-pub fn boot_module(
+pub(crate) fn boot_module(
     cfg: &Config,
     store: &CertStore,
     unix: Duration,
@@ -388,7 +364,7 @@ pub fn boot_module(
 
 /// The faults' seed: `--seed`, else `[faults] seed`, else any value, logged so that a failing run
 /// can be replayed.
-pub fn fault_seed(given: Option<u64>, config: &Config) -> u64 {
+pub(crate) fn fault_seed(given: Option<u64>, config: &Config) -> u64 {
     let seed = given.or(config.faults.seed).unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -399,7 +375,7 @@ pub fn fault_seed(given: Option<u64>, config: &Config) -> u64 {
 }
 
 /// The rules of `[faults]`, parsed.
-pub fn config_rules(config: &Config) -> io::Result<Vec<crate::faults::Rule>> {
+pub(crate) fn config_rules(config: &Config) -> io::Result<Vec<crate::faults::Rule>> {
     config
         .faults
         .rules
@@ -417,7 +393,7 @@ pub fn config_rules(config: &Config) -> io::Result<Vec<crate::faults::Rule>> {
 
 /// Whether the loop goes on after a [`Driver::step`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     Continue,
     /// A shutdown signal arrived (or stdin ended).
     Shutdown,
@@ -454,7 +430,7 @@ struct Line<M> {
 }
 
 /// The event loop over any number of modules.
-pub struct Driver<M: Core = Module> {
+pub(crate) struct Driver<M: Core = Module> {
     poll: Poll,
     events: Events,
     net: NetStack,
@@ -516,7 +492,7 @@ impl StoreWorker {
 }
 
 impl<M: Core> Driver<M> {
-    pub fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut net = NetStack::new(poll.registry())?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
@@ -545,20 +521,20 @@ impl<M: Core> Driver<M> {
     }
 
     /// Seed the faults' random choices: a new, empty rule set (so call it before adding rules).
-    pub fn seed_faults(&mut self, seed: u64) {
+    pub(crate) fn seed_faults(&mut self, seed: u64) {
         self.settled = false;
         self.faults = FaultSet::new(seed);
     }
 
     /// Activate a fault rule; returns its id.
-    pub fn add_fault(&mut self, rule: crate::faults::Rule) -> Result<usize, String> {
+    pub(crate) fn add_fault(&mut self, rule: crate::faults::Rule) -> Result<usize, String> {
         let counts: Vec<u64> = self.lines.iter().map(|l| l.core.commands()).collect();
         self.settled = false;
         self.faults.add(rule, Instant::now(), &counts)
     }
 
     /// Attach a module to its serial line. Its first output (boot banner) goes out on the next step.
-    pub fn add(&mut self, core: M, mut port: Port) -> io::Result<ModuleIdx> {
+    pub(crate) fn add(&mut self, core: M, mut port: Port) -> io::Result<ModuleIdx> {
         let tokens: Vec<Token> = (0..port.token_count())
             .map(|_| self.net.alloc_token())
             .collect();
@@ -588,26 +564,22 @@ impl<M: Core> Driver<M> {
     }
 
     /// Give a module its on-disk certificate store (without one, `PG` writes fail).
-    pub fn set_store(&mut self, idx: ModuleIdx, store: CertStore) {
+    pub(crate) fn set_store(&mut self, idx: ModuleIdx, store: CertStore) {
         if let Some(line) = self.lines.get_mut(idx) {
             line.store = Some(store);
         }
     }
 
     /// Serve `reset` and `status` on a Unix socket at `path` (mode 0600).
-    pub fn bind_control(&mut self, path: &Path) -> io::Result<()> {
+    pub(crate) fn bind_control(&mut self, path: &Path) -> io::Result<()> {
         let token = self.net.alloc_token();
         self.control = Some(ControlServer::bind(path, self.poll.registry(), token)?);
         log::info!("control socket at {}", path.display());
         Ok(())
     }
 
-    pub fn core(&self, idx: ModuleIdx) -> Option<&M> {
-        self.lines.get(idx).map(|l| &l.core)
-    }
-
     /// Serve until a shutdown signal.
-    pub fn run(&mut self) -> io::Result<()> {
+    pub(crate) fn run(&mut self) -> io::Result<()> {
         while self.step(None)? == Flow::Continue {}
         // Give a host what was already written (bounded: a line nobody reads is not waited for).
         let until = Instant::now() + Duration::from_millis(500);
@@ -627,7 +599,7 @@ impl<M: Core> Driver<M> {
 
     /// One turn: settle the cores, wait for input (at most `max_wait`, and no longer than the
     /// earliest timer), handle it, fire due timers.
-    pub fn step(&mut self, max_wait: Option<Duration>) -> io::Result<Flow> {
+    pub(crate) fn step(&mut self, max_wait: Option<Duration>) -> io::Result<Flow> {
         let mut flow = Flow::Continue;
         if !self.settled {
             self.fault_timers(Instant::now());
@@ -1226,7 +1198,7 @@ fn log_event(idx: ModuleIdx, ev: &NetEvent) {
 }
 
 /// Parse a `--listen`/`--connect` address: `PORT` alone means 127.0.0.1:PORT.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
     }
@@ -1242,7 +1214,7 @@ mod tests {
     //! The loop with small fake cores, a real pty and loopback sockets the tests start themselves.
 
     use super::*;
-    use crate::module::io::{ConnId, NetEvent, NetOp};
+    use eswifi_core::module::io::{ConnId, NetEvent, NetOp};
     use std::fs::{File, OpenOptions};
     use std::io::{Read, Write};
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};

@@ -5,10 +5,10 @@
 //! a short path in a private temporary directory, removed when it stops.
 
 use crate::certstore::CertStore;
-use crate::config::Config;
 use crate::driver::{Driver, Flow};
 use crate::net::claim;
 use crate::serial::Pty;
+use eswifi_core::config::Config;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,7 +63,7 @@ fn private_dir_in(parent: &Path, tag: &str) -> io::Result<TempDir> {
 /// Start one module. `certsets`: where its certificate sets live; `None` for a fresh temporary
 /// directory (every item programmable, as on a new module). `seed`: of its faults' random
 /// choices (else `[faults] seed`, else picked and logged at info level).
-pub fn start(
+pub(crate) fn start(
     config: &Config,
     certsets: Option<&Path>,
     seed: Option<u64>,

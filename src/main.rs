@@ -1,15 +1,38 @@
-//! `eswifi-emu` command line (layer: edge). Parses arguments, sets up logging and configuration, and
-//! hands over to [`eswifi_emu::driver`] (serving, the default), [`eswifi_emu::tools`] (`flash`,
-//! `certs`), [`eswifi_emu::script`] (`run`, `term`) or [`eswifi_emu::peers`] (`peers`).
+//! eswifi-emu: an emulator of the Inventek eS-WiFi module's IWIN AT command set, and its command
+//! line (layer: edge). The module itself is the sans-IO core of `eswifi-core`; this crate is
+//! everything around it that does IO:
+//!
+//! - [`driver`]: the mio event loop over any number of modules; [`serial`]: the lines hosts attach
+//!   to (pty, tty, TCP, stdio); [`net`]: real sockets, DNS and ping workers;
+//! - [`certstore`]: the certificate sets on disk; [`control`]: the control socket; [`trace`]: the
+//!   byte transcript; [`faults`]: fault injection wrapped around the line and the network;
+//! - [`embedded`]: the emulator `run` and `term` (crate `eswifi-tools`) start in-process;
+//!   [`tools`]: `flash` and `certs`.
+//!
+//! `main` parses arguments, sets up logging and configuration, and hands over to [`driver`]
+//! (serving, the default), [`tools`], or the subcommands of `eswifi-tools` (`run`, `term`,
+//! `peers`).
 
+#![warn(unreachable_pub)]
+
+mod certstore;
+mod control;
+mod driver;
+mod embedded;
+mod faults;
+mod net;
+mod serial;
+mod tools;
+mod trace;
+
+use crate::certstore::CertStore;
+use crate::driver::{parse_addr, serve, ServeOptions};
+use crate::serial::port::Flow;
+use crate::serial::FrontEnd;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use eswifi_emu::certstore::CertStore;
-use eswifi_emu::config::{Config, EventMode};
-use eswifi_emu::driver::{parse_addr, serve, ServeOptions};
-use eswifi_emu::serial::port::Flow;
-use eswifi_emu::serial::FrontEnd;
+use eswifi_core::config::{Config, EventMode};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -237,10 +260,10 @@ fn main() -> ExitCode {
     };
     match &cli.cmd {
         Some(Cmd::Run(args)) => {
-            return eswifi_tools::script::cli::run_cmd(args, &global, eswifi_emu::embedded::start)
+            return eswifi_tools::script::cli::run_cmd(args, &global, crate::embedded::start)
         }
         Some(Cmd::Term(args)) => {
-            return eswifi_tools::script::cli::term_cmd(args, &global, eswifi_emu::embedded::start)
+            return eswifi_tools::script::cli::term_cmd(args, &global, crate::embedded::start)
         }
         Some(Cmd::Peers(args)) => return eswifi_tools::peers::peers_cmd(args),
         _ => {}
@@ -256,16 +279,16 @@ fn main() -> ExitCode {
                 cert,
                 key,
             } => {
-                let plan = eswifi_emu::tools::FlashPlan {
+                let plan = crate::tools::FlashPlan {
                     erase,
                     set,
                     ca,
                     cert,
                     key,
                 };
-                eswifi_emu::tools::flash(&store, &plan).map(|lines| lines.join("\n"))
+                crate::tools::flash(&store, &plan).map(|lines| lines.join("\n"))
             }
-            Cmd::Certs => eswifi_emu::tools::list(&store).map(|s| s.trim_end().to_string()),
+            Cmd::Certs => crate::tools::list(&store).map(|s| s.trim_end().to_string()),
             Cmd::Run(_) | Cmd::Term(_) | Cmd::Peers(_) => unreachable!("handled above"),
         };
         return match result {
@@ -357,6 +380,6 @@ fn load_config(path: &std::path::Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let config = Config::from_toml(&text)?;
     // The fault rules are the emulator's, not the core's: checked here, at load time.
-    eswifi_emu::driver::config_rules(&config).map_err(|e| e.to_string())?;
+    crate::driver::config_rules(&config).map_err(|e| e.to_string())?;
     Ok(config)
 }

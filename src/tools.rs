@@ -4,8 +4,8 @@
 //! holds. Key material is never printed.
 
 use crate::certstore::CertStore;
-use crate::module::certs::{Item, SET_COUNT};
-use crate::module::pem_check;
+use eswifi_core::module::certs::{Item, SET_COUNT};
+use eswifi_core::module::pem_check;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt::Write as _;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// What `flash` programs.
 #[derive(Debug, Default)]
-pub struct FlashPlan {
+pub(crate) struct FlashPlan {
     pub erase: bool,
     pub set: Option<usize>,
     pub ca: Option<PathBuf>,
@@ -22,7 +22,7 @@ pub struct FlashPlan {
 }
 
 /// Carry out a flash plan; returns a line per action taken.
-pub fn flash(store: &CertStore, plan: &FlashPlan) -> Result<Vec<String>, String> {
+pub(crate) fn flash(store: &CertStore, plan: &FlashPlan) -> Result<Vec<String>, String> {
     let items: Vec<(Item, &PathBuf)> = [
         (Item::Ca, &plan.ca),
         (Item::Cert, &plan.cert),
@@ -84,7 +84,7 @@ pub fn flash(store: &CertStore, plan: &FlashPlan) -> Result<Vec<String>, String>
 }
 
 /// `certs`: what every set holds.
-pub fn list(store: &CertStore) -> Result<String, String> {
+pub(crate) fn list(store: &CertStore) -> Result<String, String> {
     let sets = store.load().map_err(|e| e.to_string())?;
     let mut out = String::new();
     for set in 0..SET_COUNT {

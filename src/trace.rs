@@ -10,19 +10,19 @@
 //! Texts are escaped as Rust byte strings (`\r`, `\n`, `\xNN`); PG payloads, passphrases and
 //! key-like stray lines are redacted by the module before they get here.
 
-use crate::module::{TraceKind, TraceRecord};
+use eswifi_core::module::{TraceKind, TraceRecord};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::Instant;
 
-pub struct Tracer {
+pub(crate) struct Tracer {
     file: File,
     start: Instant,
 }
 
 impl Tracer {
-    pub fn create(path: &Path, start: Instant) -> io::Result<Tracer> {
+    pub(crate) fn create(path: &Path, start: Instant) -> io::Result<Tracer> {
         Ok(Tracer {
             file: File::create(path)?,
             start,
@@ -30,7 +30,7 @@ impl Tracer {
     }
 
     /// Write a record of module `idx`.
-    pub fn record(&mut self, idx: usize, r: &TraceRecord) {
+    pub(crate) fn record(&mut self, idx: usize, r: &TraceRecord) {
         let tag = match r.kind {
             TraceKind::In => '>',
             TraceKind::Out => '<',
@@ -40,7 +40,7 @@ impl Tracer {
     }
 
     /// A note of the driver's own (host attached, line speed, signals).
-    pub fn note(&mut self, idx: usize, at: Instant, text: &str) {
+    pub(crate) fn note(&mut self, idx: usize, at: Instant, text: &str) {
         self.line(idx, at, '*', text);
     }
 

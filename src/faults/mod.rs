@@ -2,21 +2,21 @@
 //! `FaultInjector` wraps a device). The driver asks [`FaultSet`] what to do with the bytes of each
 //! serial line ([`FaultSet::output`], [`FaultSet::input`], stalls, brown-outs), hands every network
 //! operation and event through [`net::NetFaults`], and gives each core its Wi-Fi faults
-//! ([`crate::module::WifiFaults`]). Randomness is seeded (`--seed`), per rule and module, so the same
+//! ([`eswifi_core::module::WifiFaults`]). Randomness is seeded (`--seed`), per rule and module, so the same
 //! seed and the same inputs give the same faults. No IO; time comes in as arguments.
 
-pub mod net;
-pub mod rule;
+pub(crate) mod net;
+pub(crate) mod rule;
 
-use crate::module::WifiFaults;
-use crate::rng::Rng;
-pub use rule::{parse, Kind, Rule};
+use eswifi_core::module::WifiFaults;
+use eswifi_core::rng::Rng;
+pub(crate) use rule::{parse, Kind, Rule};
 use rule::{Dir, When};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Rules active at once (a control-socket client cannot grow this without bound).
-pub const MAX_RULES: usize = 64;
+pub(crate) const MAX_RULES: usize = 64;
 
 /// A byte as the transcript escapes it, quoted.
 fn show(b: u8) -> String {
@@ -52,14 +52,14 @@ impl Active {
 
 /// A fault that fired, for the log and the transcript.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fired {
+pub(crate) struct Fired {
     pub module: usize,
     pub text: String,
 }
 
 /// The active rules and what they did.
 #[derive(Debug)]
-pub struct FaultSet {
+pub(crate) struct FaultSet {
     seed: u64,
     next_id: usize,
     rules: Vec<Active>,
@@ -69,7 +69,7 @@ pub struct FaultSet {
 }
 
 impl FaultSet {
-    pub fn new(seed: u64) -> FaultSet {
+    pub(crate) fn new(seed: u64) -> FaultSet {
         FaultSet {
             seed,
             next_id: 1,
@@ -79,16 +79,17 @@ impl FaultSet {
         }
     }
 
-    pub fn seed(&self) -> u64 {
-        self.seed
-    }
-
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Add a rule; returns its id. `commands` are the modules' command counts now.
-    pub fn add(&mut self, rule: Rule, now: Instant, commands: &[u64]) -> Result<usize, String> {
+    pub(crate) fn add(
+        &mut self,
+        rule: Rule,
+        now: Instant,
+        commands: &[u64],
+    ) -> Result<usize, String> {
         if self.rules.len() >= MAX_RULES {
             return Err(format!("{MAX_RULES} rules at most; clear some first"));
         }
@@ -109,7 +110,7 @@ impl FaultSet {
     }
 
     /// Remove one rule, or all. False if there is no such rule.
-    pub fn clear(&mut self, id: Option<usize>) -> bool {
+    pub(crate) fn clear(&mut self, id: Option<usize>) -> bool {
         let before = self.rules.len();
         match id {
             Some(id) => self.rules.retain(|r| r.id != id),
@@ -120,7 +121,7 @@ impl FaultSet {
     }
 
     /// One line per rule: `<id> <rule> fired=<n>`.
-    pub fn list(&self) -> Vec<String> {
+    pub(crate) fn list(&self) -> Vec<String> {
         self.rules
             .iter()
             .map(|r| format!("{} {} fired={}", r.id, r.rule, r.fired))
@@ -128,12 +129,12 @@ impl FaultSet {
     }
 
     /// Some fault fired since the last [`FaultSet::take_fired`].
-    pub fn has_fired(&self) -> bool {
+    pub(crate) fn has_fired(&self) -> bool {
         !self.fired.is_empty()
     }
 
     /// Faults that fired since the last call.
-    pub fn take_fired(&mut self) -> Vec<Fired> {
+    pub(crate) fn take_fired(&mut self) -> Vec<Fired> {
         std::mem::take(&mut self.fired)
     }
 
@@ -147,7 +148,7 @@ impl FaultSet {
 
     /// The module's output, as the host will get it: fragments and when each may be written.
     /// Noise drops or corrupts bytes, latency delays the first fragment, split cuts the rest.
-    pub fn output(
+    pub(crate) fn output(
         &mut self,
         module: usize,
         mut bytes: Vec<u8>,
@@ -203,7 +204,7 @@ impl FaultSet {
     }
 
     /// What the host sent, as the module will get it (noise).
-    pub fn input(&mut self, module: usize, mut bytes: Vec<u8>) -> Vec<u8> {
+    pub(crate) fn input(&mut self, module: usize, mut bytes: Vec<u8>) -> Vec<u8> {
         self.noise(module, &mut bytes, Dir::In);
         bytes
     }
@@ -254,12 +255,12 @@ impl FaultSet {
 
     /// No rule is active: every hook is the identity (the driver then skips them on its hot
     /// paths).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
     /// A stall armed for the next command of `module` (one-shot): how long its input waits.
-    pub fn stall(&mut self, module: usize) -> Option<Duration> {
+    pub(crate) fn stall(&mut self, module: usize) -> Option<Duration> {
         let k = self
             .rules
             .iter()
@@ -273,7 +274,7 @@ impl FaultSet {
     }
 
     /// Whether `module` browns out now (one-shot), given its command count.
-    pub fn reset_due(&mut self, module: usize, commands: u64, now: Instant) -> bool {
+    pub(crate) fn reset_due(&mut self, module: usize, commands: u64, now: Instant) -> bool {
         let due = self.rules.iter().position(|r| {
             r.applies(module)
                 && match r.rule.kind {
@@ -293,7 +294,7 @@ impl FaultSet {
     }
 
     /// Whether `module` loses its Wi-Fi link now (one-shot).
-    pub fn link_down_due(&mut self, module: usize, now: Instant) -> bool {
+    pub(crate) fn link_down_due(&mut self, module: usize, now: Instant) -> bool {
         let due = self.rules.iter().position(|r| {
             r.applies(module)
                 && matches!(r.rule.kind, rule::Kind::WifiDown(after)
@@ -308,7 +309,7 @@ impl FaultSet {
     }
 
     /// When a time-based module fault of `module` is due next.
-    pub fn next_deadline(&self, module: usize) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self, module: usize) -> Option<Instant> {
         self.rules
             .iter()
             .filter(|r| r.applies(module))
@@ -321,7 +322,7 @@ impl FaultSet {
     }
 
     /// The Wi-Fi faults `module`'s core applies (join failures, slow joins and scans, hidden APs).
-    pub fn wifi(&self, module: usize) -> WifiFaults {
+    pub(crate) fn wifi(&self, module: usize) -> WifiFaults {
         let mut w = WifiFaults {
             seed: self.seed ^ (module as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
             ..WifiFaults::default()
@@ -341,7 +342,7 @@ impl FaultSet {
     }
 
     /// Count a firing reported by a core (a join that failed by a fault).
-    pub fn core_fired(&mut self, module: usize, what: &str) {
+    pub(crate) fn core_fired(&mut self, module: usize, what: &str) {
         let k = self.rules.iter().position(|r| {
             r.applies(module) && kind_name(&r.rule.kind) == what.split(':').next().unwrap_or("")
         });
@@ -361,7 +362,7 @@ impl FaultSet {
 }
 
 /// The rule's kind as written (`serial.latency`, …).
-pub fn kind_name(k: &Kind) -> &'static str {
+pub(crate) fn kind_name(k: &Kind) -> &'static str {
     match k {
         Kind::SerialLatency(_) => "serial.latency",
         Kind::SerialSplit { .. } => "serial.split",

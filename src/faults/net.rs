@@ -6,18 +6,18 @@
 
 use super::rule::{name_matches, Kind};
 use super::FaultSet;
-use crate::module::io::{CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp};
+use eswifi_core::module::io::{CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 /// Received bytes a delayed connection may hold before the stack stops reading it.
-pub const MAX_HELD: usize = 64 * 1024;
+pub(crate) const MAX_HELD: usize = 64 * 1024;
 
 /// Something released later.
 #[derive(Debug)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// To the core of `module`.
     Event(usize, NetEvent),
     /// To the network stack, on behalf of `module`.
@@ -49,7 +49,7 @@ struct ConnFault {
 
 /// The network middleware.
 #[derive(Debug, Default)]
-pub struct NetFaults {
+pub(crate) struct NetFaults {
     conns: HashMap<(usize, ConnId), ConnFault>,
     /// Connections swallowed by a black hole (their `Close` is swallowed too).
     blackholed: Vec<(usize, ConnId)>,
@@ -83,7 +83,7 @@ impl NetFaults {
     }
 
     /// What is due by `now`, in order.
-    pub fn due(&mut self, now: Instant) -> Vec<Delivery> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Delivery> {
         let mut out = Vec::new();
         while let Some(&Reverse((at, seq))) = self.queue.peek() {
             if at > now {
@@ -102,12 +102,12 @@ impl NetFaults {
         out
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.queue.peek().map(|Reverse((at, _))| *at)
     }
 
     /// How many more bytes the stack may read for `conn` (0 while delayed bytes pile up).
-    pub fn room(&self, module: usize, conn: ConnId, inner: usize) -> usize {
+    pub(crate) fn room(&self, module: usize, conn: ConnId, inner: usize) -> usize {
         match self.conns.get(&(module, conn)) {
             Some(c) if c.held >= MAX_HELD => 0,
             _ => inner,
@@ -115,7 +115,13 @@ impl NetFaults {
     }
 
     /// An operation from a core: what to perform now (the rest is scheduled or swallowed).
-    pub fn op(&mut self, set: &mut FaultSet, module: usize, op: NetOp, now: Instant) -> Vec<NetOp> {
+    pub(crate) fn op(
+        &mut self,
+        set: &mut FaultSet,
+        module: usize,
+        op: NetOp,
+        now: Instant,
+    ) -> Vec<NetOp> {
         match op {
             NetOp::Resolve { query, ref name } => {
                 for (k, r) in set.net_rules() {
@@ -332,7 +338,7 @@ impl NetFaults {
     }
 
     /// An event from the stack: what reaches the core now (the rest is scheduled or dropped).
-    pub fn event(
+    pub(crate) fn event(
         &mut self,
         set: &mut FaultSet,
         module: usize,

@@ -23,14 +23,14 @@ use std::time::Duration;
 
 /// A duration, fixed or drawn uniformly from a range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     pub min: Duration,
     pub max: Duration,
 }
 
 /// Which way serial noise goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
+pub(crate) enum Dir {
     In,
     Out,
     Both,
@@ -38,20 +38,20 @@ pub enum Dir {
 
 /// `HOST:PORT`, either part `*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub ip: Option<Ipv4Addr>,
     pub port: Option<u16>,
 }
 
 impl Target {
-    pub fn matches(&self, a: SocketAddrV4) -> bool {
+    pub(crate) fn matches(&self, a: SocketAddrV4) -> bool {
         self.ip.is_none_or(|ip| ip == *a.ip()) && self.port.is_none_or(|p| p == a.port())
     }
 }
 
 /// When a one-shot module fault fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum When {
+pub(crate) enum When {
     /// After this many more commands.
     Commands(u64),
     /// This long after the rule was added.
@@ -60,7 +60,7 @@ pub enum When {
 
 /// What a rule does.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
+pub(crate) enum Kind {
     SerialLatency(Span),
     SerialSplit {
         min: usize,
@@ -113,7 +113,7 @@ pub enum Kind {
 
 /// A parsed rule: its kind and the module it is limited to.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub kind: Kind,
     pub module: Option<usize>,
     /// The line as given (what `fault list` shows).
@@ -153,7 +153,7 @@ const ALERTS: &[(&str, u8)] = &[
 ];
 
 /// A duration: `500us`, `20ms`, `2s`, `1.5s`, `2m`.
-pub fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| c.is_ascii_alphabetic())
         .map(|i| s.split_at(i))
@@ -241,7 +241,7 @@ fn target(s: &str) -> Result<Target, String> {
 }
 
 /// Parse one rule line.
-pub fn parse(line: &str) -> Result<Rule, String> {
+pub(crate) fn parse(line: &str) -> Result<Rule, String> {
     // Shown by `fault list` as one space between words, however it was typed.
     let text = line.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut words: Vec<&str> = text.split_whitespace().collect();
@@ -413,7 +413,7 @@ pub fn parse(line: &str) -> Result<Rule, String> {
 }
 
 /// Whether a DNS rule's name matches a looked-up name.
-pub fn name_matches(rule: &str, name: &str) -> bool {
+pub(crate) fn name_matches(rule: &str, name: &str) -> bool {
     glob(rule.as_bytes(), name.as_bytes())
 }
 

@@ -9,29 +9,29 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 
 /// The port the claiming socket holds on each address (UDP, and rarely used: the top of the
 /// registered range).
-pub const CLAIM_PORT: u16 = 49151;
+pub(crate) const CLAIM_PORT: u16 = 49151;
 
 /// Addresses tried, in order: 127.0.0.1 … 127.0.0.254, then 127.0.1.1 …, up to 127.0.9.254 (the
 /// soft AP of the module at 127.0.c.d is at 127.0.(c+10).d).
-pub fn candidates() -> impl Iterator<Item = Ipv4Addr> {
+pub(crate) fn candidates() -> impl Iterator<Item = Ipv4Addr> {
     (0..10u8).flat_map(|c| (1..=254u8).map(move |d| Ipv4Addr::new(127, 0, c, d)))
 }
 
 /// The soft-AP address that goes with a claimed station address.
-pub fn ap_address(station: Ipv4Addr) -> Ipv4Addr {
+pub(crate) fn ap_address(station: Ipv4Addr) -> Ipv4Addr {
     let [a, b, c, d] = station.octets();
     Ipv4Addr::new(a, b, c.saturating_add(10), d)
 }
 
 /// An address held for this process.
 #[derive(Debug)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub ip: Ipv4Addr,
     _socket: UdpSocket,
 }
 
 /// Claim the first free address of [`candidates`] not in `skip`.
-pub fn claim(skip: &[Ipv4Addr]) -> io::Result<Claim> {
+pub(crate) fn claim(skip: &[Ipv4Addr]) -> io::Result<Claim> {
     for ip in candidates().filter(|ip| !skip.contains(ip)) {
         match UdpSocket::bind(SocketAddrV4::new(ip, CLAIM_PORT)) {
             Ok(socket) => {

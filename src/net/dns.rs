@@ -6,7 +6,7 @@
 
 use super::workers::{Pool, Refused};
 use super::ModuleIdx;
-use crate::module::io::{NetEvent, QueryId};
+use eswifi_core::module::io::{NetEvent, QueryId};
 use mio::{Registry, Token, Waker};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -77,7 +77,7 @@ impl Dns {
     }
 
     /// The loop's one waker (mio allows a single `Waker` per poll), for other worker threads.
-    pub fn waker(&self) -> Arc<Waker> {
+    pub(super) fn waker(&self) -> Arc<Waker> {
         Arc::clone(&self.waker)
     }
 

@@ -1,18 +1,18 @@
 //! Host networking for the emulated modules (layer: edge). [`NetStack`] performs the cores'
 //! [`NetOp`]s with real non-blocking sockets registered in the driver's `mio::Poll`, and turns what
-//! happens on them into [`NetEvent`]s, following the contract in [`crate::module::io`]. DNS runs on
+//! happens on them into [`NetEvent`]s, following the contract in [`eswifi_core::module::io`]. DNS runs on
 //! worker threads ([`dns`]). May touch sockets, threads and the mio registry; knows nothing of IWIN
 //! or TLS (the core encrypts) and never blocks or times anything out.
 
-pub mod claim;
+pub(crate) mod claim;
 mod dns;
 mod ping;
 mod queue;
 mod workers;
 
-pub use queue::WriteQueue;
+pub(crate) use queue::WriteQueue;
 
-use crate::module::io::{
+use eswifi_core::module::io::{
     CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp, SendSeq, ACCEPTED_BIT,
 };
 use mio::event::Event;
@@ -25,13 +25,13 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 /// Which emulated module (index in the driver) an op came from and its events go to.
-pub type ModuleIdx = usize;
+pub(crate) type ModuleIdx = usize;
 
 /// Largest single read; also the UDP receive buffer (a datagram can be up to 64 KiB).
 const READ_BUF: usize = 65536;
 
 /// All host sockets of all modules, and the token bookkeeping for the poll they live in.
-pub struct NetStack {
+pub(crate) struct NetStack {
     /// Token allocator for every source in the poll (the driver takes its own tokens here too), so
     /// tokens are unique across modules and never reused.
     next_token: usize,
@@ -93,7 +93,7 @@ impl Tcp {
 }
 
 impl NetStack {
-    pub fn new(registry: &Registry) -> io::Result<NetStack> {
+    pub(crate) fn new(registry: &Registry) -> io::Result<NetStack> {
         let mut next_token = 0;
         let (ping_tx, ping_rx) = std::sync::mpsc::channel();
         let dns_token = Token(next_token);
@@ -113,30 +113,25 @@ impl NetStack {
 
     /// The loop's waker: worker threads wake the poll with it (its events go to `handle_event`, which
     /// ignores them unless DNS answered; other workers' owners check their channels every turn).
-    pub fn waker(&self) -> std::sync::Arc<mio::Waker> {
+    pub(crate) fn waker(&self) -> std::sync::Arc<mio::Waker> {
         self.dns.waker()
     }
 
     /// A fresh token for a source that is not a socket (a pty, the signal pipe).
-    pub fn alloc_token(&mut self) -> Token {
+    pub(crate) fn alloc_token(&mut self) -> Token {
         let t = Token(self.next_token);
         self.next_token += 1;
         t
     }
 
-    /// Which module and connection a token belongs to, if it is a live socket.
-    pub fn owner(&self, token: Token) -> Option<(ModuleIdx, ConnId)> {
-        self.conns.get(&token).map(|c| (c.module, c.id))
-    }
-
     /// Next event for a module. Events come out in the order they happened.
-    pub fn pop_event(&mut self) -> Option<(ModuleIdx, NetEvent)> {
+    pub(crate) fn pop_event(&mut self) -> Option<(ModuleIdx, NetEvent)> {
         self.events.pop_front()
     }
 
     /// Perform one op of `module`. Failures become events (e.g. `ConnectFailed`), never errors; some
     /// ops are answered at once (a `Sent` for a small send, a refused connect).
-    pub fn perform(&mut self, registry: &Registry, module: ModuleIdx, op: NetOp) {
+    pub(crate) fn perform(&mut self, registry: &Registry, module: ModuleIdx, op: NetOp) {
         match op {
             NetOp::Resolve { query, name } => {
                 log::debug!("m{module} resolve #{query} {name:?}");
@@ -262,7 +257,7 @@ impl NetStack {
 
     /// React to a readiness event from the poll. Tokens that are not ours (or of sockets closed
     /// meanwhile) are ignored.
-    pub fn handle_event(&mut self, registry: &Registry, event: &Event) {
+    pub(crate) fn handle_event(&mut self, registry: &Registry, event: &Event) {
         let token = event.token();
         if token == self.dns.token() {
             self.dns.drain(&mut self.events);
@@ -311,7 +306,7 @@ impl NetStack {
 
     /// Whether some socket has unread input and its module has room for it, i.e. the loop must not
     /// sleep.
-    pub fn has_pending_reads(&self, room: impl Fn(ModuleIdx, ConnId) -> usize) -> bool {
+    pub(crate) fn has_pending_reads(&self, room: impl Fn(ModuleIdx, ConnId) -> usize) -> bool {
         self.conns
             .values()
             .any(|c| c.want_read && room(c.module, c.id) > 0)
@@ -319,7 +314,11 @@ impl NetStack {
 
     /// Read every socket that has input, at most `room(module, conn)` bytes each (the module's
     /// backpressure); call after each module step, since room may have opened up.
-    pub fn pump_reads(&mut self, registry: &Registry, room: impl Fn(ModuleIdx, ConnId) -> usize) {
+    pub(crate) fn pump_reads(
+        &mut self,
+        registry: &Registry,
+        room: impl Fn(ModuleIdx, ConnId) -> usize,
+    ) {
         let ready: Vec<Token> = self
             .conns
             .iter()

@@ -5,8 +5,8 @@
 //! full) is answered at once with an error, which the module answers with `Timeout` lines.
 
 use super::workers::{Pool, Refused};
-use crate::module::io::{NetEvent, QueryId};
 use crate::net::ModuleIdx;
+use eswifi_core::module::io::{NetEvent, QueryId};
 use mio::Waker;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::VecDeque;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One ping request from a module.
-pub struct Request {
+pub(super) struct Request {
     pub module: ModuleIdx,
     pub query: QueryId,
     pub target: Ipv4Addr,
@@ -27,7 +27,7 @@ pub struct Request {
 
 /// Queue `req` on `workers`; its `PingDone` arrives through `done` and `waker`, or, if the pool
 /// refuses it, in `events` at once.
-pub fn submit(
+pub(super) fn submit(
     req: Request,
     workers: &Pool,
     done: Sender<(ModuleIdx, NetEvent)>,

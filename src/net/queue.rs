@@ -5,7 +5,7 @@ use std::io;
 
 /// Bytes accepted from the core but not yet taken by the kernel.
 #[derive(Debug, Default)]
-pub struct WriteQueue {
+pub(crate) struct WriteQueue {
     buf: Vec<u8>,
     /// Start of the unsent bytes in `buf`.
     pos: usize,
@@ -14,37 +14,40 @@ pub struct WriteQueue {
 }
 
 impl WriteQueue {
-    pub fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
 
     /// Unsent bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Total bytes written so far.
-    pub fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.written
     }
 
     /// Total bytes ever pushed (written plus unsent).
-    pub fn pushed(&self) -> u64 {
+    pub(crate) fn pushed(&self) -> u64 {
         self.written + self.len() as u64
     }
 
     /// Write until the queue is empty or `write` reports `WouldBlock` (not an error: the caller waits
     /// for writability). `Interrupted` is retried; any other error is returned.
-    pub fn flush(&mut self, write: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
+    pub(crate) fn flush(
+        &mut self,
+        write: impl FnMut(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<()> {
         self.flush_limited(usize::MAX, write).map(|_| ())
     }
 
     /// [`WriteQueue::flush`], writing at most `limit` bytes; returns how many were written.
-    pub fn flush_limited(
+    pub(crate) fn flush_limited(
         &mut self,
         limit: usize,
         mut write: impl FnMut(&[u8]) -> io::Result<usize>,

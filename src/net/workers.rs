@@ -119,18 +119,18 @@ pub(super) mod test_support {
 
     /// Long enough for idle threads to pick up a job on a loaded 2-core machine; only a failing test
     /// waits this long.
-    pub const WAIT: Duration = Duration::from_secs(10);
+    pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
     /// Jobs that hold a pool's workers and queue slots. Dropping it lets them finish; [`Gate::open`]
     /// also waits until they have.
-    pub struct Gate {
+    pub(crate) struct Gate {
         release: Vec<Sender<()>>,
         finished: Receiver<()>,
     }
 
     impl Gate {
         /// Let every held job finish and wait until all have, so the pool is idle and empty again.
-        pub fn open(self) {
+        pub(crate) fn open(self) {
             let n = self.release.len();
             drop(self.release);
             for _ in 0..n {
@@ -143,7 +143,7 @@ pub(super) mod test_support {
 
     /// Occupy every worker of `pool` (waiting until each has started its job) and then every queue
     /// slot, with jobs that wait for the returned gate.
-    pub fn fill(pool: &Pool) -> Gate {
+    pub(crate) fn fill(pool: &Pool) -> Gate {
         let (started_tx, started) = channel();
         let (finished_tx, finished) = channel();
         let mut release = Vec::new();

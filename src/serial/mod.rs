@@ -2,10 +2,10 @@
 //! one [`port::Port`]; and output pacing at the line's baud rate ([`pace`]). Nothing here knows the
 //! IWIN protocol.
 
-pub mod pace;
-pub mod port;
-pub mod pty;
+pub(crate) mod pace;
+pub(crate) mod port;
+pub(crate) mod pty;
 
-pub use pace::Pacer;
-pub use port::{FrontEnd, Port};
-pub use pty::{Pty, PtyLink};
+pub(crate) use pace::Pacer;
+pub(crate) use port::{FrontEnd, Port};
+pub(crate) use pty::{Pty, PtyLink};

@@ -6,16 +6,16 @@
 use std::time::{Duration, Instant};
 
 /// Bits on the wire per byte (8N1).
-pub const BITS_PER_BYTE: u64 = 10;
+pub(crate) const BITS_PER_BYTE: u64 = 10;
 
 /// How far ahead of the wire the driver may hand bytes to the OS: small enough that the bytes
 /// leave the OS within this much of their wire time, large enough not to wake up for every byte.
-pub const HORIZON: Duration = Duration::from_millis(2);
+pub(crate) const HORIZON: Duration = Duration::from_millis(2);
 
 /// A serial line's transmitter: when it is done with what it was given. Time is counted from the
 /// start of the current burst, so rounding never accumulates.
 #[derive(Debug, Clone)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     baud: u32,
     /// Start of the current burst of back-to-back bytes.
     origin: Instant,
@@ -26,7 +26,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    pub fn new(baud: u32, now: Instant) -> Pacer {
+    pub(crate) fn new(baud: u32, now: Instant) -> Pacer {
         Pacer {
             baud: baud.max(1),
             origin: now,
@@ -35,19 +35,15 @@ impl Pacer {
         }
     }
 
-    pub fn baud(&self) -> u32 {
-        self.baud
-    }
-
     /// Change the rate (after what was sent at the old one has left, as a UART does).
-    pub fn set_baud(&mut self, baud: u32) {
+    pub(crate) fn set_baud(&mut self, baud: u32) {
         self.origin = self.busy_until;
         self.queued = 0;
         self.baud = baud.max(1);
     }
 
     /// The wire time of `n` bytes.
-    pub fn wire_time(&self, n: usize) -> Duration {
+    pub(crate) fn wire_time(&self, n: usize) -> Duration {
         Duration::from_nanos(n as u64 * BITS_PER_BYTE * 1_000_000_000 / self.baud as u64)
     }
 
@@ -58,7 +54,7 @@ impl Pacer {
 
     /// How many bytes may be handed over at `now` (0: wait until [`Pacer::next_at`]): as many as
     /// leave the wire within [`HORIZON`] of now.
-    pub fn allowance(&self, now: Instant) -> usize {
+    pub(crate) fn allowance(&self, now: Instant) -> usize {
         let start = self.busy_until.max(now);
         let limit = now + self.ahead();
         let per_byte = self.wire_time(1).max(Duration::from_nanos(1));
@@ -69,7 +65,7 @@ impl Pacer {
     }
 
     /// `n` bytes were handed over at `now`.
-    pub fn sent(&mut self, n: usize, now: Instant) {
+    pub(crate) fn sent(&mut self, n: usize, now: Instant) {
         if n == 0 {
             return;
         }
@@ -85,7 +81,7 @@ impl Pacer {
     /// When more bytes may be handed over: when one more byte fits the horizon, or `now` if one
     /// fits already (time passed since the last write). Always an instant, so a caller cannot
     /// mistake "now" for "no deadline" and stall the line.
-    pub fn next_at(&self, now: Instant) -> Instant {
+    pub(crate) fn next_at(&self, now: Instant) -> Instant {
         if self.allowance(now) > 0 {
             return now;
         }
@@ -93,7 +89,7 @@ impl Pacer {
     }
 
     /// When the line has sent everything it was given.
-    pub fn idle_at(&self) -> Instant {
+    pub(crate) fn idle_at(&self) -> Instant {
         self.busy_until
     }
 }

@@ -17,14 +17,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Longest wait between two attempts of `--connect` to reach its host.
-pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// First wait after a failed or dropped `--connect` connection (doubled each time, up to the max).
-pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Hardware flow control of a real serial port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Flow {
+pub(crate) enum Flow {
     /// None, as on the module.
     None,
     /// RTS/CTS.
@@ -33,7 +33,7 @@ pub enum Flow {
 
 /// The serial front end chosen on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrontEnd {
+pub(crate) enum FrontEnd {
     /// A fresh pty per module; `link` may hold `{n}` for the module index.
     Pty { link: Option<String> },
     /// A real tty (USB-UART) at `path`.
@@ -48,7 +48,7 @@ pub enum FrontEnd {
 
 /// What an event on the port meant.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Happened {
+pub(crate) struct Happened {
     /// Input may be waiting.
     pub readable: bool,
     /// Output may go on.
@@ -62,7 +62,7 @@ pub struct Happened {
 }
 
 /// A serial line of one module.
-pub enum Port {
+pub(crate) enum Port {
     Pty {
         pty: Pty,
         /// Reports opens of the slave path (`--reset-on-open`).
@@ -97,7 +97,7 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 
 impl Port {
     /// A pty; with `watch_opens`, host opens of its slave path are reported.
-    pub fn pty(pty: Pty, watch_opens: bool) -> io::Result<Port> {
+    pub(crate) fn pty(pty: Pty, watch_opens: bool) -> io::Result<Port> {
         let opens = if watch_opens {
             let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
             ino.add_watch(pty.slave_path(), AddWatchFlags::IN_OPEN)?;
@@ -109,7 +109,7 @@ impl Port {
     }
 
     /// A real tty at `path`: 8N1, the given rate and flow control, non-blocking.
-    pub fn tty(path: &std::path::Path, baud: u32, flow: Flow) -> io::Result<Port> {
+    pub(crate) fn tty(path: &std::path::Path, baud: u32, flow: Flow) -> io::Result<Port> {
         let flow = match flow {
             Flow::None => serialport::FlowControl::None,
             Flow::Hw => serialport::FlowControl::Hardware,
@@ -126,7 +126,7 @@ impl Port {
     }
 
     /// A TCP server for one host at a time.
-    pub fn listen(addr: SocketAddr) -> io::Result<Port> {
+    pub(crate) fn listen(addr: SocketAddr) -> io::Result<Port> {
         let listener = TcpListener::bind(addr)?;
         Ok(Port::Listen {
             listener,
@@ -136,7 +136,7 @@ impl Port {
     }
 
     /// A TCP client of `target` (the first attempt is made at registration).
-    pub fn connect(target: SocketAddr) -> Port {
+    pub(crate) fn connect(target: SocketAddr) -> Port {
         Port::Connect {
             target,
             conn: None,
@@ -148,14 +148,14 @@ impl Port {
     }
 
     /// stdin and stdout (made non-blocking).
-    pub fn stdio() -> io::Result<Port> {
+    pub(crate) fn stdio() -> io::Result<Port> {
         set_nonblocking(0)?;
         set_nonblocking(1)?;
         Ok(Port::Stdio { writable: false })
     }
 
     /// How many tokens [`Port::register`] needs.
-    pub fn token_count(&self) -> usize {
+    pub(crate) fn token_count(&self) -> usize {
         match self {
             Port::Tty(_) => 1,
             Port::Pty { .. } | Port::Listen { .. } | Port::Connect { .. } | Port::Stdio { .. } => 2,
@@ -163,7 +163,7 @@ impl Port {
     }
 
     /// What a host is told to open: the pty path, the device, the address.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Port::Pty { pty, .. } => pty.slave_path().display().to_string(),
             Port::Tty(t) => t.name().unwrap_or_default(),
@@ -177,7 +177,7 @@ impl Port {
 
     /// Register with the poll: `tokens[0]` for the line itself, `tokens[1]` for the second source
     /// (the open watch, the accepted or outgoing connection, stdout).
-    pub fn register(&mut self, registry: &Registry, tokens: &[Token]) -> io::Result<()> {
+    pub(crate) fn register(&mut self, registry: &Registry, tokens: &[Token]) -> io::Result<()> {
         match self {
             Port::Pty { pty, opens } => {
                 registry.register(
@@ -208,7 +208,7 @@ impl Port {
     }
 
     /// Digest a readiness event for one of the port's tokens.
-    pub fn handle_event(
+    pub(crate) fn handle_event(
         &mut self,
         registry: &Registry,
         tokens: &[Token],
@@ -270,7 +270,7 @@ impl Port {
 
     /// Read what the host sent (`WouldBlock`: nothing now). A host that left is reported in
     /// `happened.closed` and reads as `WouldBlock`.
-    pub fn read(
+    pub(crate) fn read(
         &mut self,
         registry: &Registry,
         buf: &mut [u8],
@@ -321,7 +321,7 @@ impl Port {
     }
 
     /// Write towards the host (`WouldBlock`: full, or no host connected — the bytes wait).
-    pub fn write(
+    pub(crate) fn write(
         &mut self,
         registry: &Registry,
         data: &[u8],
@@ -371,7 +371,7 @@ impl Port {
     }
 
     /// Ask for (or stop asking for) writability while output waits.
-    pub fn want_writable(
+    pub(crate) fn want_writable(
         &mut self,
         registry: &Registry,
         tokens: &[Token],
@@ -413,7 +413,7 @@ impl Port {
     }
 
     /// Switch the line's rate (a real tty; elsewhere the rate is only stored by the module).
-    pub fn set_baud(&mut self, baud: u32) -> io::Result<()> {
+    pub(crate) fn set_baud(&mut self, baud: u32) -> io::Result<()> {
         if let Port::Tty(t) = self {
             t.set_baud_rate(baud).map_err(io::Error::other)?;
         }
@@ -421,7 +421,7 @@ impl Port {
     }
 
     /// Bytes written but still in the OS's output queue (a tty's TIOCOUTQ; 0 elsewhere).
-    pub fn output_queued(&self) -> usize {
+    pub(crate) fn output_queued(&self) -> usize {
         match self {
             Port::Tty(t) => t.bytes_to_write().unwrap_or(0) as usize,
             _ => 0,
@@ -429,7 +429,7 @@ impl Port {
     }
 
     /// When the port wants [`Port::handle_deadline`] (a `--connect` retry).
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self {
             Port::Connect { retry_at, .. } => *retry_at,
             _ => None,
@@ -437,7 +437,7 @@ impl Port {
     }
 
     /// Time has come: (re)connect.
-    pub fn handle_deadline(
+    pub(crate) fn handle_deadline(
         &mut self,
         registry: &Registry,
         tokens: &[Token],
@@ -510,7 +510,7 @@ impl Port {
     }
 
     /// A host is attached (always true for a pty, a tty and stdio).
-    pub fn host_attached(&self) -> bool {
+    pub(crate) fn host_attached(&self) -> bool {
         match self {
             Port::Listen { conn, .. } => conn.is_some(),
             Port::Connect { up, .. } => *up,
@@ -519,7 +519,11 @@ impl Port {
     }
 
     /// Take the next waiting host of a `--listen` port (after the previous one left).
-    pub fn accept_next(&mut self, registry: &Registry, tokens: &[Token]) -> io::Result<Happened> {
+    pub(crate) fn accept_next(
+        &mut self,
+        registry: &Registry,
+        tokens: &[Token],
+    ) -> io::Result<Happened> {
         match self {
             Port::Listen { listener, conn, .. } if conn.is_none() => {
                 accept_one(registry, listener, conn, tokens[1])

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// A pty pair: the emulator reads and writes the non-blocking master; the host program opens the
 /// slave path as if it were the module's UART.
 #[derive(Debug)]
-pub struct Pty {
+pub(crate) struct Pty {
     master: File,
     /// Never read or written. Holding it keeps the slave side open while no host program has it
     /// open, so the master does not report HUP/EIO (which would spin an edge-triggered loop and lose
@@ -24,7 +24,7 @@ pub struct Pty {
 impl Pty {
     /// Open a pty pair with the slave in raw mode (no echo, no line discipline) and the master
     /// non-blocking.
-    pub fn open() -> io::Result<Pty> {
+    pub(crate) fn open() -> io::Result<Pty> {
         let pair = openpty(None, None)?;
         let (master, slave) = (pair.master, pair.slave);
 
@@ -52,17 +52,17 @@ impl Pty {
     }
 
     /// The path a host program opens (e.g. `/dev/pts/7`).
-    pub fn slave_path(&self) -> &Path {
+    pub(crate) fn slave_path(&self) -> &Path {
         &self.slave_path
     }
 
     /// Read what the host wrote. `WouldBlock` when there is nothing.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.master).read(buf)
     }
 
     /// Write towards the host. `WouldBlock` when the line is full.
-    pub fn write(&self, data: &[u8]) -> io::Result<usize> {
+    pub(crate) fn write(&self, data: &[u8]) -> io::Result<usize> {
         (&self.master).write(data)
     }
 }
@@ -83,7 +83,7 @@ impl AsFd for Pty {
 /// A symlink to the slave path at a stable, user-chosen place (`--link`). Removed on drop, unless
 /// someone has since pointed it elsewhere.
 #[derive(Debug)]
-pub struct PtyLink {
+pub(crate) struct PtyLink {
     path: PathBuf,
     target: PathBuf,
 }
@@ -93,7 +93,7 @@ impl PtyLink {
     /// emulator that was killed, or live) is replaced; anything else there (a regular file, a
     /// directory, a fifo…) is refused with an `AlreadyExists` error naming the path, and left
     /// untouched: `--link` names a place for a link, and must never destroy the user's data.
-    pub fn create(path: &Path, target: &Path) -> io::Result<PtyLink> {
+    pub(crate) fn create(path: &Path, target: &Path) -> io::Result<PtyLink> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_symlink() => {}
             Ok(meta) => {
@@ -132,10 +132,6 @@ impl PtyLink {
             path: path.to_owned(),
             target: target.to_owned(),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -286,9 +282,9 @@ mod tests {
         // What a killed emulator leaves: a symlink to a pty that no longer exists.
         std::os::unix::fs::symlink("/dev/pts/eswifi-emu-test-gone", &path).expect("stale link");
         {
-            let link = PtyLink::create(&path, pty.slave_path()).expect("link");
+            let _link = PtyLink::create(&path, pty.slave_path()).expect("link");
             assert_eq!(
-                std::fs::read_link(link.path()).expect("read_link"),
+                std::fs::read_link(&path).expect("read_link"),
                 pty.slave_path()
             );
             // Opening through the link reaches the slave.

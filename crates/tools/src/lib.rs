@@ -5,5 +5,7 @@
 //! - [`script`]: terminal scripts (`run`) and the interactive terminal (`term`).
 //! - [`peers`]: loopback servers the shipped scripts talk to (`peers`).
 
+#![warn(unreachable_pub)]
+
 pub mod peers;
 pub mod script;

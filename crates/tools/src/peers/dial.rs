@@ -110,7 +110,7 @@ fn call_back(line: &str, peer: SocketAddr, stop: &Stop) -> String {
 }
 
 /// Serve one control connection: any number of request lines.
-pub fn serve(mut s: TcpStream, peer: SocketAddr, stop: &Stop) {
+pub(super) fn serve(mut s: TcpStream, peer: SocketAddr, stop: &Stop) {
     let mut line = Vec::new();
     let mut buf = [0u8; 512];
     let mut last = Instant::now();

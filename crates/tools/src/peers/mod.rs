@@ -4,11 +4,11 @@
 //! connects to the module's own servers ([`dial`]). Demo certificates are made in a directory
 //! ([`pki`]) so that `PG=…,@DIR/ca.pem` works, and the `--var` values the scripts need are printed.
 
-pub mod dial;
-pub mod pki;
-pub mod serve;
-pub mod wss;
-pub mod wwep;
+mod dial;
+mod pki;
+mod serve;
+mod wss;
+mod wwep;
 
 use serve::{Stop, TICK};
 use std::io::{self, Write};

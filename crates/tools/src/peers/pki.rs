@@ -12,12 +12,12 @@ use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub const CA: &str = "ca.pem";
-pub const SERVER_CERT: &str = "server.pem";
-pub const SERVER_KEY: &str = "server.key";
-pub const CLIENT_CERT: &str = "client.pem";
-pub const CLIENT_KEY: &str = "client.key";
-pub const OTHER_CA: &str = "other-ca.pem";
+pub(super) const CA: &str = "ca.pem";
+pub(super) const SERVER_CERT: &str = "server.pem";
+pub(super) const SERVER_KEY: &str = "server.key";
+pub(super) const CLIENT_CERT: &str = "client.pem";
+pub(super) const CLIENT_KEY: &str = "client.key";
+pub(super) const OTHER_CA: &str = "other-ca.pem";
 
 const ALL: [&str; 6] = [
     CA,
@@ -29,7 +29,7 @@ const ALL: [&str; 6] = [
 ];
 
 /// The PEM texts the servers need.
-pub struct DemoPki {
+pub(super) struct DemoPki {
     pub dir: PathBuf,
     pub ca_pem: String,
     pub server_cert_pem: String,
@@ -109,7 +109,7 @@ fn write(path: &Path, data: &str, private: bool) -> io::Result<()> {
 
 /// Load the demo PKI from `dir`, or make it there when any file is missing. `extra_ip` goes into
 /// the server certificate's names (the address peers serve on, when not loopback).
-pub fn load_or_create(dir: &Path, extra_ip: Option<IpAddr>) -> Result<DemoPki, String> {
+pub(super) fn load_or_create(dir: &Path, extra_ip: Option<IpAddr>) -> Result<DemoPki, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let read = |name: &str| std::fs::read_to_string(dir.join(name));
     if ALL.iter().all(|n| dir.join(n).is_file()) {

@@ -15,21 +15,21 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often blocked reads and accepts look at the stop flag.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(super) const TICK: Duration = Duration::from_millis(100);
 /// A connection with no traffic for this long is closed.
-pub const IDLE_LIMIT: Duration = Duration::from_secs(300);
+pub(super) const IDLE_LIMIT: Duration = Duration::from_secs(300);
 /// Live connections per server; more are closed at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(super) const MAX_CONNECTIONS: usize = 64;
 
 /// Shared stop flag.
 #[derive(Clone, Default)]
-pub struct Stop(Arc<AtomicBool>);
+pub(super) struct Stop(Arc<AtomicBool>);
 
 impl Stop {
-    pub fn stopped(&self) -> bool {
+    pub(super) fn stopped(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.0.store(true, Ordering::Relaxed)
     }
 }
@@ -45,7 +45,7 @@ fn readable(fd: i32, timeout: Duration) -> bool {
 }
 
 /// Accept on `listener` until stopped; each connection runs `handle` on a thread of its own.
-pub fn accept_loop<F>(
+pub(super) fn accept_loop<F>(
     name: &'static str,
     listener: TcpListener,
     stop: Stop,
@@ -95,7 +95,7 @@ where
 }
 
 /// What one read on a connection with a read timeout gave.
-pub enum Got {
+pub(super) enum Got {
     Data(usize),
     /// Nothing this tick.
     Idle,
@@ -103,7 +103,7 @@ pub enum Got {
     Closed,
 }
 
-pub fn read_tick<S: Read>(s: &mut S, buf: &mut [u8], name: &str, peer: SocketAddr) -> Got {
+pub(super) fn read_tick<S: Read>(s: &mut S, buf: &mut [u8], name: &str, peer: SocketAddr) -> Got {
     match s.read(buf) {
         Ok(0) => Got::Closed,
         Ok(n) => Got::Data(n),
@@ -124,7 +124,7 @@ pub fn read_tick<S: Read>(s: &mut S, buf: &mut [u8], name: &str, peer: SocketAdd
 }
 
 /// Echo everything back until the peer closes, the server stops, or the line idles out.
-pub fn echo<S: Read + Write>(s: &mut S, name: &str, peer: SocketAddr, stop: &Stop) {
+pub(super) fn echo<S: Read + Write>(s: &mut S, name: &str, peer: SocketAddr, stop: &Stop) {
     let mut buf = [0u8; 16 * 1024];
     let mut last = Instant::now();
     let mut total = 0usize;
@@ -146,7 +146,7 @@ pub fn echo<S: Read + Write>(s: &mut S, name: &str, peer: SocketAddr, stop: &Sto
 }
 
 /// Drive a TLS handshake to its end on a socket with a read timeout.
-pub fn handshake(
+pub(super) fn handshake(
     tls: &mut rustls::ServerConnection,
     sock: &mut TcpStream,
     stop: &Stop,
@@ -176,7 +176,7 @@ pub fn handshake(
     Ok(())
 }
 
-pub fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("certificate PEM: {e}"))
@@ -184,7 +184,7 @@ pub fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// A rustls server configuration for `cert`/`key`; with `client_ca`, a client certificate signed
 /// by it is required (mutual TLS).
-pub fn server_config(
+pub(super) fn server_config(
     cert_pem: &str,
     key_pem: &str,
     client_ca: Option<&str>,
@@ -215,7 +215,7 @@ pub fn server_config(
 }
 
 /// Serve TLS on `listener`, handing each established session to `app`.
-pub fn tls_loop<F>(
+pub(super) fn tls_loop<F>(
     name: &'static str,
     listener: TcpListener,
     config: Arc<ServerConfig>,

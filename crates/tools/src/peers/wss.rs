@@ -17,7 +17,7 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 /// Upgrade one connection and echo its messages.
-pub fn serve<S: Read + Write>(s: S, name: &str, peer: SocketAddr, stop: &Stop) {
+pub(super) fn serve<S: Read + Write>(s: S, name: &str, peer: SocketAddr, stop: &Stop) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut attempt = tungstenite::accept(s);
     let mut ws = loop {

@@ -18,7 +18,7 @@ const READ_LEN: usize = 7;
 /// Registers remembered across all devices; a write beyond answers `X`.
 const MAX_REGISTERS: usize = 65_536;
 /// A partial packet with no more bytes for this long is complete (and illegal).
-pub const IDLE_END: Duration = Duration::from_millis(150);
+pub(super) const IDLE_END: Duration = Duration::from_millis(150);
 
 fn hex(b: &[u8]) -> Option<u32> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_hexdigit) {
@@ -29,11 +29,11 @@ fn hex(b: &[u8]) -> Option<u32> {
 
 /// The server's database.
 #[derive(Clone, Default)]
-pub struct Registers(Arc<Mutex<HashMap<(u16, u8), u16>>>);
+pub(super) struct Registers(Arc<Mutex<HashMap<(u16, u8), u16>>>);
 
 impl Registers {
     /// The answer to one packet.
-    pub fn answer(&self, p: &[u8]) -> Vec<u8> {
+    pub(super) fn answer(&self, p: &[u8]) -> Vec<u8> {
         let mut map = match self.0.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
@@ -70,7 +70,7 @@ impl Registers {
 /// is skipped and ends a shorter packet; anything else runs to CR/LF; a partial packet ends after
 /// [`IDLE_END`] without more bytes, or at the end of the stream.
 #[derive(Default)]
-pub struct Framer {
+pub(super) struct Framer {
     buf: Vec<u8>,
     last: Option<Instant>,
 }
@@ -80,12 +80,12 @@ fn eol(b: &u8) -> bool {
 }
 
 impl Framer {
-    pub fn push(&mut self, data: &[u8], now: Instant) {
+    pub(super) fn push(&mut self, data: &[u8], now: Instant) {
         self.buf.extend_from_slice(data);
         self.last = Some(now);
     }
 
-    pub fn next(&mut self, now: Instant, eof: bool) -> Option<Vec<u8>> {
+    pub(super) fn next(&mut self, now: Instant, eof: bool) -> Option<Vec<u8>> {
         let skip = self.buf.iter().take_while(|b| eol(b)).count();
         self.buf.drain(..skip);
         let need = match *self.buf.first()? {
@@ -105,7 +105,7 @@ impl Framer {
 }
 
 /// Serve WWEP on one connection (plain or TLS).
-pub fn serve<S: Read + Write>(
+pub(super) fn serve<S: Read + Write>(
     s: &mut S,
     regs: &Registers,
     name: &str,

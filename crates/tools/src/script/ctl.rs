@@ -12,7 +12,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// Send one command line and read its answer: every line up to and including the final `ok…` or
 /// `error …` line (`fault list` sends one line per rule before it). A line holding CR or LF is
 /// refused (it would be two commands).
-pub fn request(path: &Path, line: &str, timeout: Duration) -> io::Result<Vec<String>> {
+pub(super) fn request(path: &Path, line: &str, timeout: Duration) -> io::Result<Vec<String>> {
     if line.contains(['\r', '\n']) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -20,7 +20,7 @@ const PAYLOAD_COMMANDS: [&str; 5] = ["S3", "PG", "PC", "PD", "ZO"];
 
 /// A parse error, naming the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
+pub(crate) struct ParseError {
     pub line: usize,
     pub msg: String,
 }
@@ -33,7 +33,7 @@ impl fmt::Display for ParseError {
 
 /// One meaningful line of a script.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Line {
+pub(crate) struct Line {
     /// 1-based line number in its file.
     pub no: usize,
     /// The line without its comment, trimmed (for messages).
@@ -42,7 +42,7 @@ pub struct Line {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Item {
+pub(crate) enum Item {
     /// A module command, sent with CR.
     Command(CommandLine),
     /// `send "bytes"`: written as-is, no CR.
@@ -75,7 +75,7 @@ pub enum Item {
 
 /// What a `fault` directive asks of the control socket (`${NAME}`s are substituted at run time).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FaultOp {
+pub(crate) enum FaultOp {
     /// `fault RULE`: `fault add RULE`, answered `ok <id>`. The emulator judges the rule.
     Add(String),
     /// `fault clear` (every rule) or `fault clear ID`.
@@ -86,7 +86,7 @@ pub enum FaultOp {
 
 impl FaultOp {
     /// The control-socket command, given the substituted argument.
-    pub fn control_line(&self, arg: &str) -> String {
+    pub(crate) fn control_line(&self, arg: &str) -> String {
         match self {
             FaultOp::Add(_) => format!("fault add {arg}"),
             FaultOp::Clear(None) => "fault clear".into(),
@@ -96,7 +96,7 @@ impl FaultOp {
     }
 
     /// The text that takes `${NAME}`s: the rule or the id.
-    pub fn arg(&self) -> &str {
+    pub(crate) fn arg(&self) -> &str {
         match self {
             FaultOp::Add(r) => r,
             FaultOp::Clear(Some(id)) => id,
@@ -106,7 +106,7 @@ impl FaultOp {
 }
 
 /// The words after `fault` (in a script, or typed in `eswifi-emu term`).
-pub fn parse_fault(rest: &str) -> Result<FaultOp, String> {
+pub(crate) fn parse_fault(rest: &str) -> Result<FaultOp, String> {
     let rest = rest.trim();
     let (verb, arg) = rest
         .split_once(char::is_whitespace)
@@ -129,7 +129,7 @@ pub fn parse_fault(rest: &str) -> Result<FaultOp, String> {
 
 impl Item {
     /// Checks attached to the command (or `send`) above them.
-    pub fn is_check(&self) -> bool {
+    pub(crate) fn is_check(&self) -> bool {
         matches!(
             self,
             Item::Expect(_) | Item::Until { .. } | Item::Capture { .. }
@@ -139,7 +139,7 @@ impl Item {
 
 /// A module command line, split where a payload starts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CommandLine {
+pub(crate) struct CommandLine {
     /// Without payload: the whole command. With one: the text before the length, ending in `=`
     /// or `,` (`S3=`, `PG=0,0,`).
     pub head: String,
@@ -147,7 +147,7 @@ pub struct CommandLine {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
+pub(crate) enum Payload {
     /// `@path`, relative to the script.
     File(String),
     /// `"text"` with C escapes decoded.
@@ -156,7 +156,7 @@ pub enum Payload {
 
 /// What a reply is, as `expect OK | ERROR | -1 | any` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Ok,
     Error,
     /// `\r\n-1\r\n…`: a read or send on a closed connection.
@@ -178,7 +178,7 @@ impl fmt::Display for Kind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Expect {
+pub(crate) enum Expect {
     Kind(Kind),
     /// The payload contains the bytes.
     Contains(Vec<u8>),
@@ -189,7 +189,7 @@ pub enum Expect {
 }
 
 /// Parse a whole file.
-pub fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
     let mut out: Vec<Line> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let no = i + 1;
@@ -277,7 +277,7 @@ fn strip_comment(line: &str, regexes: bool) -> &str {
 }
 
 /// A module command line (without comment), split where a payload starts.
-pub fn parse_command(text: &str) -> Result<CommandLine, String> {
+pub(crate) fn parse_command(text: &str) -> Result<CommandLine, String> {
     let mnemonic: String = text.chars().take(2).collect();
     if PAYLOAD_COMMANDS.contains(&mnemonic.as_str()) {
         if let Some((start, sep)) = payload_start(text) {
@@ -331,7 +331,7 @@ fn payload_start(text: &str) -> Option<(usize, u8)> {
 
 /// Decode a `"quoted"` string with C escapes at the start of `s`; returns the bytes and how many
 /// bytes of `s` it used.
-pub fn quoted(s: &str) -> Result<(Vec<u8>, usize), String> {
+pub(crate) fn quoted(s: &str) -> Result<(Vec<u8>, usize), String> {
     let b = s.as_bytes();
     if b.first() != Some(&b'"') {
         return Err(format!("expected a quoted string at `{s}`"));
@@ -421,7 +421,7 @@ fn check_regex(re: &str) -> Result<(), String> {
 }
 
 /// `500ms`, `10s`, `1.5s`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => s.split_at(i),
@@ -577,7 +577,7 @@ fn parse_directive(text: &str) -> Result<Item, String> {
 }
 
 /// Replace every `${NAME}` using `lookup`; an undefined name is an error naming it.
-pub fn substitute(
+pub(crate) fn substitute(
     input: &[u8],
     lookup: &dyn Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<Vec<u8>, String> {
@@ -609,14 +609,6 @@ pub fn substitute(
         }
     }
     Ok(out)
-}
-
-/// [`substitute`] for text.
-pub fn substitute_str(
-    input: &str,
-    lookup: &dyn Fn(&str) -> Option<Vec<u8>>,
-) -> Result<String, String> {
-    substitute(input.as_bytes(), lookup).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 #[cfg(test)]

@@ -11,12 +11,12 @@
 //! - [`run`]: the runner; [`term`]: the terminal; [`cli`]: their command-line options.
 
 pub mod cli;
-pub mod ctl;
+mod ctl;
 pub mod embedded;
-pub mod lang;
-pub mod port;
-pub mod reply;
-pub mod run;
-pub mod session;
-pub mod show;
-pub mod term;
+pub(crate) mod lang;
+mod port;
+mod reply;
+mod run;
+mod session;
+pub(crate) mod show;
+mod term;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A byte line to a module.
-pub trait Port: Send {
+pub(super) trait Port: Send {
     /// Write every byte, waiting at most `timeout` in all.
     fn write_all(&mut self, data: &[u8], timeout: Duration) -> io::Result<()>;
     /// Read what is there, waiting at most `timeout` for the first byte. `Ok(0)` means nothing came
@@ -38,7 +38,7 @@ pub enum PortSpec {
     Tcp(String),
 }
 
-pub fn open(spec: &PortSpec, timeout: Duration) -> io::Result<Box<dyn Port>> {
+pub(super) fn open(spec: &PortSpec, timeout: Duration) -> io::Result<Box<dyn Port>> {
     match spec {
         PortSpec::Embedded => Err(io::Error::other(
             "the embedded emulator is opened through its pty path",
@@ -79,13 +79,13 @@ fn wait_fd(fd: libc::c_int, events: libc::c_short, timeout: Duration) -> io::Res
 }
 
 /// A tty or pty slave opened by path, non-blocking, waited on with `poll`.
-pub struct TtyPort {
+pub(super) struct TtyPort {
     file: File,
     name: String,
 }
 
 impl TtyPort {
-    pub fn open(path: &Path) -> io::Result<TtyPort> {
+    pub(super) fn open(path: &Path) -> io::Result<TtyPort> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -106,7 +106,7 @@ impl TtyPort {
     }
 
     /// The same, named for messages (the embedded emulator's pty says what it is).
-    pub fn named(mut self, name: &str) -> TtyPort {
+    pub(super) fn named(mut self, name: &str) -> TtyPort {
         self.name = name.to_string();
         self
     }
@@ -167,13 +167,13 @@ impl Port for TtyPort {
 
 /// A serial device at a baud rate (8N1, no flow control, as the module's UART), through the
 /// `serialport` crate.
-pub struct SerialDevPort {
+pub(super) struct SerialDevPort {
     port: serialport::TTYPort,
     name: String,
 }
 
 impl SerialDevPort {
-    pub fn open(dev: &Path, baud: u32) -> io::Result<SerialDevPort> {
+    pub(super) fn open(dev: &Path, baud: u32) -> io::Result<SerialDevPort> {
         let path = dev.to_string_lossy().into_owned();
         let port = serialport::new(&path, baud)
             .data_bits(serialport::DataBits::Eight)
@@ -225,13 +225,13 @@ impl Port for SerialDevPort {
 
 /// A TCP connection carrying the serial line (QEMU `-serial tcp:…`, Renode's server socket
 /// terminal, or the emulator's `--listen`).
-pub struct TcpPort {
+pub(super) struct TcpPort {
     stream: TcpStream,
     name: String,
 }
 
 impl TcpPort {
-    pub fn connect(addr: &str, timeout: Duration) -> io::Result<TcpPort> {
+    pub(super) fn connect(addr: &str, timeout: Duration) -> io::Result<TcpPort> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
         for a in addr
             .to_socket_addrs()

@@ -11,18 +11,18 @@
 
 use super::lang::Kind;
 
-pub const PROMPT: &[u8] = b"\r\n> ";
+pub(super) const PROMPT: &[u8] = b"\r\n> ";
 const OK_TAIL: &[u8] = b"\r\nOK\r\n> ";
 
 /// One reply to a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub(super) struct Reply {
     /// Every byte, from the first `\r\n` to the prompt.
     pub raw: Vec<u8>,
 }
 
 impl Reply {
-    pub fn kind(&self) -> Kind {
+    pub(super) fn kind(&self) -> Kind {
         if self.raw.ends_with(OK_TAIL) {
             Kind::Ok
         } else if self.raw.starts_with(b"\r\n-1\r\n") || self.raw.starts_with(b"-1\r\n") {
@@ -34,7 +34,7 @@ impl Reply {
 
     /// What `expect` looks at: for OK, the bytes between the leading `\r\n` and `\r\nOK\r\n> `;
     /// otherwise the reply without its leading `\r\n` and its prompt (so the error text counts).
-    pub fn payload(&self) -> &[u8] {
+    pub(super) fn payload(&self) -> &[u8] {
         let body = self.raw.strip_prefix(b"\r\n").unwrap_or(&self.raw);
         match self.kind() {
             Kind::Ok => body
@@ -48,7 +48,7 @@ impl Reply {
 
 /// A unit of module output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub(super) enum Frame {
     Reply(Reply),
     /// An asynchronous message, without its `\r\n` and prompt (`[TCP SVR] Accepted 1.2.3.4:80`).
     Event(Vec<u8>),
@@ -83,7 +83,7 @@ fn event_text(frame: &[u8]) -> Option<&[u8]> {
 const SPI_PAD: u8 = 0x15;
 
 /// Take the next frame off the front of `buf`, if a complete one is there.
-pub fn next_frame(buf: &mut Vec<u8>) -> Option<Frame> {
+pub(super) fn next_frame(buf: &mut Vec<u8>) -> Option<Frame> {
     let pads = buf.iter().take_while(|&&b| b == SPI_PAD).count();
     buf.drain(..pads);
     let first = find(buf, PROMPT, 0)? + PROMPT.len();
@@ -115,7 +115,7 @@ pub fn next_frame(buf: &mut Vec<u8>) -> Option<Frame> {
 }
 
 /// The message of an `MR` reply (`[SOMA]<message>[EOMA]`); `None` when none was queued.
-pub fn mr_message(payload: &[u8]) -> Option<&[u8]> {
+pub(super) fn mr_message(payload: &[u8]) -> Option<&[u8]> {
     let inner = payload.strip_prefix(b"[SOMA]")?;
     let end = find(inner, b"[EOMA]", 0)?;
     let msg = &inner[..end];

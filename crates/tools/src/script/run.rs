@@ -20,7 +20,7 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 const MAX_PAYLOAD_FILE: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(super) struct Options {
     /// Per command (and the default `within` of `until` and `wait`).
     pub timeout: Duration,
     /// `--var NAME=VALUE`, looked up after `set`/`capture` and before the environment.
@@ -34,14 +34,14 @@ pub struct Options {
 }
 
 /// Why a `fault` directive cannot run without a control socket.
-pub const NO_CONTROL: &str = "fault needs --control PATH when running against a port";
+pub(super) const NO_CONTROL: &str = "fault needs --control PATH when running against a port";
 
 /// The variable a `fault RULE` directive sets to the new rule's id.
-pub const FAULT_ID: &str = "FAULT_ID";
+pub(super) const FAULT_ID: &str = "FAULT_ID";
 
 /// Why a script stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(super) struct Failure {
     /// `script:line`.
     pub at: String,
     /// The line that failed, as written (a check, or the command itself).
@@ -55,7 +55,7 @@ pub struct Failure {
 
 impl Failure {
     /// The multi-line description printed under the step.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let mut s = format!("{}: {}\n", self.at, self.line);
         if let Some(c) = &self.command {
             s.push_str(&format!("  command:  {c}\n"));
@@ -70,9 +70,8 @@ impl Failure {
 
 /// The result of one script.
 #[derive(Debug)]
-pub struct Outcome {
+pub(super) struct Outcome {
     pub script: PathBuf,
-    pub steps: usize,
     pub failure: Option<Failure>,
     pub time: Duration,
     /// Everything printed for this script (also for `--junit`).
@@ -80,7 +79,7 @@ pub struct Outcome {
 }
 
 /// Run one script file from its first line, after getting in step with the module.
-pub fn run_script(
+pub(super) fn run_script(
     session: &mut Session,
     script: &Path,
     opts: &Options,
@@ -92,7 +91,6 @@ pub fn run_script(
         opts,
         vars: HashMap::new(),
         secrets: initial_secrets(opts),
-        steps: 0,
         output: Vec::new(),
         out,
     };
@@ -102,7 +100,6 @@ pub fn run_script(
     let failure = result.err();
     Outcome {
         script: script.to_owned(),
-        steps: r.steps,
         failure,
         time: start.elapsed(),
         output: r.output,
@@ -122,7 +119,6 @@ struct Runner<'a> {
     opts: &'a Options,
     vars: HashMap<String, Vec<u8>>,
     secrets: Vec<Vec<u8>>,
-    steps: usize,
     output: Vec<String>,
     out: &'a mut dyn Write,
 }
@@ -163,7 +159,6 @@ impl Runner<'_> {
     }
 
     fn step_line(&mut self, loc: &str, what: &str, result: &str, took: Option<Duration>) {
-        self.steps += 1;
         let status = self.paint("32", "ok  ");
         let took = took.map(fmt_dur).unwrap_or_default();
         let line = format!(
@@ -747,12 +742,12 @@ impl Runner<'_> {
 }
 
 /// Replies are bytes: `\xNN` is a byte and `.` any byte (no Unicode classes).
-pub fn byte_regex(src: &str) -> Result<Regex, regex::Error> {
+pub(super) fn byte_regex(src: &str) -> Result<Regex, regex::Error> {
     regex::bytes::RegexBuilder::new(src).unicode(false).build()
 }
 
 /// `p` relative to the directory of `file` (absolute paths stay as they are).
-pub fn relative_to(file: &Path, p: &str) -> PathBuf {
+pub(super) fn relative_to(file: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         return p.to_owned();
@@ -775,7 +770,7 @@ fn read_payload(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// The closing line: `N passed, M failed` (scripts).
-pub fn summary(outcomes: &[Outcome]) -> String {
+pub(super) fn summary(outcomes: &[Outcome]) -> String {
     let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
     format!("{} passed, {failed} failed", outcomes.len() - failed)
 }
@@ -816,7 +811,7 @@ fn plain(s: &str) -> String {
 }
 
 /// A JUnit XML report: one test case per script.
-pub fn junit(outcomes: &[Outcome]) -> String {
+pub(super) fn junit(outcomes: &[Outcome]) -> String {
     let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
     let total: f64 = outcomes.iter().map(|o| o.time.as_secs_f64()).sum();
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");

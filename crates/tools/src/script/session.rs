@@ -19,7 +19,7 @@ const EVENT_LIMIT: usize = 64;
 const MR_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
-pub enum SessionError {
+pub(super) enum SessionError {
     /// Nothing complete came in time; `got` is what did arrive.
     Timeout {
         got: Vec<u8>,
@@ -33,7 +33,7 @@ impl From<io::Error> for SessionError {
     }
 }
 
-pub struct Session {
+pub(super) struct Session {
     port: Box<dyn Port>,
     buf: Vec<u8>,
     seen: Vec<u8>,
@@ -42,7 +42,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(port: Box<dyn Port>, mode: EventMode) -> Session {
+    pub(super) fn new(port: Box<dyn Port>, mode: EventMode) -> Session {
         Session {
             port,
             buf: Vec::new(),
@@ -52,7 +52,7 @@ impl Session {
         }
     }
 
-    pub fn port_name(&self) -> String {
+    pub(super) fn port_name(&self) -> String {
         self.port.name()
     }
 
@@ -102,7 +102,7 @@ impl Session {
     }
 
     /// Get in step with the module: send an empty line and read up to its bare prompt.
-    pub fn sync(&mut self, timeout: Duration) -> Result<(), SessionError> {
+    pub(super) fn sync(&mut self, timeout: Duration) -> Result<(), SessionError> {
         self.drain()?;
         self.seen.clear();
         self.port.write_all(b"\r", timeout)?;
@@ -126,7 +126,7 @@ impl Session {
     }
 
     /// Write bytes as they are (no CR added), after taking what had already arrived.
-    pub fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SessionError> {
+    pub(super) fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SessionError> {
         self.drain()?;
         self.seen.clear();
         self.port.write_all(bytes, timeout)?;
@@ -134,7 +134,7 @@ impl Session {
     }
 
     /// The next reply, skipping (and keeping) asynchronous messages.
-    pub fn read_reply(&mut self, timeout: Duration) -> Result<Reply, SessionError> {
+    pub(super) fn read_reply(&mut self, timeout: Duration) -> Result<Reply, SessionError> {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(f) = next_frame(&mut self.buf) {
@@ -157,7 +157,11 @@ impl Session {
     }
 
     /// Send a command (already holding its CR and payload) and read its reply.
-    pub fn command(&mut self, bytes: &[u8], timeout: Duration) -> Result<Reply, SessionError> {
+    pub(super) fn command(
+        &mut self,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<Reply, SessionError> {
         self.write(bytes, timeout)?;
         self.read_reply(timeout)
     }
@@ -165,7 +169,7 @@ impl Session {
     /// Wait for an asynchronous message that `matches`, at most `within`. In UART event mode the
     /// module writes them between replies; in poll mode they are fetched with `MR`.
     /// On timeout, `got` lists the messages that did come.
-    pub fn wait_event(
+    pub(super) fn wait_event(
         &mut self,
         matches: &dyn Fn(&[u8]) -> bool,
         within: Duration,

@@ -3,7 +3,7 @@
 //! was told is secret.
 
 /// Bytes as printable ASCII: `\r`, `\n`, `\t`, `\\`, `\"`, `\xNN` for the rest.
-pub fn escape(b: &[u8]) -> String {
+pub(crate) fn escape(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len());
     for &c in b {
         match c {
@@ -20,7 +20,7 @@ pub fn escape(b: &[u8]) -> String {
 }
 
 /// At most `max` characters, with `…` when cut.
-pub fn shorten(s: &str, max: usize) -> String {
+pub(crate) fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }
@@ -29,13 +29,13 @@ pub fn shorten(s: &str, max: usize) -> String {
     out
 }
 
-pub const MASK: &str = "********";
+pub(crate) const MASK: &str = "********";
 
 /// Mnemonics whose argument is a passphrase.
 const SECRET_COMMANDS: [&str; 2] = ["C2=", "A2="];
 
 /// A command line as shown: the passphrase of `C2=`/`A2=` masked.
-pub fn command_text(head: &str) -> String {
+pub(crate) fn command_text(head: &str) -> String {
     for m in SECRET_COMMANDS {
         if let Some(rest) = head.strip_prefix(m) {
             return if rest.is_empty() {
@@ -49,7 +49,7 @@ pub fn command_text(head: &str) -> String {
 }
 
 /// The passphrase a command line carries, if any (to redact it wherever else it shows up).
-pub fn command_secret(head: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn command_secret(head: &[u8]) -> Option<Vec<u8>> {
     SECRET_COMMANDS.iter().find_map(|m| {
         let rest = head.strip_prefix(m.as_bytes())?;
         let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
@@ -58,7 +58,7 @@ pub fn command_secret(head: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A reply payload as shown: `C?` hides field 2 (password), `A?` field 5 (key).
-pub fn reply_payload(command: &str, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn reply_payload(command: &str, payload: &[u8]) -> Vec<u8> {
     let field = match command.trim_end() {
         "C?" => 1,
         "A?" => 4,
@@ -75,7 +75,7 @@ pub fn reply_payload(command: &str, payload: &[u8]) -> Vec<u8> {
 
 /// Replace every occurrence of each secret (3 bytes or longer: shorter ones would blank out
 /// ordinary text) with the mask.
-pub fn redact(b: &[u8], secrets: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn redact(b: &[u8], secrets: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b.to_vec();
     for s in secrets.iter().filter(|s| s.len() >= 3) {
         let mut i = 0;
@@ -95,7 +95,7 @@ pub fn redact(b: &[u8], secrets: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Variable names whose values count as secrets.
-pub fn is_secret_name(name: &str) -> bool {
+pub(crate) fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
     ["PASS", "SECRET", "KEY", "TOKEN"]
         .iter()

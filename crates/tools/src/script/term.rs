@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 /// How long the reader thread waits per read before looking at its stop flag.
 const READ_TICK: Duration = Duration::from_millis(100);
 
-pub struct TermOptions {
+pub(super) struct TermOptions {
     pub timeout: Duration,
     pub record: Option<PathBuf>,
     pub colour: bool,
@@ -56,7 +56,7 @@ fn line_text(b: &[u8]) -> String {
 
 /// A reply as the terminal shows it: `\r\n` as line breaks, the final prompt left to the editor,
 /// `OK` green, error lines red, data plain.
-pub fn render_reply(r: &Reply, command: &str, colour: bool) -> String {
+pub(super) fn render_reply(r: &Reply, command: &str, colour: bool) -> String {
     let raw = show::reply_payload(command, &r.raw);
     let body = raw.strip_prefix(b"\r\n").unwrap_or(&raw);
     let body = body.strip_suffix(PROMPT).unwrap_or(body);
@@ -400,7 +400,7 @@ Also: send \"raw\\x00bytes\" (no CR), fault RULE | clear [ID] | list (the emulat
 control socket), help, quit (or Ctrl-D).";
 
 /// Run the terminal until Ctrl-D, `quit`, or the line closing.
-pub fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
+pub(super) fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
     let name = port.name();
     let reader_port = port.try_clone()?;
     let config = rustyline::Config::builder()
