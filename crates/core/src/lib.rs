@@ -13,6 +13,7 @@
 //! No clock is read and no file descriptor touched anywhere in this crate.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]

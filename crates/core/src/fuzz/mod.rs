@@ -14,7 +14,7 @@
 //! `fuzz/` runs them under libFuzzer (`cargo fuzz run <target>`); `tests` below runs a CI-sized
 //! number of cases of each on stable, seeded with real driver traffic ([`seeds`]).
 
-pub mod model;
+pub(crate) mod model;
 
 use crate::item::{decode_item, encode_item};
 use crate::iwin::command::{self, Mnemonic};
@@ -218,6 +218,7 @@ pub fn cert_item(data: &[u8]) {
 }
 
 /// A `module` input that sends these command lines, one action each.
+#[cfg(test)]
 fn lines_input(lines: &[&[u8]]) -> Vec<u8> {
     let mut v = Vec::new();
     for l in lines {
@@ -229,7 +230,8 @@ fn lines_input(lines: &[&[u8]]) -> Vec<u8> {
 
 /// Seed inputs for each target, from real driver traffic (`shared/spec` §6: ST's `es_wifi.c` and
 /// Zephyr's `eswifi`): (target, name, bytes). `fuzz/corpus/` holds these as files.
-pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+#[cfg(test)]
+fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let st_init: &[&[u8]] = &[
         b"I?",
         b"C1=lab",

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// A host command; each gets exactly one reply.
 #[derive(Debug, Clone)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     Select(u8),
     Protocol(u8),
     Remote(u16),
@@ -61,7 +61,7 @@ impl Cmd {
     /// (the line ends at its own), a valid `S3` header becomes [`Cmd::Send`] with its payload, and
     /// what the model cannot follow (a payload it does not track: `S0`, `PG`; a reset: `ZR`,
     /// whose banner is a prompt of its own) becomes an unknown command. `seed` fills a payload.
-    pub fn line(raw: &[u8], seed: u8) -> Cmd {
+    pub(crate) fn line(raw: &[u8], seed: u8) -> Cmd {
         // No '>' either: a value the module prints back (an SSID set with `AS`, shown by `A?`)
         // could put a prompt in a reply, and replies are split at prompts (the `parser` target
         // has '>' in its lines).
@@ -93,7 +93,7 @@ impl Cmd {
         Cmd::Line(v)
     }
 
-    pub fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let s = match self {
             Cmd::Select(i) => format!("P0={i}\r"),
             Cmd::Protocol(p) => format!("P1={p}\r"),
@@ -146,7 +146,7 @@ impl Cmd {
 
 /// Something the test does.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub(crate) enum Action {
     /// Host bytes, split at these fractions (per mille).
     Host(Cmd, Vec<u16>),
     Net(NetAction),
@@ -155,7 +155,7 @@ pub enum Action {
 
 /// A network event, aimed at the `n`th candidate.
 #[derive(Debug, Clone)]
-pub enum NetAction {
+pub(crate) enum NetAction {
     ConnectOk(u8),
     ConnectFail(u8),
     Data(u8, u8),
@@ -366,11 +366,11 @@ impl Host {
 
 /// What a run did, for tests that a seed reaches where it should.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Replies (one per command).
-    pub replies: usize,
+    pub(crate) replies: usize,
     /// Bytes handed to the network by `S3`.
-    pub sent: usize,
+    pub(crate) sent: usize,
 }
 
 /// A command line that makes the current socket TLS (`P1=3`) or MQTT (`P1=4`): the network
@@ -388,7 +388,7 @@ fn adds_own_bytes(line: &[u8]) -> bool {
 }
 
 /// Run `actions` against a fresh module and check the invariants (panics on a violation).
-pub fn run(actions: &[Action]) -> Outcome {
+pub(crate) fn run(actions: &[Action]) -> Outcome {
     let plaintext = !actions
         .iter()
         .any(|a| matches!(a, Action::Host(Cmd::Line(l), _) if adds_own_bytes(l)));

@@ -17,10 +17,10 @@ use nom::{IResult, Parser};
 use std::net::Ipv4Addr;
 
 /// Largest `S3`/`R1`/`S1` payload (TCP MSS).
-pub const MAX_PAYLOAD: usize = 1460;
+pub(crate) const MAX_PAYLOAD: usize = 1460;
 
 /// Largest item `PG` accepts (certificate chains and 4096-bit keys fit).
-pub const MAX_CERT_ITEM: usize = 16 * 1024;
+pub(crate) const MAX_CERT_ITEM: usize = 16 * 1024;
 
 macro_rules! mnemonics {
     ($($(#[$doc:meta])* $name:ident = $text:literal, $usage:literal, $help:literal;)*) => {
@@ -28,29 +28,29 @@ macro_rules! mnemonics {
         /// `Usage: <mnemonic> ` in MT=0 errors (help-table style; commands without arguments have an
         /// empty usage, GH13: `Usage: C0 `) and the line `?` prints for it.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Mnemonic {
+        pub(crate) enum Mnemonic {
             $($(#[$doc])* $name,)*
         }
 
         impl Mnemonic {
-            pub const ALL: &'static [Mnemonic] = &[$(Mnemonic::$name,)*];
+            pub(crate) const ALL: &'static [Mnemonic] = &[$(Mnemonic::$name,)*];
 
             /// The mnemonic as the host writes it.
-            pub fn text(self) -> &'static str {
+            pub(crate) fn text(self) -> &'static str {
                 match self {
                     $(Mnemonic::$name => $text,)*
                 }
             }
 
             /// The usage text of MT=0 error replies.
-            pub fn usage(self) -> &'static str {
+            pub(crate) fn usage(self) -> &'static str {
                 match self {
                     $(Mnemonic::$name => $usage,)*
                 }
             }
 
             /// What the command does, as the `?` help table says it.
-            pub fn help(self) -> &'static str {
+            pub(crate) fn help(self) -> &'static str {
                 match self {
                     $(Mnemonic::$name => $help,)*
                 }
@@ -194,7 +194,7 @@ mnemonics! {
 
 impl Mnemonic {
     /// The mnemonic a command line starts with, if it is a known one.
-    pub fn from_bytes(b: &[u8]) -> Option<Mnemonic> {
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Mnemonic> {
         // A binary search: comparing with every mnemonic in turn showed in the profiles.
         static SORTED: std::sync::OnceLock<Vec<(&'static [u8], Mnemonic)>> =
             std::sync::OnceLock::new();
@@ -213,7 +213,7 @@ impl Mnemonic {
 
 /// A parsed command, grouped by the part of the module that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Empty line: the module answers with a prompt.
     Empty,
     System(SystemCmd),
@@ -227,7 +227,7 @@ pub enum Command {
 
 /// Identity, modes, UART, saved settings, reset, asynchronous messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SystemCmd {
+pub(crate) enum SystemCmd {
     /// `$$$` enter / `---` exit human-readable command mode.
     CmdMode(bool),
     /// `I?`
@@ -279,7 +279,7 @@ pub enum SystemCmd {
 
 /// `ZP` — power management (spec §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerCmd {
+pub(crate) enum PowerCmd {
     /// `ZP=0` (Mongoose sends it before `AD`).
     Normal,
     /// `ZP=1,<0/1>` — power save off/on.
@@ -298,7 +298,7 @@ pub enum PowerCmd {
 
 /// GPIO and LED settings (spec §3.8), kept as stored values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GpioCmd {
+pub(crate) enum GpioCmd {
     /// `G2=<pin>,<type>`
     Read { pin: u8, kind: u8 },
     /// `G3=<pin>,<type>,<0/1>`
@@ -318,7 +318,7 @@ pub enum GpioCmd {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LedArg {
+pub(crate) enum LedArg {
     Set([u8; 3]),
     Show,
     Default,
@@ -326,7 +326,7 @@ pub enum LedArg {
 
 /// Station settings, join, scan, DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StationCmd {
+pub(crate) enum StationCmd {
     /// `C1=<ssid>`
     SetSsid(Vec<u8>),
     /// `C2=<passphrase>` (a secret: never logged)
@@ -374,7 +374,7 @@ pub enum StationCmd {
 
 /// Soft-AP settings and control.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApCmd {
+pub(crate) enum ApCmd {
     /// `Z6=<ip>`
     SetIp(Ipv4Addr),
     /// `AS=<0/1>,<ssid>` (1: append the MAC)
@@ -401,7 +401,7 @@ pub enum ApCmd {
 
 /// `T*` — ping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PingCmd {
+pub(crate) enum PingCmd {
     SetTarget(Ipv4Addr),
     SetRepeats(u16),
     SetDelay(u16),
@@ -411,7 +411,7 @@ pub enum PingCmd {
 
 /// Per-socket settings, the client connection, reads and sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SocketCmd {
+pub(crate) enum SocketCmd {
     /// `P0=<0..3>` selects a socket; `P0` alone reports the current one.
     Select(Option<u8>),
     /// `P1=<0..4>`
@@ -458,7 +458,7 @@ pub enum SocketCmd {
 
 /// Module-side servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerCmd {
+pub(crate) enum ServerCmd {
     /// `P5=<0/1/10/11>` — stop, start, close the current client and take the next, start
     /// multi-accept.
     Server(u8),
@@ -468,7 +468,7 @@ pub enum ServerCmd {
 
 /// Certificate sets and TLS selections.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertCmd {
+pub(crate) enum CertCmd {
     /// `PA=<0/1>,<name>` — custom CA name (used as the TLS server name when enabled).
     SetCaName(bool, Vec<u8>),
     /// `PE` — availability of every set; `PE=<set>` — of each item of one set.
@@ -481,7 +481,7 @@ pub enum CertCmd {
 
 /// Which address `C6`..`CA` sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddrField {
+pub(crate) enum AddrField {
     Ip,
     Mask,
     Gateway,
@@ -491,13 +491,13 @@ pub enum AddrField {
 
 /// Why a line was rejected; `mnemonic` is the known command it named (for the `Usage:` line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParseError {
-    pub mnemonic: Option<Mnemonic>,
-    pub reason: Reason,
+pub(crate) struct ParseError {
+    pub(crate) mnemonic: Option<Mnemonic>,
+    pub(crate) reason: Reason,
 }
 
 impl ParseError {
-    pub fn unknown() -> ParseError {
+    pub(crate) fn unknown() -> ParseError {
         ParseError {
             mnemonic: None,
             reason: Reason::UnknownCommand,
@@ -509,7 +509,7 @@ type ArgResult<T> = Result<T, Reason>;
 
 /// Split a line into its mnemonic and arguments (`None`: no `=`), or `Err` when it names no known
 /// command.
-pub fn split(line: &[u8]) -> Result<(Mnemonic, Option<&[u8]>), ParseError> {
+pub(crate) fn split(line: &[u8]) -> Result<(Mnemonic, Option<&[u8]>), ParseError> {
     let (mn, args): (&[u8], Option<&[u8]>) = match line {
         b"$$$" | b"---" | b"?" => (line, None),
         _ if line.len() >= 2 => match &line[2..] {
@@ -525,7 +525,7 @@ pub fn split(line: &[u8]) -> Result<(Mnemonic, Option<&[u8]>), ParseError> {
 }
 
 /// Parse one command line.
-pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
+pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     if line.is_empty() {
         return Ok(Command::Empty);
     }
@@ -539,7 +539,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
 /// The line as it may appear in a log: known mnemonics with their arguments, except the secrets
 /// (`C2`, `A2`) which are masked; anything else (junk, or stray lines that might be certificate or
 /// key material) only as its length.
-pub fn log_text(line: &[u8]) -> String {
+pub(crate) fn log_text(line: &[u8]) -> String {
     match split(line) {
         Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(a))) => {
             format!("{}=<{} bytes hidden>", m.text(), a.len())
@@ -553,7 +553,7 @@ pub fn log_text(line: &[u8]) -> String {
 /// The line as a transcript shows it: what the host sent, escaped, except the secrets (`C2`, `A2`)
 /// and lines that look like certificate or key material (PEM armour, long base64), which are
 /// replaced by their length.
-pub fn trace_text(line: &[u8]) -> String {
+pub(crate) fn trace_text(line: &[u8]) -> String {
     let b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
     let key_like = line.starts_with(b"-----") || (line.len() >= 16 && line.iter().all(b64));
     match split(line) {
@@ -840,7 +840,7 @@ fn power(a: &[u8]) -> ArgResult<PowerCmd> {
 }
 
 /// Baud rates `U2` accepts (spec §2.1).
-pub const BAUD_RATES: &[u32] = &[
+pub(crate) const BAUD_RATES: &[u32] = &[
     1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1152000, 1382400,
     1612800, 1843200, 2073600,
 ];
@@ -889,7 +889,7 @@ fn octet(i: &[u8]) -> IResult<&[u8], u8> {
 }
 
 /// A dotted-quad IPv4 address.
-pub fn ipv4(a: &[u8]) -> ArgResult<Ipv4Addr> {
+pub(crate) fn ipv4(a: &[u8]) -> ArgResult<Ipv4Addr> {
     let (_, o) = all_consuming(separated_list1(tag(&b"."[..]), octet))
         .parse(a)
         .map_err(|_| Reason::BadAddressValue)?;

@@ -4,10 +4,10 @@
 //! [`Framer::expect_payload`]; until then bytes after a CR are not interpreted, so nothing is lost.
 
 /// Longest command line the module accepts (spec §2.2 suggests ≥ 256).
-pub const MAX_LINE: usize = 256;
+pub(crate) const MAX_LINE: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     /// A command line without its CR (LF and NUL bytes removed).
     Line(Vec<u8>),
     /// A line grew past [`MAX_LINE`]; carries its first bytes. The rest, up to the next CR, is discarded.
@@ -27,7 +27,7 @@ enum Mode {
 }
 
 #[derive(Debug, Default)]
-pub struct Framer {
+pub(crate) struct Framer {
     /// Received bytes; those before `pos` are consumed (a Vec with a read offset, so payloads are
     /// moved with slice copies).
     buf: Vec<u8>,
@@ -43,7 +43,7 @@ pub struct Framer {
 }
 
 impl Framer {
-    pub fn new(drop_after_payload: bool) -> Framer {
+    pub(crate) fn new(drop_after_payload: bool) -> Framer {
         Framer {
             drop_after_payload,
             ..Framer::default()
@@ -51,7 +51,7 @@ impl Framer {
     }
 
     /// Append bytes read from the serial line.
-    pub fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -64,23 +64,13 @@ impl Framer {
 
     /// Received bytes not yet framed (a partial line or payload is not counted): what a host has
     /// written ahead of the command being executed.
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.buf.len() - self.pos
-    }
-
-    /// True while a payload is being collected.
-    pub fn in_payload(&self) -> bool {
-        matches!(self.mode, Mode::Payload { .. })
-    }
-
-    /// True when no partial line or payload is buffered.
-    pub fn is_idle(&self) -> bool {
-        self.buffered() == 0 && self.line.is_empty() && matches!(self.mode, Mode::Command)
     }
 
     /// After a header line, the next `len` raw bytes are payload (`len` may be 0: an empty payload frame
     /// is produced at once).
-    pub fn expect_payload(&mut self, len: usize) {
+    pub(crate) fn expect_payload(&mut self, len: usize) {
         self.mode = Mode::Payload {
             data: Vec::with_capacity(len.min(1 << 16)),
             remaining: len,
@@ -88,7 +78,7 @@ impl Framer {
     }
 
     /// Give up on an unfinished payload (timeout); returns how many bytes had arrived.
-    pub fn abort_payload(&mut self) -> usize {
+    pub(crate) fn abort_payload(&mut self) -> usize {
         match std::mem::take(&mut self.mode) {
             Mode::Payload { data, .. } => data.len(),
             other => {
@@ -99,7 +89,7 @@ impl Framer {
     }
 
     /// End an unfinished payload early (`S0` at its `S2` timeout): the bytes that arrived.
-    pub fn take_partial(&mut self) -> Vec<u8> {
+    pub(crate) fn take_partial(&mut self) -> Vec<u8> {
         let pending = self.buffered();
         match std::mem::take(&mut self.mode) {
             Mode::Payload {
@@ -120,13 +110,13 @@ impl Framer {
     }
 
     /// Forget everything buffered (module reset).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         let drop_after_payload = self.drop_after_payload;
         *self = Framer::new(drop_after_payload);
     }
 
     /// The next complete frame, if the buffered bytes hold one.
-    pub fn next_frame(&mut self) -> Option<Frame> {
+    pub(crate) fn next_frame(&mut self) -> Option<Frame> {
         loop {
             let pending = &self.buf[self.pos..];
             match &mut self.mode {
@@ -222,7 +212,7 @@ mod tests {
             frames(&mut f),
             vec![Frame::Line(b"I?".to_vec()), Frame::Line(b"C0".to_vec())]
         );
-        assert!(f.is_idle());
+        assert!(f.buffered() == 0 && f.line.is_empty() && matches!(f.mode, Mode::Command));
     }
 
     #[test]
@@ -252,7 +242,7 @@ mod tests {
         f.expect_payload(5);
         f.push(b"ab");
         assert_eq!(f.next_frame(), None);
-        assert!(f.in_payload());
+        assert!(matches!(f.mode, Mode::Payload { .. }));
         f.push(b"cdeR0\r");
         assert_eq!(f.next_frame(), Some(Frame::Payload(b"abcde".to_vec())));
         assert_eq!(f.next_frame(), Some(Frame::Line(b"R0".to_vec())));

@@ -14,16 +14,16 @@
 /// A firmware version: the four numbers of `C<maj>.<min>.<x>.<y>`; a build suffix (`.STM`,
 /// `.BETA9`) is not part of the ordering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FwVersion(pub [u16; 4]);
+pub(crate) struct FwVersion(pub(crate) [u16; 4]);
 
 impl FwVersion {
     /// `F0=2` one-by-one scanning (ST's `UPDATED_SCAN_PARAMETERS_FW_REV`, Mbed's 3525).
-    pub const SCAN_ONE_BY_ONE: FwVersion = FwVersion([3, 5, 2, 5]);
+    pub(crate) const SCAN_ONE_BY_ONE: FwVersion = FwVersion([3, 5, 2, 5]);
     /// The 12-byte OK and the extra CRLF after UDP data (CMSIS: "C6.2.1.8 changed framing").
-    pub const LONG_OK: FwVersion = FwVersion([6, 2, 1, 8]);
+    pub(crate) const LONG_OK: FwVersion = FwVersion([6, 2, 1, 8]);
 
     /// Parse `C<maj>.<min>.<x>.<y>` with an optional `.suffix`, as ST's `AT_ParseFWRev` reads it.
-    pub fn parse(s: &str) -> Option<FwVersion> {
+    pub(crate) fn parse(s: &str) -> Option<FwVersion> {
         let mut parts = s.strip_prefix('C')?.split('.');
         let mut v = [0u16; 4];
         for n in v.iter_mut() {
@@ -46,33 +46,33 @@ impl std::fmt::Display for FwVersion {
 
 /// What changes with the firmware release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Profile {
-    pub version: FwVersion,
+pub(crate) struct Profile {
+    pub(crate) version: FwVersion,
 }
 
 impl Profile {
     /// The profile of a firmware string; `None` when it is not `C<maj>.<min>.<x>.<y>[.suffix]`.
-    pub fn from_firmware(firmware: &str) -> Option<Profile> {
+    pub(crate) fn from_firmware(firmware: &str) -> Option<Profile> {
         FwVersion::parse(firmware).map(|version| Profile { version })
     }
 
     /// `F0=2` and `MR` deliver the scan one access point at a time.
-    pub fn scan_one_by_one(self) -> bool {
+    pub(crate) fn scan_one_by_one(self) -> bool {
         self.version >= FwVersion::SCAN_ONE_BY_ONE
     }
 
     /// The C6 family: 12 `P?` fields, set 3 re-writable and the AWS default, the C6 banner.
-    pub fn c6(self) -> bool {
+    pub(crate) fn c6(self) -> bool {
         self.version.0[0] >= 6
     }
 
     /// The C6.2.1.8 framing: 12-byte no-payload OK, extra CRLF after UDP `R0` data.
-    pub fn long_ok(self) -> bool {
+    pub(crate) fn long_ok(self) -> bool {
         self.version >= FwVersion::LONG_OK
     }
 
     /// Fields of the `P?` reply.
-    pub fn transport_fields(self) -> usize {
+    pub(crate) fn transport_fields(self) -> usize {
         if self.c6() {
             12
         } else {
@@ -81,7 +81,7 @@ impl Profile {
     }
 
     /// The set `PF=1,<set>` selects at power-up (`0-TLS,3-AWS` on C6, `TLS=0, AWS=2` before).
-    pub fn default_aws_set(self) -> u8 {
+    pub(crate) fn default_aws_set(self) -> u8 {
         if self.c6() {
             3
         } else {
@@ -90,7 +90,7 @@ impl Profile {
     }
 
     /// Certificate set 3 exists and may be programmed any number of times.
-    pub fn rewritable_set3(self) -> bool {
+    pub(crate) fn rewritable_set3(self) -> bool {
         self.c6()
     }
 }

@@ -8,24 +8,22 @@ use serde::Deserialize;
 
 /// The reason texts the firmware prints after `ERROR: ` (spec §2.3, FW strings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     UnknownError,
     InsufficientArguments,
     TooManyArguments,
     BadAddressValue,
-    NoCommandEntered,
     BadArgument,
     UnknownCommand,
 }
 
 impl Reason {
-    pub fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         match self {
             Reason::UnknownError => "Unknown Error",
             Reason::InsufficientArguments => "Insufficient Arguments",
             Reason::TooManyArguments => "Too Many Arguments",
             Reason::BadAddressValue => "Bad Address Value",
-            Reason::NoCommandEntered => "No Command Entered",
             Reason::BadArgument => "Bad Argument",
             Reason::UnknownCommand => "Unknown Command",
         }
@@ -34,7 +32,7 @@ impl Reason {
 
 /// Message type (`MT`): how errors are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageType {
+pub(crate) enum MessageType {
     /// `ERROR: <reason>` and `Usage: <cmd> <usage>`.
     Normal,
     /// Bare `ERROR`.
@@ -43,7 +41,7 @@ pub enum MessageType {
 
 /// A typed reply to one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// Success; the payload may be empty and may hold several `\r\n`-separated lines.
     Ok(Vec<u8>),
     /// Success carrying one UDP datagram read by `R0` (C6.2.1.8 adds a CRLF after it).
@@ -65,17 +63,12 @@ pub enum Reply {
 }
 
 impl Reply {
-    pub fn ok() -> Reply {
+    pub(crate) fn ok() -> Reply {
         Reply::Ok(Vec::new())
     }
 
-    pub fn payload(p: impl Into<Vec<u8>>) -> Reply {
+    pub(crate) fn payload(p: impl Into<Vec<u8>>) -> Reply {
         Reply::Ok(p.into())
-    }
-
-    /// Encode with the default envelope ([`Wire::default`]: C3.5.2.x, UART).
-    pub fn encode(&self, mt: MessageType) -> Vec<u8> {
-        Wire::default().encode(self, mt)
     }
 }
 
@@ -95,22 +88,22 @@ pub enum ClosedForm {
 /// The byte envelope of replies, apart from the reply itself: what the firmware release and the
 /// bus change (spec §2.3, §2.4, §2.7). The module encodes everything it writes through one `Wire`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Wire {
+pub(crate) struct Wire {
     /// C6.2.1.8 and newer: the no-payload OK is `\r\n\r\n\r\nOK\r\n> ` (12 bytes) and UDP data
     /// is followed by an extra CRLF.
-    pub long_ok: bool,
+    pub(crate) long_ok: bool,
     /// The SPI bus: a reply of odd length is padded with one 0x15 (the module fills the last 16-bit
     /// word), and the boot cursor is `\x15\x15\r\n> `.
-    pub spi: bool,
-    pub closed: ClosedForm,
+    pub(crate) spi: bool,
+    pub(crate) closed: ClosedForm,
 }
 
 /// What the SPI firmware pads the last 16-bit word of a reply with.
-pub const SPI_PAD: u8 = 0x15;
+pub(crate) const SPI_PAD: u8 = 0x15;
 
 impl Wire {
     /// Encode one reply for the wire.
-    pub fn encode(&self, r: &Reply, mt: MessageType) -> Vec<u8> {
+    pub(crate) fn encode(&self, r: &Reply, mt: MessageType) -> Vec<u8> {
         let mut out = Vec::with_capacity(16);
         match r {
             Reply::Ok(p) if p.is_empty() && self.long_ok => {
@@ -172,13 +165,13 @@ impl Wire {
     }
 
     /// An unsolicited message as the UART firmware writes it: `\r\n<message>\r\n> `.
-    pub fn event(&self, message: &[u8]) -> Vec<u8> {
+    pub(crate) fn event(&self, message: &[u8]) -> Vec<u8> {
         self.pad(encode_async(message))
     }
 
     /// What the module says at power-up and after `ZR`: on UART the banner (if any) and the prompt;
     /// on SPI the 6-byte cursor the host fetches, `\x15\x15\r\n> ` (spec §2.4).
-    pub fn boot(&self, banner: Option<&[u8]>) -> Vec<u8> {
+    pub(crate) fn boot(&self, banner: Option<&[u8]>) -> Vec<u8> {
         if self.spi {
             return vec![SPI_PAD, SPI_PAD, b'\r', b'\n', b'>', b' '];
         }
@@ -197,7 +190,7 @@ impl Wire {
 }
 
 /// An unsolicited message as the UART firmware writes it: `\r\n<message>\r\n> `.
-pub fn encode_async(message: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_async(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 6);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(message);
@@ -212,19 +205,22 @@ mod tests {
     #[test]
     fn envelopes() {
         let n = MessageType::Normal;
-        assert_eq!(Reply::ok().encode(n), b"\r\n\r\nOK\r\n> ");
-        assert_eq!(Reply::payload("1").encode(n), b"\r\n1\r\nOK\r\n> ");
+        assert_eq!(Wire::default().encode(&Reply::ok(), n), b"\r\n\r\nOK\r\n> ");
+        assert_eq!(
+            Wire::default().encode(&Reply::payload("1"), n),
+            b"\r\n1\r\nOK\r\n> "
+        );
         let e = Reply::Error {
             payload: b"[JOIN   ] x\r\n[JOIN   ] Failed".to_vec(),
             reason: Reason::UnknownError,
             usage: Some(Mnemonic::C0),
         };
         assert_eq!(
-            e.encode(n),
+            Wire::default().encode(&e, n),
             b"\r\n[JOIN   ] x\r\n[JOIN   ] Failed\r\nERROR: Unknown Error\r\nUsage: C0 \r\n> "
         );
         assert_eq!(
-            e.encode(MessageType::Simple),
+            Wire::default().encode(&e, MessageType::Simple),
             b"\r\n[JOIN   ] x\r\n[JOIN   ] Failed\r\nERROR\r\n> "
         );
         let u = Reply::Error {
@@ -232,9 +228,12 @@ mod tests {
             reason: Reason::UnknownCommand,
             usage: None,
         };
-        assert_eq!(u.encode(n), b"\r\n\r\nERROR: Unknown Command\r\n> ");
         assert_eq!(
-            Reply::Closed(Mnemonic::R0).encode(n),
+            Wire::default().encode(&u, n),
+            b"\r\n\r\nERROR: Unknown Command\r\n> "
+        );
+        assert_eq!(
+            Wire::default().encode(&Reply::Closed(Mnemonic::R0), n),
             b"\r\n-1\r\nERROR\r\n> "
         );
         assert_eq!(

@@ -10,21 +10,21 @@ use std::net::Ipv4Addr;
 
 /// Stations the DHCP server remembers having announced; the least recently seen is forgotten first
 /// (and announced again if it comes back).
-pub const MAX_STATIONS: usize = 32;
+pub(crate) const MAX_STATIONS: usize = 32;
 
 /// What `AR` reports for every station (a local program next to the AP).
-pub const STATION_RSSI: i32 = -40;
+pub(crate) const STATION_RSSI: i32 = -40;
 
 /// The soft AP: its settings, whether it runs, and the stations it has leased an address to.
 #[derive(Debug)]
-pub struct SoftAp {
-    pub settings: ApSettings,
-    pub running: bool,
+pub(crate) struct SoftAp {
+    pub(crate) settings: ApSettings,
+    pub(crate) running: bool,
     stations: VecDeque<Ipv4Addr>,
 }
 
 impl SoftAp {
-    pub fn power_on(ip: Ipv4Addr) -> SoftAp {
+    pub(crate) fn power_on(ip: Ipv4Addr) -> SoftAp {
         SoftAp {
             settings: ApSettings::power_on(ip),
             running: false,
@@ -32,7 +32,7 @@ impl SoftAp {
         }
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.running = false;
         self.stations.clear();
     }
@@ -53,21 +53,21 @@ impl SoftAp {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApSettings {
-    pub ssid: Vec<u8>,
+pub(crate) struct ApSettings {
+    pub(crate) ssid: Vec<u8>,
     /// `AS=1,…`: the SSID gets `_<MAC>` appended.
-    pub append_mac: bool,
-    pub security: u8,
-    pub key: Vec<u8>,
-    pub channel: u8,
-    pub lease: u8,
-    pub max_clients: u8,
-    pub ip: Ipv4Addr,
+    pub(crate) append_mac: bool,
+    pub(crate) security: u8,
+    pub(crate) key: Vec<u8>,
+    pub(crate) channel: u8,
+    pub(crate) lease: u8,
+    pub(crate) max_clients: u8,
+    pub(crate) ip: Ipv4Addr,
 }
 
 impl ApSettings {
     /// Power-up values (M46: `AS` default `1,eS-WiFi_AP`, `AT` 4).
-    pub fn power_on(ip: Ipv4Addr) -> ApSettings {
+    pub(crate) fn power_on(ip: Ipv4Addr) -> ApSettings {
         ApSettings {
             ssid: b"eS-WiFi_AP".to_vec(),
             append_mac: true,
@@ -81,7 +81,7 @@ impl ApSettings {
     }
 
     /// The SSID the AP announces.
-    pub fn effective_ssid(&self, mac: [u8; 6]) -> Vec<u8> {
+    pub(crate) fn effective_ssid(&self, mac: [u8; 6]) -> Vec<u8> {
         let mut s = self.ssid.clone();
         if self.append_mac {
             s.extend_from_slice(b"_");
@@ -93,7 +93,7 @@ impl ApSettings {
     }
 
     /// `A?`: `SSID,IP,Channel,SecType,Key,DHCP,Lease,Status`.
-    pub fn query_line(&self, mac: [u8; 6], running: bool) -> Vec<u8> {
+    pub(crate) fn query_line(&self, mac: [u8; 6], running: bool) -> Vec<u8> {
         let mut line = self.effective_ssid(mac);
         line.extend_from_slice(
             format!(",{},{},{},", self.ip, self.channel, self.security).as_bytes(),
@@ -106,7 +106,7 @@ impl ApSettings {
 
 /// The MAC the emulated DHCP server reports for a station at `ip` (locally administered, derived
 /// from the address so the same program always gets the same one).
-pub fn station_mac(ip: Ipv4Addr) -> String {
+pub(crate) fn station_mac(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("02:00:{:02X}:{:02X}:{:02X}:{:02X}", o[0], o[1], o[2], o[3])
 }

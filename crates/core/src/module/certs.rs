@@ -14,14 +14,11 @@ use std::time::{Duration, Instant};
 /// Number of sets addressable (0..=3); whether set 3 is usable depends on the firmware profile.
 pub const SET_COUNT: usize = 4;
 
-/// Largest item `PG` accepts (certificate chains and 4096-bit keys fit).
-pub const MAX_ITEM: usize = crate::iwin::command::MAX_CERT_ITEM;
-
 /// The sets and the `PF`/`PA` selections.
 #[derive(Debug)]
-pub struct Certs {
+pub(crate) struct Certs {
     /// Contents as programmed (flash: survives `ZR`).
-    pub sets: CertSets,
+    pub(crate) sets: CertSets,
     /// Active set for TLS (`PF=0,<set>`) and for AWS (`PF=1,<set>`).
     tls_set: u8,
     aws_set: u8,
@@ -33,7 +30,7 @@ pub struct Certs {
 
 impl Certs {
     /// No set programmed yet; TLS uses set 0, AWS `aws_default`.
-    pub fn new(aws_default: u8) -> Certs {
+    pub(crate) fn new(aws_default: u8) -> Certs {
         let mut c = Certs {
             sets: CertSets::default(),
             tls_set: 0,
@@ -46,7 +43,7 @@ impl Certs {
     }
 
     /// `ZR` forgets the selections; the sets are flash.
-    pub fn reset_selection(&mut self) {
+    pub(crate) fn reset_selection(&mut self) {
         self.tls_set = 0;
         self.aws_set = self.aws_default;
         self.ca_name = None;
@@ -64,7 +61,7 @@ pub enum Item {
 impl Item {
     pub const ALL: [Item; 3] = [Item::Ca, Item::Cert, Item::Key];
 
-    pub fn from_code(c: u8) -> Option<Item> {
+    pub(crate) fn from_code(c: u8) -> Option<Item> {
         Item::ALL.get(c as usize).copied()
     }
 
@@ -102,12 +99,8 @@ impl CertSets {
         self.items[set][item as usize] = Some(data);
     }
 
-    pub fn clear(&mut self, set: usize, item: Item) {
-        self.items[set][item as usize] = None;
-    }
-
     /// True when no item of `set` is programmed.
-    pub fn is_blank(&self, set: usize) -> bool {
+    pub(crate) fn is_blank(&self, set: usize) -> bool {
         self.items[set].iter().all(Option::is_none)
     }
 }

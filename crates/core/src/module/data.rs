@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 const TLS_RECORD_OVERHEAD: usize = 64;
 
 /// What `S2=0` means: the longest `S3` wait the module allows.
-pub const S2_MAX_MS: u32 = 30_000;
+pub(crate) const S2_MAX_MS: u32 = 30_000;
 
 impl Module {
     /// `R0` (`R4`: `counted`): data at once if there is some, else wait up to `R2`.

@@ -7,7 +7,7 @@ use crate::iwin::reply::{Reason, Reply};
 
 /// Any failure of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// The line did not parse.
     Parse(ParseError),
     /// A payload command's bytes stopped arriving (`S3`, `PG`).
@@ -22,7 +22,7 @@ pub enum Error {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SystemError {
+pub(crate) enum SystemError {
     /// `Z0` while joined or while the soft AP runs.
     FactoryRefusedWhileConnected,
     /// `Z1` could not be made durable.
@@ -30,7 +30,7 @@ pub enum SystemError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StationError {
+pub(crate) enum StationError {
     /// `C0` while joined.
     AlreadyConnected,
     /// `C0` failed; the SSID is echoed as the firmware does.
@@ -42,7 +42,7 @@ pub enum StationError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SocketError {
+pub(crate) enum SocketError {
     /// `P6=1` on a socket that is connected or serving.
     AlreadyConnected,
     /// `P6=1` with no usable remote address.
@@ -57,7 +57,7 @@ pub enum SocketError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// Only so many TLS sockets at a time; the one in use is named.
     InUse(usize),
     /// `P9=2` with a set that lacks the CA, certificate or key.
@@ -71,7 +71,7 @@ pub enum TlsError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerError {
+pub(crate) enum ServerError {
     /// `P5=1` could not start (no network, port taken, a client connection open).
     StartFailed,
     /// `P5=1` on a protocol the firmware does not serve.
@@ -83,7 +83,7 @@ pub enum ServerError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertError {
+pub(crate) enum CertError {
     /// A set the firmware profile does not have.
     NoSuchSet(Mnemonic),
     /// A one-time-programmable item already holds different bytes.
@@ -154,7 +154,7 @@ impl From<CertError> for Error {
 
 impl Error {
     /// The reply the firmware sends for this failure (spec §2.3, §3, FW strings).
-    pub fn reply(&self) -> Reply {
+    pub(crate) fn reply(&self) -> Reply {
         use Mnemonic as M;
         let fail = |m: Mnemonic, payload: &[u8]| Reply::Error {
             payload: payload.to_vec(),
@@ -230,12 +230,12 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iwin::reply::MessageType;
+    use crate::iwin::reply::{MessageType, Wire};
 
     #[test]
     fn wire_texts() {
         let n = MessageType::Normal;
-        let w = |e: Error| e.reply().encode(n);
+        let w = |e: Error| Wire::default().encode(&e.reply(), n);
         assert_eq!(w(Error::Closed(Mnemonic::S3)), b"\r\n-1\r\nERROR\r\n> ");
         assert_eq!(
             w(Error::PayloadTimeout(Mnemonic::PG)),
@@ -253,9 +253,7 @@ mod tests {
             b"\r\n[JOIN   ] x\r\n[JOIN   ] Failed\r\nERROR: Unknown Error\r\nUsage: C0 \r\n> "
         );
         assert_eq!(
-            Error::from(CertError::Used)
-                .reply()
-                .encode(MessageType::Simple),
+            Wire::default().encode(&Error::from(CertError::Used).reply(), MessageType::Simple),
             b"\r\n[CERTS   ] Selected item unavailable (used)\r\nERROR\r\n> "
         );
     }

@@ -52,24 +52,24 @@ pub use tls::pem_check;
 
 /// Bytes the host may write ahead of the command being executed; beyond this the driver stops
 /// reading the serial line, so the host's writes block as with hardware flow control.
-pub const SERIAL_IN_LIMIT: usize = 4096;
+pub(crate) const SERIAL_IN_LIMIT: usize = 4096;
 
 /// Reply bytes the module holds for the driver; while more are waiting, no further command runs and
 /// no event is written (the driver stops reading the line, so a host that never reads its replies
 /// stalls instead of growing memory).
-pub const SERIAL_OUT_LIMIT: usize = 16 * 1024;
+pub(crate) const SERIAL_OUT_LIMIT: usize = 16 * 1024;
 
 /// Asynchronous messages kept (for `MR`, or until the UART line is free); the oldest is dropped.
-pub const MAX_EVENTS: usize = 32;
+pub(crate) const MAX_EVENTS: usize = 32;
 
 /// Host names remembered from `D0` (for TLS SNI); the oldest is forgotten first.
-pub const MAX_NAMES: usize = 32;
+pub(crate) const MAX_NAMES: usize = 32;
 
 /// Connections closing gracefully at once; beyond this the oldest is aborted.
-pub const MAX_DRAINING: usize = 16;
+pub(crate) const MAX_DRAINING: usize = 16;
 
 /// How long a graceful close may take to deliver what was sent before it is aborted.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a `D0` lookup may take before the module reports the host as not found.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -330,7 +330,7 @@ pub enum LineOp {
 
 /// Records a transcript keeps at most before the oldest is dropped (the driver drains them every
 /// turn, so this only matters if it stops doing so).
-pub const MAX_TRACE_RECORDS: usize = 4096;
+pub(crate) const MAX_TRACE_RECORDS: usize = 4096;
 
 /// What a transcript record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,15 +354,15 @@ pub struct TraceRecord {
 /// A one-line summary of a module, for the control socket's `status`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Status {
-    pub joined: bool,
-    pub ip: Option<String>,
-    pub ap: bool,
+    pub(crate) joined: bool,
+    pub(crate) ip: Option<String>,
+    pub(crate) ap: bool,
     /// Each socket's state (`idle`, `open`, `listening`, …).
-    pub sockets: Vec<&'static str>,
-    pub events_queued: usize,
+    pub(crate) sockets: Vec<&'static str>,
+    pub(crate) events_queued: usize,
     /// The command in flight, if any.
-    pub busy: Option<&'static str>,
-    pub baud: u32,
+    pub(crate) busy: Option<&'static str>,
+    pub(crate) baud: u32,
 }
 
 impl Module {
@@ -626,11 +626,6 @@ impl Module {
         self.certs.sets = sets;
     }
 
-    /// The certificate sets as the module knows them.
-    pub fn cert_sets(&self) -> &certs::CertSets {
-        &self.certs.sets
-    }
-
     /// Next certificate-store write to perform (off the event loop).
     pub fn poll_store(&mut self) -> Option<StoreOp> {
         self.store_ops.pop_front()
@@ -653,7 +648,7 @@ impl Module {
     }
 
     /// True when a command is waiting for its payload, the network, the store or time.
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         self.busy.is_some()
     }
 

@@ -8,14 +8,14 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 /// Most echoes one `T0` sends (`T2=65535` means "continuous" on the module).
-pub const MAX_ECHOES: u32 = 1000;
+pub(crate) const MAX_ECHOES: u32 = 1000;
 
 /// `T1`, `T2`, `T3`.
 #[derive(Debug, Clone, Copy)]
-pub struct PingSettings {
-    pub target: Ipv4Addr,
-    pub repeats: u16,
-    pub delay_ms: u16,
+pub(crate) struct PingSettings {
+    pub(crate) target: Ipv4Addr,
+    pub(crate) repeats: u16,
+    pub(crate) delay_ms: u16,
 }
 
 impl Default for PingSettings {
@@ -29,7 +29,7 @@ impl Default for PingSettings {
 }
 
 /// `T0`'s payload: `<ip>,<ms>` per answered echo, `Timeout` per lost one.
-pub fn reply_text(target: Ipv4Addr, rtts: &[Option<Duration>]) -> String {
+pub(crate) fn reply_text(target: Ipv4Addr, rtts: &[Option<Duration>]) -> String {
     let lines: Vec<String> = rtts
         .iter()
         .map(|r| match r {

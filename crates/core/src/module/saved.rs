@@ -8,14 +8,14 @@ use std::net::Ipv4Addr;
 
 /// Everything `Z1` saves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Saved {
-    pub station: StationSettings,
-    pub ap: ApSettings,
-    pub mac: [u8; 6],
-    pub product_name: Vec<u8>,
-    pub baud: u32,
-    pub message_type: u8,
-    pub suppress: u8,
+pub(crate) struct Saved {
+    pub(crate) station: StationSettings,
+    pub(crate) ap: ApSettings,
+    pub(crate) mac: [u8; 6],
+    pub(crate) product_name: Vec<u8>,
+    pub(crate) baud: u32,
+    pub(crate) message_type: u8,
+    pub(crate) suppress: u8,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -33,7 +33,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Saved {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let st = &self.station;
         let ap = &self.ap;
         let lines = [
@@ -73,7 +73,7 @@ impl Saved {
     }
 
     /// Apply a saved file onto `self` (the power-up values).
-    pub fn decode_onto(&mut self, data: &[u8]) -> Result<(), String> {
+    pub(crate) fn decode_onto(&mut self, data: &[u8]) -> Result<(), String> {
         let text = std::str::from_utf8(data).map_err(|_| "not text")?;
         let mut lines = text.lines();
         if lines.next() != Some("eswifi-emu-settings 1") {

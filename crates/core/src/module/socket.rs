@@ -9,14 +9,14 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Receive queue limit per connection; beyond it the driver stops reading (TCP window closes).
-pub const RX_LIMIT: usize = 64 * 1024;
+pub(crate) const RX_LIMIT: usize = 64 * 1024;
 
 /// UDP senders a server remembers having announced (`[UDP SVR] Accepted`); the least recently heard
 /// one is forgotten first, and announced again if it comes back.
-pub const UDP_SENDERS: usize = 64;
+pub(crate) const UDP_SENDERS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Tcp = 0,
     Udp = 1,
     UdpLite = 2,
@@ -25,7 +25,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub fn from_code(c: u8) -> Protocol {
+    pub(crate) fn from_code(c: u8) -> Protocol {
         match c {
             1 => Protocol::Udp,
             2 => Protocol::UdpLite,
@@ -35,40 +35,40 @@ impl Protocol {
         }
     }
 
-    pub fn is_datagram(self) -> bool {
+    pub(crate) fn is_datagram(self) -> bool {
         matches!(self, Protocol::Udp | Protocol::UdpLite)
     }
 }
 
 /// Received data: a byte stream (TCP/TLS) or whole datagrams (UDP).
 #[derive(Debug, Default)]
-pub struct RxQueue {
+pub(crate) struct RxQueue {
     stream: VecDeque<u8>,
     datagrams: VecDeque<(Vec<u8>, SocketAddrV4)>,
     datagram_bytes: usize,
 }
 
 impl RxQueue {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.stream.len() + self.datagram_bytes
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.stream.is_empty() && self.datagrams.is_empty()
     }
 
-    pub fn push_stream(&mut self, data: &[u8]) {
+    pub(crate) fn push_stream(&mut self, data: &[u8]) {
         self.stream.extend(data);
     }
 
-    pub fn push_datagram(&mut self, data: Vec<u8>, from: SocketAddrV4) {
+    pub(crate) fn push_datagram(&mut self, data: Vec<u8>, from: SocketAddrV4) {
         self.datagram_bytes += data.len();
         self.datagrams.push_back((data, from));
     }
 
     /// Up to `max` bytes: a stream chunk, or one datagram cut to `max` (the rest is discarded, as on
     /// the module). Returns the sender for datagrams.
-    pub fn take(&mut self, max: usize) -> Option<(Vec<u8>, Option<SocketAddrV4>)> {
+    pub(crate) fn take(&mut self, max: usize) -> Option<(Vec<u8>, Option<SocketAddrV4>)> {
         if let Some((mut d, from)) = self.datagrams.pop_front() {
             self.datagram_bytes -= d.len();
             d.truncate(max);
@@ -91,25 +91,25 @@ impl RxQueue {
 /// Bytes handed to the driver and not yet confirmed written (`Sent`), per connection: the emulated
 /// socket send buffer, bounded by [`SEND_WINDOW`].
 #[derive(Debug, Default)]
-pub struct TxWindow {
+pub(crate) struct TxWindow {
     in_flight: VecDeque<(SendSeq, usize)>,
     bytes: usize,
 }
 
 impl TxWindow {
     /// How many more bytes may be handed to the driver now.
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         SEND_WINDOW.saturating_sub(self.bytes)
     }
 
-    pub fn push(&mut self, seq: SendSeq, len: usize) {
+    pub(crate) fn push(&mut self, seq: SendSeq, len: usize) {
         self.in_flight.push_back((seq, len));
         self.bytes += len;
     }
 
     /// The driver wrote the send `seq` (sends complete in order). False if `seq` is not the oldest
     /// one in flight: a contract violation the caller logs.
-    pub fn ack(&mut self, seq: SendSeq) -> bool {
+    pub(crate) fn ack(&mut self, seq: SendSeq) -> bool {
         match self.in_flight.front() {
             Some(&(s, len)) if s == seq => {
                 self.in_flight.pop_front();
@@ -123,16 +123,16 @@ impl TxWindow {
 
 /// An open stream: a TCP or TLS client connection, or the current client of a TCP server.
 #[derive(Debug)]
-pub struct Stream {
-    pub conn: ConnId,
-    pub rx: RxQueue,
-    pub tx: TxWindow,
+pub(crate) struct Stream {
+    pub(crate) conn: ConnId,
+    pub(crate) rx: RxQueue,
+    pub(crate) tx: TxWindow,
     /// TLS session riding on the connection (the driver sees only ciphertext).
-    pub tls: Option<Box<TlsSession>>,
+    pub(crate) tls: Option<Box<TlsSession>>,
 }
 
 impl Stream {
-    pub fn new(conn: ConnId, tls: Option<Box<TlsSession>>) -> Stream {
+    pub(crate) fn new(conn: ConnId, tls: Option<Box<TlsSession>>) -> Stream {
         Stream {
             conn,
             rx: RxQueue::default(),
@@ -144,17 +144,17 @@ impl Stream {
 
 /// A bound UDP socket: a client (`P6=1`) or a server (`P5=1`).
 #[derive(Debug)]
-pub struct UdpSock {
-    pub conn: ConnId,
-    pub rx: RxQueue,
-    pub tx: TxWindow,
+pub(crate) struct UdpSock {
+    pub(crate) conn: ConnId,
+    pub(crate) rx: RxQueue,
+    pub(crate) tx: TxWindow,
     /// Servers: the senders already announced, most recently heard last.
-    pub server: Option<VecDeque<SocketAddrV4>>,
+    pub(crate) server: Option<VecDeque<SocketAddrV4>>,
 }
 
 impl UdpSock {
     /// Note a datagram from `from`; true when the sender is new (to be announced).
-    pub fn heard(&mut self, from: SocketAddrV4) -> bool {
+    pub(crate) fn heard(&mut self, from: SocketAddrV4) -> bool {
         let Some(seen) = &mut self.server else {
             return false;
         };
@@ -173,38 +173,38 @@ impl UdpSock {
 
 /// A client accepted by a TCP server but not yet made current.
 #[derive(Debug)]
-pub struct Waiting {
-    pub conn: ConnId,
-    pub peer: SocketAddrV4,
-    pub rx: RxQueue,
+pub(crate) struct Waiting {
+    pub(crate) conn: ConnId,
+    pub(crate) peer: SocketAddrV4,
+    pub(crate) rx: RxQueue,
     /// The client already disconnected (its data is still delivered, then `-1`).
-    pub closed: bool,
+    pub(crate) closed: bool,
 }
 
 /// A listening TCP server (`P5`/`P7`).
 #[derive(Debug)]
-pub struct Listener {
-    pub conn: ConnId,
+pub(crate) struct Listener {
+    pub(crate) conn: ConnId,
     /// Multi-accept (`P5=11`) or the legacy accept loop (`P7=1`): after a client ends and its `-1`
     /// is read, the next waiting client becomes current by itself.
-    pub accept_loop: bool,
+    pub(crate) accept_loop: bool,
     /// Clients waiting behind the current one (at most `P8`).
-    pub waiting: VecDeque<Waiting>,
+    pub(crate) waiting: VecDeque<Waiting>,
     /// A TLS server (`P1=3`, `[tls] server`): each client's handshake runs when it becomes
     /// current; until then its ciphertext waits in its receive queue.
-    pub tls: Option<Box<TlsServerParams>>,
+    pub(crate) tls: Option<Box<TlsServerParams>>,
 }
 
 impl Listener {
     /// Waiting clients whose connection is still up.
-    pub fn live_waiting(&self) -> impl Iterator<Item = ConnId> + '_ {
+    pub(crate) fn live_waiting(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.waiting.iter().filter(|w| !w.closed).map(|w| w.conn)
     }
 }
 
 /// What a `P6=1`/`P5=1` under way will become.
 #[derive(Debug)]
-pub enum Opening {
+pub(crate) enum Opening {
     Tcp,
     Tls(Box<TlsSession>),
     Udp,
@@ -217,7 +217,7 @@ pub enum Opening {
 
 /// Where the socket is. The reply to `R0`, `S3`, `P6` and `P5` follows from this alone.
 #[derive(Debug, Default)]
-pub enum SocketState {
+pub(crate) enum SocketState {
     /// Nothing open.
     #[default]
     Idle,
@@ -243,7 +243,7 @@ pub enum SocketState {
 }
 
 impl SocketState {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             SocketState::Idle => "idle",
             SocketState::Opening { .. } => "opening",
@@ -260,7 +260,7 @@ impl SocketState {
     }
 
     /// The listener of a TCP server.
-    pub fn listener(&self) -> Option<&Listener> {
+    pub(crate) fn listener(&self) -> Option<&Listener> {
         match self {
             SocketState::Listening(l)
             | SocketState::Accepting(l, ..)
@@ -270,7 +270,7 @@ impl SocketState {
         }
     }
 
-    pub fn listener_mut(&mut self) -> Option<&mut Listener> {
+    pub(crate) fn listener_mut(&mut self) -> Option<&mut Listener> {
         match self {
             SocketState::Listening(l)
             | SocketState::Accepting(l, ..)
@@ -281,7 +281,7 @@ impl SocketState {
     }
 
     /// The stream whose data `R0`/`S3` use: a client connection or a server's current client.
-    pub fn stream_mut(&mut self) -> Option<&mut Stream> {
+    pub(crate) fn stream_mut(&mut self) -> Option<&mut Stream> {
         match self {
             SocketState::Open(s) | SocketState::Serving(_, s) => Some(s),
             _ => None,
@@ -289,7 +289,7 @@ impl SocketState {
     }
 
     /// The receive queue `R0` reads, if the state has one.
-    pub fn rx(&self) -> Option<&RxQueue> {
+    pub(crate) fn rx(&self) -> Option<&RxQueue> {
         match self {
             SocketState::Handshaking(s)
             | SocketState::Open(s)
@@ -301,7 +301,7 @@ impl SocketState {
         }
     }
 
-    pub fn rx_mut(&mut self) -> Option<&mut RxQueue> {
+    pub(crate) fn rx_mut(&mut self) -> Option<&mut RxQueue> {
         match self {
             SocketState::Handshaking(s)
             | SocketState::Open(s)
@@ -315,7 +315,7 @@ impl SocketState {
 
     /// Every live connection of this state (for closing it all); a waiting client that already
     /// left is gone on the driver's side too.
-    pub fn conns(&self) -> Vec<ConnId> {
+    pub(crate) fn conns(&self) -> Vec<ConnId> {
         match self {
             SocketState::Idle | SocketState::Ended(_) => vec![],
             SocketState::Opening { conn, .. } => vec![*conn],
@@ -332,32 +332,32 @@ impl SocketState {
     }
 
     /// True while a client or server connection is live (what `P6=1` must not start over).
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         !matches!(self, SocketState::Idle | SocketState::Ended(_))
     }
 }
 
 /// A socket's settings and state.
 #[derive(Debug)]
-pub struct Socket {
-    pub protocol: Protocol,
-    pub local_port: u16,
+pub(crate) struct Socket {
+    pub(crate) protocol: Protocol,
+    pub(crate) local_port: u16,
     /// `P2` was set by the host since power-up (the UDP client's local port follows it then).
-    pub local_port_set: bool,
-    pub remote_ip: Ipv4Addr,
-    pub remote_port: u16,
-    pub backlog: u8,
-    pub tls_verify: u8,
+    pub(crate) local_port_set: bool,
+    pub(crate) remote_ip: Ipv4Addr,
+    pub(crate) remote_port: u16,
+    pub(crate) backlog: u8,
+    pub(crate) tls_verify: u8,
     /// `PB=1`: a failed CA verification is reported but the connection proceeds.
-    pub verify_report_only: bool,
-    pub keepalive: (bool, u32),
-    pub read_size: u16,
-    pub read_timeout_ms: u32,
-    pub read_mode: u8,
-    pub send_size: u16,
-    pub send_timeout_ms: u32,
+    pub(crate) verify_report_only: bool,
+    pub(crate) keepalive: (bool, u32),
+    pub(crate) read_size: u16,
+    pub(crate) read_timeout_ms: u32,
+    pub(crate) read_mode: u8,
+    pub(crate) send_size: u16,
+    pub(crate) send_timeout_ms: u32,
     /// `P?` ClientIP: the peer of an accepted client (0.0.0.0 until then).
-    pub client_ip: Ipv4Addr,
+    pub(crate) client_ip: Ipv4Addr,
     state: SocketState,
 }
 
@@ -386,17 +386,17 @@ impl Default for Socket {
 }
 
 impl Socket {
-    pub fn state(&self) -> &SocketState {
+    pub(crate) fn state(&self) -> &SocketState {
         &self.state
     }
 
-    pub fn state_mut(&mut self) -> &mut SocketState {
+    pub(crate) fn state_mut(&mut self) -> &mut SocketState {
         &mut self.state
     }
 
     /// The one place a socket changes state; returns the old state (whose connections the caller
     /// closes or moves on).
-    pub fn set_state(&mut self, index: usize, new: SocketState, why: &str) -> SocketState {
+    pub(crate) fn set_state(&mut self, index: usize, new: SocketState, why: &str) -> SocketState {
         let old = std::mem::replace(&mut self.state, new);
         if old.name() != self.state.name() {
             log::debug!(
@@ -409,7 +409,7 @@ impl Socket {
     }
 
     /// Holds (or is setting up) a TLS session, or serves TLS: what `[tls] max_sockets` counts.
-    pub fn uses_tls(&self) -> bool {
+    pub(crate) fn uses_tls(&self) -> bool {
         match &self.state {
             SocketState::Opening {
                 what: Opening::Tls(_),
@@ -423,7 +423,7 @@ impl Socket {
 
     /// `P?` — `Protocol,ClientIP,LocalPort,HostIP,RemotePort,TCPServer,UDPServer,Backlogs,AcceptLoop,ReadMode`
     /// and, with `fields` = 12 (C6), `TCPKeepAlive,KATimeToIdle`.
-    pub fn transport_line(&self, fields: usize) -> String {
+    pub(crate) fn transport_line(&self, fields: usize) -> String {
         let (tcp_server, udp_server, accept_loop) = match &self.state {
             SocketState::Udp(u) if u.server.is_some() => (0, 1, 0),
             s => match s.listener() {

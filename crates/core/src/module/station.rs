@@ -15,33 +15,33 @@ use std::time::{Duration, Instant};
 
 /// The station: its settings and, once joined, the association.
 #[derive(Debug, Default)]
-pub struct Station {
-    pub settings: StationSettings,
-    pub link: Option<Link>,
+pub(crate) struct Station {
+    pub(crate) settings: StationSettings,
+    pub(crate) link: Option<Link>,
     /// `F0=2`: the access points not yet fetched with `MR` (Some until the `MR` that ends the
     /// list with OK).
-    pub scan_rest: Option<VecDeque<String>>,
+    pub(crate) scan_rest: Option<VecDeque<String>>,
 }
 
 /// Station settings (`C1`..`CC`, `CN`, `CE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StationSettings {
-    pub ssid: Vec<u8>,
-    pub passphrase: Vec<u8>,
-    pub security: u8,
-    pub dhcp: bool,
-    pub ip_version: u8,
-    pub ip: Ipv4Addr,
-    pub mask: Ipv4Addr,
-    pub gateway: Ipv4Addr,
-    pub dns1: Ipv4Addr,
-    pub dns2: Ipv4Addr,
-    pub join_retries: u8,
-    pub auto_connect: u8,
-    pub auth_type: u8,
-    pub country: Vec<u8>,
+pub(crate) struct StationSettings {
+    pub(crate) ssid: Vec<u8>,
+    pub(crate) passphrase: Vec<u8>,
+    pub(crate) security: u8,
+    pub(crate) dhcp: bool,
+    pub(crate) ip_version: u8,
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) mask: Ipv4Addr,
+    pub(crate) gateway: Ipv4Addr,
+    pub(crate) dns1: Ipv4Addr,
+    pub(crate) dns2: Ipv4Addr,
+    pub(crate) join_retries: u8,
+    pub(crate) auto_connect: u8,
+    pub(crate) auth_type: u8,
+    pub(crate) country: Vec<u8>,
     /// `CY=1`: `C?` shows `*RESTRICTED*` instead of the passphrase.
-    pub key_privacy: bool,
+    pub(crate) key_privacy: bool,
 }
 
 impl Default for StationSettings {
@@ -68,19 +68,19 @@ impl Default for StationSettings {
 
 /// The association once joined.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub ssid: Vec<u8>,
-    pub ip: Ipv4Addr,
-    pub mask: Ipv4Addr,
-    pub gateway: Ipv4Addr,
-    pub dns1: Ipv4Addr,
-    pub dns2: Ipv4Addr,
-    pub rssi: i32,
+pub(crate) struct Link {
+    pub(crate) ssid: Vec<u8>,
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) mask: Ipv4Addr,
+    pub(crate) gateway: Ipv4Addr,
+    pub(crate) dns1: Ipv4Addr,
+    pub(crate) dns2: Ipv4Addr,
+    pub(crate) rssi: i32,
 }
 
 /// Why a join failed (logged; the wire reply is always the `[JOIN   ] Failed` form).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinError {
+pub(crate) enum JoinError {
     NoSsid,
     UnknownSsid,
     WrongSecurity {
@@ -123,7 +123,7 @@ fn security_matches(ap: Security, asked: u8) -> bool {
 
 /// Decide a join: with no access points configured any non-empty SSID joins; otherwise SSID, security
 /// and passphrase must match one.
-pub fn join(cfg: &Config, st: &StationSettings) -> Result<Link, JoinError> {
+pub(crate) fn join(cfg: &Config, st: &StationSettings) -> Result<Link, JoinError> {
     if st.ssid.is_empty() {
         return Err(JoinError::NoSsid);
     }
@@ -174,7 +174,7 @@ pub fn join(cfg: &Config, st: &StationSettings) -> Result<Link, JoinError> {
 
 /// The networks `F0` reports: the configured access points, or (none configured) the network set
 /// with `C1` plus two sample networks.
-pub fn scan_list(cfg: &Config, st: &StationSettings) -> Vec<AccessPoint> {
+pub(crate) fn scan_list(cfg: &Config, st: &StationSettings) -> Vec<AccessPoint> {
     if !cfg.access_points.is_empty() {
         return cfg.access_points.clone();
     }
@@ -209,7 +209,7 @@ pub fn scan_list(cfg: &Config, st: &StationSettings) -> Vec<AccessPoint> {
 }
 
 /// One `F0` line: `#NNN,"ssid",BSSID,rssi,rate,type,security,band,channel`.
-pub fn scan_line(index: usize, ap: &AccessPoint) -> String {
+pub(crate) fn scan_line(index: usize, ap: &AccessPoint) -> String {
     let band = if ap.channel > 14 { "5GHz" } else { "2.4GHz" };
     format!(
         "#{:03},\"{}\",{},{},{:.1},Infrastructure,{},{},{}",

@@ -14,15 +14,15 @@ use std::time::Instant;
 
 /// Reset banner of the C6 UART firmware, verbatim from C6.2.1.11 (FW strings, each line ending
 /// CR LF, the last one CR and then the prompt's `\n> `); the prompt `\r\n> ` follows it.
-pub const BANNER_C6: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
+pub(crate) const BANNER_C6: &[u8] = b"\r\n                eS-WiFi\r\n            Inventek Systems\r\n    Embedding Connectivity Everywhere\r\n         Copyright (c)2011-2020";
 
 /// Reset banner of C3.5.2.x. Older firmware printed an ASCII-art logo that no source preserves
 /// byte for byte (spec §2.4), so the C3 profiles print the C6 text, as the emulator always has; only
 /// the prompt after it is something drivers wait for.
-pub const BANNER_C3: &[u8] = BANNER_C6;
+pub(crate) const BANNER_C3: &[u8] = BANNER_C6;
 
 /// The reset banner of a firmware profile.
-pub fn banner(profile: Profile) -> &'static [u8] {
+pub(crate) fn banner(profile: Profile) -> &'static [u8] {
     if profile.c6() {
         BANNER_C6
     } else {
@@ -32,30 +32,30 @@ pub fn banner(profile: Profile) -> &'static [u8] {
 
 /// Settings that `ZR` restores to their power-up values.
 #[derive(Debug)]
-pub struct System {
-    pub mt: MessageType,
-    pub suppress: u8,
-    pub mac: [u8; 6],
-    pub product_name: Vec<u8>,
-    pub baud: u32,
-    pub raw_bypass: u8,
+pub(crate) struct System {
+    pub(crate) mt: MessageType,
+    pub(crate) suppress: u8,
+    pub(crate) mac: [u8; 6],
+    pub(crate) product_name: Vec<u8>,
+    pub(crate) baud: u32,
+    pub(crate) raw_bypass: u8,
     /// `ZP`: power save (`Z?` PSMode), radio on (`Z?` Radio), beacon interval now and before.
-    pub power_save: bool,
-    pub radio_on: bool,
-    pub beacon: (u32, u32),
+    pub(crate) power_save: bool,
+    pub(crate) radio_on: bool,
+    pub(crate) beacon: (u32, u32),
     /// `IC=<endpoint>`.
-    pub cloud_endpoint: Option<Vec<u8>>,
+    pub(crate) cloud_endpoint: Option<Vec<u8>>,
     /// `G3`/`G4`: type and level of each pin set up (at most 256: pins are `u8`).
-    pub gpio: BTreeMap<u8, (u8, bool)>,
+    pub(crate) gpio: BTreeMap<u8, (u8, bool)>,
     /// `WL`: link LED, activity LED, polarity.
-    pub leds: [u8; 3],
+    pub(crate) leds: [u8; 3],
 }
 
 /// `WL` at power-up (spec §3.8: `WL=?` → `4,3,1`).
 const LEDS_DEFAULT: [u8; 3] = [4, 3, 1];
 
 impl System {
-    pub fn power_on(cfg: &Config) -> System {
+    pub(crate) fn power_on(cfg: &Config) -> System {
         System {
             mt: if cfg.module.message_type == 1 {
                 MessageType::Simple
@@ -78,7 +78,7 @@ impl System {
         }
     }
 
-    pub fn mac_text(&self) -> String {
+    pub(crate) fn mac_text(&self) -> String {
         let m = self.mac;
         format!(
             "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",

@@ -996,7 +996,7 @@ fn certificate_sets_are_one_time_programmable() {
         ],
     );
     assert_eq!(h.program(1, 0, PEM_CERT, true), OK);
-    assert_eq!(h.m.cert_sets().get(1, Item::Ca), Some(PEM_CERT));
+    assert_eq!(h.m.certs.sets.get(1, Item::Ca), Some(PEM_CERT));
     table(&mut h, &[(b"PE\r", ok("1,0,1")), (b"PE=1\r", ok("0,1,1"))]);
     // Identical bytes: Match, nothing written.
     assert_eq!(h.program(1, 0, PEM_CERT, true), ok("[CERTS   ] Match"));
@@ -1007,7 +1007,7 @@ fn certificate_sets_are_one_time_programmable() {
         h.program(1, 0, &other, true),
         b"\r\n[CERTS   ] Selected item unavailable (used)\r\nERROR: Unknown Error\r\nUsage: PG <set>,<0=Root CA/1=Certificate/2=Key>,<length>\r\n> "
     );
-    assert_eq!(h.m.cert_sets().get(1, Item::Ca), Some(PEM_CERT));
+    assert_eq!(h.m.certs.sets.get(1, Item::Ca), Some(PEM_CERT));
     // Items larger than one S3 payload are accepted.
     let big = [
         b"-----BEGIN CERTIFICATE-----\n".to_vec(),

@@ -30,25 +30,25 @@ use std::time::{Duration, Instant};
 /// certificate, so `P6=1` waits for the server's first record after it (or this long), and a
 /// rejection fails `P6=1` as it does on the module. Servers send session tickets right after the
 /// client's Finished, so the wait is normally far shorter.
-pub const CLIENT_AUTH_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const CLIENT_AUTH_GRACE: Duration = Duration::from_secs(1);
 
 /// What a TLS client socket (`P1=3`) needs from the module: the verification level and the items of
 /// the active certificate set.
 #[derive(Clone, PartialEq, Eq)]
-pub struct TlsParams {
+pub(crate) struct TlsParams {
     /// The active set (`PF=0,<set>`), for diagnostics.
-    pub set: usize,
+    pub(crate) set: usize,
     /// `P9`: 0 none, 1 root CA if programmed, 2 root CA + client certificate and key.
-    pub verify: u8,
+    pub(crate) verify: u8,
     /// `PB=1`: a failed verification is logged but the connection proceeds.
-    pub report_only: bool,
+    pub(crate) report_only: bool,
     /// PEM bytes of the set's root CA when it is to be used for verification.
-    pub ca: Option<Vec<u8>>,
+    pub(crate) ca: Option<Vec<u8>>,
     /// PEM bytes of the client certificate and key when they are to be presented (P9=2).
-    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
     /// Server name: SNI (when it is a DNS name) and the name checked when `check_hostname` is set.
-    pub server_name: Option<String>,
-    pub check_hostname: bool,
+    pub(crate) server_name: Option<String>,
+    pub(crate) check_hostname: bool,
 }
 
 /// Lengths only: logs never carry certificate or key bytes.
@@ -68,16 +68,16 @@ impl std::fmt::Debug for TlsParams {
 
 /// What a TLS server socket (`P1=3`, `P5=1`) needs: its identity and how it checks clients.
 #[derive(Clone, PartialEq, Eq)]
-pub struct TlsServerParams {
+pub(crate) struct TlsServerParams {
     /// The active set (`PF=0,<set>`), for diagnostics.
-    pub set: usize,
+    pub(crate) set: usize,
     /// `P9`: 0 no client certificate, 1 one is verified if presented, 2 one is required.
-    pub verify: u8,
+    pub(crate) verify: u8,
     /// PEM of the set's certificate and key: the server's identity.
-    pub cert: Vec<u8>,
-    pub key: Vec<u8>,
+    pub(crate) cert: Vec<u8>,
+    pub(crate) key: Vec<u8>,
     /// PEM of the set's root CA, the anchor client certificates are checked against (P9 ≥ 1).
-    pub ca: Option<Vec<u8>>,
+    pub(crate) ca: Option<Vec<u8>>,
 }
 
 /// Lengths only: logs never carry certificate or key bytes.
@@ -94,7 +94,7 @@ impl std::fmt::Debug for TlsServerParams {
 
 /// Why a TLS session could not even be set up from the set's items.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     /// The root CA does not parse or is not a usable CA certificate.
     RootCa(String),
     /// The set's certificate or key does not parse, or they do not belong together.
@@ -104,15 +104,15 @@ pub enum SetupError {
 
 /// What a batch of received ciphertext did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Input {
+pub(crate) struct Input {
     /// The handshake is complete and (for TLS 1.3 client auth) the server has accepted us.
-    pub established_now: bool,
+    pub(crate) established_now: bool,
     /// The peer sent close_notify: no more data will come.
-    pub peer_closed: bool,
+    pub(crate) peer_closed: bool,
 }
 
 /// One TLS session over one connection: a client socket's, or a server socket's current client.
-pub struct TlsSession {
+pub(crate) struct TlsSession {
     conn: rustls::Connection,
     set: usize,
     /// A client presenting a certificate (the TLS 1.3 grace applies).
@@ -140,7 +140,7 @@ impl std::fmt::Debug for TlsSession {
 impl TlsSession {
     /// A client session ready to send its ClientHello, verifying against `p` at wall time
     /// `now_unix`.
-    pub fn start_client(
+    pub(crate) fn start_client(
         p: &TlsParams,
         peer: Ipv4Addr,
         now_unix: UnixTime,
@@ -162,7 +162,7 @@ impl TlsSession {
 
     /// A server session waiting for a client's ClientHello, which must complete the handshake by
     /// `deadline`; client certificates are judged at wall time `now_unix`.
-    pub fn start_server(
+    pub(crate) fn start_server(
         p: &TlsServerParams,
         now_unix: UnixTime,
         deadline: Instant,
@@ -182,41 +182,37 @@ impl TlsSession {
     }
 
     /// Check that `p` makes a working server configuration (at `P5=1`, before listening).
-    pub fn check_server(p: &TlsServerParams, now_unix: UnixTime) -> Result<(), SetupError> {
+    pub(crate) fn check_server(p: &TlsServerParams, now_unix: UnixTime) -> Result<(), SetupError> {
         server_config(p, now_unix).map(|_| ())
     }
 
-    pub fn is_server(&self) -> bool {
+    pub(crate) fn is_server(&self) -> bool {
         matches!(self.conn, rustls::Connection::Server(_))
     }
 
     /// While a server session's handshake runs: when it must be done.
-    pub fn handshake_deadline(&self) -> Option<Instant> {
+    pub(crate) fn handshake_deadline(&self) -> Option<Instant> {
         self.handshake_deadline.filter(|_| !self.established)
     }
 
-    pub fn set(&self) -> usize {
+    pub(crate) fn set(&self) -> usize {
         self.set
     }
 
-    pub fn is_established(&self) -> bool {
-        self.established
-    }
-
     /// When the client-certificate grace ends, while it runs.
-    pub fn grace_until(&self) -> Option<Instant> {
+    pub(crate) fn grace_until(&self) -> Option<Instant> {
         self.grace_until
     }
 
     /// The grace ended without a rejection: the session is established.
-    pub fn end_grace(&mut self) {
+    pub(crate) fn end_grace(&mut self) {
         if self.grace_until.take().is_some() {
             self.establish();
         }
     }
 
     /// Ciphertext waiting to be sent (handshake messages, records, alerts).
-    pub fn output(&mut self) -> Vec<u8> {
+    pub(crate) fn output(&mut self) -> Vec<u8> {
         let mut buf = Vec::new();
         while self.conn.wants_write() {
             if self.conn.write_tls(&mut buf).is_err() {
@@ -227,7 +223,7 @@ impl TlsSession {
     }
 
     /// Encrypt application data (fetch it with [`TlsSession::output`]).
-    pub fn encrypt(&mut self, plain: &[u8]) {
+    pub(crate) fn encrypt(&mut self, plain: &[u8]) {
         // No buffer limit is set, so the whole payload is taken.
         if let Err(e) = self.conn.writer().write_all(plain) {
             log::warn!("TLS write of {} bytes: {e}", plain.len());
@@ -235,13 +231,18 @@ impl TlsSession {
     }
 
     /// Say goodbye (fetch it with [`TlsSession::output`]).
-    pub fn close_notify(&mut self) {
+    pub(crate) fn close_notify(&mut self) {
         self.conn.send_close_notify();
     }
 
     /// Process received ciphertext; decrypted data goes to `rx`. `Err` (a precise reason) when the
     /// peer broke the session: a handshake failure, an alert, a record that is not TLS.
-    pub fn input(&mut self, data: &[u8], rx: &mut RxQueue, now: Instant) -> Result<Input, String> {
+    pub(crate) fn input(
+        &mut self,
+        data: &[u8],
+        rx: &mut RxQueue,
+        now: Instant,
+    ) -> Result<Input, String> {
         // Anything from the server after our certificate went out means it accepted it (a rejection
         // arrives as an alert, which fails below).
         let answer_to_grace = self.grace_until.is_some() && !data.is_empty();
@@ -573,7 +574,7 @@ fn server_name(p: &TlsParams, peer: Ipv4Addr) -> ServerName<'static> {
 }
 
 /// A precise, human description of a TLS failure for the log.
-pub fn describe(e: &rustls::Error) -> String {
+pub(crate) fn describe(e: &rustls::Error) -> String {
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     match e {
         E::InvalidCertificate(C::UnknownIssuer) => {
@@ -610,7 +611,7 @@ pub fn describe(e: &rustls::Error) -> String {
 }
 
 /// A precise, human description of a failure of a server session (the module serving TLS).
-pub fn describe_as_server(e: &rustls::Error) -> String {
+pub(crate) fn describe_as_server(e: &rustls::Error) -> String {
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     match e {
         E::NoCertificatesPresented => "client presented no certificate (P9=2 requires one)".into(),
