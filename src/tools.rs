@@ -6,8 +6,8 @@
 use crate::certstore::CertStore;
 use eswifi_core::module::certs::{Item, SET_COUNT};
 use eswifi_core::module::pem_check;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -156,14 +156,13 @@ impl Line {
 
     /// Read once (after waiting at most [`REPLY_TIMEOUT`]) and append to the reply being read.
     fn read_some(&mut self) {
-        let mut p = libc::pollfd {
-            fd: self.f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, REPLY_TIMEOUT.as_millis() as i32) };
-        if r == 0 {
+        let ready = eswifi_test_support::harness::poll_fd(
+            self.f.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+            REPLY_TIMEOUT,
+        )
+        .expect("poll");
+        if !ready {
             panic!(
                 "no reply within {REPLY_TIMEOUT:?}; so far \"{}\"",
                 self.acc.escape_ascii()

@@ -315,15 +315,15 @@ fn bulk(rounds: usize) -> Vec<Figure> {
 /// and `P9=1`.
 fn tls_connect(rounds: usize) -> Vec<Figure> {
     const PER_ROUND: usize = 10;
-    let pki = tls::Pki::new();
-    let server = tls::Server::start(&pki);
+    let pki = eswifi_test_support::pki::pki();
+    let server = tls::Server::start(pki);
     let emu = Proc::emulator(&[], None, 1);
     let mut a = emu.line();
     a.reply_len();
     join(&mut a);
     a.ok(b"PF=0,0\r");
-    let mut pg = format!("PG=0,0,{:04}\r", pki.ca_pem.len()).into_bytes();
-    pg.extend_from_slice(pki.ca_pem.as_bytes());
+    let mut pg = format!("PG=0,0,{:04}\r", pki.ca.cert_pem.len()).into_bytes();
+    pg.extend_from_slice(pki.ca.cert_pem.as_bytes());
     a.ok(&pg);
     for c in ["P0=2", "P1=3", "P3=127.0.0.1"] {
         a.ok(format!("{c}\r").as_bytes());
@@ -335,7 +335,7 @@ fn tls_connect(rounds: usize) -> Vec<Figure> {
     let made = std::cell::Cell::new(0);
     for verify in [false, true] {
         a.ok(format!("P9={}\r", u8::from(verify)).as_bytes());
-        let cfg = tls::client_config(&pki, verify);
+        let cfg = tls::client_config(pki, verify);
         let emu_round = || {
             let mut total = Duration::ZERO;
             for _ in 0..PER_ROUND {

@@ -2,7 +2,6 @@
 //! resumes sessions (the module builds a fresh configuration per connection, so it never could):
 //! every handshake is a full one.
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -16,32 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A CA and a server certificate it signed (for 127.0.0.1), as PEM.
-pub struct Pki {
-    pub ca_pem: String,
-    server_pem: String,
-    server_key_pem: String,
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "eswifi-emu bench CA");
-        let ca = p.self_signed(&ca_key).expect("CA");
-        let key = KeyPair::generate().expect("server key");
-        let sp = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("params");
-        let server = sp.signed_by(&key, &ca, &ca_key).expect("server cert");
-        Pki {
-            ca_pem: ca.pem(),
-            server_pem: server.pem(),
-            server_key_pem: key.serialize_pem(),
-        }
-    }
-}
+/// The test PKI of the workspace's tests: a CA and a server certificate for 127.0.0.1.
+pub use eswifi_test_support::pki::Pki;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -57,8 +32,9 @@ pub struct Server {
 
 impl Server {
     pub fn start(pki: &Pki) -> Server {
-        let certs = vec![CertificateDer::from_pem_slice(pki.server_pem.as_bytes()).expect("pem")];
-        let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).expect("key");
+        let certs =
+            vec![CertificateDer::from_pem_slice(pki.server.cert_pem.as_bytes()).expect("pem")];
+        let key = PrivateKeyDer::from_pem_slice(pki.server.key_pem.as_bytes()).expect("key");
         let mut cfg = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("versions")
@@ -146,7 +122,7 @@ pub fn client_config(pki: &Pki, verify: bool) -> Arc<ClientConfig> {
     let mut cfg = if verify {
         let mut roots = RootCertStore::empty();
         roots
-            .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).expect("ca"))
+            .add(CertificateDer::from_pem_slice(pki.ca.cert_pem.as_bytes()).expect("ca"))
             .expect("root");
         let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()

@@ -134,7 +134,7 @@ fn tcp_connect_send_receive_peer_close() {
     let sock = socket2::SockRef::from(&tcp.stream);
     assert!(sock.keepalive().expect("SO_KEEPALIVE"));
     assert_eq!(
-        sock.keepalive_time().expect("idle"),
+        sock.tcp_keepalive_time().expect("idle"),
         Duration::from_secs(30)
     );
 

@@ -12,7 +12,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serialport::SerialPort;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -88,11 +88,17 @@ pub(crate) enum Port {
     },
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
+}
+
+/// The descriptor of a tty port (serialport's `TTYPort` offers only the raw one).
+fn tty_fd(t: &serialport::TTYPort) -> BorrowedFd<'_> {
+    // SAFETY: the port owns the fd for as long as `t` lives, and the borrow cannot outlive `t`.
+    unsafe { BorrowedFd::borrow_raw(t.as_raw_fd()) }
 }
 
 impl Port {
@@ -121,7 +127,7 @@ impl Port {
             .flow_control(flow)
             .open_native()
             .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-        set_nonblocking(port.as_raw_fd())?;
+        set_nonblocking(tty_fd(&port))?;
         Ok(Port::Tty(port))
     }
 
@@ -149,8 +155,8 @@ impl Port {
 
     /// stdin and stdout (made non-blocking).
     pub(crate) fn stdio() -> io::Result<Port> {
-        set_nonblocking(0)?;
-        set_nonblocking(1)?;
+        set_nonblocking(io::stdin())?;
+        set_nonblocking(io::stdout())?;
         Ok(Port::Stdio { writable: false })
     }
 
@@ -278,7 +284,7 @@ impl Port {
     ) -> io::Result<usize> {
         let r = match self {
             Port::Pty { pty, .. } => pty.read(buf),
-            Port::Tty(t) => nix::unistd::read(t.as_raw_fd(), buf).map_err(io::Error::from),
+            Port::Tty(t) => nix::unistd::read(tty_fd(t), buf).map_err(io::Error::from),
             Port::Listen { conn, .. } => match conn {
                 Some((s, _)) => s.read(buf),
                 None => Err(io::ErrorKind::WouldBlock.into()),
@@ -287,7 +293,7 @@ impl Port {
                 Some(s) if *up => s.read(buf),
                 _ => Err(io::ErrorKind::WouldBlock.into()),
             },
-            Port::Stdio { .. } => nix::unistd::read(0, buf).map_err(io::Error::from),
+            Port::Stdio { .. } => nix::unistd::read(io::stdin(), buf).map_err(io::Error::from),
         };
         match r {
             Ok(0) if buf.is_empty() => Ok(0),
@@ -329,11 +335,7 @@ impl Port {
     ) -> io::Result<usize> {
         let r = match self {
             Port::Pty { pty, .. } => pty.write(data),
-            Port::Tty(t) => {
-                // SAFETY: the port owns the fd for as long as `t` lives, which covers this call.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(t.as_raw_fd()) };
-                nix::unistd::write(fd, data).map_err(io::Error::from)
-            }
+            Port::Tty(t) => nix::unistd::write(tty_fd(t), data).map_err(io::Error::from),
             Port::Listen { conn, .. } => match conn {
                 Some((s, _)) => s.write(data),
                 None => Err(io::ErrorKind::WouldBlock.into()),

@@ -32,14 +32,11 @@ impl Pty {
         cfmakeraw(&mut termios);
         tcsetattr(&slave, SetArg::TCSANOW, &termios)?;
 
-        let flags = OFlag::from_bits_truncate(fcntl(master.as_raw_fd(), FcntlArg::F_GETFL)?);
-        fcntl(
-            master.as_raw_fd(),
-            FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
-        )?;
+        let flags = OFlag::from_bits_truncate(fcntl(&master, FcntlArg::F_GETFL)?);
+        fcntl(&master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         // Keep both ends out of any child process a later feature might spawn: a leaked slave fd
         // would keep the line alive behind our back.
-        for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        for fd in [&master, &slave] {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
         }
 

@@ -5,10 +5,11 @@
 //! after [`SERVER_LIFETIME`], and a still-running emulator is killed when its [`Emu`] is dropped.
 //! On a failing test the emulator's log file path (and its tail) is printed.
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
@@ -170,32 +171,23 @@ pub fn tcp_line(s: TcpStream) -> File {
 
 // ---- poll helpers ---------------------------------------------------------------------------------
 
-fn poll_ms(d: Duration) -> i32 {
-    let ms = d.as_micros().div_ceil(1000);
-    ms.min(i32::MAX as u128) as i32
-}
-
-/// Wait until `fd` has `events` (POLLIN/POLLOUT) or `timeout` passed. Returns the revents (0 on
-/// timeout).
-fn poll_fd(fd: i32, events: libc::c_short, timeout: Duration) -> io::Result<libc::c_short> {
+/// Wait until `fd` is ready for `events` (POLLIN/POLLOUT) or `timeout` passed (a signal does not
+/// cut the wait short). False on timeout.
+pub fn poll_fd(fd: BorrowedFd<'_>, events: PollFlags, timeout: Duration) -> io::Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
-        let mut p = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
         let left = deadline.saturating_duration_since(Instant::now());
-        // SAFETY: one valid pollfd, count 1.
-        let r = unsafe { libc::poll(&mut p, 1, poll_ms(left)) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted && Instant::now() < deadline {
-                continue;
-            }
-            return Err(e);
+        let ms = left.as_micros().div_ceil(1000);
+        let mut fds = [PollFd::new(fd, events)];
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) if Instant::now() < deadline => {}
+            Err(e) => return Err(e.into()),
         }
-        return Ok(if r == 0 { 0 } else { p.revents });
     }
 }
 
@@ -351,8 +343,7 @@ impl Emu {
                     esc(&line)
                 ));
             }
-            let rev = poll_fd(out.as_raw_fd(), libc::POLLIN, left).expect("poll stdout");
-            if rev == 0 {
+            if !poll_fd(out.as_fd(), PollFlags::POLLIN, left).expect("poll stdout") {
                 continue;
             }
             match out.read(&mut byte) {
@@ -417,8 +408,8 @@ impl Emu {
         }
     }
 
-    fn fd(&self) -> i32 {
-        self.pty.as_ref().expect("pty is closed").as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.pty.as_ref().expect("pty is closed").as_fd()
     }
 
     /// Write all of `data` to the pty (bounded by the reply timeout).
@@ -434,8 +425,7 @@ impl Emu {
                     data.len()
                 ));
             }
-            let fd = self.fd();
-            if let Err(e) = poll_fd(fd, libc::POLLOUT, left) {
+            if let Err(e) = poll_fd(self.fd(), PollFlags::POLLOUT, left) {
                 self.fail(&format!("poll pty for writing: {e}"));
             }
             match self.pty.as_ref().unwrap().write(rest) {
@@ -477,8 +467,7 @@ impl Emu {
 
     /// Read what is available within `wait`, appending to `buf`. Ok(false) when nothing came.
     fn read_some(&mut self, buf: &mut Vec<u8>, wait: Duration) -> io::Result<bool> {
-        let rev = poll_fd(self.fd(), libc::POLLIN, wait)?;
-        if rev == 0 {
+        if !poll_fd(self.fd(), PollFlags::POLLIN, wait)? {
             return Ok(false);
         }
         let mut chunk = [0u8; 4096];
@@ -592,10 +581,10 @@ impl Emu {
             } else {
                 left
             };
-            match poll_fd(self.fd(), libc::POLLIN, wait) {
-                Ok(0) if at_prompt => return pieces,
-                Ok(0) => continue,
-                Ok(_) => {}
+            match poll_fd(self.fd(), PollFlags::POLLIN, wait) {
+                Ok(false) if at_prompt => return pieces,
+                Ok(false) => continue,
+                Ok(true) => {}
                 Err(e) => self.fail(&format!("poll pty: {e}")),
             }
             let mut chunk = [0u8; 4096];

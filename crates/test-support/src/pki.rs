@@ -63,9 +63,9 @@ fn subject_of(cn: &str) -> String {
     format!("O={ORG}, CN={cn}")
 }
 
-/// An rcgen CA able to sign.
+/// An rcgen CA able to sign: its parameters and key make the issuer of what it signs.
 pub struct Ca {
-    cert: rcgen::Certificate,
+    params: CertificateParams,
     key: KeyPair,
     pub id: Identity,
 }
@@ -84,6 +84,10 @@ fn ca_params(cn: &str) -> CertificateParams {
 }
 
 impl Ca {
+    fn issuer(&self) -> rcgen::Issuer<'_, &KeyPair> {
+        rcgen::Issuer::from_params(&self.params, &self.key)
+    }
+
     pub fn new(cn: &str) -> Ca {
         let mut p = ca_params(cn);
         p.not_before = rcgen::date_time_ymd(2015, 1, 1);
@@ -95,7 +99,7 @@ impl Ca {
             key_pem: key.serialize_pem(),
             subject: subject_of(cn),
         };
-        Ca { cert, key, id }
+        Ca { params: p, key, id }
     }
 
     /// An intermediate CA signed by this one.
@@ -106,14 +110,14 @@ impl Ca {
         p.not_after = rcgen::date_time_ymd(2099, 12, 31);
         let key = KeyPair::generate().expect("intermediate key");
         let cert = p
-            .signed_by(&key, &self.cert, &self.key)
+            .signed_by(&key, &self.issuer())
             .expect("intermediate certificate");
         let id = Identity {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             subject: subject_of(cn),
         };
-        Ca { cert, key, id }
+        Ca { params: p, key, id }
     }
 
     /// A server (`server = true`: serverAuth, SANs 127.0.0.1 and localhost) or client certificate.
@@ -138,7 +142,7 @@ impl Ca {
         p.not_after = rcgen::date_time_ymd(to, 1, 1);
         let key = KeyPair::generate().expect("key");
         let cert = p
-            .signed_by(&key, &self.cert, &self.key)
+            .signed_by(&key, &self.issuer())
             .expect("signing certificate");
         Identity {
             cert_pem: cert.pem(),

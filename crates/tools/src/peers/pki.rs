@@ -126,16 +126,16 @@ pub(super) fn load_or_create(dir: &Path, extra_ip: Option<IpAddr>) -> Result<Dem
     }
     let err = |e: rcgen::Error| format!("generating the demo certificates: {e}");
     let ca_key = KeyPair::generate().map_err(err)?;
-    let ca = ca_params("eswifi-emu demo CA")
-        .self_signed(&ca_key)
-        .map_err(err)?;
+    let ca_p = ca_params("eswifi-emu demo CA");
+    let ca = ca_p.self_signed(&ca_key).map_err(err)?;
+    let issuer = rcgen::Issuer::from_params(&ca_p, &ca_key);
     let server_key = KeyPair::generate().map_err(err)?;
     let server = leaf_params("eswifi-emu demo server", true, extra_ip)?
-        .signed_by(&server_key, &ca, &ca_key)
+        .signed_by(&server_key, &issuer)
         .map_err(err)?;
     let client_key = KeyPair::generate().map_err(err)?;
     let client = leaf_params("eswifi-emu demo client", false, None)?
-        .signed_by(&client_key, &ca, &ca_key)
+        .signed_by(&client_key, &issuer)
         .map_err(err)?;
     let other_key = KeyPair::generate().map_err(err)?;
     let other = ca_params("unrelated CA (not the demo server's issuer)")

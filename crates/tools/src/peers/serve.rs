@@ -2,13 +2,15 @@
 //! on live connections, idle limits, and the rustls server configurations. Every loop here is
 //! bounded: by the stop flag (checked at least every [`TICK`]) and by [`IDLE_LIMIT`] per connection.
 
+use crate::script::port::wait_fd;
+use nix::poll::PollFlags;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -34,16 +36,6 @@ impl Stop {
     }
 }
 
-fn readable(fd: i32, timeout: Duration) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) > 0 }
-}
-
 /// Accept on `listener` until stopped; each connection runs `handle` on a thread of its own.
 pub(super) fn accept_loop<F>(
     name: &'static str,
@@ -60,7 +52,7 @@ where
         .name(format!("peer-{name}"))
         .spawn(move || {
             while !stop.stopped() {
-                if !readable(listener.as_raw_fd(), TICK) {
+                if !wait_fd(listener.as_fd(), PollFlags::POLLIN, TICK).unwrap_or(false) {
                     continue;
                 }
                 let (sock, peer) = match listener.accept() {

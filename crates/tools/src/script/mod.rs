@@ -14,7 +14,7 @@ pub mod cli;
 mod ctl;
 pub mod embedded;
 pub(crate) mod lang;
-mod port;
+pub(crate) mod port;
 mod reply;
 mod run;
 mod session;

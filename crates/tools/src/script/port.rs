@@ -3,11 +3,12 @@
 //! baud rate (`--serial`, the `serialport` crate), and a TCP connection (`--connect`, a QEMU or
 //! Renode serial socket). The embedded emulator is reached through its pty path.
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, ControlFlags, SetArg};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,31 +50,26 @@ pub(super) fn open(spec: &PortSpec, timeout: Duration) -> io::Result<Box<dyn Por
     }
 }
 
-fn millis(t: Duration) -> libc::c_int {
-    t.as_millis().min(libc::c_int::MAX as u128) as libc::c_int
-}
-
-/// Wait until `fd` is ready for `events` (POLLIN/POLLOUT), at most `timeout`. False on timeout.
-fn wait_fd(fd: libc::c_int, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+/// Wait until `fd` is ready for `events`, at most `timeout` (a signal does not cut the wait
+/// short). False on timeout.
+pub(crate) fn wait_fd(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    timeout: Duration,
+) -> io::Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
-        let mut p = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
         let left = deadline.saturating_duration_since(Instant::now());
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut p, 1, millis(left)) };
-        match n {
-            0 => return Ok(false),
-            n if n > 0 => return Ok(true),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted || Instant::now() >= deadline {
-                    return Err(e);
-                }
-            }
+        let ms = left.as_micros().div_ceil(1000);
+        let mut fds = [PollFd::new(fd, events)];
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) if Instant::now() < deadline => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -122,7 +118,7 @@ impl Port for TtyPort {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || !wait_fd(self.file.as_raw_fd(), libc::POLLOUT, left)? {
+                    if left.is_zero() || !wait_fd(self.file.as_fd(), PollFlags::POLLOUT, left)? {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "the line takes no more bytes (the module is not reading)",
@@ -144,7 +140,7 @@ impl Port for TtyPort {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || !wait_fd(self.file.as_raw_fd(), libc::POLLIN, left)? {
+                    if left.is_zero() || !wait_fd(self.file.as_fd(), PollFlags::POLLIN, left)? {
                         return Ok(0);
                     }
                 }
