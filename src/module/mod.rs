@@ -387,7 +387,8 @@ impl Module {
         let mut m = Module {
             profile,
             wire,
-            framer: Framer::new(config.quirks.drop_byte_after_payload),
+            framer: Framer::new(config.quirks.drop_byte_after_payload)
+                .spi(config.module.bus == Bus::Spi),
             out: Vec::new(),
             ops: VecDeque::new(),
             store_ops: VecDeque::new(),
