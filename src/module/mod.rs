@@ -451,7 +451,7 @@ impl Module {
         self.last_now = now;
         match ev {
             NetEvent::Resolved { query, result } => self.on_resolved(query, result),
-            NetEvent::Connected { conn, local } => self.on_connected(conn, local, now),
+            NetEvent::Connected { conn, local, peer } => self.on_connected(conn, local, peer, now),
             NetEvent::ConnectFailed { conn, error } => self.on_connect_failed(conn, error),
             NetEvent::Data { conn, data } => self.on_data(conn, &data, now),
             NetEvent::Datagram { conn, data, from } => self.on_datagram(conn, data, from),
