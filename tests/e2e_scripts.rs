@@ -164,8 +164,13 @@ fn until_repeats_the_command_and_gives_up_with_what_came() {
 fn wait_reads_an_asynchronous_message_in_both_event_modes() {
     for mode in ["uart", "poll"] {
         let port = closed_port();
+        // The whole message in poll mode: `wait exact`.
+        let wait = match mode {
+            "uart" => "wait \"[TCP SVR] Accepted\"".to_string(),
+            _ => format!("wait exact \"[TCP SVR] Accepted 127.0.0.1:{port}\""),
+        };
         let text = format!(
-            "{JOIN}P0=0\nP1=0\nP2={port}\nP5=1\nwait \"[TCP SVR] Accepted\" within 20s\n\
+            "{JOIN}P0=0\nP1=0\nP2={port}\nP5=1\n{wait} within 20s\n\
              P?\nexpect /^0,127\\.0\\.0\\.1,{port},/\n"
         );
         // Plays the client: connects once the module listens (bounded tries).
@@ -206,6 +211,39 @@ fn wait_times_out_naming_the_line() {
             "t.iwin:2: wait \"[TCP SVR] Accepted\" within 200ms",
             "an asynchronous message containing \"[TCP SVR] Accepted\" within 200 ms",
             "no asynchronous message",
+        ],
+    );
+}
+
+#[test]
+fn wait_exact_wants_the_whole_message_and_boot_the_power_up_output() {
+    assert_fails(
+        &run_text("I?\nwait exact \"[TCP SVR]\" within 200ms\n", &[]),
+        &["an asynchronous message that is exactly \"[TCP SVR]\" within 200 ms"],
+    );
+    // After ZR: its reply, then the banner and prompt, which `boot` waits for and checks.
+    let r = run_text(
+        "ZR\nexpect exact \"[MODULE ] Resetting...\"\nboot within 5s\n\
+         expect /^ +eS-WiFi\\r\\n/\nexpect /Copyright \\(c\\)2011-2020$/\nI?\n",
+        &[],
+    );
+    assert_passes(&r);
+    assert!(r.1.contains("t.iwin:3 "), "{}", r.1);
+    assert_fails(
+        &run_text("ZR\nboot\nexpect exact \"no banner\"\n", &[]),
+        &[
+            "t.iwin:3: expect exact \"no banner\"",
+            "command:  boot",
+            r#"got:      "\r\n                eS-WiFi\r\n"#,
+        ],
+    );
+    // Without a reset nothing comes.
+    assert_fails(
+        &run_text("I?\nboot within 200ms\n", &[]),
+        &[
+            "t.iwin:2: boot within 200ms",
+            "the module's power-up output (ending in a prompt) within 200 ms",
+            "got:      nothing",
         ],
     );
 }
