@@ -695,6 +695,85 @@ fn every_shipped_script_passes_against_the_embedded_emulator_and_peers() {
     assert!(!xml.contains("<failure"), "{xml}");
 }
 
+/// The conformance suite (issue 20): `scripts/conformance/*.iwin`, then the scripts that need a
+/// station on the soft AP (`station/`); `lib/` holds what they include.
+fn conformance_suite() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for dir in ["scripts/conformance", "scripts/conformance/station"] {
+        let mut d: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "iwin"))
+            .collect();
+        d.sort();
+        v.extend(d);
+    }
+    v
+}
+
+#[test]
+fn the_conformance_suite_passes_against_the_embedded_emulator() {
+    let scripts = conformance_suite();
+    let name = |p: &PathBuf| p.file_stem().unwrap().to_string_lossy().into_owned();
+    let names: Vec<String> = scripts.iter().map(name).collect();
+    // What issue 20 asks to cover, at least.
+    for want in [
+        "p6-tcp",
+        "p6-udp",
+        "p6-tls",
+        "closed-by-host",
+        "closed-by-peer",
+        "r0-no-data",
+        "errors-mt0",
+        "errors-mt1",
+        "pq-after-accept",
+        "pq-after-datagram",
+        "tcp-accepted-line",
+        "ar-no-stations",
+        "ar-stations",
+        "t0-repeats",
+        "zr-volatile",
+        "boot-output",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "no {want}.iwin in {names:?}"
+        );
+    }
+    for p in &scripts {
+        let text = std::fs::read_to_string(p).unwrap();
+        let n = name(p);
+        assert!(text.starts_with(&format!("// {n}.iwin: ")), "{n}: header");
+        assert!(
+            text.contains("Needs:"),
+            "{n}: the header does not say what it needs"
+        );
+        // Each states the emulator's bytes; T0's times vary, so its lines are matched by form.
+        assert!(
+            text.contains("expect exact") || n == "t0-repeats",
+            "{n}: no `expect exact`"
+        );
+    }
+    let peers = Peers::start();
+    let dir = TempDir::new("conformance");
+    let junit = dir.path().join("report.xml");
+    let mut args: Vec<String> = vec!["run".into()];
+    args.extend(scripts.iter().map(|p| p.display().to_string()));
+    args.extend(peers.args());
+    // The call-back client reaches the emulator's soft AP from this machine.
+    args.extend(["--var".into(), format!("AP_HOST={}", peers.var("HOST"))]);
+    args.extend(["--junit".into(), junit.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = eswifi(&args);
+    assert_eq!(r.0, Some(0), "stdout:\n{}\nstderr:\n{}", r.1, r.2);
+    let summary = format!("{} passed, 0 failed", scripts.len());
+    assert!(r.1.trim_end().ends_with(&summary), "{}", r.1);
+    let xml = std::fs::read_to_string(junit).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), scripts.len());
+    // The connect line is what the suite says the emulator prints now.
+    assert!(r.1.contains("[TCP  RC] Connecting to 127.0.0.1"), "{}", r.1);
+}
+
 #[test]
 fn tcp_server_script_waits_with_mr_in_poll_mode() {
     let peers = Peers::start();
