@@ -695,27 +695,26 @@ fn every_shipped_script_passes_against_the_embedded_emulator_and_peers() {
     assert!(!xml.contains("<failure"), "{xml}");
 }
 
-/// The conformance suite (issue 20): `scripts/conformance/*.iwin`, then the scripts that need a
-/// station on the soft AP (`station/`); `lib/` holds what they include.
-fn conformance_suite() -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for dir in ["scripts/conformance", "scripts/conformance/station"] {
-        let mut d: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "iwin"))
-            .collect();
-        d.sort();
-        v.extend(d);
-    }
+/// The conformance suite (issue 20): the scripts in `dir` (`lib/` holds what they include).
+fn conformance_scripts(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "iwin"))
+        .collect();
+    v.sort();
     v
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem().unwrap().to_string_lossy().into_owned()
 }
 
 #[test]
 fn the_conformance_suite_passes_against_the_embedded_emulator() {
-    let scripts = conformance_suite();
-    let name = |p: &PathBuf| p.file_stem().unwrap().to_string_lossy().into_owned();
-    let names: Vec<String> = scripts.iter().map(name).collect();
+    let scripts = conformance_scripts("scripts/conformance");
+    let station = conformance_scripts("scripts/conformance/station");
+    let names: Vec<String> = scripts.iter().chain(&station).map(|p| stem(p)).collect();
     // What issue 20 asks to cover, at least.
     for want in [
         "p6-tcp",
@@ -740,9 +739,9 @@ fn the_conformance_suite_passes_against_the_embedded_emulator() {
             "no {want}.iwin in {names:?}"
         );
     }
-    for p in &scripts {
+    for p in scripts.iter().chain(&station) {
         let text = std::fs::read_to_string(p).unwrap();
-        let n = name(p);
+        let n = stem(p);
         assert!(text.starts_with(&format!("// {n}.iwin: ")), "{n}: header");
         assert!(
             text.contains("Needs:"),
@@ -760,8 +759,6 @@ fn the_conformance_suite_passes_against_the_embedded_emulator() {
     let mut args: Vec<String> = vec!["run".into()];
     args.extend(scripts.iter().map(|p| p.display().to_string()));
     args.extend(peers.args());
-    // The call-back client reaches the emulator's soft AP from this machine.
-    args.extend(["--var".into(), format!("AP_HOST={}", peers.var("HOST"))]);
     args.extend(["--junit".into(), junit.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = eswifi(&args);
@@ -772,6 +769,76 @@ fn the_conformance_suite_passes_against_the_embedded_emulator() {
     assert_eq!(xml.matches("<testcase ").count(), scripts.len());
     // The connect line is what the suite says the emulator prints now.
     assert!(r.1.contains("[TCP  RC] Connecting to 127.0.0.1"), "{}", r.1);
+}
+
+/// `station/ar-stations.iwin` waits for a station on the soft AP: this test is the station, a
+/// client of the server the script starts at the AP's address (the address read from the step
+/// line of `AD` as the runner prints it).
+#[test]
+fn the_conformance_station_script_passes_with_a_station() {
+    let peers = Peers::start();
+    let port: u16 = peers.var("SERVER_PORT").parse().unwrap();
+    let script = repo().join("scripts/conformance/station/ar-stations.iwin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eswifi-emu"))
+        .arg("run")
+        .arg(&script)
+        .args(peers.args())
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning eswifi-emu run");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    let mut station: Option<TcpStream> = None;
+    let timed_out = loop {
+        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(e) => break e == mpsc::RecvTimeoutError::Timeout,
+        };
+        if station.is_none() {
+            // `ok   ar-stations.iwin:11   AD   [AP     ] SSID: conf-ap,127.0.10.4\r\n[WEB …`
+            if let Some(at) = line.find("SSID: conf-ap,") {
+                let ip: String = line[at + 14..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
+                station = (0..200).find_map(|_| {
+                    TcpStream::connect((ip.as_str(), port)).ok().or_else(|| {
+                        std::thread::sleep(Duration::from_millis(50));
+                        None
+                    })
+                });
+                assert!(station.is_some(), "no server at {ip}:{port}");
+            }
+        }
+        out.push(line);
+    };
+    if timed_out {
+        // Past the deadline with the script still waiting.
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait");
+    let out = out.join("\n");
+    assert!(status.success(), "{out}");
+    assert!(out.ends_with("1 passed, 0 failed"), "{out}");
+    // The station connected from 127.0.0.1: its MAC follows that address.
+    assert!(
+        out.contains("[AP DHCP] Assigned 02:00:7F:00:00:01"),
+        "{out}"
+    );
+    assert!(out.contains(r"1,02:00:7F:00:00:01,-40\r\n"), "{out}");
 }
 
 #[test]
