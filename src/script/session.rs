@@ -3,7 +3,7 @@
 //! bounds every wait.
 
 use super::port::Port;
-use super::reply::{mr_message, next_frame, Frame, Reply, PROMPT};
+use super::reply::{mr_message, next_boot_frame, next_frame, Frame, Reply, PROMPT};
 use crate::config::EventMode;
 use std::collections::VecDeque;
 use std::io;
@@ -162,7 +162,7 @@ impl Session {
     pub fn read_boot(&mut self, timeout: Duration) -> Result<Reply, SessionError> {
         let deadline = Instant::now() + timeout;
         loop {
-            while let Some(f) = next_frame(&mut self.buf) {
+            while let Some(f) = next_boot_frame(&mut self.buf) {
                 match f {
                     Frame::Unsolicited(u) => return Ok(Reply { raw: u }),
                     Frame::Event(e) => self.keep_event(e),
