@@ -496,7 +496,7 @@ fn refused_and_black_holed_connects_never_reach_the_server() {
     assert!(server.peers().is_empty(), "{:?}", server.peers());
     // Cleared: the same connect goes through.
     f.clear();
-    f.emu.expect(b"P6=1\r", OK);
+    f.emu.expect(b"P6=1\r", CONNECTING);
     assert_eq!(server.peers().len(), 1);
     let n = f.fault_notes();
     assert!(n.iter().any(|n| n.contains("refused")), "{n:?}");
@@ -614,7 +614,7 @@ fn latency_and_bandwidth_slow_the_connection_both_ways() {
     f.emu.expect(b"P6=0\r", OK);
     f.clear();
     f.add("net.bandwidth *:* 20kB/s");
-    f.emu.expect(b"P6=1\r", OK);
+    f.emu.expect(b"P6=1\r", CONNECTING);
     let data = pattern(10_000, 2);
     let t = Instant::now();
     f.emu.send_chunked(&data, 1460);

@@ -6,9 +6,12 @@
 //! - the commands added (`ZP`, `AR`, `S0`, `R4`, stubs), `Z?` with `Z6`, the `D0` failure code and
 //!   the closed-connection forms;
 //! - Zephyr's stray byte after every payload, in a write of its own, 100 times;
-//! - Mbed's UDP clients (no `P2`; `P4` = local port before `P6=1`), two and four at once.
+//! - Mbed's UDP clients (no `P2`; `P4` = local port before `P6=1`), two and four at once;
+//! - `P6=1` for TCP, UDP and TLS on each profile and bus, read the way each host driver of spec §6
+//!   classifies a reply (issue 20), and an SPI host padding its commands with 0x15.
 
 use eswifi_test_support::harness::*;
+use eswifi_test_support::tls::{pki, server_config, TlsServer, Versions};
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -289,6 +292,200 @@ fn each_profile_answers_its_ok_transport_and_udp_read_forms() {
     }
 }
 
+// ---- P6=1 as each host driver reads it ------------------------------------------------------------
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What an SPI host keeps of a reply: trailing 0x15 pads dropped (spec §2.7).
+fn unpadded(r: &[u8]) -> &[u8] {
+    let end = r.iter().rposition(|&b| b != 0x15).map_or(0, |i| i + 1);
+    &r[..end]
+}
+
+/// ST `es_wifi.c`, `AT_ExecuteCommand`: success when `\r\nOK\r\n> ` occurs anywhere.
+fn st_ok(r: &[u8]) -> bool {
+    find(unpadded(r), b"\r\nOK\r\n> ").is_some()
+}
+
+/// CMSIS `WiFi_ISM43362.c`, `SPI_SendReceive`: trailing 0x15 dropped, then code 0 when more than 4
+/// bytes came and the last 8 are `\r\nOK\r\n> `.
+fn cmsis_ok(r: &[u8]) -> bool {
+    let r = unpadded(r);
+    r.len() > 4 && r.ends_with(b"\r\nOK\r\n> ")
+}
+
+/// Mbed `ISM43362::check_response` on its ATParser: `recv("OK\r\n")` drops each line that is not
+/// `OK` (its buffer restarts at every CR or LF), then `recv(">%[^\n]")` wants a line starting with
+/// `>` and one more character.
+fn mbed_ok(r: &[u8]) -> bool {
+    let mut start = 0;
+    let mut after_ok = None;
+    for (j, &c) in r.iter().enumerate() {
+        if c == b'\r' || c == b'\n' {
+            if &r[start..j] == b"OK" {
+                after_ok = Some(j + 1);
+                break;
+            }
+            start = j + 1;
+        }
+    }
+    let Some(from) = after_ok else {
+        return false;
+    };
+    (from..r.len()).any(|p| {
+        r[p] == b'>'
+            && (p == from || matches!(r[p - 1], b'\r' | b'\n'))
+            && r.get(p + 1).is_some_and(|&c| c != b'\n')
+    })
+}
+
+/// Zephyr `eswifi_at_cmd_rsp`: starts with CR LF, and `\r\nOK\r\n>` at an offset from 1 to
+/// length - 8.
+fn zephyr_ok(r: &[u8]) -> bool {
+    let r = unpadded(r);
+    r.starts_with(b"\r\n")
+        && r.len() >= 9
+        && (1..=r.len() - 8).any(|i| r[i..].starts_with(b"\r\nOK\r\n>"))
+}
+
+/// Mongoose `ism43xxx_core.c`: the first two bytes dropped, lines split at CR LF until only `> `
+/// is left; the last line (empty ones count) is the status, success when it is `OK`.
+fn mongoose_ok(r: &[u8]) -> bool {
+    let Some(mut s) = unpadded(r).get(2..) else {
+        return false;
+    };
+    let mut last: &[u8] = b"";
+    loop {
+        match find(s, b"\r\n") {
+            Some(i) => {
+                last = &s[..i];
+                s = &s[i + 2..];
+            }
+            None => return s == b"> " && last == b"OK",
+        }
+    }
+}
+
+/// The Rust `es-wifi-driver` (lulf, from drogue-device; `parser::connected`): `\r\n[TCP  RC]
+/// Connecting to `, anything up to CR LF, then `OK\r\n> `. It takes nothing else as a connect.
+fn es_wifi_driver_connected(r: &[u8]) -> bool {
+    let Some(rest) = unpadded(r).strip_prefix(b"\r\n[TCP  RC] Connecting to ".as_slice()) else {
+        return false;
+    };
+    find(rest, b"\r\n").is_some_and(|i| rest[i + 2..].starts_with(b"OK\r\n> "))
+}
+
+#[test]
+fn driver_models_read_the_forms_they_were_written_for() {
+    let err = b"\r\n[TCP  RC] Failed to connect\r\nERROR: Unknown Error\r\nUsage: P6 <0=Stop/1=Start>\r\n> ";
+    for r in [OK, OK12, CONNECTING, b"\r\n-67\r\nOK\r\n> \x15".as_slice()] {
+        let all = [
+            st_ok(r),
+            cmsis_ok(r),
+            mbed_ok(r),
+            zephyr_ok(r),
+            mongoose_ok(r),
+        ];
+        assert_eq!(all, [true; 5], "{}", esc(r));
+    }
+    for r in [err.as_slice(), CLOSED, ERR1, b"\r\n-1\r\nOK\r\n".as_slice()] {
+        let all = [
+            st_ok(r),
+            cmsis_ok(r),
+            mbed_ok(r),
+            zephyr_ok(r),
+            mongoose_ok(r),
+        ];
+        assert_eq!(all, [false; 5], "{}", esc(r));
+    }
+    assert!(es_wifi_driver_connected(CONNECTING));
+    assert!(!es_wifi_driver_connected(OK), "the bare OK it rejects");
+}
+
+#[test]
+fn p6_1_per_profile_and_protocol_as_each_host_driver_reads_it() {
+    let tcp = Server::tcp_echo();
+    let udp = Server::udp_echo();
+    let pki = pki();
+    let tls = TlsServer::echo(server_config(&pki.self_signed, None, Versions::Both));
+    // Firmware, bus, the TCP connect's reply, the no-payload OK (also UDP's and TLS's connect).
+    let rows: [(&str, &str, &[u8], &[u8]); 4] = [
+        ("C3.5.2.3.STM", "uart", CONNECTING, OK),
+        ("C3.5.2.5.STM", "spi", CONNECTING, OK),
+        ("C6.2.1.7", "uart", OK, OK),
+        ("C6.2.1.8", "uart", OK12, OK12),
+    ];
+    for (fw, bus, tcp_reply, ok_form) in rows {
+        let is_spi = bus == "spi";
+        let wire = |v: &[u8]| if is_spi { spi(v.to_vec()) } else { v.to_vec() };
+        // The SPI host pads odd commands with 0x15, as the datasheet's worked example does.
+        let cmd = |c: &str| {
+            let mut v = c.as_bytes().to_vec();
+            if is_spi && v.len() % 2 == 1 {
+                v.push(0x15);
+            }
+            v
+        };
+        let cfg = format!("[identity]\nfirmware = \"{fw}\"\n[module]\nbus = \"{bus}\"\n");
+        let mut emu = Emu::start_with(Some(&cfg), &[]);
+        for c in ["C1=eswifi-e2e\r", "C2=secret123\r", "C3=3\r"] {
+            emu.expect(&cmd(c), &wire(ok_form));
+        }
+        emu.expect(
+            &cmd("C0\r"),
+            &wire(&ok("[JOIN   ] eswifi-e2e,127.0.0.1,0,0")),
+        );
+        let clients = [
+            (0, 0, tcp.port(), tcp_reply),
+            (1, 1, udp.port(), ok_form),
+            (2, 3, tls.port(), ok_form),
+        ];
+        for (sock, proto, port, want) in clients {
+            for c in [
+                format!("P0={sock}\r"),
+                format!("P1={proto}\r"),
+                "P3=127.0.0.1\r".into(),
+                format!("P4={port}\r"),
+            ] {
+                emu.expect(&cmd(&c), &wire(ok_form));
+            }
+            let got = emu.cmd(&cmd("P6=1\r"));
+            let what = format!("{fw} on {bus}: P6=1 with P1={proto}");
+            assert_bytes(&got, &wire(want), &what);
+            let readings = [
+                ("ST", st_ok(&got)),
+                ("CMSIS", cmsis_ok(&got)),
+                ("Mbed", mbed_ok(&got)),
+                ("Zephyr", zephyr_ok(&got)),
+                ("Mongoose", mongoose_ok(&got)),
+            ];
+            for (driver, success) in readings {
+                assert!(
+                    success,
+                    "{what}: {driver} reads \"{}\" as a failure",
+                    esc(&got)
+                );
+            }
+            // The Rust driver (TCP only) connects exactly where the connect line is printed.
+            let announced = proto == 0 && fw.starts_with("C3.5.2.");
+            assert_eq!(es_wifi_driver_connected(&got), announced, "{what}");
+        }
+        // The TCP socket is really connected: an echo comes back.
+        emu.expect(&cmd("P0=0\r"), &wire(ok_form));
+        emu.expect(&cmd("R2=2000\r"), &wire(ok_form));
+        let payload: &[u8] = if is_spi {
+            b"S3=0004\rping"
+        } else {
+            b"S3=4\rping"
+        };
+        emu.expect(payload, &wire(&ok("4")));
+        emu.expect(&cmd("R0\r"), &wire(&ok("ping")));
+        emu.stop();
+    }
+}
+
 // ---- the SPI bus ----------------------------------------------------------------------------------
 
 /// A reply as the SPI bus carries it: padded to whole 16-bit words with 0x15.
@@ -318,6 +515,12 @@ fn spi_bus_cursor_padding_and_events_by_mr() {
     );
     // Odd commands arrive padded with LF; odd replies leave padded with 0x15.
     emu.expect(&padded(b"CS\r"), b"\r\n0\r\nOK\r\n> \x15");
+    // The datasheet pads with 0x15 instead: the pad is no part of the next command either.
+    let id = ok(
+        "ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Inventek eS-WiFi",
+    );
+    emu.expect(b"I?\r\x15", &spi(id));
+    emu.expect(b"CS\r\x15", b"\r\n0\r\nOK\r\n> \x15");
     emu.expect(&padded(b"C1=eswifi-e2e\r"), OK);
     emu.expect(
         &padded(b"C0\r"),

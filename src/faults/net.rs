@@ -544,7 +544,8 @@ mod tests {
                 0,
                 NetEvent::Connected {
                     conn: 1,
-                    local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1)
+                    local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1),
+                    peer: None,
                 },
                 now
             )

@@ -163,7 +163,12 @@ impl NetStack {
                     Ok(sock) => match sock.local_addr() {
                         Ok(SocketAddr::V4(bound)) => {
                             if self.insert(registry, module, conn, Kind::Udp(sock)) {
-                                self.push(module, NetEvent::Connected { conn, local: bound });
+                                let ev = NetEvent::Connected {
+                                    conn,
+                                    local: bound,
+                                    peer: None,
+                                };
+                                self.push(module, ev);
                             }
                         }
                         Ok(SocketAddr::V6(a)) => self.connect_failed(
@@ -198,7 +203,12 @@ impl NetStack {
                 match tcp_listen(local, backlog) {
                     Ok(l) => {
                         if self.insert(registry, module, conn, Kind::Listener(l)) {
-                            self.push(module, NetEvent::Connected { conn, local });
+                            let ev = NetEvent::Connected {
+                                conn,
+                                local,
+                                peer: None,
+                            };
+                            self.push(module, ev);
                         }
                     }
                     Err(e) => self.connect_failed(module, conn, &e),
@@ -279,13 +289,17 @@ impl NetStack {
             }
             Kind::Tcp(tcp) if tcp.connecting => match connect_result(&tcp.stream) {
                 Ok(None) => {}
-                Ok(Some(local)) => {
-                    log::debug!("m{module} connected #{id} from {local}");
+                Ok(Some((local, peer))) => {
+                    log::debug!("m{module} connected #{id} from {local} to {peer}");
                     tcp.connecting = false;
                     // Data may have arrived with the handshake; the event that said so is used up.
                     conn.want_read = true;
-                    self.events
-                        .push_back((module, NetEvent::Connected { conn: id, local }));
+                    let ev = NetEvent::Connected {
+                        conn: id,
+                        local,
+                        peer: Some(peer),
+                    };
+                    self.events.push_back((module, ev));
                     self.flush_tcp(registry, token);
                 }
                 Err(e) => {
@@ -730,17 +744,18 @@ fn tcp_connect(
     Ok(TcpStream::from_std(socket.into()))
 }
 
-/// Whether a connect in progress has finished: `Ok(Some(local))` connected, `Ok(None)` not yet
+/// Whether a connect in progress has finished: `Ok(Some((local, peer)))` connected, `Ok(None)` not yet
 /// (spurious wake-up), `Err` failed.
-fn connect_result(stream: &TcpStream) -> io::Result<Option<SocketAddrV4>> {
+fn connect_result(stream: &TcpStream) -> io::Result<Option<(SocketAddrV4, SocketAddrV4)>> {
     if let Some(e) = stream.take_error()? {
         return Err(e);
     }
     match stream.peer_addr() {
-        Ok(_) => match stream.local_addr()? {
-            SocketAddr::V4(local) => Ok(Some(local)),
+        Ok(SocketAddr::V4(peer)) => match stream.local_addr()? {
+            SocketAddr::V4(local) => Ok(Some((local, peer))),
             SocketAddr::V6(a) => Err(io::Error::other(format!("connected from IPv6 {a}"))),
         },
+        Ok(SocketAddr::V6(a)) => Err(io::Error::other(format!("connected to IPv6 {a}"))),
         Err(e)
             if e.kind() == io::ErrorKind::NotConnected
                 || e.raw_os_error() == Some(libc::EINPROGRESS) =>

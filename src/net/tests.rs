@@ -81,7 +81,14 @@ impl Harness {
         );
         let evs = self.expect("Connected", |e| matches!(e, NetEvent::Connected { .. }));
         match evs.last() {
-            Some(NetEvent::Connected { conn: c, local }) if *c == conn => *local,
+            Some(NetEvent::Connected {
+                conn: c,
+                local,
+                peer,
+            }) if *c == conn => {
+                assert_eq!(*peer, Some(remote), "the peer a TCP connect reached");
+                *local
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -120,9 +127,15 @@ fn tcp_connect_send_receive_peer_close() {
         },
     );
     let evs = h.expect("Connected", |e| matches!(e, NetEvent::Connected { .. }));
-    let NetEvent::Connected { conn: 7, local } = evs[0] else {
+    let NetEvent::Connected {
+        conn: 7,
+        local,
+        peer: reached,
+    } = evs[0]
+    else {
         panic!("got {evs:?}")
     };
+    assert_eq!(reached, Some(addr), "the address the connection reached");
     let (mut peer, peer_sees) = l.accept().expect("accept");
     assert_eq!(peer_sees, SocketAddr::V4(local));
 
@@ -429,7 +442,15 @@ fn udp_send_and_receive() {
             ephemeral_fallback: false,
         },
     );
-    let Some((0, NetEvent::Connected { conn: 3, local })) = h.net.pop_event() else {
+    let Some((
+        0,
+        NetEvent::Connected {
+            conn: 3,
+            local,
+            peer: None,
+        },
+    )) = h.net.pop_event()
+    else {
         panic!("not bound")
     };
     assert_ne!(local.port(), 0);
@@ -511,7 +532,14 @@ fn udp_port_in_use_falls_back_only_when_asked() {
         },
     );
     match h.net.pop_event() {
-        Some((0, NetEvent::Connected { conn: 2, local })) => {
+        Some((
+            0,
+            NetEvent::Connected {
+                conn: 2,
+                local,
+                peer: None,
+            },
+        )) => {
             assert_eq!(*local.ip(), LO);
             assert_ne!(local.port(), taken.port());
         }

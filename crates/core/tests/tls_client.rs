@@ -102,11 +102,12 @@ impl Link {
             while let Some(op) = self.m.poll_op() {
                 moved = true;
                 match op {
-                    NetOp::Connect { conn, .. } => {
+                    NetOp::Connect { conn, remote, .. } => {
                         self.conn = Some(conn);
                         let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+                        let peer = Some(remote);
                         self.m
-                            .handle_net(NetEvent::Connected { conn, local }, self.now);
+                            .handle_net(NetEvent::Connected { conn, local, peer }, self.now);
                     }
                     NetOp::Send {
                         conn, seq, data, ..
@@ -310,11 +311,13 @@ fn a_peer_closing_during_the_handshake_fails_it() {
     // Let the ClientHello out but hold the server's answer: the TCP connection ends instead.
     l.m.handle_serial(b"P6=1\r", l.now);
     let conn = match l.m.poll_op() {
-        Some(NetOp::Connect { conn, .. }) => conn,
+        Some(NetOp::Connect { conn, remote, .. }) => (conn, remote),
         other => panic!("{other:?}"),
     };
+    let (conn, remote) = conn;
     let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
-    l.m.handle_net(NetEvent::Connected { conn, local }, l.now);
+    let peer = Some(remote);
+    l.m.handle_net(NetEvent::Connected { conn, local, peer }, l.now);
     l.m.handle_net(
         NetEvent::Closed {
             conn,

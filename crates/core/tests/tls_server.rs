@@ -164,8 +164,14 @@ impl Srv {
                     NetOp::Listen { conn, local, .. } => {
                         assert_eq!(local.port(), PORT);
                         self.listener = Some(conn);
-                        self.m
-                            .handle_net(NetEvent::Connected { conn, local }, self.now);
+                        self.m.handle_net(
+                            NetEvent::Connected {
+                                conn,
+                                local,
+                                peer: None,
+                            },
+                            self.now,
+                        );
                     }
                     NetOp::Send {
                         conn, seq, data, ..

@@ -59,6 +59,8 @@ pub const ERR1: &[u8] = b"\r\n\r\nERROR\r\n> ";
 pub const UNKNOWN_COMMAND: &[u8] = b"\r\n\r\nERROR: Unknown Command\r\n> ";
 /// The tail of the boot banner, right before the prompt.
 pub const BANNER_END: &[u8] = b"Copyright (c)2011-2020\r\n> ";
+/// `P6=1` on a TCP client that reached 127.0.0.1, as the C3.5.2.x firmware (the default) answers.
+pub const CONNECTING: &[u8] = b"\r\n[TCP  RC] Connecting to 127.0.0.1\r\nOK\r\n> ";
 
 /// `\r\n<payload>\r\nOK\r\n> `.
 pub fn ok(payload: impl AsRef<[u8]>) -> Vec<u8> {
@@ -712,13 +714,13 @@ impl Emu {
     // ---- protocol conveniences ----
 
     /// Select socket `sock` and open a client of protocol `proto` (0 TCP, 1 UDP, 3 TLS) to
-    /// 127.0.0.1:`port`, asserting every reply is OK.
+    /// 127.0.0.1:`port`, asserting every reply is OK (TCP's names the address, as C3.5.2.x does).
     pub fn open_client(&mut self, sock: u8, proto: u8, port: u16) {
         self.expect(format!("P0={sock}\r").as_bytes(), OK);
         self.expect(format!("P1={proto}\r").as_bytes(), OK);
         self.expect(b"P3=127.0.0.1\r", OK);
         self.expect(format!("P4={port}\r").as_bytes(), OK);
-        self.expect(b"P6=1\r", OK);
+        self.expect(b"P6=1\r", if proto == 0 { CONNECTING } else { OK });
     }
 
     /// Select socket `sock` and open a TCP client to 127.0.0.1:`port`.

@@ -170,7 +170,8 @@ pub(crate) enum NetAction {
 #[derive(Default)]
 struct World {
     /// Connects, binds and listens waiting for an answer: (conn, is_listener).
-    opening: Vec<(ConnId, bool)>,
+    /// Connections being opened: listener or not, and the peer a TCP connect reaches.
+    opening: Vec<(ConnId, bool, Option<SocketAddrV4>)>,
     /// Streams and UDP sockets that are up.
     open: Vec<ConnId>,
     listeners: Vec<ConnId>,
@@ -192,10 +193,11 @@ impl World {
     fn collect(&mut self, m: &mut Module) {
         while let Some(op) = m.poll_op() {
             match op {
-                NetOp::Connect { conn, .. } | NetOp::OpenUdp { conn, .. } => {
-                    self.opening.push((conn, false))
+                NetOp::Connect { conn, remote, .. } => {
+                    self.opening.push((conn, false, Some(remote)))
                 }
-                NetOp::Listen { conn, .. } => self.opening.push((conn, true)),
+                NetOp::OpenUdp { conn, .. } => self.opening.push((conn, false, None)),
+                NetOp::Listen { conn, .. } => self.opening.push((conn, true, None)),
                 NetOp::Send {
                     conn, seq, data, ..
                 } => {
@@ -211,7 +213,7 @@ impl World {
                         self.closed.insert(conn) || escalated,
                         "#{conn} closed twice"
                     );
-                    self.opening.retain(|&(c, _)| c != conn);
+                    self.opening.retain(|&(c, ..)| c != conn);
                     self.open.retain(|&c| c != conn);
                     self.listeners.retain(|&c| c != conn);
                     self.unacked.retain(|&(c, _)| c != conn);
@@ -230,18 +232,18 @@ impl World {
         let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
         Some(match *a {
             NetAction::ConnectOk(n) => {
-                let (conn, listener) = pick(&self.opening, n)?;
-                self.opening.retain(|&(c, _)| c != conn);
+                let (conn, listener, peer) = pick(&self.opening, n)?;
+                self.opening.retain(|&(c, ..)| c != conn);
                 if listener {
                     self.listeners.push(conn);
                 } else {
                     self.open.push(conn);
                 }
-                NetEvent::Connected { conn, local }
+                NetEvent::Connected { conn, local, peer }
             }
             NetAction::ConnectFail(n) => {
-                let (conn, _) = pick(&self.opening, n)?;
-                self.opening.retain(|&(c, _)| c != conn);
+                let (conn, ..) = pick(&self.opening, n)?;
+                self.opening.retain(|&(c, ..)| c != conn);
                 NetEvent::ConnectFailed {
                     conn,
                     error: ConnectError::Refused,

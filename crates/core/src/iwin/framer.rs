@@ -2,13 +2,17 @@
 //! Pure: no IO, no clock. The module decides, after parsing a header line, whether raw payload bytes
 //! follow (`S3=<n>\r<n bytes>`, `PG=…,<len>\r<len bytes>`) and tells the framer with
 //! [`Framer::expect_payload`]; until then bytes after a CR are not interpreted, so nothing is lost.
+//! Between commands LF and NUL are padding; on the SPI bus 0x15 is too (the datasheet's worked
+//! example pads an odd-length command with it, ST's driver with LF).
 
 /// Longest command line the module accepts (spec §2.2 suggests ≥ 256).
 pub(crate) const MAX_LINE: usize = 256;
 
+use crate::iwin::reply::SPI_PAD;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Frame {
-    /// A command line without its CR (LF and NUL bytes removed).
+pub enum Frame {
+    /// A command line without its CR (LF and NUL bytes removed; on SPI also 0x15).
     Line(Vec<u8>),
     /// A line grew past [`MAX_LINE`]; carries its first bytes. The rest, up to the next CR, is discarded.
     Overlong(Vec<u8>),
@@ -40,6 +44,8 @@ pub(crate) struct Framer {
     /// A payload ended and its stray byte has not arrived yet: the next byte received is dropped,
     /// whenever and in whatever read it comes (Zephyr writes it with a system call of its own).
     stray_due: bool,
+    /// The SPI bus: 0x15 outside a payload is padding, never part of a command.
+    spi: bool,
 }
 
 impl Framer {
@@ -48,6 +54,12 @@ impl Framer {
             drop_after_payload,
             ..Framer::default()
         }
+    }
+
+    /// On the SPI bus 0x15 between and inside command lines is padding (payload bytes all count).
+    pub(crate) fn spi(mut self, on: bool) -> Framer {
+        self.spi = on;
+        self
     }
 
     /// Append bytes read from the serial line.
@@ -111,8 +123,7 @@ impl Framer {
 
     /// Forget everything buffered (module reset).
     pub(crate) fn clear(&mut self) {
-        let drop_after_payload = self.drop_after_payload;
-        *self = Framer::new(drop_after_payload);
+        *self = Framer::new(self.drop_after_payload).spi(self.spi);
     }
 
     /// The next complete frame, if the buffered bytes hold one.
@@ -160,7 +171,7 @@ impl Framer {
                     let mut overlong = false;
                     let mut used = upto;
                     for (k, &b) in pending[..upto].iter().enumerate() {
-                        if b == b'\n' || b == 0 {
+                        if b == b'\n' || b == 0 || (self.spi && b == SPI_PAD) {
                             continue;
                         }
                         self.line.push(b);
@@ -213,6 +224,39 @@ mod tests {
             vec![Frame::Line(b"I?".to_vec()), Frame::Line(b"C0".to_vec())]
         );
         assert!(f.buffered() == 0 && f.line.is_empty() && matches!(f.mode, Mode::Command));
+    }
+
+    #[test]
+    fn spi_pads_with_0x15_are_ignored_outside_payloads_only() {
+        // The datasheet's example pads an odd command with 0x15, after its CR or before it.
+        let mut f = Framer::new(false).spi(true);
+        f.push(b"I?\r\x15CS\r\x15P0=0\x15\r");
+        assert_eq!(
+            frames(&mut f),
+            vec![
+                Frame::Line(b"I?".to_vec()),
+                Frame::Line(b"CS".to_vec()),
+                Frame::Line(b"P0=0".to_vec())
+            ]
+        );
+        // Inside a payload every byte counts, 0x15 too; the pad after it is dropped.
+        f.push(b"S3=3\r");
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"S3=3".to_vec())));
+        f.expect_payload(3);
+        f.push(b"\x15a\x15\x15R0\r");
+        assert_eq!(f.next_frame(), Some(Frame::Payload(b"\x15a\x15".to_vec())));
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"R0".to_vec())));
+        // A reset keeps the bus.
+        f.clear();
+        f.push(b"\x15CS\r");
+        assert_eq!(f.next_frame(), Some(Frame::Line(b"CS".to_vec())));
+        // On UART 0x15 is an ordinary byte of the line.
+        let mut f = Framer::new(false);
+        f.push(b"CS\r\x15CS\r");
+        assert_eq!(
+            frames(&mut f),
+            vec![Frame::Line(b"CS".to_vec()), Frame::Line(b"\x15CS".to_vec())]
+        );
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //! - **C6.x** reports 12 `P?` fields, has a re-writable certificate set 3 and makes it the default
 //!   AWS set (spec §3.9, §5), and prints the C6 reset banner (FW strings);
 //! - **C6.2.1.8 and newer** changed the framing: the no-payload OK is 12 bytes and UDP `R0` data
-//!   ends with an extra CRLF (CMSIS header, spec §2.3).
+//!   ends with an extra CRLF (CMSIS header, spec §2.3);
+//! - **C3.5.2.x** answers a `P6=1` whose TCP connect succeeded with `[TCP  RC] Connecting to <ip>`
+//!   before OK (spec §10.2: a hardware capture on a B-L475E-IOT01A, which ships C3.5.2.3.BETA9,
+//!   and the Rust `es-wifi-driver` written against that board). Nothing public shows C6 doing it,
+//!   nor what a UDP or TLS start prints: those keep the bare OK.
 //!
 //! The sources tie the last two groups to "C6" and to "C6.2.1.8" respectively; nothing says when
 //! between C6.1.2.0 and C6.2.1.8 the first group appeared, so it follows the major version.
@@ -71,6 +75,11 @@ impl Profile {
         self.version >= FwVersion::LONG_OK
     }
 
+    /// `P6=1` announces a TCP connect (`[TCP  RC] Connecting to <ip>`): the C3.5.2.x releases.
+    pub(crate) fn announces_tcp_connect(self) -> bool {
+        self.version.0[..3] == [3, 5, 2]
+    }
+
     /// Fields of the `P?` reply.
     pub(crate) fn transport_fields(self) -> usize {
         if self.c6() {
@@ -124,18 +133,26 @@ mod tests {
     fn what_each_release_changes() {
         let p = |s| Profile::from_firmware(s).unwrap();
         let rows = [
-            // firmware, one-by-one scan, C6 family, 12-byte OK
-            ("C3.5.2.3.STM", false, false, false),
-            ("C3.5.2.5.STM", true, false, false),
-            ("C6.2.1.7", true, true, false),
-            ("C6.2.1.8", true, true, true),
-            ("C6.2.1.11", true, true, true),
+            // firmware, one-by-one scan, C6 family, 12-byte OK, TCP connect announced
+            ("C3.5.2.3.STM", false, false, false, true),
+            ("C3.5.2.3.BETA9", false, false, false, true),
+            ("C3.5.2.5.STM", true, false, false, true),
+            ("C3.5.3.0", true, false, false, false),
+            ("C2.5.0.0", false, false, false, false),
+            ("C6.2.1.7", true, true, false, false),
+            ("C6.2.1.8", true, true, true, false),
+            ("C6.2.1.11", true, true, true, false),
         ];
-        for (fw, scan, c6, long_ok) in rows {
+        for (fw, scan, c6, long_ok, connecting) in rows {
             let p = p(fw);
             assert_eq!(
-                (p.scan_one_by_one(), p.c6(), p.long_ok()),
-                (scan, c6, long_ok),
+                (
+                    p.scan_one_by_one(),
+                    p.c6(),
+                    p.long_ok(),
+                    p.announces_tcp_connect()
+                ),
+                (scan, c6, long_ok, connecting),
                 "{fw}"
             );
             assert_eq!(p.transport_fields(), if c6 { 12 } else { 10 });

@@ -5,6 +5,7 @@
 
 use crate::iwin::command::Mnemonic;
 use serde::Deserialize;
+use std::net::Ipv4Addr;
 
 /// The reason texts the firmware prints after `ERROR: ` (spec §2.3, FW strings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub(crate) enum Reply {
     Ok(Vec<u8>),
     /// Success carrying one UDP datagram read by `R0` (C6.2.1.8 adds a CRLF after it).
     Datagram(Vec<u8>),
+    /// `P6=1` on a TCP client that connected, on firmware that announces it (a C3.5.2.x hardware
+    /// capture, [`crate::iwin::profile::Profile::announces_tcp_connect`]): the remote address.
+    TcpConnecting(Ipv4Addr),
     /// Failure. `payload` lines (e.g. `[JOIN   ] Failed`) come before the error tail; `usage` is the
     /// mnemonic whose usage text the MT=0 form prints (None for `Unknown Command`, which has none).
     Error {
@@ -112,6 +116,10 @@ impl Wire {
             Reply::Ok(p) => {
                 out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(p);
+                out.extend_from_slice(b"\r\nOK\r\n> ");
+            }
+            Reply::TcpConnecting(ip) => {
+                out.extend_from_slice(format!("\r\n[TCP  RC] Connecting to {ip}").as_bytes());
                 out.extend_from_slice(b"\r\nOK\r\n> ");
             }
             Reply::Datagram(p) => {
@@ -236,6 +244,16 @@ mod tests {
             Wire::default().encode(&Reply::Closed(Mnemonic::R0), n),
             b"\r\n-1\r\nERROR\r\n> "
         );
+        let connecting = Reply::TcpConnecting(Ipv4Addr::new(192, 168, 1, 20));
+        assert_eq!(
+            Wire::default().encode(&connecting, n),
+            b"\r\n[TCP  RC] Connecting to 192.168.1.20\r\nOK\r\n> "
+        );
+        assert_eq!(
+            Wire::default().encode(&connecting, MessageType::Simple),
+            Wire::default().encode(&connecting, n),
+            "no error, MT changes nothing"
+        );
         assert_eq!(
             encode_async(b"[TCP SVR] Accepted 1.2.3.4:80"),
             b"\r\n[TCP SVR] Accepted 1.2.3.4:80\r\n> "
@@ -271,6 +289,20 @@ mod tests {
         assert_eq!(
             spi.encode(&Reply::payload("1"), n),
             b"\r\n1\r\nOK\r\n> \x15"
+        );
+        assert_eq!(
+            spi.encode(&Reply::TcpConnecting(Ipv4Addr::new(10, 0, 0, 12)), n),
+            b"\r\n[TCP  RC] Connecting to 10.0.0.12\r\nOK\r\n> \x15"
+        );
+        assert_eq!(
+            spi.encode(&Reply::TcpConnecting(Ipv4Addr::new(10, 0, 0, 1)), n),
+            b"\r\n[TCP  RC] Connecting to 10.0.0.1\r\nOK\r\n> ",
+            "42 bytes: even"
+        );
+        assert_eq!(
+            c6.encode(&Reply::TcpConnecting(Ipv4Addr::new(10, 0, 0, 12)), n),
+            b"\r\n[TCP  RC] Connecting to 10.0.0.12\r\nOK\r\n> ",
+            "a payload reply: the long OK does not apply"
         );
         assert_eq!(spi.boot(Some(b"banner")), b"\x15\x15\r\n> ");
         assert_eq!(Wire::default().boot(Some(b"banner")), b"banner\r\n> ");

@@ -9,6 +9,7 @@ use super::socket::{Opening, Protocol, SocketState, Stream, UdpSock};
 use super::tls::{SetupError, TlsSession};
 use super::{ok, payload, Answer, Busy, Module, PayloadFor, Step};
 use crate::iwin::command::SocketCmd;
+use crate::iwin::reply::Reply;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -342,7 +343,13 @@ impl Module {
         }
     }
 
-    pub(super) fn on_connected(&mut self, conn: ConnId, local: SocketAddrV4, now: Instant) {
+    pub(super) fn on_connected(
+        &mut self,
+        conn: ConnId,
+        local: SocketAddrV4,
+        peer: Option<SocketAddrV4>,
+        now: Instant,
+    ) {
         let Some(Owner::Opening(i)) = self.owner(conn) else {
             // A late answer for an attempt the module gave up on (it closed it then).
             return;
@@ -354,11 +361,23 @@ impl Module {
         };
         match what {
             Opening::Tcp => {
-                log::info!("socket {i}: connected from {local}");
-                self.note_socket(i, format!("connected from {local}"));
+                let to = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+                log::info!("socket {i}: connected from {local} to {to}");
+                self.note_socket(i, format!("connected from {local} to {to}"));
                 let stream = Box::new(Stream::new(conn, None));
                 self.sockets[i].set_state(i, SocketState::Open(stream), "connected");
-                self.finish_connect(i, ok());
+                // C3.5.2.x names the address the connection reached; the others say OK.
+                let reply = match peer {
+                    Some(p) if self.profile.announces_tcp_connect() => {
+                        Reply::TcpConnecting(*p.ip())
+                    }
+                    Some(_) => Reply::ok(),
+                    None => {
+                        log::error!("socket {i}: a TCP connect reported without its peer");
+                        Reply::ok()
+                    }
+                };
+                self.finish_connect(i, Ok(Answer::Reply(reply)));
             }
             Opening::Tls(client) => {
                 log::info!("socket {i}: connected from {local}; TLS handshake");

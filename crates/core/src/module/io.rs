@@ -119,10 +119,11 @@ pub enum NetEvent {
         result: Result<Ipv4Addr, String>,
     },
     /// The connection is established (TCP), the UDP socket is bound, or the listener listens; `local`
-    /// is its local address.
+    /// is its local address, `peer` the far end of a TCP connection (None for the other two).
     Connected {
         conn: ConnId,
         local: SocketAddrV4,
+        peer: Option<SocketAddrV4>,
     },
     ConnectFailed {
         conn: ConnId,

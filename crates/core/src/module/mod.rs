@@ -387,7 +387,8 @@ impl Module {
         let mut m = Module {
             profile,
             wire,
-            framer: Framer::new(config.quirks.drop_byte_after_payload),
+            framer: Framer::new(config.quirks.drop_byte_after_payload)
+                .spi(config.module.bus == Bus::Spi),
             out: Vec::new(),
             ops: VecDeque::new(),
             store_ops: VecDeque::new(),
@@ -450,7 +451,7 @@ impl Module {
         self.last_now = now;
         match ev {
             NetEvent::Resolved { query, result } => self.on_resolved(query, result),
-            NetEvent::Connected { conn, local } => self.on_connected(conn, local, now),
+            NetEvent::Connected { conn, local, peer } => self.on_connected(conn, local, peer, now),
             NetEvent::ConnectFailed { conn, error } => self.on_connect_failed(conn, error),
             NetEvent::Data { conn, data } => self.on_data(conn, &data, now),
             NetEvent::Datagram { conn, data, from } => self.on_datagram(conn, data, from),

@@ -101,6 +101,11 @@ impl H {
 
     /// Open a TCP client on the current socket to 127.0.0.1:port and return its connection id.
     fn connect_tcp(&mut self, port: u16) -> ConnId {
+        self.connect_tcp_with(port, CONNECTING)
+    }
+
+    /// The same, the connect answered with `reply` (it depends on the firmware and the bus).
+    fn connect_tcp_with(&mut self, port: u16, reply: &[u8]) -> ConnId {
         assert_eq!(
             self.send(format!("P1=0\rP3=127.0.0.1\rP4={port}\r").as_bytes()),
             OK.repeat(3)
@@ -114,12 +119,19 @@ impl H {
             other => panic!("{other:?}"),
         };
         let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
-        assert_eq!(self.net(NetEvent::Connected { conn, local }), OK);
+        let peer = Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let got = self.net(NetEvent::Connected { conn, local, peer });
+        assert_eq!(
+            got.escape_ascii().to_string(),
+            reply.escape_ascii().to_string()
+        );
         conn
     }
 }
 
 const OK: &[u8] = b"\r\n\r\nOK\r\n> ";
+/// `P6=1` on a TCP client that reached 127.0.0.1, as the C3.5.2.x firmware answers it.
+const CONNECTING: &[u8] = b"\r\n[TCP  RC] Connecting to 127.0.0.1\r\nOK\r\n> ";
 
 fn ok(p: &str) -> Vec<u8> {
     format!("\r\n{p}\r\nOK\r\n> ").into_bytes()
@@ -662,7 +674,8 @@ fn connect_failures() {
     assert_eq!(h.ops(), vec![abort(conn)]);
     // A late success for the abandoned attempt is ignored.
     let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1234);
-    assert_eq!(h.net(NetEvent::Connected { conn, local }), b"");
+    let peer = Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1));
+    assert_eq!(h.net(NetEvent::Connected { conn, local, peer }), b"");
     assert_eq!(h.send(b"R0\r"), CLOSED);
     // P3 unset.
     h.send(b"P0=1\r");
@@ -710,7 +723,8 @@ fn udp_client_local_port_quirk_and_datagrams() {
         other => panic!("{other:?}"),
     };
     let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000);
-    assert_eq!(h.net(NetEvent::Connected { conn, local }), OK);
+    let peer = None;
+    assert_eq!(h.net(NetEvent::Connected { conn, local, peer }), OK);
     // Later P4 changes retarget S3.
     h.send(b"P4=9001\r");
     assert_eq!(h.send(b"S3=3\rabc"), ok("3"));
@@ -1105,7 +1119,8 @@ impl H {
         assert_eq!(
             self.net(NetEvent::Connected {
                 conn: listener,
-                local
+                local,
+                peer: None,
             }),
             OK
         );
@@ -1361,7 +1376,14 @@ fn udp_server_answers_the_last_sender() {
         other => panic!("{other:?}"),
     };
     let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7777);
-    assert_eq!(h.net(NetEvent::Connected { conn, local }), OK);
+    assert_eq!(
+        h.net(NetEvent::Connected {
+            conn,
+            local,
+            peer: None
+        }),
+        OK
+    );
     assert_eq!(
         h.net(NetEvent::Datagram {
             conn,
@@ -1519,6 +1541,7 @@ fn soft_ap_settings_and_servers_on_its_address() {
     h.net(NetEvent::Connected {
         conn: l,
         local: SocketAddrV4::new(Ipv4Addr::new(127, 0, 10, 1), 80),
+        peer: None,
     });
     assert_eq!(
         h.net(NetEvent::Accepted { listener: l, conn: ACCEPTED + 1, peer: peer(4444) }),
@@ -1600,6 +1623,7 @@ fn client_commands_on_a_serving_socket_leave_the_server_intact() {
     h.net(NetEvent::Connected {
         conn,
         local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7778),
+        peer: None,
     });
     assert_eq!(h.send(b"P6=0\r"), OK);
     assert!(h.ops().is_empty(), "the UDP server keeps its socket");

@@ -54,11 +54,16 @@ pub(crate) enum Item {
         re: String,
         within: Option<Duration>,
     },
-    /// `wait "text" [within DUR]`: an asynchronous message containing the text.
+    /// `wait "text" [within DUR]`: an asynchronous message containing the text; `wait exact
+    /// "text"`: one that is exactly the text.
     Wait {
         text: Vec<u8>,
+        exact: bool,
         within: Option<Duration>,
     },
+    /// `boot [within DUR]`: what the module writes when it comes back from a reset (the banner and
+    /// prompt after `ZR`), waited for; checks after it look at those bytes.
+    Boot { within: Option<Duration> },
     /// `capture NAME /re/`: group 1 (or the whole match) of the previous reply's payload.
     Capture { name: String, re: String },
     /// `set NAME value`.
@@ -200,11 +205,12 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
         let (text, item) = item_text;
         if item.is_check() {
             let attached = out.last().is_some_and(|l| {
-                matches!(l.item, Item::Command(_) | Item::Send(_)) || l.item.is_check()
+                matches!(l.item, Item::Command(_) | Item::Send(_) | Item::Boot { .. })
+                    || l.item.is_check()
             });
             if !attached {
                 return Err(err(format!(
-                    "`{}` must follow a module command or `send` (or another check)",
+                    "`{}` must follow a module command, `send` or `boot` (or another check)",
                     text.split_whitespace().next().unwrap_or("")
                 )));
             }
@@ -517,12 +523,20 @@ fn parse_directive(text: &str) -> Result<Item, String> {
             })
         }
         "wait" => {
-            let (text, used) = quoted(rest)?;
+            let (exact, q) = match rest.strip_prefix("exact") {
+                Some(q) if q.starts_with(char::is_whitespace) => (true, q.trim_start()),
+                _ => (false, rest),
+            };
+            let (text, used) = quoted(q)?;
             Ok(Item::Wait {
                 text,
-                within: within(&rest[used..])?,
+                exact,
+                within: within(&q[used..])?,
             })
         }
+        "boot" => Ok(Item::Boot {
+            within: within(rest)?,
+        }),
         "capture" => {
             let (name, re_text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
             if !is_name(name) {
@@ -570,7 +584,7 @@ fn parse_directive(text: &str) -> Result<Item, String> {
         }
         "fault" => parse_fault(rest).map(Item::Fault),
         other => Err(format!(
-            "unknown directive `{other}` (expect, until, wait, capture, set, sleep, echo, \
+            "unknown directive `{other}` (expect, until, wait, boot, capture, set, sleep, echo, \
              include, send, fault)"
         )),
     }
@@ -743,9 +757,44 @@ mod tests {
             parse("wait \"[TCP SVR] Accepted\" within 500ms\n").unwrap()[0].item,
             Item::Wait {
                 text: b"[TCP SVR] Accepted".to_vec(),
+                exact: false,
                 within: Some(Duration::from_millis(500))
             }
         );
+        assert_eq!(
+            parse("wait exact \"[TCP SVR] Accepted ${IP}:80\"\n").unwrap()[0].item,
+            Item::Wait {
+                text: b"[TCP SVR] Accepted ${IP}:80".to_vec(),
+                exact: true,
+                within: None
+            }
+        );
+        assert_eq!(
+            parse("wait \"exact\"\n").unwrap()[0].item,
+            Item::Wait {
+                text: b"exact".to_vec(),
+                exact: false,
+                within: None
+            },
+            "a quoted \"exact\" is the text"
+        );
+        let boot = parse("ZR\nboot within 3s\nexpect exact \"banner\"\n").unwrap();
+        assert_eq!(
+            boot[1].item,
+            Item::Boot {
+                within: Some(Duration::from_secs(3))
+            }
+        );
+        assert_eq!(
+            boot[2].item,
+            Item::Expect(Expect::Exact(b"banner".to_vec()))
+        );
+        assert_eq!(
+            parse("boot\n").unwrap()[0].item,
+            Item::Boot { within: None }
+        );
+        assert!(err("boot soon\n").msg.contains("within"));
+        assert!(err("sleep 1s\nexpect OK\n").msg.contains("`boot`"));
         assert_eq!(
             one("capture IP /,(\\d+\\.\\d+\\.\\d+\\.\\d+),/"),
             Item::Capture {

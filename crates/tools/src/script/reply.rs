@@ -84,6 +84,17 @@ const SPI_PAD: u8 = 0x15;
 
 /// Take the next frame off the front of `buf`, if a complete one is there.
 pub(super) fn next_frame(buf: &mut Vec<u8>) -> Option<Frame> {
+    frame(buf, false)
+}
+
+/// [`next_frame`] while a module comes back from a reset: output ending in a prompt that is neither
+/// a reply nor a message is its boot output, whatever it says (an old firmware's ASCII-art logo
+/// names no product).
+pub(super) fn next_boot_frame(buf: &mut Vec<u8>) -> Option<Frame> {
+    frame(buf, true)
+}
+
+fn frame(buf: &mut Vec<u8>, booting: bool) -> Option<Frame> {
     let pads = buf.iter().take_while(|&&b| b == SPI_PAD).count();
     buf.drain(..pads);
     let first = find(buf, PROMPT, 0)? + PROMPT.len();
@@ -94,7 +105,7 @@ pub(super) fn next_frame(buf: &mut Vec<u8>) -> Option<Frame> {
         Frame::Reply(Reply { raw: head.to_vec() })
     } else if let Some(text) = event_text(head) {
         Frame::Event(text.to_vec())
-    } else if is_banner(head) {
+    } else if booting || is_banner(head) {
         Frame::Unsolicited(head.to_vec())
     } else {
         // Reply data holding a prompt: run on to the prompt that really ends the reply.
@@ -205,6 +216,23 @@ mod tests {
             ]
         );
         assert!(rest.is_empty(), "a pad after the last prompt goes too");
+    }
+
+    #[test]
+    fn after_a_reset_any_output_outside_a_reply_is_the_boot_output() {
+        let logo = b"\r\n  ___  ___ \r\n | __|/ __|\r\n> ".to_vec();
+        let mut input = b"\r\n[MODULE ] Resetting...\r\nOK\r\n> ".to_vec();
+        input.extend_from_slice(&logo);
+        input.extend_from_slice(b"\r\n1\r\nOK\r\n> ");
+        let mut buf = input.clone();
+        assert!(matches!(next_boot_frame(&mut buf), Some(Frame::Reply(_))));
+        assert_eq!(next_boot_frame(&mut buf), Some(Frame::Unsolicited(logo)));
+        assert!(matches!(next_boot_frame(&mut buf), Some(Frame::Reply(_))));
+        // Outside a reset the same logo would be the start of reply data.
+        let mut buf = input[32..].to_vec();
+        assert!(
+            matches!(next_frame(&mut buf), Some(Frame::Reply(r)) if r.raw.starts_with(b"\r\n  ___"))
+        );
     }
 
     #[test]

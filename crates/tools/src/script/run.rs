@@ -315,7 +315,12 @@ impl Runner<'_> {
             let result = match &line.item {
                 Item::Command(c) => self.command(file, line, c, checks, &loc),
                 Item::Send(b) => self.send(file, line, b, checks, &loc),
-                Item::Wait { text, within } => self.wait(file, line, text, *within, &loc),
+                Item::Wait {
+                    text,
+                    exact,
+                    within,
+                } => self.wait(file, line, text, *exact, *within, &loc),
+                Item::Boot { within } => self.boot(file, line, *within, checks, &loc),
                 Item::Set { name, value } => self.subst(file, line, value).map(|v| {
                     if show::is_secret_name(name) {
                         self.secrets.push(v.clone());
@@ -699,11 +704,49 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// `boot`: the module's power-up output, then the checks after the line.
+    fn boot(
+        &mut self,
+        file: &Path,
+        line: &Line,
+        within: Option<Duration>,
+        checks: &[Line],
+        loc: &str,
+    ) -> Result<(), Failure> {
+        let within = within.unwrap_or(self.opts.timeout);
+        let t0 = Instant::now();
+        let out = match self.session.read_boot(within) {
+            Ok(out) => out,
+            Err(SessionError::Timeout { got }) => {
+                return Err(Failure {
+                    at: at(file, line.no),
+                    line: line.text.clone(),
+                    command: None,
+                    expected: format!(
+                        "the module's power-up output (ending in a prompt) within {}",
+                        fmt_dur(within)
+                    ),
+                    got: if got.is_empty() {
+                        "nothing".into()
+                    } else {
+                        self.show_bytes(&got, "")
+                    },
+                })
+            }
+            Err(e) => return Err(self.session_failure(file, line, &line.text, "", e)),
+        };
+        let (out, _) = self.check(file, line, &line.text, "", out, checks, None)?;
+        let result = self.show_reply(&out, "");
+        self.step_line(loc, &line.text, &result, Some(t0.elapsed()));
+        Ok(())
+    }
+
     fn wait(
         &mut self,
         file: &Path,
         line: &Line,
         text: &[u8],
+        exact: bool,
         within: Option<Duration>,
         loc: &str,
     ) -> Result<(), Failure> {
@@ -711,7 +754,13 @@ impl Runner<'_> {
         let within = within.unwrap_or(self.opts.timeout);
         let t0 = Instant::now();
         let found = self.session.wait_event(
-            &|e: &[u8]| t.is_empty() || e.windows(t.len()).any(|w| w == t.as_slice()),
+            &|e: &[u8]| {
+                if exact {
+                    e == t.as_slice()
+                } else {
+                    t.is_empty() || e.windows(t.len()).any(|w| w == t.as_slice())
+                }
+            },
             within,
             self.opts.timeout,
         );
@@ -726,7 +775,12 @@ impl Runner<'_> {
                 line: line.text.clone(),
                 command: None,
                 expected: format!(
-                    "an asynchronous message containing \"{}\" within {}",
+                    "an asynchronous message {} \"{}\" within {}",
+                    if exact {
+                        "that is exactly"
+                    } else {
+                        "containing"
+                    },
                     escape(&t),
                     fmt_dur(within)
                 ),

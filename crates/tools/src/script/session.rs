@@ -3,7 +3,7 @@
 //! bounds every wait.
 
 use super::port::Port;
-use super::reply::{mr_message, next_frame, Frame, Reply, PROMPT};
+use super::reply::{mr_message, next_boot_frame, next_frame, Frame, Reply, PROMPT};
 use eswifi_core::config::EventMode;
 use std::collections::VecDeque;
 use std::io;
@@ -150,6 +150,33 @@ impl Session {
             if left.is_zero() {
                 return Err(SessionError::Timeout {
                     got: self.seen.clone(),
+                });
+            }
+            self.fill(left)?;
+        }
+    }
+
+    /// What the module writes outside a reply when it comes back from a reset: the next frame that
+    /// is neither a reply nor an asynchronous message (the banner with its prompt, or a bare
+    /// prompt), as a [`Reply`] so that checks can look at it. Messages before it are kept.
+    pub(super) fn read_boot(&mut self, timeout: Duration) -> Result<Reply, SessionError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(f) = next_boot_frame(&mut self.buf) {
+                match f {
+                    Frame::Unsolicited(u) => return Ok(Reply { raw: u }),
+                    Frame::Event(e) => self.keep_event(e),
+                    Frame::Reply(r) => log::debug!(
+                        "a reply while waiting for the boot output: {}",
+                        super::show::escape(&r.raw)
+                    ),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // What came of it: the replies before are not boot output.
+                return Err(SessionError::Timeout {
+                    got: self.buf.clone(),
                 });
             }
             self.fill(left)?;
@@ -303,6 +330,32 @@ mod tests {
         );
         let e = s.wait_event(&|e| e.starts_with(b"[TCP"), T, T).unwrap();
         assert_eq!(e, b"[TCP SVR] Accepted 1.2.3.4:5");
+    }
+
+    #[test]
+    fn boot_output_is_the_next_frame_outside_a_reply() {
+        let banner: &[u8] = b"\r\n  eS-WiFi\r\n  Inventek Systems\r\n> ";
+        let reset = [
+            b"\r\n[MODULE ] Resetting...\r\nOK\r\n> ".as_slice(),
+            b"\r\n[JOIN   ] x,1.2.3.4,0,0\r\n> ",
+            banner,
+        ]
+        .concat();
+        let mut s = session(b"", &[&reset], EventMode::Uart);
+        let r = s.command(b"ZR\r", T).unwrap();
+        assert_eq!(r.payload(), b"[MODULE ] Resetting...");
+        let boot = s.read_boot(T).unwrap();
+        assert_eq!(boot.raw, banner);
+        assert_eq!(boot.payload(), b"  eS-WiFi\r\n  Inventek Systems");
+        assert!(s.wait_event(&|e| e.starts_with(b"[JOIN"), T, T).is_ok());
+        // A bare prompt is boot output too (the SPI cursor, a firmware without a banner).
+        let mut s = session(b"\x15\x15\r\n> ", &[], EventMode::Uart);
+        assert_eq!(s.read_boot(T).unwrap().raw, b"\r\n> ");
+        let mut s = session(b"\r\n1\r\nOK\r\n> \r\n  eS-Wi", &[], EventMode::Uart);
+        match s.read_boot(Duration::from_millis(20)) {
+            Err(SessionError::Timeout { got }) => assert_eq!(got, b"\r\n  eS-Wi"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -27,7 +27,8 @@ fn udp_client(h: &mut H, ok_reply: &[u8]) -> ConnId {
         other => panic!("{other:?}"),
     };
     let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000);
-    assert_eq!(h.net(NetEvent::Connected { conn, local }), ok_reply);
+    let peer = None;
+    assert_eq!(h.net(NetEvent::Connected { conn, local, peer }), ok_reply);
     conn
 }
 
@@ -95,12 +96,96 @@ fn c6_2_1_8_answers_the_12_byte_ok_the_udp_crlf_and_12_transport_fields() {
         other => panic!("{other:?}"),
     };
     let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
-    assert_eq!(h.net(NetEvent::Connected { conn, local }), OK12);
+    let peer = Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80));
+    assert_eq!(h.net(NetEvent::Connected { conn, local, peer }), OK12);
     h.net(NetEvent::Data {
         conn,
         data: b"stream".to_vec(),
     });
     assert_eq!(h.send(b"R0\r"), ok("stream"));
+}
+
+/// `P6=1` on a TCP client whose connect reached `ip`, as C3.5.2.x answers it.
+fn connecting(ip: &str) -> Vec<u8> {
+    format!("\r\n[TCP  RC] Connecting to {ip}\r\nOK\r\n> ").into_bytes()
+}
+
+#[test]
+fn p6_1_names_the_address_a_tcp_connect_reached_on_c3_5_2_x_only() {
+    // Firmware, TCP reply, UDP (and every no-payload) reply. C6 and the UDP start: nothing public
+    // shows what they print, so they keep the bare OK of their profile.
+    let rows: [(&str, Vec<u8>, &[u8]); 5] = [
+        ("C3.5.2.3.STM", connecting("127.0.0.7"), OK),
+        ("C3.5.2.3.BETA9", connecting("127.0.0.7"), OK),
+        ("C3.5.2.5.STM", connecting("127.0.0.7"), OK),
+        ("C6.2.1.7", OK.to_vec(), OK),
+        ("C6.2.1.11", OK12.to_vec(), OK12),
+    ];
+    for (fw, tcp, ok_reply) in rows {
+        let mut h = with_firmware(fw, |_| {});
+        assert_eq!(h.send(b"P1=0\rP3=127.0.0.7\rP4=80\r"), ok_reply.repeat(3));
+        assert_eq!(h.send(b"P6=1\r"), b"", "{fw}: waits for the network");
+        let conn = match h.ops().as_slice() {
+            [NetOp::Connect { conn, remote, .. }] => {
+                assert_eq!(*remote, SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 7), 80));
+                *conn
+            }
+            other => panic!("{fw}: {other:?}"),
+        };
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+        let peer = Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 7), 80));
+        let got = h.net(NetEvent::Connected { conn, local, peer });
+        assert_eq!(
+            got.escape_ascii().to_string(),
+            tcp.escape_ascii().to_string(),
+            "{fw}"
+        );
+        // MT=1 changes errors only.
+        h.send(b"P6=0\rMT=1\r");
+        h.ops();
+        h.send(b"P6=1\r");
+        let conn = match h.ops().as_slice() {
+            [NetOp::Connect { conn, .. }] => *conn,
+            other => panic!("{fw}: {other:?}"),
+        };
+        assert_eq!(
+            h.net(NetEvent::Connected { conn, local, peer }),
+            tcp,
+            "{fw}: MT=1"
+        );
+        // A UDP client on socket 1.
+        h.send(b"P0=1\rP1=1\rP3=127.0.0.7\rP4=9000\r");
+        assert_eq!(h.send(b"P6=1\r"), b"");
+        let conn = match h.ops().as_slice() {
+            [NetOp::OpenUdp { conn, .. }] => *conn,
+            other => panic!("{fw}: {other:?}"),
+        };
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000);
+        let got = h.net(NetEvent::Connected {
+            conn,
+            local,
+            peer: None,
+        });
+        assert_eq!(got, ok_reply, "{fw}: UDP");
+    }
+}
+
+#[test]
+fn the_connect_line_names_the_peer_the_network_reached() {
+    // The address comes from the connection, as the driver reports it (here it differs from P3 on
+    // purpose), never from the settings.
+    let mut h = H::joined();
+    h.send(b"P1=0\rP3=127.0.0.1\rP4=80\rP6=1\r");
+    let conn = match h.ops().as_slice() {
+        [NetOp::Connect { conn, .. }] => *conn,
+        other => panic!("{other:?}"),
+    };
+    let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
+    let peer = Some(SocketAddrV4::new(Ipv4Addr::new(10, 20, 30, 40), 80));
+    assert_eq!(
+        h.net(NetEvent::Connected { conn, local, peer }),
+        connecting("10.20.30.40")
+    );
 }
 
 #[test]
@@ -268,6 +353,27 @@ fn spi_bus_pads_odd_replies_boots_with_the_cursor_and_delivers_events_by_mr() {
 }
 
 #[test]
+fn spi_host_padding_with_0x15_is_ignored_but_payload_bytes_count() {
+    let mut cfg = Config::default();
+    cfg.module.bus = crate::config::Bus::Spi;
+    let mut h = H::with(cfg);
+    // The datasheet's padding: the 0x15 after each odd command is no part of the next one.
+    let id = ok(
+        "ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Inventek eS-WiFi",
+    );
+    assert_eq!(h.send(b"I?\r\x15"), spi(id));
+    assert_eq!(h.send(b"CS\r\x15"), spi(ok("0")));
+    assert_eq!(h.send(b"C1=home\r\x15C0\r\x15").len(), 10 + 38);
+    let conn = h.connect_tcp_with(7000, &spi(CONNECTING.to_vec()));
+    // In a payload 0x15 is data, the pad after it is not.
+    assert_eq!(h.send(b"S3=0003\r\x15a\x15\x15"), spi(ok("3")));
+    assert!(
+        matches!(h.ops().as_slice(), [NetOp::Send { conn: c, data, .. }] if *c == conn && data == b"\x15a\x15")
+    );
+    assert_eq!(h.send(b"P6=0\r\x15"), OK);
+}
+
+#[test]
 fn spi_boot_messages_wait_for_mr() {
     let mut cfg = Config::default();
     cfg.module.bus = crate::config::Bus::Spi;
@@ -424,7 +530,8 @@ impl H {
         assert_eq!(
             self.net(NetEvent::Connected {
                 conn: listener,
-                local
+                local,
+                peer: None,
             }),
             OK
         );
