@@ -22,6 +22,8 @@ void mod_write(const uint8_t *p, size_t n);
 int mod_getc(uint32_t timeout_ms);
 /* Receive overruns the UART reported (a byte lost because the last one was not read yet). */
 uint32_t mod_rx_overruns(void);
+/* Times the ring was full and the line was held back until the firmware read from it. */
+uint32_t mod_rx_holds(void);
 
 /* End the QEMU run through semihosting: status 0 or 1 becomes QEMU's exit status. */
 void board_exit(int status) __attribute__((noreturn));

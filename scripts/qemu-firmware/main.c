@@ -427,7 +427,9 @@ static void check_line(void)
     uint32_t o = mod_rx_overruns();
     begin(o == 0, "UART1 receive");
     con_putu(o);
-    con_puts(" overruns (interrupt-driven receive into a ring buffer)");
+    con_puts(" overruns (interrupt-driven receive into a ring buffer; the line held back ");
+    con_putu(mod_rx_holds());
+    con_puts(" times at a full ring)");
     done();
 }
 

@@ -71,7 +71,8 @@ pem() { sed -e 's/.*/"&\\n"/' "$1"; }
   echo "static const char CLIENT_KEY_PEM[] ="; pem "$work/pki/client.key"; echo ";"
 } >"$work/fw_config.h"
 
-arm-none-eabi-gcc -mcpu=cortex-m3 -mthumb -Os -g -std=c11 -Wall -Wextra \
+# FW_CFLAGS: extra compiler flags (e.g. -DRING=64 for a receive ring that fills up).
+arm-none-eabi-gcc -mcpu=cortex-m3 -mthumb -Os -g -std=c11 -Wall -Wextra ${FW_CFLAGS:-} \
   -ffunction-sections -fdata-sections -I"$work" -I"$here" \
   --specs=nano.specs -nostartfiles -T "$here/mps2.ld" -Wl,--gc-sections \
   -o "$work/fw.elf" "$here/board.c" "$here/eswifi.c" "$here/main.c"
