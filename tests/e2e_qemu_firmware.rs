@@ -5,7 +5,7 @@
 //! installs them): without them the test says that it skipped and why, except under CI=true, where
 //! a missing tool is a failure (a green CI must not hide a missing install step).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,7 +50,11 @@ fn our_firmware_on_qemu_mps2_an385_passes_every_check() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI must run the QEMU firmware test, but {why}"
         );
-        eprintln!("SKIPPED our_firmware_on_qemu_mps2_an385_passes_every_check: {why}");
+        // Straight to stderr: libtest captures eprintln! of a passing test, and this must show.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED our_firmware_on_qemu_mps2_an385_passes_every_check: {why}"
+        );
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/qemu-firmware/run.sh");
