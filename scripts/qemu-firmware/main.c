@@ -14,26 +14,45 @@ static uint8_t out[1024], in[1024];
 
 /* ---- console helpers ---------------------------------------------------------------------- */
 
+/* Why a command failed, kept until the check's line is printed (the command runs before it). */
+static char why_buf[320];
+static size_t why_len;
+static int capturing;
+
+static void out_c(char c)
+{
+    if (!capturing)
+        con_putc(c);
+    else if (why_len + 1 < sizeof why_buf)
+        why_buf[why_len++] = c;
+}
+
+static void out_s(const char *s)
+{
+    while (*s)
+        out_c(*s++);
+}
+
 static void con_escaped(const uint8_t *b, size_t n, size_t max)
 {
-    con_putc('"');
+    out_c('"');
     for (size_t i = 0; i < n && i < max; i++) {
         uint8_t c = b[i];
         if (c == '\r')
-            con_puts("\\r");
+            out_s("\\r");
         else if (c == '\n')
-            con_puts("\\n");
+            out_s("\\n");
         else if (c < 0x20 || c >= 0x7f) {
             static const char hex[] = "0123456789abcdef";
-            con_puts("\\x");
-            con_putc(hex[c >> 4]);
-            con_putc(hex[c & 15]);
+            out_s("\\x");
+            out_c(hex[c >> 4]);
+            out_c(hex[c & 15]);
         } else
-            con_putc((char)c);
+            out_c((char)c);
     }
-    con_putc('"');
+    out_c('"');
     if (n > max)
-        con_puts("...");
+        out_s("...");
 }
 
 static const char *status_name(enum es_status st)
@@ -61,17 +80,28 @@ static void begin(int ok, const char *name)
 
 static void done(void)
 {
+    if (why_len) {
+        con_puts(" [");
+        for (size_t i = 0; i < why_len; i++)
+            con_putc(why_buf[i]);
+        con_puts("]");
+        why_len = 0;
+    }
     con_puts("\r\n");
 }
 
-/* A failed command: what it was and what came back. */
+/* A failed command: what it was and what came back, shown at the end of the check's line. */
 static void why(const char *cmd, enum es_status st)
 {
-    con_puts(cmd);
-    con_puts(" -> ");
-    con_puts(status_name(st));
-    con_puts(" ");
+    capturing = 1;
+    if (why_len)
+        out_s("; ");
+    out_s(cmd);
+    out_s(" -> ");
+    out_s(status_name(st));
+    out_s(" ");
     con_escaped(es_reply, es_reply_len, 100);
+    capturing = 0;
 }
 
 /* ---- command helpers ---------------------------------------------------------------------- */
