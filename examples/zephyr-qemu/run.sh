@@ -26,9 +26,10 @@ emu=${ESWIFI_EMU:-$root/target/release/eswifi-emu}
 
 work=$(mktemp -d)
 pids=()
+emu_pid="" qemu_pid=""
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $emu_pid $qemu_pid; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $emu_pid $qemu_pid; do wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -145,6 +146,7 @@ for boot in $(seq "$boots"); do
   wait "$qemu_pid" 2>/dev/null || true
   kill "$emu_pid" 2>/dev/null || true
   wait "$emu_pid" 2>/dev/null || true
+  emu_pid="" qemu_pid=""
   echo "---- boot $boot: ${ms} ms"
   tr -d '\r' 2>/dev/null <"$work/console.txt" || true
   results+=("boot $boot: ${verdict:-no verdict} in ${ms} ms, $resets control-socket reset(s)")
