@@ -345,12 +345,22 @@ fn udp_client_and_server_work(emu: &mut Emu, ip: &str, echo: u16, port: u16) {
 fn eight_emulator_processes_never_collide() {
     let echo = Server::udp_echo();
     let port = closed_port();
+    // All eight are alive at once (an address is free again once its emulator has exited).
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let runs: Vec<_> = (0..8)
         .map(|_| {
             let echo = echo.port();
+            let up = up.clone();
             std::thread::spawn(move || {
                 let mut emu = Emu::start_unpinned(None, &[]);
                 let ip = joined_ip(&mut emu);
+                up.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let n = wait_for(
+                    SECS,
+                    || up.load(std::sync::atomic::Ordering::SeqCst),
+                    |n| *n == 8,
+                );
+                assert_eq!(n, 8, "all eight emulators joined");
                 udp_client_and_server_work(&mut emu, &ip, echo, port);
                 emu.stop();
                 ip

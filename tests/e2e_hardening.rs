@@ -108,8 +108,10 @@ impl LatePeer {
         let clean_end = Arc::new(Mutex::new(None));
         let (g, n, end) = (go.clone(), got.clone(), clean_end.clone());
         let server = Server::tcp(move |mut s, ctl| {
-            // A small receive buffer, so the emulator's send window fills quickly.
-            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(16 * 1024);
+            // A small receive buffer, so the emulator's send window fills quickly; but more than
+            // loopback's MSS (64 KiB): a smaller window never opens by a whole segment, and the
+            // transfer then hangs on zero-window probes whose backoff reaches tens of seconds.
+            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(128 * 1024);
             while !g.load(Ordering::Relaxed) && ctl.running() {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -147,8 +149,6 @@ impl LatePeer {
 /// S3 of 1460 bytes until one is not accepted whole (the send window is full) or `limit` passes;
 /// returns the total the replies reported and whether a short reply came.
 fn fill_send_window(emu: &mut Emu, limit: Duration) -> (usize, bool) {
-    // S3 replies hold no prompt-like payload: no need to wait for quiet after the prompt.
-    emu.quiet = Duration::ZERO;
     let chunk = pattern(1460, 7);
     let deadline = Instant::now() + limit;
     let mut total = 0;

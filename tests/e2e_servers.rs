@@ -458,18 +458,12 @@ fn accept_event_never_splits_an_f0_reply() {
     emu.stop();
 }
 
-/// Strip leading and trailing copies of `event` from one read; returns the rest and the count.
-fn strip_events<'a>(mut buf: &'a [u8], event: &[u8]) -> (&'a [u8], usize) {
-    let mut n = 0;
-    while let Some(rest) = buf.strip_prefix(event) {
-        buf = rest;
-        n += 1;
+/// How many of `events` are `event`; any other message fails the test.
+fn count_events(events: &[Vec<u8>], event: &[u8]) -> usize {
+    for e in events {
+        assert_bytes(e, event, "an asynchronous message between replies");
     }
-    while let Some(rest) = buf.strip_suffix(event) {
-        buf = rest;
-        n += 1;
-    }
-    (buf, n)
+    events.len()
 }
 
 #[test]
@@ -513,25 +507,24 @@ fn udp_sender_events_between_busy_replies_never_inside_them() {
         let data = pattern(1460, 500 + round);
         let req = s3(&data);
         emu.write(&req);
-        let got = emu.read_until_prompt(SECS);
-        let (core, n) = strip_events(&got, &event);
-        events += n;
-        assert_bytes(core, &ok("1460"), &format!("S3 reply, round {round}"));
+        let (core, evs) = emu.read_reply_after_events(SECS);
+        events += count_events(&evs, &event);
+        assert_bytes(&core, &ok("1460"), &format!("S3 reply, round {round}"));
         sent.extend_from_slice(&data);
         let mut reads = 0;
         while back.len() < sent.len() {
             reads += 1;
             assert!(reads <= 50, "echo of round {round} incomplete");
-            let got = emu.cmd(b"R0\r");
-            let (core, n) = strip_events(&got, &event);
-            events += n;
-            let Some(d) = r0_payload(core) else {
-                panic!("R0 reply (events stripped) \"{}\"", esc(core));
+            emu.write(b"R0\r");
+            let (core, evs) = emu.read_reply_after_events(SECS);
+            events += count_events(&evs, &event);
+            let Some(d) = r0_payload(&core) else {
+                panic!("R0 reply \"{}\"", esc(&core));
             };
             assert!(
                 sent[back.len()..].starts_with(d),
                 "round {round}: R0 data is not the next echoed bytes: \"{}\"",
-                esc(core)
+                esc(&core)
             );
             back.extend_from_slice(d);
         }
@@ -545,9 +538,8 @@ fn udp_sender_events_between_busy_replies_never_inside_them() {
     let deadline = Instant::now() + SECS;
     while events < total && Instant::now() < deadline {
         let got = emu.read_until_prompt(SECS);
-        let (core, n) = strip_events(&got, &event);
-        assert_bytes(core, b"", "only events while idle");
-        events += n;
+        assert_bytes(&got, &event, "only events while idle");
+        events += 1;
     }
     assert_eq!(events, total, "one announcement per sender");
     assert_bytes(&back, &sent, "echoed stream");

@@ -2,6 +2,7 @@
 //! serial line a host driver holds, and what `/proc` says about a process. The same code drives
 //! the emulator and its floor, so only the program on the other end of the line differs.
 
+use eswifi_core::iwin::reply::parse::Parser;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
@@ -10,9 +11,6 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-
-/// The prompt that ends every reply.
-pub const PROMPT: &[u8] = b"\r\n> ";
 
 /// How long any one reply may take before the benchmark gives up (a hung emulator must not hang
 /// `cargo bench`).
@@ -128,6 +126,9 @@ impl Drop for Proc {
 /// with poll(2) so nothing waits forever; both sides of every figure pay for the same calls.
 pub struct Line {
     f: File,
+    /// Cuts what arrives into replies (the core's parser, as every host of ours uses).
+    parser: Parser,
+    /// The last reply (or the replies since the last call).
     acc: Vec<u8>,
     buf: Vec<u8>,
 }
@@ -145,6 +146,7 @@ impl Line {
         nix::sys::termios::tcsetattr(&f, nix::sys::termios::SetArg::TCSANOW, &t).expect("raw");
         Line {
             f,
+            parser: Parser::new(),
             acc: Vec::with_capacity(1 << 16),
             buf: vec![0; 1 << 16],
         }
@@ -154,7 +156,7 @@ impl Line {
         self.f.write_all(b).expect("writing the line");
     }
 
-    /// Read once (after waiting at most [`REPLY_TIMEOUT`]) and append to the reply being read.
+    /// Read once (after waiting at most [`REPLY_TIMEOUT`]) into the parser.
     fn read_some(&mut self) {
         let ready = eswifi_test_support::harness::poll_fd(
             self.f.as_fd(),
@@ -169,20 +171,23 @@ impl Line {
             );
         }
         match self.f.read(&mut self.buf) {
-            Ok(n) => self.acc.extend_from_slice(&self.buf[..n]),
+            Ok(n) => self.parser.push(&self.buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => panic!("reading the line: {e}"),
         }
     }
 
-    /// Read up to the end of a reply (the prompt; the data the figures move never holds `>`) and
-    /// return its length, keeping it until the next call.
+    /// Read up to the end of the next reply and return its length, keeping it until the next
+    /// call.
     pub fn reply_len(&mut self) -> usize {
         self.acc.clear();
-        while !self.acc.ends_with(PROMPT) {
+        loop {
+            if let Some(o) = self.parser.next() {
+                self.acc = o.raw;
+                return self.acc.len();
+            }
             self.read_some();
         }
-        self.acc.len()
     }
 
     /// The last reply read.
@@ -208,20 +213,18 @@ impl Line {
         );
     }
 
-    /// Read until `n` prompts have come; returns the bytes and when the last one arrived.
+    /// Read until `n` replies have come; returns their bytes and when the last one arrived.
     pub fn read_prompts(&mut self, n: usize) -> (usize, Instant) {
         self.acc.clear();
-        let (mut seen, mut scanned) = (0usize, 0usize);
+        let mut seen = 0;
         while seen < n {
-            self.read_some();
-            // Windows that start in the last 3 old bytes end in new ones: a prompt straddling two
-            // reads is counted once.
-            let from = scanned.saturating_sub(PROMPT.len() - 1);
-            seen += self.acc[from..]
-                .windows(PROMPT.len())
-                .filter(|w| *w == PROMPT)
-                .count();
-            scanned = self.acc.len();
+            match self.parser.next() {
+                Some(o) => {
+                    self.acc.extend(o.raw);
+                    seen += 1;
+                }
+                None => self.read_some(),
+            }
         }
         (self.acc.len(), Instant::now())
     }

@@ -5,6 +5,7 @@
 //! after [`SERVER_LIFETIME`], and a still-running emulator is killed when its [`Emu`] is dropped.
 //! On a failing test the emulator's log file path (and its tail) is printed.
 
+use eswifi_core::iwin::reply::parse::{Output, Parser, Unit};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -201,8 +202,6 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the emulator may take to exit after a signal.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Default quiet period that must follow a trailing prompt before a reply counts as complete.
-pub const QUIET: Duration = Duration::from_millis(30);
 
 /// A running `eswifi-emu` and the host side of its pty.
 pub struct Emu {
@@ -216,8 +215,9 @@ pub struct Emu {
     pub lines: Vec<String>,
     /// Everything the emulator printed at boot, up to and including the first prompt.
     pub boot: Vec<u8>,
-    /// Quiet period for [`Emu::read_until_prompt`].
-    pub quiet: Duration,
+    /// Cuts what the module writes into units (replies, messages, prompts, boot output); bytes
+    /// after a unit wait in it for the next read.
+    parser: Parser,
     /// Reply timeout used by [`Emu::cmd`] and [`Emu::expect`].
     pub timeout: Duration,
     dir: TempDir,
@@ -306,6 +306,10 @@ impl Emu {
             cmd.stderr(File::create(&p).expect("creating log file"));
             Some(p)
         };
+        // The SPI bus pads odd units with 0x15: the parser takes the pad with its unit.
+        let spi = config_toml
+            .and_then(|t| eswifi_core::config::Config::from_toml(t).ok())
+            .is_some_and(|c| c.module.bus == eswifi_core::config::Bus::Spi);
         let child = cmd.spawn().expect("spawning eswifi-emu");
         let mut emu = Emu {
             child: Some(child),
@@ -315,7 +319,7 @@ impl Emu {
             log_path,
             lines: Vec::new(),
             boot: Vec::new(),
-            quiet: QUIET,
+            parser: Parser::new().spi(spi),
             timeout: REPLY_TIMEOUT,
             dir,
         };
@@ -328,6 +332,7 @@ impl Emu {
         emu.pty_path = PathBuf::from(emu.lines.first().cloned().unwrap_or_default());
         emu.pty = attach(&emu.lines);
         if emu.pty.is_some() {
+            emu.parser.expect_boot();
             emu.boot = emu.read_until_prompt(START_TIMEOUT);
         }
         emu
@@ -363,12 +368,20 @@ impl Emu {
     }
 
     fn open_pty(&mut self) {
-        self.pty = Some(open_line(&self.pty_path));
+        self.attach(open_line(&self.pty_path));
     }
 
     /// Talk to the emulator through `host` from now on (another module's pty, a TCP connection…).
+    /// What the previous host had read and not used is gone with it.
     pub fn attach(&mut self, host: File) {
+        self.parser.take_buffered();
         self.pty = Some(host);
+    }
+
+    /// The module is coming back from a reset: the next unit outside a reply is its boot output
+    /// (whatever its banner says).
+    pub fn expect_boot(&mut self) {
+        self.parser.expect_boot();
     }
 
     /// The pty slave path the emulator printed.
@@ -467,7 +480,7 @@ impl Emu {
         kb * 1024
     }
 
-    /// Read what is available within `wait`, appending to `buf`. Ok(false) when nothing came.
+    /// Read what is available within `wait` into `buf`. Ok(false) when nothing came.
     fn read_some(&mut self, buf: &mut Vec<u8>, wait: Duration) -> io::Result<bool> {
         if !poll_fd(self.fd(), PollFlags::POLLIN, wait)? {
             return Ok(false);
@@ -494,36 +507,33 @@ impl Emu {
         }
     }
 
-    /// Read until the bytes received end with `\r\n> ` (or, SPI, `\r\n> \x15`) and then nothing more arrives for
-    /// [`Emu::quiet`] (payloads may contain `\r\n> `). `Err` with what arrived on timeout or
-    /// when the pty fails.
+    /// Read until the module has written one whole unit — a reply, an asynchronous message, a
+    /// prompt or boot output, cut by the core's reply parser — and return its bytes; what came
+    /// after it waits for the next read. `Err` with what arrived on timeout or when the line fails.
     pub fn try_read_until_prompt(
         &mut self,
         timeout: Duration,
     ) -> Result<Vec<u8>, (Vec<u8>, String)> {
+        self.try_next_unit(timeout).map(|o| o.raw)
+    }
+
+    /// The next whole unit the module wrote, with what it is.
+    fn try_next_unit(&mut self, timeout: Duration) -> Result<Output, (Vec<u8>, String)> {
         let deadline = Instant::now() + timeout;
-        let mut buf = Vec::new();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // `[module] bus = "spi"` pads an odd reply with one 0x15 after the prompt.
-            let at_prompt = buf.ends_with(PROMPT) || buf.ends_with(SPI_PADDED_PROMPT);
-            if left.is_zero() {
-                return if at_prompt {
-                    Ok(buf)
-                } else {
-                    Err((buf, format!("no prompt within {timeout:?}")))
-                };
+            if let Some(o) = self.parser.next() {
+                return Ok(o);
             }
-            let wait = if at_prompt {
-                self.quiet.min(left)
-            } else {
-                left
-            };
-            match self.read_some(&mut buf, wait) {
-                Ok(true) => {}
-                Ok(false) if at_prompt => return Ok(buf),
-                Ok(false) => {}
-                Err(e) => return Err((buf, format!("pty read: {e}"))),
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let got = self.parser.buffered().to_vec();
+                return Err((got, format!("no whole reply within {timeout:?}")));
+            }
+            let mut buf = Vec::new();
+            let r = self.read_some(&mut buf, left);
+            self.parser.push(&buf);
+            if let Err(e) = r {
+                return Err((self.parser.buffered().to_vec(), format!("pty read: {e}")));
             }
         }
     }
@@ -537,54 +547,76 @@ impl Emu {
         }
     }
 
-    /// Read replies and events until exactly `n` bytes arrived (each read ends at a prompt);
-    /// fails with the tail of what came on timeout ([`Emu::timeout`]).
+    /// The next reply (or prompt, or boot output), and the asynchronous messages the module wrote
+    /// before it, each with its `\r\n` and prompt (UART event mode writes them between replies).
+    pub fn read_reply_after_events(&mut self, timeout: Duration) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let mut events = Vec::new();
+        loop {
+            match self.try_next_unit(timeout) {
+                Ok(o) if o.unit == Unit::Event => events.push(o.raw),
+                Ok(o) => return (o.raw, events),
+                Err((got, why)) => self.fail(&format!("{why}; received \"{}\"", esc(&got))),
+            }
+        }
+    }
+
+    /// Read whole units until exactly `n` bytes arrived; fails with the tail of what came on
+    /// timeout ([`Emu::timeout`]).
     pub fn read_total(&mut self, n: usize) -> Vec<u8> {
         let deadline = Instant::now() + self.timeout;
         let mut buf = Vec::new();
         while buf.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
-            let (more, why) = match self.try_read_until_prompt(left) {
-                Ok(b) => (b, None),
-                Err((b, why)) => (b, Some(why)),
-            };
-            buf.extend(more);
-            if let Some(why) = why.filter(|_| buf.len() < n) {
-                let tail = esc(&buf[buf.len().saturating_sub(300)..]);
-                self.fail(&format!(
-                    "{why}; {} of {n} bytes, ending \"{tail}\"",
-                    buf.len()
-                ));
+            match self.try_read_until_prompt(left) {
+                Ok(unit) => buf.extend(unit),
+                Err((more, why)) => {
+                    buf.extend(more);
+                    let tail = esc(&buf[buf.len().saturating_sub(300)..]);
+                    self.fail(&format!(
+                        "{why}; {} of {n} bytes, ending \"{tail}\"",
+                        buf.len()
+                    ));
+                }
             }
         }
         buf
     }
 
-    /// Read until the bytes received end with a prompt (and [`Emu::quiet`] passes), returning what
-    /// each `read` gave: how the reply was cut on the way.
+    /// Read until one whole unit has come, returning what each `read` of the line gave, cut at
+    /// the unit's end: how the reply was cut on the way. (Bytes already read before count as
+    /// one piece.)
     pub fn read_pieces_until_prompt(&mut self, timeout: Duration) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let held = self.parser.take_buffered();
+        if !held.is_empty() {
+            pieces.push(held.clone());
+            self.parser.push(&held);
+        }
         loop {
-            let all = pieces.concat();
-            let at_prompt = all.ends_with(PROMPT);
+            if let Some(o) = self.parser.next() {
+                // Keep the pieces that made the unit; what followed it stays in the parser.
+                let mut left = o.raw.len();
+                let mut out = Vec::new();
+                for p in pieces {
+                    if left == 0 {
+                        break;
+                    }
+                    let take = p.len().min(left);
+                    out.push(p[..take].to_vec());
+                    left -= take;
+                }
+                return out;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                if at_prompt {
-                    return pieces;
-                }
+                let all = pieces.concat();
                 self.fail(&format!(
-                    "no prompt within {timeout:?}; got \"{}\"",
+                    "no whole reply within {timeout:?}; got \"{}\"",
                     esc(&all)
                 ));
             }
-            let wait = if at_prompt {
-                self.quiet.min(left)
-            } else {
-                left
-            };
-            match poll_fd(self.fd(), PollFlags::POLLIN, wait) {
-                Ok(false) if at_prompt => return pieces,
+            match poll_fd(self.fd(), PollFlags::POLLIN, left) {
                 Ok(false) => continue,
                 Ok(true) => {}
                 Err(e) => self.fail(&format!("poll pty: {e}")),
@@ -592,7 +624,10 @@ impl Emu {
             let mut chunk = [0u8; 4096];
             match self.pty.as_ref().unwrap().read(&mut chunk) {
                 Ok(0) => self.fail("pty EOF"),
-                Ok(n) => pieces.push(chunk[..n].to_vec()),
+                Ok(n) => {
+                    pieces.push(chunk[..n].to_vec());
+                    self.parser.push(&chunk[..n]);
+                }
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::Interrupted => {}
@@ -604,7 +639,7 @@ impl Emu {
     /// Read exactly `n` bytes, whatever they are (no prompt needed: line noise may have hit it).
     pub fn read_exact_n(&mut self, n: usize) -> Vec<u8> {
         let deadline = Instant::now() + self.timeout;
-        let mut buf = Vec::new();
+        let mut buf = self.parser.take_buffered();
         while buf.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -620,10 +655,11 @@ impl Emu {
         buf
     }
 
-    /// Collect whatever arrives within `wait` (for asserting that nothing does).
+    /// Collect whatever arrives within `wait`, and what was already read (for asserting that
+    /// nothing does, or reading what is not a whole unit).
     pub fn read_for(&mut self, wait: Duration) -> Vec<u8> {
         let deadline = Instant::now() + wait;
-        let mut buf = Vec::new();
+        let mut buf = self.parser.take_buffered();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -641,10 +677,16 @@ impl Emu {
         self.read_until_prompt(self.timeout)
     }
 
-    /// Send `req` and assert the reply is exactly `want`.
+    /// Send `req` and assert the reply is exactly `want`: whole units are read while what came is
+    /// still the start of `want` (a request of several commands gets several replies).
     #[track_caller]
     pub fn expect(&mut self, req: &[u8], want: &[u8]) {
-        let got = self.cmd(req);
+        self.write(req);
+        let mut got = Vec::new();
+        while got.len() < want.len() && want.starts_with(&got) {
+            let unit = self.read_until_prompt(self.timeout);
+            got.extend(unit);
+        }
         if got != want {
             let log = self.log_hint();
             assert_eq!(

@@ -437,6 +437,14 @@ pub fn tls_connect(emu: &mut Emu, sock: u8, port: u16, p9: u8) {
 #[track_caller]
 pub fn echo_roundtrip(emu: &mut Emu, data: &[u8]) {
     emu.send(data);
+    if data.windows(PROMPT.len()).any(|w| w == PROMPT) {
+        // Data holding the reply envelopes: no parser can tell where its `R0` reply ends, so it
+        // must come back whole, in one TLS record and one `R0`, and is read as that many bytes.
+        emu.write(b"R0\r");
+        let want = ok(data);
+        assert_bytes(&emu.read_total(want.len()), &want, "echoed data in one R0");
+        return;
+    }
     let (back, _) = emu.recv_exact(data.len(), Duration::from_secs(30));
     assert_bytes(&back, data, "echoed data");
 }

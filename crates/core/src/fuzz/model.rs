@@ -11,6 +11,7 @@
 
 use crate::config::{Config, EventMode};
 use crate::iwin::command::{self, Command, Mnemonic, SocketCmd};
+use crate::iwin::reply::parse::Parser;
 use crate::module::io::{
     self, CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp, SendSeq,
 };
@@ -315,7 +316,10 @@ impl World {
 struct Host {
     queue: VecDeque<u8>,
     expected: usize,
+    /// Everything the module wrote (for messages), and the same cut into replies.
     out: Vec<u8>,
+    parser: Parser,
+    replies: Vec<Vec<u8>>,
     /// For each reply expected, in order: the payload if the command was an `S3`.
     payloads: Vec<Option<Vec<u8>>>,
 }
@@ -355,7 +359,9 @@ impl Host {
             if out.is_empty() {
                 return;
             }
-            self.out.extend(out);
+            self.out.extend_from_slice(&out);
+            self.parser.push(&out);
+            self.replies.extend(self.parser.by_ref().map(|o| o.raw));
             // A rate switch (`U0`) and store writes (`Z1`) are the driver's to carry out.
             while m.poll_line_op().is_some() {}
             while let Some(op) = m.poll_store() {
@@ -407,9 +413,10 @@ pub(crate) fn run(actions: &[Action]) -> Outcome {
         queue: VecDeque::new(),
         expected: 0,
         out: Vec::new(),
+        parser: Parser::new(),
+        replies: Vec::new(),
         payloads: Vec::new(),
     };
-    let (mut prompts, mut scanned) = (0usize, 0usize);
     for a in actions {
         match a {
             Action::Host(c, cuts) => {
@@ -442,14 +449,10 @@ pub(crate) fn run(actions: &[Action]) -> Outcome {
         // Room may have opened: the driver reads the line at once.
         host.feed(&mut m, now, &[]);
         world.collect(&mut m);
-        // Only the new bytes (and 3 before them, for a prompt cut between two takes): counting
-        // the whole output after every action made the fuzz target quadratic.
-        let from = scanned.saturating_sub(3);
-        prompts += count_prompts(&host.out[from..]);
-        scanned = host.out.len();
         assert!(
-            prompts <= host.expected,
-            "{prompts} replies to {} commands: {}",
+            host.replies.len() <= host.expected,
+            "{} replies to {} commands: {}",
+            host.replies.len(),
             host.expected,
             host.out.escape_ascii()
         );
@@ -477,19 +480,19 @@ pub(crate) fn run(actions: &[Action]) -> Outcome {
         "the module never finished"
     );
     assert_eq!(
-        count_prompts(&host.out),
+        host.replies.len(),
         host.expected,
         "one reply per command: {}",
         host.out.escape_ascii()
     );
     assert!(
-        host.expected == 0 || host.out.ends_with(b"\r\n> "),
+        host.parser.buffered().is_empty(),
         "the last reply ends with the prompt"
     );
     // S3 replies, in order, say how much of each payload went out: together that is exactly what
     // the network got.
     let mut accepted = Vec::new();
-    for (reply, payload) in split_replies(&host.out).iter().zip(&host.payloads) {
+    for (reply, payload) in host.replies.iter().zip(&host.payloads) {
         let Some(payload) = payload else {
             continue;
         };
@@ -518,26 +521,6 @@ pub(crate) fn run(actions: &[Action]) -> Outcome {
         replies: host.expected,
         sent: world.sent.len(),
     }
-}
-
-fn count_prompts(out: &[u8]) -> usize {
-    out.windows(4).filter(|w| w == b"\r\n> ").count()
-}
-
-fn split_replies(out: &[u8]) -> Vec<&[u8]> {
-    let mut v = Vec::new();
-    let mut start = 0;
-    let mut k = 0;
-    while k + 4 <= out.len() {
-        if &out[k..k + 4] == b"\r\n> " {
-            v.push(&out[start..k + 4]);
-            start = k + 4;
-            k += 4;
-        } else {
-            k += 1;
-        }
-    }
-    v
 }
 
 /// The count of an S3 reply (`\r\n<digits>\r\nOK\r\n> `).

@@ -1,7 +1,9 @@
-//! IWIN reply encoder (layer: wire). The only place that knows the response envelopes of spec §2.3:
+//! IWIN reply encoder (layer: wire), and its decoder for hosts ([`parse`]). The only place that knows the response envelopes of spec §2.3:
 //! `\r\n<payload>\r\nOK\r\n> `, the MT=0 / MT=1 error forms, the closed-socket `-1` forms and the
 //! asynchronous-message form, and what a firmware profile and the bus change in them ([`Wire`]: the
 //! C6.2.1.8 12-byte OK, SPI's 0x15 padding and boot cursor). Pure.
+
+pub mod parse;
 
 use crate::iwin::command::Mnemonic;
 use serde::Deserialize;
@@ -104,6 +106,12 @@ pub(crate) struct Wire {
 
 /// What the SPI firmware pads the last 16-bit word of a reply with.
 pub(crate) const SPI_PAD: u8 = 0x15;
+
+/// The prompt that ends everything the module writes.
+pub(crate) const PROMPT: &[u8] = b"\r\n> ";
+
+/// How every successful reply ends.
+pub(crate) const OK_TAIL: &[u8] = b"\r\nOK\r\n> ";
 
 impl Wire {
     /// Encode one reply for the wire.

@@ -11,6 +11,7 @@
 //! `${NAME}` may appear anywhere; it is replaced at run time ([`substitute`]), inside decoded quoted
 //! strings, paths, regexes and command text alike.
 
+use eswifi_core::iwin::reply::parse::{Output, Unit};
 use std::fmt;
 use std::time::Duration;
 
@@ -169,6 +170,18 @@ pub(crate) enum Kind {
     /// Any reply at all (for commands whose answer differs between firmware, such as `CD` when
     /// not joined).
     Any,
+}
+
+impl Kind {
+    /// The kind of a unit the module wrote (a message, prompt or boot output counts as none of
+    /// the replies: `Error`).
+    pub(crate) fn of(o: &Output) -> Kind {
+        match o.unit {
+            Unit::Ok => Kind::Ok,
+            Unit::Closed => Kind::MinusOne,
+            _ => Kind::Error,
+        }
+    }
 }
 
 impl fmt::Display for Kind {

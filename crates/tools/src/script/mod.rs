@@ -2,7 +2,6 @@
 //! side of the serial line, as a person or a CI job drives a module.
 //!
 //! - [`lang`]: the `*.iwin` language (pure parser).
-//! - [`reply`]: framing of what the module writes into replies and asynchronous messages (pure).
 //! - [`show`]: escaping and redaction of what is printed (pure).
 //! - [`port`]: the line itself: a tty/pty path, a serial device, a TCP connection.
 //! - [`embedded`]: an emulator in this process, for the zero-setup path.
@@ -15,7 +14,6 @@ mod ctl;
 pub mod embedded;
 pub(crate) mod lang;
 pub(crate) mod port;
-mod reply;
 mod run;
 mod session;
 pub(crate) mod show;

@@ -3,9 +3,9 @@
 //! line, the command, what was expected and what came (bytes escaped, secrets masked).
 
 use super::lang::{self, CommandLine, Expect, FaultOp, Item, Kind, Line, Payload};
-use super::reply::Reply;
 use super::session::{Session, SessionError};
 use super::show::{self, escape, shorten};
+use eswifi_core::iwin::reply::parse::Output as Reply;
 use regex::bytes::Regex;
 use std::collections::HashMap;
 use std::io::Write;
@@ -286,7 +286,7 @@ impl Runner<'_> {
 
     fn show_reply(&self, r: &Reply, cmd: &str) -> String {
         let payload = show::redact(&show::reply_payload(cmd, r.payload()), &self.secrets);
-        let kind = r.kind();
+        let kind = Kind::of(r);
         // Error payloads carry their own ERROR line; the blank line before it says nothing.
         let text = payload.strip_prefix(b"\r\n").unwrap_or(&payload);
         if text.is_empty() {
@@ -570,7 +570,7 @@ impl Runner<'_> {
             let deadline = Instant::now() + within;
             let max_tries = (within.as_millis() / UNTIL_PAUSE.as_millis()) as usize + 2;
             loop {
-                if kind != Kind::Any && reply.kind() != kind {
+                if kind != Kind::Any && Kind::of(&reply) != kind {
                     return Err(fail(
                         self,
                         l,
@@ -601,7 +601,7 @@ impl Runner<'_> {
                     .map_err(|e| self.session_failure(file, l, shown, cmd, e))?;
             }
         }
-        if kind != Kind::Any && reply.kind() != kind {
+        if kind != Kind::Any && Kind::of(&reply) != kind {
             let what = match kind {
                 Kind::Ok => "an OK reply".to_string(),
                 Kind::Error => "an ERROR reply".to_string(),

@@ -1,10 +1,10 @@
-//! A conversation with a module over a [`Port`] (layer: host side). Sends commands, frames replies
-//! ([`super::reply`]), keeps the asynchronous messages that arrive between replies for `wait`, and
+//! A conversation with a module over a [`Port`] (layer: host side). Sends commands, cuts replies
+//! with the core's reply parser ([`eswifi_core::iwin::reply::parse`]), keeps the asynchronous messages that arrive between replies for `wait`, and
 //! bounds every wait.
 
 use super::port::Port;
-use super::reply::{mr_message, next_boot_frame, next_frame, Frame, Reply, PROMPT};
 use eswifi_core::config::EventMode;
+use eswifi_core::iwin::reply::parse::{mr_message, Output, Parser, Unit};
 use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ impl From<io::Error> for SessionError {
 
 pub(super) struct Session {
     port: Box<dyn Port>,
-    buf: Vec<u8>,
+    parser: Parser,
     seen: Vec<u8>,
     events: VecDeque<Vec<u8>>,
     pub mode: EventMode,
@@ -45,7 +45,7 @@ impl Session {
     pub(super) fn new(port: Box<dyn Port>, mode: EventMode) -> Session {
         Session {
             port,
-            buf: Vec::new(),
+            parser: Parser::new(),
             seen: Vec::new(),
             events: VecDeque::new(),
             mode,
@@ -60,12 +60,12 @@ impl Session {
     fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
         let mut chunk = [0u8; 4096];
         let n = self.port.read(&mut chunk, timeout)?;
-        if self.buf.len() + n > BUF_LIMIT {
+        if self.parser.buffered().len() + n > BUF_LIMIT {
             return Err(io::Error::other(
                 "over 1 MiB without a prompt: is a module on this line?",
             ));
         }
-        self.buf.extend_from_slice(&chunk[..n]);
+        self.parser.push(&chunk[..n]);
         if self.seen.len() < SEEN_LIMIT {
             let take = n.min(SEEN_LIMIT - self.seen.len());
             self.seen.extend_from_slice(&chunk[..take]);
@@ -73,7 +73,12 @@ impl Session {
         Ok(n)
     }
 
-    fn keep_event(&mut self, e: Vec<u8>) {
+    fn keep_event(&mut self, o: &Output) {
+        let e = o.message().unwrap_or_default().to_vec();
+        self.keep_message(e);
+    }
+
+    fn keep_message(&mut self, e: Vec<u8>) {
         log::debug!("event: {}", super::show::escape(&e));
         if self.events.len() == EVENT_LIMIT {
             self.events.pop_front();
@@ -88,14 +93,14 @@ impl Session {
                 break;
             }
         }
-        while let Some(f) = next_frame(&mut self.buf) {
-            match f {
-                Frame::Event(e) => self.keep_event(e),
-                Frame::Reply(r) => log::debug!(
+        while let Some(o) = self.parser.next() {
+            match o.unit {
+                Unit::Event => self.keep_event(&o),
+                _ if o.is_reply() => log::debug!(
                     "stray reply before a command: {}",
-                    super::show::escape(&r.raw)
+                    super::show::escape(&o.raw)
                 ),
-                Frame::Unsolicited(_) => {}
+                _ => {}
             }
         }
         Ok(())
@@ -108,10 +113,10 @@ impl Session {
         self.port.write_all(b"\r", timeout)?;
         let deadline = Instant::now() + timeout;
         loop {
-            while let Some(f) = next_frame(&mut self.buf) {
-                match f {
-                    Frame::Unsolicited(u) if u == PROMPT => return Ok(()),
-                    Frame::Event(e) => self.keep_event(e),
+            while let Some(o) = self.parser.next() {
+                match o.unit {
+                    Unit::Prompt => return Ok(()),
+                    Unit::Event => self.keep_event(&o),
                     _ => {}
                 }
             }
@@ -134,16 +139,14 @@ impl Session {
     }
 
     /// The next reply, skipping (and keeping) asynchronous messages.
-    pub(super) fn read_reply(&mut self, timeout: Duration) -> Result<Reply, SessionError> {
+    pub(super) fn read_reply(&mut self, timeout: Duration) -> Result<Output, SessionError> {
         let deadline = Instant::now() + timeout;
         loop {
-            while let Some(f) = next_frame(&mut self.buf) {
-                match f {
-                    Frame::Reply(r) => return Ok(r),
-                    Frame::Event(e) => self.keep_event(e),
-                    Frame::Unsolicited(u) => {
-                        log::debug!("unsolicited: {}", super::show::escape(&u))
-                    }
+            while let Some(o) = self.parser.next() {
+                match o.unit {
+                    _ if o.is_reply() => return Ok(o),
+                    Unit::Event => self.keep_event(&o),
+                    _ => log::debug!("unsolicited: {}", super::show::escape(&o.raw)),
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -156,19 +159,20 @@ impl Session {
         }
     }
 
-    /// What the module writes outside a reply when it comes back from a reset: the next frame that
+    /// What the module writes outside a reply when it comes back from a reset: the next unit that
     /// is neither a reply nor an asynchronous message (the banner with its prompt, or a bare
-    /// prompt), as a [`Reply`] so that checks can look at it. Messages before it are kept.
-    pub(super) fn read_boot(&mut self, timeout: Duration) -> Result<Reply, SessionError> {
+    /// prompt), so that checks can look at it. Messages before it are kept.
+    pub(super) fn read_boot(&mut self, timeout: Duration) -> Result<Output, SessionError> {
         let deadline = Instant::now() + timeout;
+        self.parser.expect_boot();
         loop {
-            while let Some(f) = next_boot_frame(&mut self.buf) {
-                match f {
-                    Frame::Unsolicited(u) => return Ok(Reply { raw: u }),
-                    Frame::Event(e) => self.keep_event(e),
-                    Frame::Reply(r) => log::debug!(
+            while let Some(o) = self.parser.next() {
+                match o.unit {
+                    Unit::Boot | Unit::Prompt => return Ok(o),
+                    Unit::Event => self.keep_event(&o),
+                    _ => log::debug!(
                         "a reply while waiting for the boot output: {}",
-                        super::show::escape(&r.raw)
+                        super::show::escape(&o.raw)
                     ),
                 }
             }
@@ -176,7 +180,7 @@ impl Session {
             if left.is_zero() {
                 // What came of it: the replies before are not boot output.
                 return Err(SessionError::Timeout {
-                    got: self.buf.clone(),
+                    got: self.parser.buffered().to_vec(),
                 });
             }
             self.fill(left)?;
@@ -188,7 +192,7 @@ impl Session {
         &mut self,
         bytes: &[u8],
         timeout: Duration,
-    ) -> Result<Reply, SessionError> {
+    ) -> Result<Output, SessionError> {
         self.write(bytes, timeout)?;
         self.read_reply(timeout)
     }
@@ -227,16 +231,16 @@ impl Session {
             match self.mode {
                 EventMode::Uart => {
                     self.fill(left.min(MR_POLL))?;
-                    while let Some(f) = next_frame(&mut self.buf) {
-                        if let Frame::Event(e) = f {
-                            self.keep_event(e);
+                    while let Some(o) = self.parser.next() {
+                        if o.unit == Unit::Event {
+                            self.keep_event(&o);
                         }
                     }
                 }
                 EventMode::Poll => {
                     let reply = self.command(b"MR\r", cmd_timeout)?;
                     match mr_message(reply.payload()) {
-                        Some(m) => self.keep_event(m.to_vec()),
+                        Some(m) => self.keep_message(m.to_vec()),
                         None => std::thread::sleep(left.min(MR_POLL)),
                     }
                 }
@@ -350,7 +354,7 @@ mod tests {
         assert!(s.wait_event(&|e| e.starts_with(b"[JOIN"), T, T).is_ok());
         // A bare prompt is boot output too (the SPI cursor, a firmware without a banner).
         let mut s = session(b"\x15\x15\r\n> ", &[], EventMode::Uart);
-        assert_eq!(s.read_boot(T).unwrap().raw, b"\r\n> ");
+        assert_eq!(s.read_boot(T).unwrap().raw, b"\x15\x15\r\n> ");
         let mut s = session(b"\r\n1\r\nOK\r\n> \r\n  eS-Wi", &[], EventMode::Uart);
         match s.read_boot(Duration::from_millis(20)) {
             Err(SessionError::Timeout { got }) => assert_eq!(got, b"\r\n  eS-Wi"),

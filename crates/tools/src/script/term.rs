@@ -5,7 +5,10 @@
 
 use super::lang::{self, Payload};
 use super::port::Port;
-use super::reply::{next_frame, Frame, Reply, PROMPT};
+use eswifi_core::iwin::reply::parse::{Output, Parser, Unit};
+
+/// The prompt that ends what the module writes; the line editor shows its own.
+const PROMPT: &[u8] = b"\r\n> ";
 use super::show::{self, escape};
 use rustyline::error::ReadlineError;
 use rustyline::ExternalPrinter;
@@ -35,7 +38,7 @@ struct Shared {
 
 /// What the reader thread passes on.
 enum Msg {
-    Frame { frame: Frame, printed: bool },
+    Frame { frame: Output, printed: bool },
     Closed(String),
 }
 
@@ -56,11 +59,11 @@ fn line_text(b: &[u8]) -> String {
 
 /// A reply as the terminal shows it: `\r\n` as line breaks, the final prompt left to the editor,
 /// `OK` green, error lines red, data plain.
-pub(super) fn render_reply(r: &Reply, command: &str, colour: bool) -> String {
+pub(super) fn render_reply(r: &Output, command: &str, colour: bool) -> String {
     let raw = show::reply_payload(command, &r.raw);
     let body = raw.strip_prefix(b"\r\n").unwrap_or(&raw);
     let body = body.strip_suffix(PROMPT).unwrap_or(body);
-    let error = r.kind() != lang::Kind::Ok;
+    let error = r.unit != Unit::Ok;
     let mut out = Vec::new();
     for line in body.split(|&c| c == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -95,11 +98,11 @@ fn render_unsolicited(u: &[u8], colour: bool) -> Option<String> {
     Some(paint(colour, "2", text.join("\n").trim_matches('\n')))
 }
 
-fn render(frame: &Frame, colour: bool) -> Option<String> {
-    match frame {
-        Frame::Reply(r) => Some(render_reply(r, "", colour)),
-        Frame::Event(e) => Some(render_event(e, colour)),
-        Frame::Unsolicited(u) => render_unsolicited(u, colour),
+fn render(frame: &Output, colour: bool) -> Option<String> {
+    match frame.unit {
+        _ if frame.is_reply() => Some(render_reply(frame, "", colour)),
+        Unit::Event => Some(render_event(frame.payload(), colour)),
+        _ => render_unsolicited(&frame.raw, colour),
     }
 }
 
@@ -110,17 +113,17 @@ fn reader_loop(
     mut printer: Option<Box<dyn ExternalPrinter + Send>>,
     colour: bool,
 ) {
-    let mut buf = Vec::new();
+    let mut parser = Parser::new();
     let mut chunk = [0u8; 4096];
     while !shared.stop.load(Ordering::Relaxed) {
         match port.read(&mut chunk, READ_TICK) {
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => parser.push(&chunk[..n]),
             Err(e) => {
                 let _ = tx.send(Msg::Closed(e.to_string()));
                 return;
             }
         }
-        while let Some(frame) = next_frame(&mut buf) {
+        for frame in parser.by_ref() {
             let idle = !shared.awaiting.load(Ordering::SeqCst);
             let mut printed = false;
             if idle {
@@ -140,8 +143,9 @@ fn reader_loop(
                 return;
             }
         }
-        if buf.len() > 1024 * 1024 {
-            buf.clear();
+        // Over a MiB without a prompt is not a module: forget it rather than grow.
+        if parser.buffered().len() > 1024 * 1024 {
+            parser.take_buffered();
         }
     }
 }
@@ -245,7 +249,7 @@ impl Term {
                             println!("{t}");
                         }
                     }
-                    if let Frame::Event(e) = &frame {
+                    if let Some(e) = frame.message() {
                         self.record_event(e);
                     }
                 }
@@ -313,7 +317,7 @@ impl Term {
         match reply? {
             Some(r) => {
                 println!("{}", render_reply(&r, text, self.colour));
-                self.record(&format!("expect {}", r.kind()));
+                self.record(&format!("expect {}", lang::Kind::of(&r)));
             }
             None => {
                 let msg = format!("(no reply within {:.0} s)", self.timeout.as_secs_f64());
@@ -360,7 +364,7 @@ impl Term {
     }
 
     /// The reply to the command just sent, printing what comes before it; `None` on timeout.
-    fn await_reply(&mut self) -> io::Result<Option<Reply>> {
+    fn await_reply(&mut self) -> io::Result<Option<Output>> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -368,17 +372,19 @@ impl Term {
                 return Ok(None);
             }
             match self.rx.recv_timeout(left) {
-                Ok(Msg::Frame { frame, printed }) => match frame {
+                Ok(Msg::Frame { frame, printed }) => match frame.unit {
+                    _ if frame.is_reply() && !printed => return Ok(Some(frame)),
                     // A reply the reader printed came before the command went out.
-                    Frame::Reply(r) if !printed => return Ok(Some(r)),
-                    Frame::Event(e) => {
+                    _ if frame.is_reply() => {}
+                    Unit::Event => {
+                        let e = frame.payload().to_vec();
                         if !printed {
                             println!("{}", render_event(&e, self.colour));
                         }
                         self.events_seen.push(e);
                     }
-                    Frame::Unsolicited(u) if !printed => {
-                        if let Some(t) = render_unsolicited(&u, self.colour) {
+                    _ if !printed => {
+                        if let Some(t) = render_unsolicited(&frame.raw, self.colour) {
                             println!("{t}");
                         }
                     }
@@ -480,11 +486,13 @@ mod tests {
 
     #[test]
     fn replies_render_as_lines() {
-        let r = Reply {
+        let r = Output {
+            unit: Unit::Ok,
             raw: b"\r\nlab,secret,3\r\nOK\r\n> ".to_vec(),
         };
         assert_eq!(render_reply(&r, "C?", false), "lab,********,3\nOK");
-        let e = Reply {
+        let e = Output {
+            unit: Unit::Error,
             raw: b"\r\n\r\nERROR: Unknown Command\r\n> ".to_vec(),
         };
         assert_eq!(render_reply(&e, "XX", false), "\nERROR: Unknown Command");
