@@ -294,6 +294,9 @@ fn four_sockets_at_once() {
     emu.stop();
 }
 
+/// How the log shows the module answering `CS` while joined.
+const CS_ANSWER: &str = r"rsp  \r\n1\r\nOK";
+
 #[test]
 fn pty_close_and_reopen_preserves_state() {
     let server = Server::tcp_echo();
@@ -311,9 +314,10 @@ fn pty_close_and_reopen_preserves_state() {
     emu.expect_ok(b"I?\r", I_REPLY.as_bytes());
 
     // A command whose reply is produced while no host has the pty open.
+    let answered = emu.log_count(CS_ANSWER);
     emu.write(b"CS\r");
     emu.close_pty();
-    std::thread::sleep(Duration::from_millis(300));
+    emu.wait_log(CS_ANSWER, answered + 1);
     emu.reopen();
     assert_bytes(
         &emu.read_until_prompt(SECS),

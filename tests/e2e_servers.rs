@@ -416,9 +416,9 @@ fn accept_event_never_splits_a_long_r0_reply() {
     for round in 0..4u32 {
         // R0 on socket 1 waits for data; meanwhile a client reaches the server on socket 0.
         emu.write(b"R0\r");
-        std::thread::sleep(Duration::from_millis(100));
+        emu.wait_log("cmd  R0", round as usize + 1);
         clients.push(client(port));
-        std::thread::sleep(Duration::from_millis(100));
+        emu.wait_log(" accepted #", round as usize + 1);
         let data = pattern(1460, 100 + round);
         feed.write_all(&data).unwrap();
         let reply = ok(&data);
@@ -448,7 +448,7 @@ fn accept_event_never_splits_an_f0_reply() {
     let mut clients = Vec::new();
     for round in 0..3 {
         emu.write(b"F0\r");
-        std::thread::sleep(Duration::from_millis(100));
+        emu.wait_log("cmd  F0", round + 2);
         clients.push(client(port));
         let event = tcp_event(port);
         let got = emu.read_total(scan.len() + event.len());

@@ -399,6 +399,28 @@ impl Emu {
         self.log_path.as_deref()
     }
 
+    /// Wait (bounded by [`Emu::timeout`]) until the emulator's log holds `needle` at least `n`
+    /// times: how a test knows the module has reached a state the wire does not show (a command
+    /// taken, a connection accepted) without guessing with a sleep.
+    #[track_caller]
+    pub fn wait_log(&mut self, needle: &str, n: usize) {
+        if self.log_path.is_none() {
+            panic!("wait_log needs the log file (RUST_LOG is set: stderr is inherited)");
+        }
+        let got = wait_for(self.timeout, || self.log_count(needle), |c| *c >= n);
+        if got < n {
+            self.fail(&format!("the log shows {needle:?} {got} times, not {n}"));
+        }
+    }
+
+    /// How many times the emulator's log holds `needle` so far (0 when stderr is inherited).
+    pub fn log_count(&self, needle: &str) -> usize {
+        let log = self.log_path.as_ref().and_then(|p| std::fs::read(p).ok());
+        String::from_utf8_lossy(&log.unwrap_or_default())
+            .matches(needle)
+            .count()
+    }
+
     /// The emulator's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("emulator already reaped").id()
