@@ -1066,3 +1066,36 @@ fn a_script_runs_through_connect_over_tcp() {
     assert!(r.1.contains(&format!("(tcp {addr})")), "{}", r.1);
     relay.join().unwrap();
 }
+
+// ---- what a new user meets first (issue 18) ------------------------------------------------------
+
+/// The fenced block that follows `marker` in the README.
+fn readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let at = readme.find(marker).unwrap_or_else(|| panic!("README lacks {marker:?}"));
+    let open = at + readme[at..].find("```").expect("a fenced block after the marker");
+    let body = open + readme[open..].find('\n').expect("fence line") + 1;
+    let close = body + readme[body..].find("```").expect("closing fence");
+    readme[body..close].to_string()
+}
+
+#[test]
+fn the_readmes_fault_excerpt_is_the_shipped_scripts_lines_and_runs_alone() {
+    let excerpt = readme_block("In a script the rule takes effect at its line");
+    let shipped = std::fs::read_to_string(repo().join("scripts/faults-split-and-brownout.iwin"))
+        .expect("the shipped script");
+    // Every line of the excerpt is a line of the script, in the script's order.
+    let mut lines = shipped.lines();
+    for l in excerpt.lines() {
+        assert!(
+            lines.any(|s| s == l),
+            "README excerpt line {l:?} is not (in order) a line of the shipped script"
+        );
+    }
+    let r = run_text(&excerpt, &["--seed", "42"]);
+    assert_passes(&r);
+    // ` #` starts a comment: the shipped script's echo must say the whole sentence.
+    let r = eswifi(&["run", "scripts/faults-split-and-brownout.iwin"]);
+    assert_eq!(r.0, Some(0), "stdout:\n{}\nstderr:\n{}", r.1, r.2);
+    assert!(r.1.contains("serial.split is rule 1\n"), "stdout:\n{}", r.1);
+}
