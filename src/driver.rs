@@ -228,18 +228,37 @@ fn open_port(
             }
             Port::pty(pty, opts.reset_on_open)
         }
-        FrontEnd::Serial { path, flow } => Port::tty(path, baud, *flow),
+        FrontEnd::Serial { path, flow } => Port::tty(path, baud, *flow)
+            .map_err(|e| io::Error::new(e.kind(), format!("--serial {e}"))),
         FrontEnd::Listen(addr) => {
             let addr = with_port(*addr);
+            let port = Port::listen(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("--listen {addr}: {}", os_text(&e)))
+            })?;
             if !addr.ip().is_loopback() {
                 log::warn!(
                     "listening on {addr}, which is not a loopback address: other hosts can attach"
                 );
             }
-            Port::listen(addr)
+            Ok(port)
         }
         FrontEnd::Connect(addr) => Ok(Port::connect(with_port(*addr))),
         FrontEnd::Stdio => Port::stdio(),
+    }
+}
+
+/// An OS error as a person reads it: `address already in use`, not `Address already in use (os
+/// error 98)`.
+fn os_text(e: &io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => &s[..i],
+        None => &s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -370,7 +389,8 @@ pub(crate) fn fault_seed(given: Option<u64>, config: &Config) -> u64 {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
-    log::info!("fault seed {seed} (replay with --seed {seed})");
+    // Logged when the first rule is added (faults::FaultSet::add): a run without faults has no use
+    // for it.
     seed
 }
 
@@ -493,9 +513,20 @@ impl StoreWorker {
 
 impl<M: Core> Driver<M> {
     pub(crate) fn new() -> io::Result<Self> {
+        Self::with_signals(true)
+    }
+
+    /// `signals`: take SIGINT, SIGTERM, SIGHUP (shutdown) and SIGUSR1 (reset) for the process;
+    /// false for an emulator inside `run` or `term`, whose host side handles them.
+    pub(crate) fn with_signals(signals: bool) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut net = NetStack::new(poll.registry())?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+        let taken: &[i32] = if signals {
+            &[SIGINT, SIGTERM, SIGHUP, SIGUSR1]
+        } else {
+            &[]
+        };
+        let mut signals = Signals::new(taken)?;
         let signal_token = net.alloc_token();
         poll.registry()
             .register(&mut signals, signal_token, Interest::READABLE)?;

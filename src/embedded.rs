@@ -83,6 +83,7 @@ pub(crate) fn start(
     // A loopback address of its own, as `eswifi-emu` serving claims one: modules of other
     // processes (parallel test runs) then never collide on ports.
     let mut config = config.clone();
+    config.key_log = crate::keylog::sink();
     let claim = if config.network.ip_pinned {
         None
     } else {
@@ -109,7 +110,8 @@ pub(crate) fn start(
             let setup = || -> io::Result<(Driver, PathBuf)> {
                 let pty = Pty::open()?;
                 let slave = pty.slave_path().to_owned();
-                let mut driver = Driver::new()?;
+                // The host side (`run`, `term`) handles Ctrl-C: in `term` it only cancels a wait.
+                let mut driver = Driver::with_signals(false)?;
                 driver.seed_faults(seed);
                 let idx = driver.add(module, crate::serial::port::Port::pty(pty, false)?)?;
                 driver.set_store(idx, store);

@@ -20,6 +20,7 @@ mod control;
 mod driver;
 mod embedded;
 mod faults;
+mod keylog;
 mod net;
 mod serial;
 mod tools;
@@ -41,11 +42,74 @@ use std::process::ExitCode;
 /// Help heading of the options that work on either side of a subcommand.
 const GLOBAL: &str = "Global options";
 
+/// What every exit status means (the top-level `--help` and the README say the same).
+const EXIT_STATUS: &str = "\
+Exit status:
+  0    done: serving stopped by SIGINT, SIGTERM or SIGHUP; every script passed; a tool did its job
+  1    failed while running: a script failed, the serial line or the network failed after start-up
+  2    did not start: a bad argument, a file, directory, device or port that cannot be used, a bad
+       configuration (nothing was run)
+  130  interrupted: Ctrl-C, SIGTERM or SIGHUP stopped `run` (or SIGTERM, SIGHUP `term`)";
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  eswifi-emu --link /tmp/eswifi                 a pty, also at /tmp/eswifi; picocom /tmp/eswifi
+  eswifi-emu --listen 5555 --preset zephyr      QEMU's -serial tcp:127.0.0.1:5555, Zephyr's driver
+  eswifi-emu --stdio                            the line on stdin/stdout (socat, pipelines)
+  eswifi-emu --preset cmsis --print-config      what a preset sets, as TOML
+  eswifi-emu run scripts/join.iwin --var SSID=lab --var SECURITY=0 --var PASSPHRASE=
+  eswifi-emu term                               type commands at a fresh module
+  eswifi-emu help run                           the options of one subcommand";
+
+const FLASH_EXAMPLES: &str = "\
+Examples:
+  eswifi-emu flash --set 1 --ca ca.pem --cert client.pem --key client.key
+  eswifi-emu flash --erase                      clear every set (and the saved settings)
+  eswifi-emu flash --set 0 --ca ca.pem --certsets /tmp/store";
+
+const CERTS_EXAMPLES: &str = "\
+Examples:
+  eswifi-emu certs                              the sets in ./certsets
+  eswifi-emu certs --certsets /tmp/store        another store (it must exist)";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  eswifi-emu peers --dir /tmp/peers &           the servers the shipped scripts talk to
+  eswifi-emu run scripts/*.iwin $(cat /tmp/peers/vars.txt)
+  eswifi-emu run scripts/join.iwin --var SSID=lab --var SECURITY=0 --var PASSPHRASE= -q
+  eswifi-emu run s.iwin --port /tmp/eswifi      another emulator's pty (or a real module's tty)
+  eswifi-emu run s.iwin --connect 127.0.0.1:5555 --junit report.xml
+
+Exit status: 0 every script passed, 1 one failed, 2 nothing ran (bad arguments, a missing script,
+a port that cannot be opened), 130 interrupted.";
+
+const TERM_EXAMPLES: &str = "\
+Examples:
+  eswifi-emu term                               a fresh module inside this process
+  eswifi-emu term --record session.iwin         also write what is typed as a script
+  eswifi-emu term --port /tmp/eswifi            another emulator's pty (or a real module's tty)
+  eswifi-emu term --serial /dev/ttyUSB0 --baud 115200
+
+Ctrl-C while a reply is awaited stops waiting (the session goes on); at the prompt it clears the
+line. Ctrl-D or `quit` leaves (exit status 0).";
+
+const PEERS_EXAMPLES: &str = "\
+Examples:
+  eswifi-emu peers --dir /tmp/peers             prints the --var values, also in /tmp/peers/vars.txt
+  eswifi-emu peers --dir /tmp/peers --for 10m   stop by itself after 10 minutes
+  eswifi-emu peers --host 192.168.1.10          for a real module on your network";
+
+const PRESETS_EXAMPLES: &str = "\
+Examples:
+  eswifi-emu presets                            every preset and the TOML it stands for
+  eswifi-emu presets zephyr                     one
+  eswifi-emu --preset zephyr --config my.toml   a preset and a file over it (the file wins)";
+
 /// Emulate an Inventek eS-WiFi module (IWIN AT commands) on a serial line, with real networking on
 /// the host. By default the line is a pseudo-terminal: the emulator prints its path (one per
 /// module) and serves until SIGINT, SIGTERM or SIGHUP. SIGUSR1 power-cycles every module.
 #[derive(Debug, Parser)]
-#[command(name = "eswifi-emu", version)]
+#[command(name = "eswifi-emu", version, after_help = MAIN_EXAMPLES.to_string() + "\n\n" + EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -53,7 +117,13 @@ struct Cli {
     #[command(flatten)]
     serve: ServeArgs,
 
-    /// TOML configuration file (defaults apply to everything it leaves out).
+    /// A host driver's configuration, by name (repeatable; later ones win, and --config over
+    /// all): zephyr, st, cmsis, mbed, mongoose, teach. `eswifi-emu presets` shows each as TOML.
+    #[arg(long, value_name = "NAME", global = true, help_heading = GLOBAL,
+          value_parser = clap::builder::PossibleValuesParser::new(eswifi_core::presets::names()))]
+    preset: Vec<String>,
+
+    /// TOML configuration file (defaults apply to everything it leaves out; it wins over --preset).
     #[arg(long, value_name = "FILE", global = true, help_heading = GLOBAL)]
     config: Option<PathBuf>,
 
@@ -87,11 +157,9 @@ struct Cli {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("front").multiple(false)))]
 struct ServeArgs {
-    /// Also create a symlink at PATH pointing to the pty, removed at exit. A symlink already there
-    /// is replaced; anything else at PATH (a file, a directory) is an error and left alone. With
-    /// --modules, PATH must hold the placeholder n in braces (replaced by the module number), as in
-    /// /tmp/eswifi{ n } written without the spaces (clap would print it as a line break).
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["serial", "listen", "connect", "stdio"])]
+    /// Also create a symlink at PATH pointing to the pty, removed at exit (help text: [`link_help`]).
+    #[arg(long, value_name = "PATH", help = link_help(),
+          conflicts_with_all = ["serial", "listen", "connect", "stdio"])]
     link: Option<String>,
 
     /// Serve on a real serial port (a USB-UART, any tty) instead of a pty: 8N1.
@@ -163,10 +231,35 @@ struct ServeArgs {
     #[arg(long, value_name = "MODE", value_parser = eswifi_tools::script::cli::event_mode_parser())]
     events: Option<EventMode>,
 
-    /// Seed of every random fault choice, to replay a run exactly (logged at start-up when not
-    /// given). Faults come from `[faults]` in the configuration or `fault add` on --control.
+    /// Seed of every random fault choice, to replay a run exactly (logged with the first fault
+    /// rule when not given). Faults come from `[faults]` in the configuration or `fault add` on
+    /// --control.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+
+    /// Append the secrets of every TLS session (client, and the server extension) to FILE in the
+    /// NSS key log format, so Wireshark decrypts a capture; SSLKEYLOGFILE does the same. The file
+    /// is created mode 0600, never through a symlink. Off unless asked for.
+    #[arg(long, value_name = "FILE")]
+    keylog: Option<PathBuf>,
+
+    /// Print the configuration that --preset and --config make, as TOML, and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// The `--link` help. clap turns the characters `{n}` of a help text into a line break, so the
+/// placeholder's letter is written with a style of its own (bold), which clap leaves alone: the
+/// help shows `/tmp/eswifi{n}` as the user types it.
+fn link_help() -> clap::builder::StyledStr {
+    let b = clap::builder::styling::Style::new().bold();
+    let n = format!("{{{}n{}}}", b.render(), b.render_reset());
+    clap::builder::StyledStr::from(format!(
+        "Also create a symlink at PATH pointing to the pty, removed at exit. A symlink already \
+         there is replaced; anything else at PATH (a file, a directory) is an error and left \
+         alone. With --modules, PATH must hold {n}, replaced by the module number: \
+         --link /tmp/eswifi{n} makes /tmp/eswifi0, /tmp/eswifi1, …"
+    ))
 }
 
 impl ServeArgs {
@@ -194,6 +287,7 @@ impl ServeArgs {
 enum Cmd {
     /// Offline equivalent of flashing a complete firmware image: program items into a set (replacing
     /// what is there) and/or erase every set — the only way to clear one-time-programmable sets.
+    #[command(after_help = FLASH_EXAMPLES)]
     Flash {
         /// Remove every item of every set first.
         #[arg(long)]
@@ -213,33 +307,77 @@ enum Cmd {
     },
     /// List what each certificate set holds: items present, and subject, issuer and validity of
     /// certificates. Never prints key material.
+    #[command(after_help = CERTS_EXAMPLES)]
     Certs,
     /// Run terminal scripts (`*.iwin`) against the module: an emulator in this process (one fresh
     /// module per script) unless --port, --serial or --connect names one.
+    #[command(after_help = RUN_EXAMPLES)]
     Run(eswifi_tools::script::cli::RunArgs),
     /// An interactive terminal on the module, with line editing and history.
+    #[command(after_help = TERM_EXAMPLES)]
     Term(eswifi_tools::script::cli::TermArgs),
     /// Start on loopback everything the shipped scripts talk to (echoes, WWEP, wss), with demo
     /// certificates, and print the --var values to use.
+    #[command(after_help = PEERS_EXAMPLES)]
     Peers(eswifi_tools::peers::PeersArgs),
+    /// Show the presets (--preset NAME): each host driver's configuration, as the TOML it stands
+    /// for.
+    #[command(after_help = PRESETS_EXAMPLES)]
+    Presets {
+        /// Only this preset.
+        #[arg(value_name = "NAME",
+              value_parser = clap::builder::PossibleValuesParser::new(eswifi_core::presets::names()))]
+        name: Option<String>,
+    },
+}
+
+/// The command line as clap sees it: `peers` takes no configuration or certificate store, so the
+/// global options for them are hidden there.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    // In place: after `build`, `mut_arg` would reorder the arguments behind clap's index.
+    cmd.mut_subcommand("peers", |s| {
+        s.mut_args(|a| {
+            let unused = ["preset", "config", "certsets"].contains(&a.get_id().as_str());
+            a.hide(unused)
+        })
+    })
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
+    let given = |name: &str| {
+        matches.value_source(name) == Some(ValueSource::CommandLine)
+            || matches
+                .subcommand()
+                .is_some_and(|(_, m)| m.value_source(name) == Some(ValueSource::CommandLine))
+    };
     // `run`/`term` give the embedded emulator a fresh directory unless --certsets was given.
-    let certsets_given = matches.value_source("certsets") == Some(ValueSource::CommandLine)
-        || matches
-            .subcommand()
-            .is_some_and(|(_, m)| m.value_source("certsets") == Some(ValueSource::CommandLine));
+    let certsets_given = given("certsets");
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if cli.verbose > 0 && cli.quiet {
         // clap enforces `conflicts_with` only among options on the same side of a subcommand.
-        Cli::command()
-            .error(
-                ErrorKind::ArgumentConflict,
-                "the argument '--verbose...' cannot be used with '--quiet'",
-            )
-            .exit();
+        usage_error(
+            ErrorKind::ArgumentConflict,
+            "the argument '--verbose...' cannot be used with '--quiet'",
+        );
+    }
+    if matches!(cli.cmd, Some(Cmd::Peers(_))) {
+        for name in ["preset", "config", "certsets"] {
+            if given(name) {
+                usage_error(
+                    ErrorKind::ArgumentConflict,
+                    &format!("`peers` takes no --{name}: it configures no module"),
+                );
+            }
+        }
+    }
+    if cli.serve.print_config && cli.cmd.is_some() {
+        usage_error(
+            ErrorKind::ArgumentConflict,
+            "--print-config goes without a subcommand: eswifi-emu --preset NAME --print-config",
+        );
     }
     // Runner and terminal output goes to stdout; the emulator inside them logs only warnings.
     let quiet_default = matches!(cli.cmd, Some(Cmd::Run(_) | Cmd::Term(_)));
@@ -252,8 +390,13 @@ fn main() -> ExitCode {
             "info"
         },
     );
+    if let Err(e) = keylog::init(cli.serve.keylog.as_deref()) {
+        eprintln!("eswifi-emu: {e}");
+        return ExitCode::from(2);
+    }
 
     let global = eswifi_tools::script::cli::Global {
+        presets: cli.preset.clone(),
         config: cli.config.clone(),
         certsets: certsets_given.then(|| cli.certsets.clone()),
         quiet: cli.quiet,
@@ -288,13 +431,15 @@ fn main() -> ExitCode {
                 };
                 crate::tools::flash(&store, &plan).map(|lines| lines.join("\n"))
             }
-            Cmd::Certs => crate::tools::list(&store).map(|s| s.trim_end().to_string()),
+            Cmd::Certs => existing_dir(&cli.certsets)
+                .and_then(|()| crate::tools::list(&store))
+                .map(|s| s.trim_end().to_string()),
+            Cmd::Presets { name } => Ok(show_presets(name.as_deref())),
             Cmd::Run(_) | Cmd::Term(_) | Cmd::Peers(_) => unreachable!("handled above"),
         };
         return match result {
             Ok(text) => {
                 // `eswifi-emu certs | head`: a reader that stops early is not an error.
-                use std::io::Write;
                 match writeln!(std::io::stdout().lock(), "{text}") {
                     Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                         eprintln!("eswifi-emu: stdout: {e}");
@@ -310,27 +455,53 @@ fn main() -> ExitCode {
         };
     }
 
-    let config = match &cli.config {
-        None => Config::default(),
-        Some(path) => match load_config(path) {
-            Ok(c) => c,
+    let args = cli.serve;
+    let file = match &cli.config {
+        None => None,
+        Some(path) => match read_config_file(path) {
+            Ok(text) => Some((format!("--config {}", path.display()), text)),
             Err(msg) => {
                 eprintln!("eswifi-emu: {}: {msg}", path.display());
                 return ExitCode::from(2);
             }
         },
     };
-    let mut config = config;
-    let args = cli.serve;
+    let layers = layers_of(
+        &cli.preset,
+        file.as_ref().map(|(o, t)| (o.as_str(), t.as_str())),
+    );
+    if args.print_config {
+        return match eswifi_core::presets::to_toml(&layers) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("eswifi-emu: {msg}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let mut config = match load_config(&layers) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("eswifi-emu: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(mode) = args.events {
         config.module.events = mode;
     }
+    config.key_log = keylog::sink();
     if let Some(baud) = args.baud {
-        config.module.baud = baud;
-        if let Err(msg) = config.validate() {
-            eprintln!("eswifi-emu: --baud: {msg}");
+        if !eswifi_core::config::BAUD_RATES.contains(&baud) {
+            eprintln!(
+                "eswifi-emu: --baud {baud}: not a rate the module offers; it offers {}",
+                eswifi_core::config::baud_list()
+            );
             return ExitCode::from(2);
         }
+        config.module.baud = baud;
     }
     let stdio = args.stdio;
     let opts = ServeOptions {
@@ -344,7 +515,11 @@ fn main() -> ExitCode {
         trace: args.trace,
         seed: args.seed,
     };
+    // An error before the lines are ready means nothing was served: exit status 2, as for a bad
+    // argument; once serving, a failure is 1.
+    let mut started = false;
     let served = serve(&opts, |lines| {
+        started = true;
         if stdio {
             // stdout is the serial line.
             return;
@@ -361,9 +536,57 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eswifi-emu: {e}");
-            ExitCode::FAILURE
+            if started {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
+}
+
+/// A clap usage error (exit status 2), printed as clap prints its own.
+fn usage_error(kind: ErrorKind, msg: &str) -> ! {
+    command().error(kind, msg).exit()
+}
+
+/// `certs` lists a store that exists: a mistyped --certsets must not look like an empty module.
+/// (`flash` creates the directory.)
+fn existing_dir(dir: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("--certsets {}: not a directory", dir.display())),
+        Err(e) => Err(format!("--certsets {}: {e}", dir.display())),
+    }
+}
+
+/// `eswifi-emu presets [NAME]`: each preset's name, summary and TOML.
+fn show_presets(name: Option<&str>) -> String {
+    let mut out = Vec::new();
+    for p in eswifi_core::presets::PRESETS {
+        if name.is_some_and(|n| n != p.name) {
+            continue;
+        }
+        if name.is_none() {
+            out.push(format!("## --preset {}: {}\n", p.name, p.summary));
+        }
+        out.push(p.toml.trim_end().to_string());
+        out.push(String::new());
+    }
+    out.join("\n").trim_end().to_string()
+}
+
+/// The configuration layers: every --preset in order, then the --config file (origin, text).
+fn layers_of<'a>(
+    presets: &[String],
+    file: Option<(&'a str, &'a str)>,
+) -> Vec<eswifi_core::presets::Layer<'a>> {
+    let presets: Vec<_> = presets
+        .iter()
+        .filter_map(|n| eswifi_core::presets::find(n))
+        .collect();
+    let file = file.map(|(origin, text)| eswifi_core::presets::Layer { origin, text });
+    eswifi_core::presets::layers(&presets, file)
 }
 
 fn init_logging(cli: &Cli, default: &str) {
@@ -376,9 +599,12 @@ fn init_logging(cli: &Cli, default: &str) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
 }
 
-fn load_config(path: &std::path::Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let config = Config::from_toml(&text)?;
+fn read_config_file(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
+fn load_config(layers: &[eswifi_core::presets::Layer<'_>]) -> Result<Config, String> {
+    let config = eswifi_core::presets::config(layers)?;
     // The fault rules are the emulator's, not the core's: checked here, at load time.
     crate::driver::config_rules(&config).map_err(|e| e.to_string())?;
     Ok(config)

@@ -172,6 +172,7 @@ fn flash_and_certs_take_certsets_after_the_subcommand() {
 fn verbosity_and_config_after_the_subcommand() {
     let dir = TempDir::new("cwd");
     let certs = dir.path().join("sets");
+    std::fs::create_dir(&certs).expect("creating the store (certs lists an existing one)");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[module]\nmessage_type = 0\n").expect("writing config");
 
@@ -234,6 +235,7 @@ fn certs_into_a_closed_pipe_exits_quietly() {
     use std::os::fd::FromRawFd;
     use std::process::{Command, Stdio};
     let dir = TempDir::new("cli-pipe");
+    std::fs::create_dir(dir.path().join("c")).expect("creating the store");
     let mut fds = [0i32; 2];
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     // The reader is gone before the tool writes (`eswifi-emu certs | head -0`).
@@ -266,4 +268,253 @@ fn certs_into_a_closed_pipe_exits_quietly() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+// ---- what a new user meets first (issue 18) ------------------------------------------------------
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The preset files: the one definition of each.
+fn preset_file(name: &str) -> String {
+    std::fs::read_to_string(
+        repo()
+            .join("crates/core/presets")
+            .join(format!("{name}.toml")),
+    )
+    .expect("preset file")
+}
+
+const PRESETS: [&str; 6] = ["zephyr", "st", "cmsis", "mbed", "mongoose", "teach"];
+
+#[test]
+fn presets_are_shown_as_the_toml_they_stand_for_and_the_readme_shows_the_same() {
+    let dir = TempDir::new("presets");
+    let all = run_in(dir.path(), &["presets"]);
+    assert_ok(&all, "presets");
+    for name in PRESETS {
+        let toml = preset_file(name);
+        assert!(
+            all.stdout.contains(&format!("## --preset {name}: ")),
+            "{name} not listed:\n{}",
+            all.stdout
+        );
+        assert!(all.stdout.contains(toml.trim_end()), "{name}'s TOML");
+        let one = run_in(dir.path(), &["presets", name]);
+        assert_ok(&one, name);
+        assert_eq!(one.stdout, toml, "presets {name}");
+        let printed = run_in(dir.path(), &["--preset", name, "--print-config"]);
+        assert_ok(&printed, name);
+        assert_eq!(printed.stdout, format!("# {name}\n{toml}"));
+    }
+    // The README's section shows each preset as its file, byte for byte.
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let section = &readme[readme
+        .find("### Quirk presets per driver")
+        .expect("the presets section")..];
+    let section = &section[..section[4..].find("\n## ").map_or(section.len(), |e| e + 4)];
+    for name in PRESETS {
+        let at = section
+            .find(&format!("**`{name}`**"))
+            .unwrap_or_else(|| panic!("README lacks preset {name}"));
+        let open = at + section[at..].find("```toml\n").expect("a toml block") + 8;
+        let close = open + section[open..].find("\n  ```").expect("closing fence") + 1;
+        let shown: String = section[open..close]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+            .collect();
+        assert_eq!(shown, preset_file(name), "README's {name} block");
+    }
+    // An unknown name is a usage error that lists the known ones.
+    let bad = run_in(dir.path(), &["--preset", "nope", "--print-config"]);
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("zephyr"), "{}", bad.stderr);
+}
+
+#[test]
+fn presets_layer_in_order_and_the_config_file_wins() {
+    let dir = TempDir::new("layers");
+    let config = dir.path().join("mine.toml");
+    std::fs::write(&config, "[identity]\nfirmware = \"C3.5.2.3.STM\"\n").unwrap();
+    let run = run_in(
+        dir.path(),
+        &[
+            "--preset",
+            "zephyr",
+            "--preset",
+            "cmsis",
+            "--config",
+            s(&config),
+            "--print-config",
+        ],
+    );
+    assert_ok(&run, "--print-config");
+    assert!(
+        run.stdout.contains("drop_byte_after_payload = true"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("bus = \"spi\""), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("firmware = \"C3.5.2.3.STM\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("C3.5.2.5"),
+        "the file wins: {}",
+        run.stdout
+    );
+    // And the module behaves so: cmsis puts it on the SPI bus (B? answers SPI, padded).
+    let mut emu = Emu::start_with(Some("[module]\nbus = \"spi\"\n"), &["--preset", "cmsis"]);
+    emu.expect(b"B?\r", b"\r\nSPI,0,0\r\nOK\r\n> \x15");
+}
+
+#[test]
+fn help_teaches_examples_exit_statuses_and_shows_the_link_placeholder() {
+    let dir = TempDir::new("help");
+    let main = run_in(dir.path(), &["--help"]);
+    assert_ok(&main, "--help");
+    for needle in [
+        "Examples:",
+        "Exit status:",
+        "  0 ",
+        "  1 ",
+        "  2 ",
+        "  130 ",
+        "--link /tmp/eswifi{n} makes /tmp/eswifi0",
+        "[possible values: zephyr, st, cmsis, mbed, mongoose, teach]",
+    ] {
+        assert!(main.stdout.contains(needle), "--help lacks {needle:?}");
+    }
+    assert!(!main.stdout.contains("{ n }"), "{}", main.stdout);
+    for sub in ["run", "term", "peers", "flash", "certs", "presets"] {
+        let h = run_in(dir.path(), &[sub, "--help"]);
+        assert_ok(&h, sub);
+        assert!(
+            h.stdout.contains("Examples:\n  eswifi-emu "),
+            "{sub} --help has no examples:\n{}",
+            h.stdout
+        );
+    }
+    let term = run_in(dir.path(), &["term", "--help"]);
+    assert!(
+        !term.stdout.contains("for `wait`"),
+        "term has no `wait`:\n{}",
+        term.stdout
+    );
+    let peers = run_in(dir.path(), &["peers", "--help"]);
+    for unused in ["--config", "--certsets", "--preset"] {
+        assert!(
+            !peers.stdout.contains(unused),
+            "peers --help lists {unused}"
+        );
+        let given = run_in(dir.path(), &["peers", unused, "x"]);
+        assert_eq!(given.code, Some(2), "peers {unused}: {}", given.stderr);
+    }
+}
+
+#[test]
+fn errors_name_what_the_user_typed_and_exit_2_when_nothing_ran() {
+    let dir = TempDir::new("errors");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let run = run_in(dir.path(), &["--listen", &port]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "--listen 127.0.0.1:{port}: address already in use"
+        )),
+        "{}",
+        run.stderr
+    );
+    // Not a local address: the bind fails, and nothing claimed it was listening.
+    let run = run_in(dir.path(), &["--listen", "192.0.2.1:5558"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("--listen 192.0.2.1:5558: "),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("listening"), "{}", run.stderr);
+
+    let run = run_in(dir.path(), &["--baud", "12345"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr
+            .contains("--baud 12345: not a rate the module offers")
+            && run.stderr.contains("9600, 19200")
+            && !run.stderr.contains("module.baud"),
+        "{}",
+        run.stderr
+    );
+    for args in [&["--modules", "0"][..], &["--serial", "/nonexistent/tty"]] {
+        let run = run_in(dir.path(), args);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(args[0]), "{args:?}: {}", run.stderr);
+    }
+    // `certs` of a store that is not there is an error, not three empty sets; `flash` makes it.
+    let missing = dir.path().join("nonexistent");
+    let run = run_in(dir.path(), &["certs", "--certsets", s(&missing)]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("--certsets "), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+
+    // `run`: a missing script, and a report with nowhere to go, are refused before anything runs.
+    let script = dir.path().join("ok.iwin");
+    std::fs::write(&script, "I?\n").unwrap();
+    let run = run_in(dir.path(), &["run", s(&script), "/nonexistent/x.iwin"]);
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("/nonexistent/x.iwin: "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "nothing ran: {}", run.stdout);
+    let run = run_in(
+        dir.path(),
+        &["run", s(&script), "--junit", "/nonexistent/r.xml"],
+    );
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("--junit /nonexistent/r.xml: "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "nothing ran: {}", run.stdout);
+    // `term --record` somewhere unwritable: named, and no banner after it.
+    let run = run_in(dir.path(), &["term", "--record", "/nonexistent/x.iwin"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("--record /nonexistent/x.iwin: "),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("eswifi-emu term on"), "{}", run.stdout);
+}
+
+#[test]
+fn start_up_log_says_what_matters() {
+    // No fault rule: no fault seed in the log.
+    let mut emu = Emu::start();
+    emu.expect(b"CS\r", b"\r\n0\r\nOK\r\n> ");
+    emu.stop();
+    let log = std::fs::read_to_string(emu.log_path().expect("log")).unwrap();
+    assert!(!log.contains("fault seed"), "{log}");
+    // A rule: the seed, to replay it.
+    let mut emu = Emu::start_with(
+        Some("[faults]\nrules = [\"serial.latency 1ms\"]\n"),
+        &["--seed", "7"],
+    );
+    emu.expect(b"CS\r", b"\r\n0\r\nOK\r\n> ");
+    emu.wait_log("fault seed 7 (replay with --seed 7)", 1);
+    emu.stop();
+    // --connect says when it has connected.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let mut emu = Emu::launch_full(None, &["--connect", &addr], 1, |_| None);
+    let (_host, _) = server.accept().expect("the emulator connects");
+    emu.wait_log(&format!("connected to {addr}"), 1);
+    emu.stop();
 }

@@ -167,7 +167,11 @@ fn control_socket_adds_lists_and_clears_rules() {
 
 #[test]
 fn the_seed_is_printed_when_not_given_and_used_when_given() {
-    let mut f = Faulty::start(&[], "", &[]);
+    // Only a run with a fault rule logs its seed (the first rule added logs it).
+    let mut none = Faulty::start(&[], "", &[]);
+    assert!(!none.log().contains("fault seed"), "{}", none.log());
+    none.emu.stop();
+    let mut f = Faulty::start(&["serial.latency 1ms"], "", &[]);
     let log = f.log();
     let seed = log
         .split("fault seed ")
@@ -179,7 +183,7 @@ fn the_seed_is_printed_when_not_given_and_used_when_given() {
         "{log}"
     );
     f.emu.stop();
-    let mut g = Faulty::start(&[], "", &["--seed", "1234"]);
+    let mut g = Faulty::start(&["serial.latency 1ms"], "", &["--seed", "1234"]);
     assert!(g.log().contains("fault seed 1234 "), "{}", g.log());
     g.emu.stop();
 }

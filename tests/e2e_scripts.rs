@@ -1072,8 +1072,13 @@ fn a_script_runs_through_connect_over_tcp() {
 /// The fenced block that follows `marker` in the README.
 fn readme_block(marker: &str) -> String {
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
-    let at = readme.find(marker).unwrap_or_else(|| panic!("README lacks {marker:?}"));
-    let open = at + readme[at..].find("```").expect("a fenced block after the marker");
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README lacks {marker:?}"));
+    let open = at
+        + readme[at..]
+            .find("```")
+            .expect("a fenced block after the marker");
     let body = open + readme[open..].find('\n').expect("fence line") + 1;
     let close = body + readme[body..].find("```").expect("closing fence");
     readme[body..close].to_string()

@@ -105,7 +105,7 @@ mkdir -p "$logs"
 results=()
 for boot in $(seq "$boots"); do
   rm -rf "$work/certs" "$work/console.txt" "$work/emu.addr"
-  "$emu" --listen 127.0.0.1:0 --config "$here/eswifi-emu.toml" --certsets "$work/certs" \
+  "$emu" --listen 127.0.0.1:0 --preset zephyr --certsets "$work/certs" \
     --control "$work/ctl" --trace "$logs/boot$boot.trace" >"$work/emu.addr" 2>"$logs/boot$boot.log" &
   emu_pid=$!
   wait_for "$work/emu.addr" ':' "eswifi-emu --listen"

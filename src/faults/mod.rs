@@ -95,6 +95,10 @@ impl FaultSet {
         }
         let id = self.next_id;
         self.next_id += 1;
+        if id == 1 {
+            let seed = self.seed;
+            log::info!("fault seed {seed} (replay with --seed {seed})");
+        }
         log::info!("fault #{id} added: {rule}");
         self.rules.push(Active {
             id,

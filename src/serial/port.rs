@@ -242,11 +242,14 @@ impl Port {
                     log::info!("a host is waiting to connect; {peer} has the line until it leaves")
                 }
             },
-            Port::Connect { up, conn, .. } if second => {
+            Port::Connect {
+                up, conn, target, ..
+            } if second => {
                 if !*up {
                     if let Some(c) = conn {
                         match connected(c) {
                             Ok(true) => {
+                                log::info!("connected to {target}");
                                 *up = true;
                                 h.opened = true;
                                 h.readable = true;

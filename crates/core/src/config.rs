@@ -18,6 +18,45 @@ pub struct Config {
     pub faults: Faults,
     #[serde(rename = "access_point")]
     pub access_points: Vec<AccessPoint>,
+    /// Where TLS sessions' secrets go (`--keylog`, `SSLKEYLOGFILE`): handed in by the edge, never
+    /// read from TOML; none by default.
+    #[serde(skip)]
+    pub key_log: KeyLogSink,
+}
+
+/// A receiver of TLS secrets in the NSS key log format (rustls' [`rustls::KeyLog`]). The core
+/// is sans-IO: the edge supplies one that writes the lines where it likes.
+#[derive(Clone, Default)]
+pub struct KeyLogSink(pub Option<std::sync::Arc<dyn rustls::KeyLog>>);
+
+impl std::fmt::Debug for KeyLogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "KeyLogSink(on)"
+        } else {
+            "KeyLogSink(off)"
+        })
+    }
+}
+
+/// Two sinks are equal when both are off or both are the same receiver.
+impl PartialEq for KeyLogSink {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// The UART rates the module offers (`U2`), the only ones `[module] baud` and `--baud` take.
+pub const BAUD_RATES: &[u32] = crate::iwin::command::BAUD_RATES;
+
+/// [`BAUD_RATES`] as a comma-separated list, for messages.
+pub fn baud_list() -> String {
+    let rates: Vec<String> = BAUD_RATES.iter().map(u32::to_string).collect();
+    rates.join(", ")
 }
 
 /// Faults active from start-up (see the README's "Faults"; the same lines as `fault add`).
@@ -60,10 +99,11 @@ impl Config {
         if self.module.message_type > 1 {
             return Err("module.message_type must be 0 or 1".into());
         }
-        if !crate::iwin::command::BAUD_RATES.contains(&self.module.baud) {
+        if !BAUD_RATES.contains(&self.module.baud) {
             return Err(format!(
-                "module.baud {} is not a rate the module offers (U2)",
-                self.module.baud
+                "module.baud {} is not a rate the module offers (U2): {}",
+                self.module.baud,
+                baud_list()
             ));
         }
         crate::iwin::command::parse_mac(&self.identity.mac).ok_or_else(|| {
@@ -198,6 +238,9 @@ pub struct ModuleSettings {
     /// bridges the module's SPI (boot cursor `\x15\x15\r\n> `, odd replies padded with 0x15, events
     /// by `MR`).
     pub bus: Bus,
+    /// For a person at a plain terminal (picocom, screen): echo what the host types and let
+    /// Backspace (0x08 or 0x7f) erase. The real module does neither, hence off by default.
+    pub terminal: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -215,6 +258,7 @@ impl Default for ModuleSettings {
             baud: 115_200,
             events: EventMode::default(),
             bus: Bus::default(),
+            terminal: false,
         }
     }
 }

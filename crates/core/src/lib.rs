@@ -6,7 +6,7 @@
 //! - [`module`]: the emulated module, a pure state machine (bytes, net events, time in; bytes,
 //!   [`module::io::NetOp`]s and a wake-up time out), and the contract with whatever drives it
 //!   ([`module::io`]).
-//! - [`config`]: configuration data; [`item`]: the certificate store's item codec; [`rng`]: the
+//! - [`config`]: configuration data, [`presets`] the per-driver fragments of it; [`item`]: the certificate store's item codec; [`rng`]: the
 //!   seeded generator behind every random choice.
 //! - `fuzz` (tests and the `fuzzing` feature only): fuzz targets checking invariants.
 //!
@@ -21,4 +21,5 @@ pub mod fuzz;
 pub mod item;
 pub mod iwin;
 pub mod module;
+pub mod presets;
 pub mod rng;

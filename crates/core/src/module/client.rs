@@ -116,17 +116,19 @@ impl Module {
                 }
                 let what = if proto == Protocol::Tls {
                     let params = self.tls_params(i)?;
-                    let client =
-                        TlsSession::start_client(&params, s.remote_ip, self.clock.unix(now))
-                            .map_err(|e| {
-                                log::warn!("socket {i}: TLS cannot start: {e:?}");
-                                match e {
-                                    SetupError::RootCa(_) => TlsError::RootCa,
-                                    SetupError::ClientCert(_) | SetupError::Other(_) => {
-                                        TlsError::Unable
-                                    }
-                                }
-                            })?;
+                    let client = TlsSession::start_client(
+                        &params,
+                        s.remote_ip,
+                        self.clock.unix(now),
+                        &self.cfg.key_log,
+                    )
+                    .map_err(|e| {
+                        log::warn!("socket {i}: TLS cannot start: {e:?}");
+                        match e {
+                            SetupError::RootCa(_) => TlsError::RootCa,
+                            SetupError::ClientCert(_) | SetupError::Other(_) => TlsError::Unable,
+                        }
+                    })?;
                     Opening::Tls(Box::new(client))
                 } else {
                     Opening::Tcp

@@ -228,7 +228,9 @@ impl Module {
                 continue;
             }
             let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
-            let session = match TlsSession::start_server(&params, self.clock.unix(now), deadline) {
+            let unix = self.clock.unix(now);
+            let session = match TlsSession::start_server(&params, unix, deadline, &self.cfg.key_log)
+            {
                 Ok(t) => t,
                 Err(e) => {
                     log::warn!("socket {i}: no TLS session for client {peer}: {e:?}");

@@ -12,6 +12,7 @@
 //! area's business.
 
 use super::socket::RxQueue;
+use crate::config::KeyLogSink;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -144,8 +145,9 @@ impl TlsSession {
         p: &TlsParams,
         peer: Ipv4Addr,
         now_unix: UnixTime,
+        key_log: &KeyLogSink,
     ) -> Result<TlsSession, SetupError> {
-        let config = client_config(p, now_unix)?;
+        let config = with_key_log(client_config(p, now_unix)?, key_log);
         let mut conn = rustls::ClientConnection::new(config, server_name(p, peer))
             .map_err(|e| SetupError::Other(format!("TLS session: {e}")))?;
         // The socket's send window paces the host; rustls must not cut writes short.
@@ -166,8 +168,17 @@ impl TlsSession {
         p: &TlsServerParams,
         now_unix: UnixTime,
         deadline: Instant,
+        key_log: &KeyLogSink,
     ) -> Result<TlsSession, SetupError> {
         let config = server_config(p, now_unix)?;
+        let config = match &key_log.0 {
+            None => config,
+            Some(log) => {
+                let mut c = Arc::unwrap_or_clone(config);
+                c.key_log = log.clone();
+                Arc::new(c)
+            }
+        };
         let mut conn = rustls::ServerConnection::new(config)
             .map_err(|e| SetupError::Other(format!("TLS session: {e}")))?;
         conn.set_buffer_limit(None);
@@ -506,6 +517,18 @@ fn client_config(p: &TlsParams, now: UnixTime) -> Result<Arc<ClientConfig>, Setu
         Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(key)))),
     };
     Ok(Arc::new(config))
+}
+
+/// The client configuration with the edge's key log, if one was given (`--keylog`).
+fn with_key_log(config: Arc<ClientConfig>, key_log: &KeyLogSink) -> Arc<ClientConfig> {
+    match &key_log.0 {
+        None => config,
+        Some(log) => {
+            let mut c = Arc::unwrap_or_clone(config);
+            c.key_log = log.clone();
+            Arc::new(c)
+        }
+    }
 }
 
 /// The set's certificate and key, presented to every client.

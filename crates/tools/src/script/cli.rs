@@ -15,6 +15,8 @@ use std::time::Duration;
 /// The options that come from the global part of the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Global {
+    /// `--preset NAME`s, in the order given (names clap has checked).
+    pub presets: Vec<String>,
     pub config: Option<PathBuf>,
     /// Only when given on the command line (otherwise the embedded emulator gets a fresh one).
     pub certsets: Option<PathBuf>,
@@ -37,10 +39,6 @@ pub struct PortArgs {
     /// A TCP connection carrying the serial line (QEMU `-serial tcp::PORT,server`, Renode).
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: Option<String>,
-    /// How the module delivers asynchronous messages, for `wait`: `uart` (written between
-    /// replies) or `poll` (fetched with MR). Also sets the embedded emulator's mode.
-    #[arg(long, value_name = "MODE", value_parser = event_mode_parser())]
-    pub events: Option<EventMode>,
     /// The control socket of the emulator on --port/--serial/--connect (its `--control PATH`),
     /// where `fault …` directives go. The embedded emulator has one of its own.
     #[arg(long, value_name = "PATH", requires = "line")]
@@ -97,6 +95,10 @@ pub struct RunArgs {
     pub scripts: Vec<PathBuf>,
     #[command(flatten)]
     pub port: PortArgs,
+    /// How the module delivers asynchronous messages, for `wait`: `uart` (written between
+    /// replies) or `poll` (fetched with MR). Also sets the embedded emulator's mode.
+    #[arg(long, value_name = "MODE", value_parser = event_mode_parser())]
+    pub events: Option<EventMode>,
     /// A variable for `${NAME}` (after `set`, before the environment). Repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
@@ -113,6 +115,10 @@ pub struct RunArgs {
 pub struct TermArgs {
     #[command(flatten)]
     pub port: PortArgs,
+    /// How the embedded emulator delivers asynchronous messages: `uart` (written between replies,
+    /// shown as they come) or `poll` (queued until you send MR).
+    #[arg(long, value_name = "MODE", value_parser = event_mode_parser())]
+    pub events: Option<EventMode>,
     /// Write what is typed as a script (`*.iwin`), each reply's kind as its `expect` line.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -122,13 +128,25 @@ pub struct TermArgs {
 }
 
 fn load_config(global: &Global, events: Option<EventMode>) -> Result<Config, String> {
-    let mut config = match &global.config {
-        None => Config::default(),
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| Config::from_toml(&t))
-            .map_err(|e| format!("{}: {e}", path.display()))?,
+    let file = match &global.config {
+        None => None,
+        Some(path) => Some((
+            format!("--config {}", path.display()),
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )),
     };
+    let presets: Vec<_> = global
+        .presets
+        .iter()
+        .filter_map(|n| eswifi_core::presets::find(n))
+        .collect();
+    let file = file
+        .as_ref()
+        .map(|(origin, text)| eswifi_core::presets::Layer {
+            origin: origin.as_str(),
+            text: text.as_str(),
+        });
+    let mut config = eswifi_core::presets::config(&eswifi_core::presets::layers(&presets, file))?;
     if let Some(m) = events {
         config.module.events = m;
     }
@@ -154,15 +172,49 @@ fn open_embedded(
     Ok((emu, Box::new(port)))
 }
 
+/// Exit with status 130 on the first of `signals` (after `before`), from a thread of its own: the
+/// runner may be in the middle of a read.
+fn exit_on(signals: &[i32], before: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    let mut sigs = signal_hook::iterator::Signals::new(signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if sigs.forever().next().is_some() {
+                before();
+                eprintln!("eswifi-emu: interrupted");
+                std::process::exit(130);
+            }
+        })?;
+    Ok(())
+}
+
 /// `eswifi-emu run`; `start` runs the embedded emulator (when no port is given).
 pub fn run_cmd(args: &RunArgs, global: &Global, start: Start) -> ExitCode {
-    let config = match load_config(global, args.port.events) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    if let Err(e) = exit_on(&[SIGINT, SIGTERM, SIGHUP], || {}) {
+        eprintln!("eswifi-emu: signals: {e}");
+        return ExitCode::from(2);
+    }
+    let config = match load_config(global, args.events) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("eswifi-emu: {e}");
             return ExitCode::from(2);
         }
     };
+    // Usage errors before anything runs: a script that is not there, a report nowhere to go.
+    for script in &args.scripts {
+        if let Err(e) = readable_file(script) {
+            eprintln!("eswifi-emu: {}: {e}", script.display());
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = &args.junit {
+        if let Err(e) = writable_path(path) {
+            eprintln!("eswifi-emu: --junit {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     let mode = config.module.events;
     let opts = Options {
         timeout: args.timeout,
@@ -221,6 +273,33 @@ pub fn run_cmd(args: &RunArgs, global: &Global, start: Start) -> ExitCode {
     }
 }
 
+/// A file that can be opened for reading (not a directory).
+fn readable_file(path: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.is_dir() {
+        return Err(std::io::Error::other("a directory, not a script"));
+    }
+    Ok(())
+}
+
+/// A path a file can be written at: its directory exists, and it is not a directory itself.
+fn writable_path(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !std::fs::metadata(dir)?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(std::io::Error::other("a directory"));
+    }
+    Ok(())
+}
+
 fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     f.write_all(data)?;
@@ -229,12 +308,43 @@ fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// `eswifi-emu term`; `start` runs the embedded emulator (when no port is given).
 pub fn term_cmd(args: &TermArgs, global: &Global, start: Start) -> ExitCode {
-    let config = match load_config(global, args.port.events) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // Ctrl-C only stops a wait (the terminal looks at the flag); SIGTERM and SIGHUP end the
+    // session, leaving the user's terminal as it was found.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
+    let restore = move || {
+        if let Some(t) = &saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    };
+    let handled = signal_hook::flag::register(SIGINT, interrupted.clone())
+        .and_then(|_| exit_on(&[SIGTERM, SIGHUP], restore));
+    if let Err(e) = handled {
+        eprintln!("eswifi-emu: signals: {e}");
+        return ExitCode::from(2);
+    }
+    let config = match load_config(global, args.events) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("eswifi-emu: {e}");
             return ExitCode::from(2);
         }
+    };
+    // Before anything is printed: a recording that cannot be written is a usage error.
+    let recorder = match &args.record {
+        None => None,
+        Some(p) => match term::Recorder::create(p) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("eswifi-emu: --record {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
     };
     let opened = match args.port.spec() {
         PortSpec::Embedded => {
@@ -251,14 +361,15 @@ pub fn term_cmd(args: &TermArgs, global: &Global, start: Start) -> ExitCode {
     };
     let opts = TermOptions {
         timeout: args.timeout,
-        record: args.record.clone(),
+        record: recorder,
+        interrupted,
         colour: colour_on(std::io::stdout().is_terminal()),
         control: match &emu {
             Some(e) => Some(e.control().to_owned()),
             None => args.port.control.clone(),
         },
     };
-    match term::term(port, &opts) {
+    match term::term(port, opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eswifi-emu: {e}");

@@ -24,7 +24,11 @@ const READ_TICK: Duration = Duration::from_millis(100);
 
 pub(super) struct TermOptions {
     pub timeout: Duration,
-    pub record: Option<PathBuf>,
+    /// `--record`, already created (a path that cannot be written is refused before the terminal
+    /// starts).
+    pub record: Option<Recorder>,
+    /// Set by SIGINT (Ctrl-C while a reply is awaited: the terminal is not in raw mode then).
+    pub interrupted: Arc<AtomicBool>,
     pub colour: bool,
     /// The emulator's control socket, for `fault …` (the embedded one's, or `--control`).
     pub control: Option<PathBuf>,
@@ -151,19 +155,27 @@ fn reader_loop(
 }
 
 /// The script lines `--record` writes.
-struct Recorder {
+pub(super) struct Recorder {
     file: File,
+    path: PathBuf,
 }
 
 impl Recorder {
-    fn create(path: &Path, port: &str) -> io::Result<Recorder> {
-        let mut file = File::create(path)?;
-        writeln!(
+    pub(super) fn create(path: &Path) -> io::Result<Recorder> {
+        let file = File::create(path)?;
+        Ok(Recorder {
             file,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The recording's first lines, once the line is open.
+    fn header(&mut self, port: &str) {
+        let text = format!(
             "// Recorded with `eswifi-emu term` on {port}.\n// Replay with: eswifi-emu run {} [--port …]",
-            path.display()
-        )?;
-        Ok(Recorder { file })
+            self.path.display()
+        );
+        self.line(&text);
     }
 
     fn line(&mut self, s: &str) {
@@ -185,6 +197,12 @@ fn recorded_command(text: &str, cmd: &lang::CommandLine) -> String {
         if !rest.is_empty() {
             return "A2=${AP_PASSPHRASE}   // not recorded: give --var AP_PASSPHRASE=… or set it in the environment".into();
         }
+    }
+    let replays =
+        matches!(lang::parse(text).as_deref(), Ok([l]) if matches!(l.item, lang::Item::Command(_)));
+    if !replays {
+        // A script would read it as a directive: replay it as the bytes that went out.
+        return format!("send \"{}\\r\"", escape(text.as_bytes()));
     }
     match &cmd.payload {
         Some(Payload::File(f)) => {
@@ -221,6 +239,18 @@ struct Term {
     timeout: Duration,
     colour: bool,
     control: Option<PathBuf>,
+    interrupted: Arc<AtomicBool>,
+    /// Replies still to come for commands whose wait was interrupted: they are not the next
+    /// command's.
+    owed: usize,
+}
+
+/// What became of a command sent.
+enum Awaited {
+    Reply(Output),
+    TimedOut,
+    /// Ctrl-C: the user stopped waiting (the reply shows when it comes).
+    Interrupted,
 }
 
 impl Term {
@@ -249,6 +279,9 @@ impl Term {
                             println!("{t}");
                         }
                     }
+                    if frame.is_reply() {
+                        self.owed = self.owed.saturating_sub(1);
+                    }
                     if let Some(e) = frame.message() {
                         self.record_event(e);
                     }
@@ -261,22 +294,29 @@ impl Term {
 
     /// One typed line; false to quit.
     fn handle(&mut self, text: &str) -> io::Result<bool> {
-        let first = text.chars().next().unwrap_or(' ');
-        if first.is_ascii_lowercase() {
-            match text {
-                "quit" | "exit" => return Ok(false),
-                "help" => println!("{HELP}"),
-                t if t.starts_with("send ") => match lang::quoted(t["send ".len()..].trim()) {
+        // The terminal's own words; anything else goes to the module as typed (a lowercase
+        // `i?` too: the module answers it, as it would at any terminal).
+        match text {
+            "quit" | "exit" => return Ok(false),
+            "help" => {
+                println!("{HELP}");
+                return Ok(true);
+            }
+            t if t.starts_with("send ") => {
+                match lang::quoted(t["send ".len()..].trim()) {
                     Ok((bytes, _)) => {
                         self.port.write_all(&bytes, self.timeout)?;
                         self.record(&format!("send \"{}\"", escape(&bytes)));
                     }
                     Err(e) => self.say_error(&e),
-                },
-                t if t == "fault" || t.starts_with("fault ") => self.fault(&t["fault".len()..]),
-                _ => self.say_error(&format!("unknown: {text}. {HELP}")),
+                }
+                return Ok(true);
             }
-            return Ok(true);
+            t if t == "fault" || t.starts_with("fault ") => {
+                self.fault(&t["fault".len()..]);
+                return Ok(true);
+            }
+            _ => {}
         }
         let cmd = match lang::parse_command(text) {
             Ok(c) => c,
@@ -315,14 +355,20 @@ impl Term {
         };
         self.shared.awaiting.store(false, Ordering::SeqCst);
         match reply? {
-            Some(r) => {
+            Awaited::Reply(r) => {
                 println!("{}", render_reply(&r, text, self.colour));
                 self.record(&format!("expect {}", lang::Kind::of(&r)));
             }
-            None => {
+            Awaited::TimedOut => {
                 let msg = format!("(no reply within {:.0} s)", self.timeout.as_secs_f64());
                 self.say_error(&msg);
                 self.record(&format!("// {msg}"));
+            }
+            Awaited::Interrupted => {
+                self.owed += 1;
+                let msg = "(Ctrl-C: no longer waiting; the reply shows when it comes)";
+                self.say_error(msg);
+                self.record("// interrupted: the reply was not waited for");
             }
         }
         // Events seen while waiting go after the command's checks (a check must follow it).
@@ -363,17 +409,29 @@ impl Term {
         }
     }
 
-    /// The reply to the command just sent, printing what comes before it; `None` on timeout.
-    fn await_reply(&mut self) -> io::Result<Option<Output>> {
+    /// The reply to the command just sent, printing what comes before it.
+    fn await_reply(&mut self) -> io::Result<Awaited> {
         let deadline = Instant::now() + self.timeout;
+        // A Ctrl-C typed before this command went out is not meant for it.
+        self.interrupted.store(false, Ordering::SeqCst);
         loop {
+            if self.interrupted.swap(false, Ordering::SeqCst) {
+                return Ok(Awaited::Interrupted);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(None);
+                return Ok(Awaited::TimedOut);
             }
-            match self.rx.recv_timeout(left) {
+            match self.rx.recv_timeout(left.min(READ_TICK)) {
                 Ok(Msg::Frame { frame, printed }) => match frame.unit {
-                    _ if frame.is_reply() && !printed => return Ok(Some(frame)),
+                    // The reply to a command whose wait was interrupted comes first.
+                    _ if frame.is_reply() && self.owed > 0 => {
+                        self.owed -= 1;
+                        if !printed {
+                            println!("{}", render_reply(&frame, "", self.colour));
+                        }
+                    }
+                    _ if frame.is_reply() && !printed => return Ok(Awaited::Reply(frame)),
                     // A reply the reader printed came before the command went out.
                     _ if frame.is_reply() => {}
                     Unit::Event => {
@@ -391,7 +449,7 @@ impl Term {
                     _ => {}
                 },
                 Ok(Msg::Closed(e)) => return Err(io::Error::other(format!("line: {e}"))),
-                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(io::Error::other("line reader stopped"))
                 }
@@ -400,13 +458,14 @@ impl Term {
     }
 }
 
-const HELP: &str = "Type module commands (uppercase); Enter sends them with CR. \
+const HELP: &str = "Type module commands; Enter sends them with CR (the module knows \
+uppercase mnemonics only). \
 Payloads: S3=\"text\\r\\n\", S3 @file, PG=0,0,@ca.pem. \
 Also: send \"raw\\x00bytes\" (no CR), fault RULE | clear [ID] | list (the emulator's \
 control socket), help, quit (or Ctrl-D).";
 
 /// Run the terminal until Ctrl-D, `quit`, or the line closing.
-pub(super) fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
+pub(super) fn term(port: Box<dyn Port>, opts: TermOptions) -> io::Result<()> {
     let name = port.name();
     let reader_port = port.try_clone()?;
     let config = rustyline::Config::builder()
@@ -433,13 +492,10 @@ pub(super) fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
             .name("term-reader".into())
             .spawn(move || reader_loop(reader_port, shared, tx, printer, colour))?
     };
-    let recorder = match &opts.record {
-        Some(p) => Some(
-            Recorder::create(p, &name)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?,
-        ),
-        None => None,
-    };
+    let mut recorder = opts.record;
+    if let Some(r) = recorder.as_mut() {
+        r.header(&name);
+    }
 
     let mut session = Term {
         port,
@@ -450,6 +506,8 @@ pub(super) fn term(port: Box<dyn Port>, opts: &TermOptions) -> io::Result<()> {
         timeout: opts.timeout,
         colour,
         control: opts.control.clone(),
+        interrupted: opts.interrupted.clone(),
+        owed: 0,
     };
     let result = (|| -> io::Result<()> {
         loop {
@@ -509,9 +567,11 @@ mod tests {
         let c = lang::parse_command("C2=").unwrap();
         assert_eq!(recorded_command("C2=", &c), "C2=");
         let c = lang::parse_command("S3=\"a\\r\\n\"").unwrap();
-        assert_eq!(recorded_command("", &c), "S3=\"a\\r\\n\"");
+        assert_eq!(recorded_command("S3=\"a\\r\\n\"", &c), "S3=\"a\\r\\n\"");
         let c = lang::parse_command("S3 @/tmp/x.bin").unwrap();
-        assert_eq!(recorded_command("", &c), "S3=@/tmp/x.bin");
+        assert_eq!(recorded_command("S3 @/tmp/x.bin", &c), "S3=@/tmp/x.bin");
+        let c = lang::parse_command("i?").unwrap();
+        assert_eq!(recorded_command("i?", &c), "send \"i?\\r\"");
         assert_eq!(
             wait_key(b"[TCP SVR] Accepted 127.0.0.1:5024"),
             "[TCP SVR] Accepted"
