@@ -300,3 +300,65 @@ fn term_sends_fault_lines_to_the_control_socket_and_records_them() {
     s.wait_for("fault needs --control PATH when running against a port");
     assert_eq!(s.quit(), Some(0), "screen:\n{}", s.text());
 }
+
+// ---- what a new user meets first (issue 18) ------------------------------------------------------
+
+#[test]
+fn ctrl_c_stops_a_wait_and_keeps_the_session_and_lowercase_goes_to_the_module() {
+    let dir = TempDir::new("term-ctrl-c");
+    let cfg = dir.path().join("slow.toml");
+    // A join that takes long enough to be interrupted.
+    std::fs::write(&cfg, "[timing]\njoin_ms = 3000\n").unwrap();
+    let rec = dir.path().join("session.iwin");
+    let mut s = Screen::spawn(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--record",
+            rec.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    s.wait_for("eswifi-emu term on embedded emulator");
+    // Lowercase is sent as typed, and the module answers it.
+    s.type_line("i?");
+    s.wait_for("ERROR: Unknown Command");
+    s.type_line("C1=lab");
+    s.wait_for("OK");
+    s.type_line("C0");
+    // Ctrl-C until the terminal says it stopped waiting (the first may reach the line editor
+    // before it has handed the terminal back; it clears an empty line then). Bounded.
+    let mut stopped = false;
+    for _ in 0..20 {
+        s.master.write_all(b"\x03").unwrap();
+        let until = Instant::now() + Duration::from_millis(150);
+        while Instant::now() < until {
+            s.pump(Duration::from_millis(20));
+        }
+        if find(&s.out[s.seen..], b"no longer waiting").is_some() {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "Ctrl-C did not stop the wait:\n{}", s.text());
+    assert_eq!(
+        s.child.try_wait().unwrap(),
+        None,
+        "term exited:\n{}",
+        s.text()
+    );
+    // The module kept its state: the join's reply comes late, and the next command gets its own.
+    s.wait_for("> ");
+    s.type_line("CS");
+    s.wait_for("[JOIN   ] lab,");
+    s.wait_for("\r\n1\r\n");
+    s.type_line("C?");
+    s.wait_for("lab,");
+    assert_eq!(s.quit(), Some(0), "screen:\n{}", s.text());
+    let recorded = std::fs::read_to_string(&rec).unwrap();
+    assert!(
+        recorded.contains("send \"i?\\r\"\nexpect ERROR\n"),
+        "{recorded}"
+    );
+    assert!(recorded.contains("C0\n// interrupted"), "{recorded}");
+}
