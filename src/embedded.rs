@@ -171,6 +171,10 @@ impl eswifi_tools::script::embedded::Embedded for Embedded {
     fn control(&self) -> &Path {
         &self.control
     }
+
+    fn take_log(&self) -> Vec<String> {
+        crate::logging::take_captured()
+    }
 }
 
 impl Drop for Embedded {

@@ -21,6 +21,7 @@ mod driver;
 mod embedded;
 mod faults;
 mod keylog;
+mod logging;
 mod net;
 mod serial;
 mod tools;
@@ -389,6 +390,7 @@ fn main() -> ExitCode {
         } else {
             "info"
         },
+        quiet_default,
     );
     if let Err(e) = keylog::init(cli.serve.keylog.as_deref()) {
         eprintln!("eswifi-emu: {e}");
@@ -589,14 +591,14 @@ fn layers_of<'a>(
     eswifi_core::presets::layers(&presets, file)
 }
 
-fn init_logging(cli: &Cli, default: &str) {
+fn init_logging(cli: &Cli, default: &str, capture: bool) {
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => default,
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    logging::init(level, capture);
 }
 
 fn read_config_file(path: &std::path::Path) -> Result<String, String> {

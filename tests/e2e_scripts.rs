@@ -317,7 +317,7 @@ fn sleep_echo_and_include() {
     let r = eswifi(&["run", broken.to_str().unwrap()]);
     assert_eq!(r.0, Some(1), "{}", r.1);
     assert!(
-        r.1.contains("broken.iwin:0") && r.1.contains("line 3"),
+        r.1.contains("FAIL broken.iwin:3 ") && r.1.contains("must follow a module command"),
         "{}",
         r.1
     );
@@ -468,7 +468,11 @@ fn seed_replays_the_embedded_emulators_random_faults_and_is_logged_only_with_v()
 fn a_parse_error_fails_the_script_naming_the_line() {
     assert_fails(
         &run_text("I?\nexpect maybe\n", &[]),
-        &["t.iwin:0", "line 2", "use OK, ERROR, -1, any"],
+        &[
+            "FAIL t.iwin:2 ",
+            "t.iwin:2: expect maybe",
+            "use OK, ERROR, -1, any",
+        ],
     );
 }
 
@@ -1103,4 +1107,140 @@ fn the_readmes_fault_excerpt_is_the_shipped_scripts_lines_and_runs_alone() {
     let r = eswifi(&["run", "scripts/faults-split-and-brownout.iwin"]);
     assert_eq!(r.0, Some(0), "stdout:\n{}\nstderr:\n{}", r.1, r.2);
     assert!(r.1.contains("serial.split is rule 1\n"), "stdout:\n{}", r.1);
+}
+
+#[test]
+fn until_within_bounds_the_whole_until_even_a_long_r2() {
+    // The server says hello once and then nothing: the first R0 gets it at once, the next would
+    // wait its whole R2 (30 s) for more.
+    let server = Server::tcp(|mut s, ctl| {
+        let _ = s.write_all(b"hello\r\n");
+        while ctl.running() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let text = format!(
+        "{JOIN}P0=0\nP1=0\nP3=127.0.0.1\nP4=${{PORT}}\nP6=1\nR2=30000\nR0\n\
+         until /goodbye/ within 1s\n"
+    );
+    let t0 = Instant::now();
+    let r = run_text(&text, &["--var", &format!("PORT={}", server.port())]);
+    let took = t0.elapsed();
+    assert_fails(
+        &r,
+        &[
+            "t.iwin:11: until /goodbye/ within 1s",
+            "expected: a reply matching /goodbye/ within 1000 ms (2 tries; the last had no reply in the",
+        ],
+    );
+    // Not a speed target: without the bound the run takes the 30 s R2 at least.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // The bound covers the command's own reply too: with no data at all, the first R0 is cut.
+    let silent = Server::tcp(|_s, ctl| {
+        while ctl.running() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let text = format!(
+        "{JOIN}P0=0\nP1=0\nP3=127.0.0.1\nP4=${{PORT}}\nP6=1\nR2=30000\nR0\n\
+         until /goodbye/ within 500ms\n"
+    );
+    let r = run_text(&text, &["--var", &format!("PORT={}", silent.port())]);
+    assert_fails(
+        &r,
+        &["expected: a reply matching /goodbye/ within 500 ms (1 try; it had no reply in that time)"],
+    );
+}
+
+#[test]
+fn a_failing_step_shows_the_emulators_warnings_even_with_q() {
+    let dir = TempDir::new("aps");
+    let cfg = dir.path().join("aps.toml");
+    std::fs::write(
+        &cfg,
+        "[[access_point]]\nssid = \"HomeNet\"\nsecurity = \"open\"\n",
+    )
+    .unwrap();
+    for quiet in [false, true] {
+        let mut args = vec!["--config", cfg.to_str().unwrap()];
+        if quiet {
+            args.push("-q");
+        }
+        let r = run_text("C1=eswifi-lab\nC3=0\nC0\n", &args);
+        assert_fails(
+            &r,
+            &[
+                "FAIL t.iwin:3 ",
+                "emulator warning: join \"eswifi-lab\" failed: no configured access point has this SSID",
+            ],
+        );
+    }
+    // Only the failing step's: a warning of an earlier step that passed is not repeated.
+    let r = run_text(
+        "C1=eswifi-lab\nC3=0\nC0\nexpect ERROR\nI?\nexpect \"nope\"\n",
+        &["--config", cfg.to_str().unwrap()],
+    );
+    assert_fails(&r, &["FAIL t.iwin:5 "]);
+    assert!(!r.1.contains("emulator warning"), "{}", r.1);
+}
+
+#[test]
+fn a_secret_variables_value_never_shows_in_steps_failures_or_junit() {
+    let dir = TempDir::new("secret");
+    let script = write_script(
+        &dir,
+        "t.iwin",
+        "set API_TOKEN s3cr3tvalue\nC1=lab\nC0\nPK=${API_TOKEN}\nexpect any\n\
+         S3=\"Bearer ${API_TOKEN}\"\nexpect \"${API_TOKEN}\"\n",
+    );
+    let junit = dir.path().join("report.xml");
+    let r = eswifi(&[
+        "run",
+        script.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_fails(&r, &["S3=\"Bearer ********\"", "PK=********"]);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    for (what, text) in [("stdout", &r.1), ("stderr", &r.2), ("junit", &xml)] {
+        assert!(!text.contains("s3cr3t"), "{what}:\n{text}");
+    }
+}
+
+#[test]
+fn a_syntax_error_names_its_file_and_line_also_in_an_include() {
+    let dir = TempDir::new("syntax");
+    write_script(&dir, "lib.iwin", "I?\n\nexpect exact\n");
+    let top = write_script(
+        &dir,
+        "main-script-with-a-long-name.iwin",
+        "I?\ninclude lib.iwin\n",
+    );
+    let r = eswifi(&["run", top.to_str().unwrap()]);
+    assert_fails(
+        &r,
+        &[
+            "FAIL lib.iwin:3 ",
+            "lib.iwin:3: expect exact",
+            "expected: a line of the script language",
+        ],
+    );
+    // Step lines and failures name files alike (relative to the top script), and the columns
+    // stay in line however long the name.
+    let steps: Vec<&str> = r.1.lines().filter(|l| l.starts_with("ok   ")).collect();
+    assert!(
+        steps[0].starts_with("ok   main-script-with-a-long-name.iwin:1 I?"),
+        "{}",
+        r.1
+    );
+    let col = |l: &str| l.find("  I?").or_else(|| l.find(" I?"));
+    assert!(col(steps[0]).is_some(), "{}", r.1);
+}
+
+#[test]
+fn replies_in_step_lines_show_quotes_as_they_are() {
+    let r = run_text("C1=eswifi-lab\nC?\nexpect /eswifi-lab/\nF0\n", &[]);
+    assert_passes(&r);
+    assert!(r.1.contains("#001,\"eswifi-lab\""), "{}", r.1);
+    assert!(!r.1.contains("\\\""), "{}", r.1);
 }

@@ -241,7 +241,8 @@ pub fn run_cmd(args: &RunArgs, global: &Global, start: Start) -> ExitCode {
                     control: Some(emu.control().to_owned()),
                     ..opts.clone()
                 };
-                outcomes.push(run::run_script(&mut session, script, &opts, &mut out));
+                let log = || emu.take_log();
+                outcomes.push(run::run_script(&mut session, script, &opts, &log, &mut out));
             }
         }
         spec => {
@@ -254,7 +255,13 @@ pub fn run_cmd(args: &RunArgs, global: &Global, start: Start) -> ExitCode {
             };
             let mut session = Session::new(port, mode);
             for script in &args.scripts {
-                outcomes.push(run::run_script(&mut session, script, &opts, &mut out));
+                outcomes.push(run::run_script(
+                    &mut session,
+                    script,
+                    &opts,
+                    &Vec::new,
+                    &mut out,
+                ));
             }
         }
     }

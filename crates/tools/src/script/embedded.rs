@@ -12,6 +12,9 @@ pub trait Embedded {
     fn path(&self) -> &Path;
     /// Its control socket (mode 0600), for `fault` directives.
     fn control(&self) -> &Path;
+    /// The warnings and errors it logged since the last call, oldest first (a failing step
+    /// shows them).
+    fn take_log(&self) -> Vec<String>;
 }
 
 /// Start one module with `config`. `certsets`: where its certificate sets live (`None`: a fresh

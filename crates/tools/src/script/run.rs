@@ -33,6 +33,10 @@ pub(super) struct Options {
     pub control: Option<PathBuf>,
 }
 
+/// The warnings and errors the emulator logged since the last call (none for a module on a
+/// port): a failing step shows its own, with or without `-q`.
+pub(super) type EmulatorLog<'a> = &'a dyn Fn() -> Vec<String>;
+
 /// Why a `fault` directive cannot run without a control socket.
 pub(super) const NO_CONTROL: &str = "fault needs --control PATH when running against a port";
 
@@ -83,6 +87,7 @@ pub(super) fn run_script(
     session: &mut Session,
     script: &Path,
     opts: &Options,
+    emulator_log: EmulatorLog<'_>,
     out: &mut dyn Write,
 ) -> Outcome {
     let start = Instant::now();
@@ -93,6 +98,9 @@ pub(super) fn run_script(
         secrets: initial_secrets(opts),
         output: Vec::new(),
         out,
+        emulator_log,
+        base: script.parent().map(Path::to_owned).unwrap_or_default(),
+        width: loc_width(script),
     };
     let header = format!("== {} ({})", script.display(), r.session.port_name());
     r.print(header, true);
@@ -121,6 +129,11 @@ struct Runner<'a> {
     secrets: Vec<Vec<u8>>,
     output: Vec<String>,
     out: &'a mut dyn Write,
+    emulator_log: EmulatorLog<'a>,
+    /// The top script's directory: locations are shown relative to it.
+    base: PathBuf,
+    /// Of the location column, so that long script names keep the columns in line.
+    width: usize,
 }
 
 /// Where a line is, for messages.
@@ -136,13 +149,75 @@ fn fmt_dur(d: Duration) -> String {
     }
 }
 
-fn read_script(path: &Path) -> Result<Vec<Line>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
-    lang::parse(&text).map_err(|e| e.to_string())
+/// Why a script file could not be run.
+enum ScriptError {
+    Read(String),
+    /// A line that does not parse: its number, its text and why.
+    Parse {
+        line: usize,
+        text: String,
+        msg: String,
+    },
+}
+
+fn read_script(path: &Path) -> Result<Vec<Line>, ScriptError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ScriptError::Read(format!("cannot read it: {e}")))?;
+    lang::parse(&text).map_err(|e| ScriptError::Parse {
+        line: e.line,
+        text: text
+            .lines()
+            .nth(e.line.saturating_sub(1))
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+        msg: e.msg,
+    })
+}
+
+/// The narrowest location column: 24, or wider for the longest `name:line` of the script and the
+/// files it includes by a literal path (relative to its directory).
+fn loc_width(top: &Path) -> usize {
+    const MIN: usize = 24;
+    const MAX: usize = 48;
+    let base = top.parent().unwrap_or(Path::new(""));
+    let mut width = MIN;
+    let mut todo = vec![top.to_owned()];
+    let mut seen = 0;
+    while let Some(file) = todo.pop() {
+        seen += 1;
+        if seen > 64 {
+            break;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let name = file
+            .strip_prefix(base)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let lines = text.lines().count();
+        width = width.max(name.chars().count() + 1 + lines.to_string().len());
+        if let Ok(parsed) = lang::parse(&text) {
+            for l in parsed {
+                if let Item::Include(p) = &l.item {
+                    if !p.contains("${") {
+                        todo.push(relative_to(&file, p));
+                    }
+                }
+            }
+        }
+    }
+    width.min(MAX)
 }
 
 impl Runner<'_> {
+    /// Every line printed (and kept for `--junit`) goes through here: a secret variable's value
+    /// never shows.
     fn print(&mut self, line: String, always: bool) {
+        let line =
+            String::from_utf8_lossy(&show::redact(line.as_bytes(), &self.secrets)).into_owned();
         if always || !self.opts.quiet {
             let _ = writeln!(self.out, "{line}");
             let _ = self.out.flush();
@@ -161,24 +236,50 @@ impl Runner<'_> {
     fn step_line(&mut self, loc: &str, what: &str, result: &str, took: Option<Duration>) {
         let status = self.paint("32", "ok  ");
         let took = took.map(fmt_dur).unwrap_or_default();
+        let w = self.width;
         let line = format!(
-            "{status} {loc:<24} {:<34} {:<44} {took:>8}",
+            "{status} {loc:<w$} {:<34} {:<44} {took:>8}",
             shorten(what, 34),
             shorten(result, 44)
         );
         self.print(line.trim_end().to_string(), false);
     }
 
-    fn fail_line(&mut self, loc: &str, f: &Failure) {
+    /// Print a failure under its step, with what the emulator warned of during the step; returns
+    /// it as reported (secrets masked, its location relative to the top script, as step lines).
+    fn fail_line(&mut self, loc: &str, f: Failure) -> Failure {
+        let mask = |s: &str| {
+            String::from_utf8_lossy(&show::redact(s.as_bytes(), &self.secrets)).into_owned()
+        };
+        let base = self.base.display().to_string();
+        let at = match f.at.strip_prefix(&base) {
+            Some(rest) if !base.is_empty() => rest.trim_start_matches('/').to_string(),
+            _ => f.at.clone(),
+        };
+        let f = Failure {
+            at,
+            line: mask(&f.line),
+            command: f.command.as_deref().map(mask),
+            expected: mask(&f.expected),
+            got: mask(&f.got),
+        };
         let status = self.paint("31;1", "FAIL");
         let what = f.command.as_deref().unwrap_or(&f.line);
-        let line = format!("{status} {loc:<24} {}", shorten(what, 34));
+        let w = self.width;
+        let line = format!("{status} {loc:<w$} {}", shorten(what, 34));
         self.print(line, true);
-        for l in f.describe().lines() {
+        let mut lines: Vec<String> = f.describe().lines().map(str::to_string).collect();
+        lines.extend(
+            (self.emulator_log)()
+                .into_iter()
+                .map(|l| format!("emulator {l}")),
+        );
+        for l in lines {
             let l = format!("       {l}");
             let l = self.paint("31", &l);
             self.print(l, true);
         }
+        f
     }
 
     fn start(&mut self, script: &Path) -> Result<(), Failure> {
@@ -189,12 +290,12 @@ impl Runner<'_> {
             expected,
             got,
         };
+        (self.emulator_log)();
         let lines = match read_script(script) {
             Ok(l) => l,
             Err(e) => {
-                let f = fail_start("a script".into(), e);
-                self.fail_line("0", &f);
-                return Err(f);
+                let (loc, f) = self.script_failure(script, e, fail_start);
+                return Err(self.fail_line(&loc, f));
             }
         };
         if let Err(e) = self.session.sync(self.opts.timeout) {
@@ -209,16 +310,38 @@ impl Runner<'_> {
                 ),
                 got,
             );
-            self.fail_line("0", &f);
-            return Err(f);
+            return Err(self.fail_line("0", f));
         }
         self.exec(script, script, &lines, 0)
     }
 
-    /// The location column: file name and line (the header names the script's path).
-    fn loc(_top: &Path, file: &Path, no: usize) -> String {
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        format!("{name}:{no}")
+    /// A script that cannot run: where (its line, for a parse error) and why.
+    fn script_failure(
+        &self,
+        file: &Path,
+        e: ScriptError,
+        fail_start: impl Fn(String, String) -> Failure,
+    ) -> (String, Failure) {
+        match e {
+            ScriptError::Read(msg) => ("0".into(), fail_start("a script".into(), msg)),
+            ScriptError::Parse { line, text, msg } => (
+                self.loc(file, line),
+                Failure {
+                    at: at(file, line),
+                    line: text,
+                    command: None,
+                    expected: "a line of the script language".into(),
+                    got: msg,
+                },
+            ),
+        }
+    }
+
+    /// The location column: the file relative to the top script's directory (the header names
+    /// the top script's path), and the line.
+    fn loc(&self, file: &Path, no: usize) -> String {
+        let name = file.strip_prefix(&self.base).unwrap_or(file);
+        format!("{}:{no}", name.display())
     }
 
     fn lookup(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -292,7 +415,8 @@ impl Runner<'_> {
         if text.is_empty() {
             kind.to_string()
         } else {
-            escape(text)
+            // Not inside quotes here: a quote reads better as it is (`#001,"lab",…`).
+            escape(text).replace("\\\"", "\"")
         }
     }
 
@@ -311,7 +435,9 @@ impl Runner<'_> {
                 .take_while(|l| l.item.is_check())
                 .count();
             let checks = &lines[i + 1..i + 1 + n];
-            let loc = Self::loc(top, file, line.no);
+            let loc = self.loc(file, line.no);
+            // What the emulator logs from here on belongs to this step.
+            (self.emulator_log)();
             let result = match &line.item {
                 Item::Command(c) => self.command(file, line, c, checks, &loc),
                 Item::Send(b) => self.send(file, line, b, checks, &loc),
@@ -334,25 +460,24 @@ impl Runner<'_> {
                 }
                 Item::Echo(text) => self.subst(file, line, text.as_bytes()).map(|t| {
                     let t = show::redact(&t, &self.secrets);
-                    let t = format!("     {loc:<24} {}", String::from_utf8_lossy(&t));
+                    let w = self.width;
+                    let t = format!("     {loc:<w$} {}", String::from_utf8_lossy(&t));
                     self.print(t, false);
                 }),
                 Item::Fault(op) => self.fault(file, line, op, &loc),
                 Item::Include(p) => match self.subst_str(file, line, p) {
                     Ok(p) => self.include(top, file, line, &p, depth),
-                    Err(f) => {
-                        self.fail_line(&loc, &f);
-                        Err(f)
-                    }
+                    Err(f) => Err(self.fail_line(&loc, f)),
                 },
                 // `parse` attaches every check to a command or send.
                 Item::Expect(_) | Item::Until { .. } | Item::Capture { .. } => Ok(()),
             };
             if let Err(f) = result {
-                if !matches!(&line.item, Item::Include(_)) {
-                    self.fail_line(&loc, &f);
+                if matches!(&line.item, Item::Include(_)) {
+                    // Reported where it happened, inside the included file.
+                    return Err(f);
                 }
-                return Err(f);
+                return Err(self.fail_line(&loc, f));
             }
             i += 1 + n;
         }
@@ -380,15 +505,17 @@ impl Runner<'_> {
                 "includes nested at most 16 deep",
                 "a deeper include (a loop?)".into(),
             );
-            self.fail_line(&Self::loc(top, file, line.no), &f);
-            return Err(f);
+            return Err(self.fail_line(&self.loc(file, line.no), f));
         }
         let lines = match read_script(&path) {
             Ok(l) => l,
-            Err(e) => {
+            Err(ScriptError::Read(e)) => {
                 let f = fail("a script to include", format!("{}: {e}", path.display()));
-                self.fail_line(&Self::loc(top, file, line.no), &f);
-                return Err(f);
+                return Err(self.fail_line(&self.loc(file, line.no), f));
+            }
+            Err(e) => {
+                let (loc, f) = self.script_failure(&path, e, |e, g| fail(&e, g));
+                return Err(self.fail_line(&loc, f));
             }
         };
         self.exec(top, &path, &lines, depth + 1)
@@ -479,11 +606,38 @@ impl Runner<'_> {
         let (bytes, shown) = self.build(file, line, c)?;
         let cmd = c.head.clone();
         let t0 = Instant::now();
-        let reply = self
-            .session
-            .command(&bytes, self.opts.timeout)
+        let timeout = self.opts.timeout;
+        // An `until … within` bounds the whole until, the command's own reply included.
+        let until = checks.iter().find_map(|l| match &l.item {
+            Item::Until { re, within } => Some((l, re, within.unwrap_or(timeout))),
+            _ => None,
+        });
+        let first = until.map_or(timeout, |(_, _, w)| w.min(timeout));
+        self.session
+            .write(&bytes, timeout)
             .map_err(|e| self.session_failure(file, line, &shown, &cmd, e))?;
-        let (reply, tries) = self.check(file, line, &shown, &cmd, reply, checks, Some(&bytes))?;
+        let reply = match (self.session.read_reply(first), until) {
+            (Ok(r), _) => r,
+            (Err(SessionError::Timeout { got }), Some((l, re, within))) if first < timeout => {
+                return Err(Failure {
+                    at: at(file, l.no),
+                    line: l.text.clone(),
+                    command: Some(shown),
+                    expected: format!(
+                        "a reply matching /{re}/ within {} (1 try; it had no reply in that time)",
+                        fmt_dur(within)
+                    ),
+                    got: if got.is_empty() {
+                        "nothing".into()
+                    } else {
+                        self.show_bytes(&got, &cmd)
+                    },
+                });
+            }
+            (Err(e), _) => return Err(self.session_failure(file, line, &shown, &cmd, e)),
+        };
+        let (reply, tries) =
+            self.check(file, line, &shown, &cmd, reply, checks, Some((&bytes, t0)))?;
         let mut result = self.show_reply(&reply, &cmd);
         if tries > 1 {
             result = format!("{result} ({tries} tries)");
@@ -533,7 +687,7 @@ impl Runner<'_> {
         cmd: &str,
         mut reply: Reply,
         checks: &[Line],
-        resend: Option<&[u8]>,
+        resend: Option<(&[u8], Instant)>,
     ) -> Result<(Reply, usize), Failure> {
         let explicit = checks.iter().find_map(|l| match l.item {
             Item::Expect(Expect::Kind(k)) => Some((k, l)),
@@ -557,7 +711,7 @@ impl Runner<'_> {
             let Item::Until { re, within } = &l.item else {
                 continue;
             };
-            let Some(bytes) = resend else {
+            let Some((bytes, sent)) = resend else {
                 return Err(fail(
                     self,
                     l,
@@ -567,7 +721,7 @@ impl Runner<'_> {
             };
             let re = self.regex(file, l, re)?;
             let within = within.unwrap_or(self.opts.timeout);
-            let deadline = Instant::now() + within;
+            let deadline = sent + within;
             let max_tries = (within.as_millis() / UNTIL_PAUSE.as_millis()) as usize + 2;
             loop {
                 if kind != Kind::Any && Kind::of(&reply) != kind {
@@ -581,24 +735,39 @@ impl Runner<'_> {
                 if re.is_match(reply.payload()) {
                     break;
                 }
+                let gave_up = |this: &Self, tries: usize, why: &str, r: &Reply| {
+                    let e = format!(
+                        "a reply matching /{re}/ within {} ({tries} tries; {why})",
+                        fmt_dur(within)
+                    );
+                    fail(this, l, e, r)
+                };
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || tries >= max_tries {
-                    return Err(fail(
-                        self,
-                        l,
-                        format!(
-                            "a reply matching /{re}/ within {} ({tries} tries; this is the last)",
-                            fmt_dur(within)
-                        ),
-                        &reply,
-                    ));
+                    return Err(gave_up(self, tries, "this is the last", &reply));
                 }
                 std::thread::sleep(UNTIL_PAUSE.min(left));
+                // `within` bounds the whole `until`: the last try waits only for what is left
+                // (an R0 would otherwise wait its full R2).
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(gave_up(self, tries, "this is the last", &reply));
+                }
                 tries += 1;
-                reply = self
-                    .session
-                    .command(bytes, self.opts.timeout)
+                self.session
+                    .write(bytes, self.opts.timeout)
                     .map_err(|e| self.session_failure(file, l, shown, cmd, e))?;
+                reply = match self.session.read_reply(left.min(self.opts.timeout)) {
+                    Ok(r) => r,
+                    Err(SessionError::Timeout { .. }) if left < self.opts.timeout => {
+                        let why = format!(
+                            "the last had no reply in the {} left; shown is the one before",
+                            fmt_dur(left)
+                        );
+                        return Err(gave_up(self, tries, &why, &reply));
+                    }
+                    Err(e) => return Err(self.session_failure(file, l, shown, cmd, e)),
+                };
             }
         }
         if kind != Kind::Any && Kind::of(&reply) != kind {
@@ -697,7 +866,8 @@ impl Runner<'_> {
             self.vars.insert(FAULT_ID.into(), id.as_bytes().to_vec());
         }
         for rule in &answer[..answer.len() - 1] {
-            let l = format!("     {loc:<24} {rule}");
+            let w = self.width;
+            let l = format!("     {loc:<w$} {rule}");
             self.print(l, false);
         }
         self.step_line(loc, &shown, &last, Some(t0.elapsed()));
