@@ -518,3 +518,36 @@ fn start_up_log_says_what_matters() {
     emu.wait_log(&format!("connected to {addr}"), 1);
     emu.stop();
 }
+
+#[test]
+fn the_teach_preset_echoes_and_backspace_erases_and_the_default_does_neither() {
+    let mut emu = Emu::start_with(None, &["--preset", "teach"]);
+    // Typed one key at a time, as a person at picocom: each comes back.
+    emu.write(b"IX");
+    assert_bytes(&emu.read_exact_n(2), b"IX", "echo");
+    emu.write(b"\x7f");
+    assert_bytes(&emu.read_exact_n(3), b"\x08 \x08", "Backspace erases");
+    emu.write(b"?");
+    assert_bytes(&emu.read_exact_n(1), b"?", "echo");
+    emu.write(b"\r");
+    let reply = emu.read_until_prompt(emu.timeout);
+    assert!(
+        reply.starts_with(b"\r\nISM43362-M3G-L44-UART,"),
+        "{}",
+        esc(&reply)
+    );
+    // A passphrase comes back as stars.
+    emu.write(b"C2=hunter22");
+    assert_bytes(&emu.read_exact_n(11), b"C2=********", "passphrase echo");
+    emu.write(b"\r");
+    assert_bytes(
+        &emu.read_until_prompt(emu.timeout),
+        b"\r\n\r\nOK\r\n> ",
+        "C2 reply",
+    );
+    emu.stop();
+
+    // The real module neither echoes nor edits: 0x7f is part of the command.
+    let mut emu = Emu::start();
+    emu.expect(b"IX\x7f?\r", b"\r\n\r\nERROR: Unknown Command\r\n> ");
+}

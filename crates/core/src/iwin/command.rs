@@ -538,14 +538,27 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
 
 /// The line as it may appear in a log: known mnemonics with their arguments, except the secrets
 /// (`C2`, `A2`) which are masked; anything else (junk, or stray lines that might be certificate or
-/// key material) only as its length.
+/// key material) as its length, after its first two bytes (a mnemonic's size: a mistyped `cs`
+/// shows as `cs`) when it cannot be a secret: no `=` (no `c2=passphrase` typed wrong), and not a
+/// line of base64 longer than a mnemonic (a PEM key's body).
 pub(crate) fn log_text(line: &[u8]) -> String {
+    let base64 = |b: &[u8]| {
+        b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+    };
     match split(line) {
         Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(a))) => {
             format!("{}=<{} bytes hidden>", m.text(), a.len())
         }
         Ok(_) if line.is_ascii() => line.escape_ascii().to_string(),
         _ if line.is_empty() => String::new(),
+        _ if line.contains(&b'=') => format!("<unrecognised line of {} bytes>", line.len()),
+        _ if line.len() <= 2 => line.escape_ascii().to_string(),
+        _ if !base64(line) => format!(
+            "{}… <unrecognised line of {} bytes>",
+            line[..2].escape_ascii(),
+            line.len()
+        ),
         _ => format!("<unrecognised line of {} bytes>", line.len()),
     }
 }
@@ -1151,8 +1164,16 @@ mod tests {
         assert_eq!(log_text(stray), "<unrecognised line of 52 bytes>");
         assert_eq!(
             log_text(b"-----BEGIN PRIVATE KEY-----"),
-            "<unrecognised line of 27 bytes>"
+            "--… <unrecognised line of 27 bytes>"
         );
         assert_eq!(log_text(b"P6=1"), "P6=1");
+        // A mistyped command shows as typed (a mnemonic's size at most); one with `=` may hold a
+        // passphrase typed wrong (`c2=secret`): its length only.
+        assert_eq!(log_text(b"cs"), "cs");
+        assert_eq!(log_text(b"i?"), "i?");
+        assert_eq!(log_text(b"ix\x7f?"), "ix… <unrecognised line of 4 bytes>");
+        assert_eq!(log_text(b"c2=hunter22"), "<unrecognised line of 11 bytes>");
+        assert_eq!(log_text(b"ab+cd/ef=="), "<unrecognised line of 10 bytes>");
+        assert_eq!(log_text(b"abcd"), "<unrecognised line of 4 bytes>");
     }
 }

@@ -46,6 +46,11 @@ pub(crate) struct Framer {
     stray_due: bool,
     /// The SPI bus: 0x15 outside a payload is padding, never part of a command.
     spi: bool,
+    /// `[module] terminal`: for a person at a plain terminal, command bytes are echoed and
+    /// Backspace erases (the real module does neither).
+    terminal: bool,
+    /// Echo not yet taken ([`Framer::take_echo`]).
+    echo: Vec<u8>,
 }
 
 impl Framer {
@@ -60,6 +65,17 @@ impl Framer {
     pub(crate) fn spi(mut self, on: bool) -> Framer {
         self.spi = on;
         self
+    }
+
+    /// Echo command bytes and honour Backspace (0x08, 0x7f), for a person at a terminal.
+    pub(crate) fn terminal(mut self, on: bool) -> Framer {
+        self.terminal = on;
+        self
+    }
+
+    /// What the terminal mode echoes for the command bytes framed so far (a passphrase's as `*`).
+    pub(crate) fn take_echo(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.echo)
     }
 
     /// Append bytes read from the serial line.
@@ -123,7 +139,9 @@ impl Framer {
 
     /// Forget everything buffered (module reset).
     pub(crate) fn clear(&mut self) {
-        *self = Framer::new(self.drop_after_payload).spi(self.spi);
+        *self = Framer::new(self.drop_after_payload)
+            .spi(self.spi)
+            .terminal(self.terminal);
     }
 
     /// The next complete frame, if the buffered bytes hold one.
@@ -174,7 +192,16 @@ impl Framer {
                         if b == b'\n' || b == 0 || (self.spi && b == SPI_PAD) {
                             continue;
                         }
+                        if self.terminal && (b == 0x08 || b == 0x7f) {
+                            if self.line.pop().is_some() {
+                                self.echo.extend_from_slice(b"\x08 \x08");
+                            }
+                            continue;
+                        }
                         self.line.push(b);
+                        if self.terminal {
+                            echo_last(&self.line, &mut self.echo);
+                        }
                         if self.line.len() > MAX_LINE {
                             overlong = true;
                             used = k + 1;
@@ -207,12 +234,51 @@ impl Framer {
     }
 }
 
+/// Echo the byte just added to `line`: printable as it is, a passphrase's (`C2=`, `A2=`) as `*`,
+/// anything else (an arrow key's escape sequence) not at all.
+fn echo_last(line: &[u8], echo: &mut Vec<u8>) {
+    let Some(&b) = line.last() else {
+        return;
+    };
+    let secret = line.len() > 3 && (line.starts_with(b"C2=") || line.starts_with(b"A2="));
+    match b {
+        _ if secret => echo.push(b'*'),
+        0x20..=0x7e => echo.push(b),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn frames(f: &mut Framer) -> Vec<Frame> {
         std::iter::from_fn(|| f.next_frame()).collect()
+    }
+
+    #[test]
+    fn terminal_mode_echoes_and_backspace_erases_but_not_in_payloads() {
+        let mut f = Framer::new(false).terminal(true);
+        f.push(b"IX\x7f");
+        assert!(frames(&mut f).is_empty());
+        assert_eq!(f.take_echo(), b"IX\x08 \x08");
+        f.push(b"?\r");
+        assert_eq!(frames(&mut f), vec![Frame::Line(b"I?".to_vec())]);
+        assert_eq!(f.take_echo(), b"?");
+        // Backspace on an empty line erases nothing; a passphrase echoes as stars.
+        f.push(b"\x08C2=ab\x08cd\r");
+        assert_eq!(frames(&mut f), vec![Frame::Line(b"C2=acd".to_vec())]);
+        assert_eq!(f.take_echo(), b"C2=**\x08 \x08**");
+        // Payload bytes are data: neither echoed nor edited.
+        f.expect_payload(3);
+        f.push(b"a\x7fb");
+        assert_eq!(frames(&mut f), vec![Frame::Payload(b"a\x7fb".to_vec())]);
+        assert!(f.take_echo().is_empty());
+        // Off (the real module): no echo, and 0x7f is part of the line.
+        let mut f = Framer::new(false);
+        f.push(b"IX\x7f?\r");
+        assert_eq!(frames(&mut f), vec![Frame::Line(b"IX\x7f?".to_vec())]);
+        assert!(f.take_echo().is_empty());
     }
 
     #[test]

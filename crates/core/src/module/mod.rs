@@ -388,7 +388,8 @@ impl Module {
             profile,
             wire,
             framer: Framer::new(config.quirks.drop_byte_after_payload)
-                .spi(config.module.bus == Bus::Spi),
+                .spi(config.module.bus == Bus::Spi)
+                .terminal(config.module.terminal),
             out: Vec::new(),
             ops: VecDeque::new(),
             store_ops: VecDeque::new(),
@@ -663,7 +664,13 @@ impl Module {
             if !matches!(self.busy, None | Some(Busy::Payload { .. })) {
                 break;
             }
-            let Some(frame) = self.framer.next_frame() else {
+            let frame = self.framer.next_frame();
+            // `[module] terminal`: the typed bytes come back before any reply to them.
+            let echo = self.framer.take_echo();
+            if !echo.is_empty() {
+                self.emit(&echo, None);
+            }
+            let Some(frame) = frame else {
                 break;
             };
             match frame {
