@@ -458,3 +458,214 @@ fn peer_close_notify_gives_minus_one_after_queued_data() {
 fn peer_close_notify_right_after_handshake_gives_data_then_minus_one() {
     close_notify_after_data(true);
 }
+
+// ---- the TLS key log (--keylog, SSLKEYLOGFILE) ------------------------------------------------------
+
+/// What a rustls peer of the module's sessions logs: the same lines the module's key log must hold.
+#[derive(Debug, Default)]
+struct Collect(std::sync::Mutex<Vec<String>>);
+
+impl rustls::KeyLog for Collect {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        let line = format!("{label} {} {}", hex(client_random), hex(secret));
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl Collect {
+    fn lines(&self) -> Vec<String> {
+        let mut v = self.0.lock().unwrap().clone();
+        v.sort();
+        v
+    }
+}
+
+fn logged_server(v: Versions, log: &std::sync::Arc<Collect>) -> TlsServer {
+    let pki = pki();
+    let mut config = std::sync::Arc::unwrap_or_clone(server_config(&pki.self_signed, None, v));
+    config.key_log = log.clone();
+    TlsServer::echo(std::sync::Arc::new(config))
+}
+
+/// The key log's lines for sessions whose client random is one of `lines`'.
+fn file_lines_like(path: &std::path::Path, lines: &[String]) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("the key log");
+    let randoms: Vec<&str> = lines.iter().filter_map(|l| l.split(' ').nth(1)).collect();
+    let mut v: Vec<String> = text
+        .lines()
+        .filter(|l| l.split(' ').nth(1).is_some_and(|r| randoms.contains(&r)))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn keylog_writes_every_tls_sessions_secrets_in_the_nss_format_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("keylog");
+    let path = dir.path().join("keys.log");
+    let mut emu = Emu::start_with(
+        Some("[tls]\nserver = true\n"),
+        &["--keylog", path.to_str().unwrap()],
+    );
+    join(&mut emu);
+    let mode = std::fs::metadata(&path)
+        .expect("created at start")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the key log decrypts every session");
+
+    // The module as a client, TLS 1.3 then TLS 1.2: the server saw the same secrets.
+    let mut all = Vec::new();
+    for (v, labels) in [
+        (
+            Versions::Tls13,
+            &[
+                "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+                "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                "CLIENT_TRAFFIC_SECRET_0",
+                "SERVER_TRAFFIC_SECRET_0",
+            ][..],
+        ),
+        (Versions::Tls12, &["CLIENT_RANDOM"][..]),
+    ] {
+        let seen = std::sync::Arc::new(Collect::default());
+        let server = logged_server(v, &seen);
+        tls_connect(&mut emu, 0, server.port(), 0);
+        emu.expect(b"R2=300\r", OK);
+        echo_roundtrip(&mut emu, b"secret data");
+        emu.expect(b"P6=0\r", OK);
+        let want = seen.lines();
+        for label in labels {
+            assert!(
+                want.iter().any(|l| l.starts_with(&format!("{label} "))),
+                "{v:?}: the server logged no {label}: {want:?}"
+            );
+        }
+        let got = wait_for(
+            SECS,
+            || file_lines_like(&path, &want),
+            |g| g.len() >= want.len(),
+        );
+        assert_eq!(got, want, "{v:?}: the key log's lines for this session");
+        all.extend(want);
+    }
+
+    // The module as a TLS server (the extension): a rustls client's secrets, the same.
+    let pki = pki();
+    program_set(
+        &mut emu,
+        0,
+        Some(pki.ca.cert_pem.as_bytes()),
+        Some(pki.server.cert_pem.as_bytes()),
+        Some(pki.server.key_pem.as_bytes()),
+    );
+    let port = closed_port();
+    for c in [
+        "P0=1\r".to_string(),
+        "P1=3\r".into(),
+        format!("P2={port}\r"),
+        "P9=0\r".into(),
+        "P5=1\r".into(),
+    ] {
+        emu.expect(c.as_bytes(), OK);
+    }
+    let seen = std::sync::Arc::new(Collect::default());
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca.cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.key_log = seen.clone();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(SECS)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    use std::io::Write;
+    tls.write_all(b"hi")
+        .expect("handshake with the module's TLS server");
+    tls.flush().unwrap();
+    let accepted = emu.read_until_prompt(SECS);
+    assert!(
+        accepted.starts_with(b"\r\n[TCP SVR] Accepted 127.0.0.1:"),
+        "{}",
+        esc(&accepted)
+    );
+    let want = seen.lines();
+    assert!(
+        want.iter()
+            .any(|l| l.starts_with("CLIENT_TRAFFIC_SECRET_0 ")),
+        "{want:?}"
+    );
+    let got = wait_for(
+        SECS,
+        || file_lines_like(&path, &want),
+        |g| g.len() >= want.len(),
+    );
+    assert_eq!(got, want, "the module as a server: the key log's lines");
+    all.extend(want);
+    drop(tls);
+
+    // No secret reaches the log, even at -v.
+    let log = emu_log(&emu);
+    for line in &all {
+        let secret = line.split(' ').nth(2).unwrap();
+        assert!(!log.contains(secret), "a secret is in the log:\n{log}");
+    }
+    emu.stop();
+}
+
+#[test]
+fn keylog_is_off_by_default_never_follows_a_symlink_and_takes_sslkeylogfile() {
+    let dir = TempDir::new("keylog-link");
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, b"keep me\n").unwrap();
+    let link = dir.path().join("keys.log");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (code, _, err) = run_binary(
+        &["--keylog", link.to_str().unwrap(), "--stdio"],
+        dir.path(),
+        SECS,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me\n");
+
+    // SSLKEYLOGFILE, as curl and browsers read it; without it (or empty), no key log.
+    let file = dir.path().join("env.log");
+    let stdio = |env: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(binary());
+        cmd.args(["--stdio", "--certsets", dir.path().to_str().unwrap()])
+            .env_remove("SSLKEYLOGFILE")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(p) = env {
+            cmd.env("SSLKEYLOGFILE", p);
+        }
+        // An empty stdin (a pipe closed at once) ends the emulator.
+        let out = cmd.spawn().unwrap().wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = stdio(Some(&file));
+    assert!(
+        err.contains("SSLKEYLOGFILE: the secrets of every TLS session"),
+        "{err}"
+    );
+    assert!(file.exists(), "created by SSLKEYLOGFILE");
+    let err = stdio(None);
+    assert!(!err.contains("TLS session"), "{err}");
+    let err = stdio(Some(std::path::Path::new("")));
+    assert!(!err.contains("TLS session"), "{err}");
+}
