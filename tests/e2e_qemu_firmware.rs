@@ -125,3 +125,65 @@ fn our_firmware_on_qemu_mps2_an385_passes_every_check() {
         "key material reached the output"
     );
 }
+
+/// `scripts/qemu-uart-demo/run.sh`, as the README shows it: the same bytes every run (the banner
+/// QEMU would cut at random is read away first), nothing on stderr (no `ld` warning), exit 0 (the
+/// firmware ends QEMU itself), and the README's copy of the output is what it prints.
+#[test]
+fn the_qemu_uart_demo_prints_the_same_reply_every_run() {
+    let missing: Vec<&str> = [
+        "arm-none-eabi-as",
+        "arm-none-eabi-ld",
+        "arm-none-eabi-objcopy",
+        "qemu-system-arm",
+        "timeout",
+    ]
+    .into_iter()
+    .filter(|t| !on_path(t))
+    .collect();
+    if !missing.is_empty() {
+        let why = format!(
+            "not found: {} (Debian: apt-get install binutils-arm-none-eabi qemu-system-arm)",
+            missing.join(", ")
+        );
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run the QEMU demo, but {why}"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED the_qemu_uart_demo_prints_the_same_reply_every_run: {why}"
+        );
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let want = "\r\nISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,\
+                Inventek eS-WiFi\r\nOK\r\n> \n";
+    for run in 0..3 {
+        let out = Command::new("timeout")
+            .args(["60", "bash", "scripts/qemu-uart-demo/run.sh"])
+            .current_dir(root)
+            .env("ESWIFI_EMU", env!("CARGO_BIN_EXE_eswifi-emu"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the demo");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "run {run}: {}\n{stdout}\n{stderr}",
+            out.status
+        );
+        assert_eq!(stderr, "", "run {run}: stderr");
+        let (first, rest) = stdout.split_once('\n').expect("a first line");
+        assert!(
+            first.starts_with("eswifi-emu serves the UART at 127.0.0.1:"),
+            "{first}"
+        );
+        assert_eq!(rest, want, "run {run}: the console");
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let shown = "QEMU's console (USART2) follows:\n\nISM43362-M3G-L44-UART,C3.5.2.3.STM,\
+                 v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Inventek eS-WiFi\nOK\n>\n```";
+    assert!(readme.contains(shown), "the README shows the demo's output");
+}
