@@ -433,7 +433,7 @@ fn main() -> ExitCode {
                 };
                 crate::tools::flash(&store, &plan).map(|lines| lines.join("\n"))
             }
-            Cmd::Certs => existing_dir(&cli.certsets)
+            Cmd::Certs => existing_dir(&cli.certsets, certsets_given)
                 .and_then(|()| crate::tools::list(&store))
                 .map(|s| s.trim_end().to_string()),
             Cmd::Presets { name } => Ok(show_presets(name.as_deref())),
@@ -554,11 +554,19 @@ fn usage_error(kind: ErrorKind, msg: &str) -> ! {
 
 /// `certs` lists a store that exists: a mistyped --certsets must not look like an empty module.
 /// (`flash` creates the directory.)
-fn existing_dir(dir: &std::path::Path) -> Result<(), String> {
+fn existing_dir(dir: &std::path::Path, given: bool) -> Result<(), String> {
+    let what = if given {
+        format!("--certsets {}", dir.display())
+    } else {
+        format!(
+            "{} (the default --certsets; the emulator makes it when it first stores something)",
+            dir.display()
+        )
+    };
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!("--certsets {}: not a directory", dir.display())),
-        Err(e) => Err(format!("--certsets {}: {e}", dir.display())),
+        Ok(_) => Err(format!("{what}: not a directory")),
+        Err(e) => Err(format!("{what}: {e}")),
     }
 }
 
