@@ -516,15 +516,15 @@ impl<M: Core> Driver<M> {
         Self::with_signals(true)
     }
 
-    /// `signals`: take SIGINT, SIGTERM, SIGHUP (shutdown) and SIGUSR1 (reset) for the process;
-    /// false for an emulator inside `run` or `term`, whose host side handles them.
-    pub(crate) fn with_signals(signals: bool) -> io::Result<Self> {
+    /// `shutdown`: take SIGINT, SIGTERM and SIGHUP for the process (false for an emulator inside
+    /// `run` or `term`, whose host side handles them); SIGUSR1 (reset) always.
+    pub(crate) fn with_signals(shutdown: bool) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut net = NetStack::new(poll.registry())?;
-        let taken: &[i32] = if signals {
+        let taken: &[i32] = if shutdown {
             &[SIGINT, SIGTERM, SIGHUP, SIGUSR1]
         } else {
-            &[]
+            &[SIGUSR1]
         };
         let mut signals = Signals::new(taken)?;
         let signal_token = net.alloc_token();

@@ -1244,3 +1244,42 @@ fn replies_in_step_lines_show_quotes_as_they_are() {
     assert!(r.1.contains("#001,\"eswifi-lab\""), "{}", r.1);
     assert!(!r.1.contains("\\\""), "{}", r.1);
 }
+
+#[test]
+fn ctrl_c_stops_a_run_with_status_130() {
+    let dir = TempDir::new("sigint");
+    let script = write_script(&dir, "t.iwin", "I?\nsleep 30s\nCS\n");
+    let mut child = Command::new(binary())
+        .args(["run", script.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first step is out, the runner sleeps: interrupt it there.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("ok ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the run ended early");
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "run did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+}
