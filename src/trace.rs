@@ -8,7 +8,8 @@
 //! with tag `>` for what the host sent (as the module framed it: a command line with its CR, or a
 //! payload), `<` for what the module wrote, `*` for a note (network, TLS, line and power events).
 //! Texts are escaped as Rust byte strings (`\r`, `\n`, `\xNN`); PG payloads, passphrases and
-//! key-like stray lines are redacted by the module before they get here.
+//! key-like stray lines are redacted by the module before they get here. The file is created
+//! without following a symbolic link, mode 0600: it holds the module's traffic.
 
 use eswifi_core::module::{TraceKind, TraceRecord};
 use std::fs::File;
@@ -24,7 +25,7 @@ pub(crate) struct Tracer {
 impl Tracer {
     pub(crate) fn create(path: &Path, start: Instant) -> io::Result<Tracer> {
         Ok(Tracer {
-            file: File::create(path)?,
+            file: eswifi_tools::files::create_private(path)?,
             start,
         })
     }
