@@ -168,6 +168,14 @@ fn trace_and_junit_files_are_private_and_never_written_through_links() {
         !d.join("absent.trace").exists(),
         "a dangling link's target created"
     );
+    // A plain name: 0600 (it holds the module's traffic), a stale 0644 file there replaced.
+    let trace = d.join("t.trace");
+    std::fs::write(&trace, "old").unwrap();
+    std::fs::set_permissions(&trace, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut emu = Emu::start_with(None, &["--trace", trace.to_str().unwrap()]);
+    emu.expect_ok(b"I?\r", I_REPLY.as_bytes());
+    assert_eq!(mode(&trace), 0o600);
+    assert!(!std::fs::read_to_string(&trace).unwrap().starts_with("old"));
 }
 
 /// The exact bytes of a complete item file (certsets/README.md).
@@ -360,4 +368,64 @@ fn the_control_socket_is_never_connectable_by_others_under_umask_000() {
         [AddWatchFlags::IN_MOVED_TO],
         "events on the socket's name"
     );
+}
+
+// ---- fault rules ------------------------------------------------------------------------------
+
+/// A Unix socket path short enough for SUN_LEN (the tests' directories are long).
+fn short_socket_path() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("eswifi-a{}-{n}.sock", std::process::id()))
+}
+
+const I_REPLY: &str =
+    "ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Inventek eS-WiFi";
+
+#[test]
+fn fault_rules_refuse_what_they_do_not_understand_and_clear_releases_a_stall() {
+    let ctl = short_socket_path();
+    let mut emu = Emu::start_with(None, &["--control", ctl.to_str().unwrap()]);
+    for (rule, why) in [
+        (
+            "serial.split 1..7 unknown=1",
+            "error serial.split: unknown option unknown= (it takes gap=; usage: serial.split \
+             MIN..MAX [gap=DUR])",
+        ),
+        (
+            "serial.split 1..7 gap=1ms gap=2ms",
+            "error serial.split: gap= given twice",
+        ),
+        (
+            "serial.stall 3s 4s",
+            "error serial.stall: unexpected \"4s\" (usage: serial.stall DUR)",
+        ),
+    ] {
+        assert_eq!(control(&ctl, &format!("fault add {rule}")), why);
+    }
+    assert_eq!(
+        control(&ctl, "fault list"),
+        "ok 0",
+        "a refused rule was added"
+    );
+    // A brown-out countless commands away never comes.
+    assert_eq!(
+        control(
+            &ctl,
+            "fault add module.reset after=18446744073709551615cmds"
+        ),
+        "ok 1"
+    );
+    emu.expect_ok(b"I?\r", I_REPLY.as_bytes());
+    emu.expect_ok(b"I?\r", I_REPLY.as_bytes());
+    assert_eq!(control(&ctl, "fault clear"), "ok");
+    // A stalled command goes on when its fault is cleared, not 60 s later.
+    assert_eq!(control(&ctl, "fault add serial.stall 60s"), "ok 2");
+    emu.write(b"I?\r");
+    assert_eq!(emu.read_for(Duration::from_millis(300)), b"", "not held");
+    assert_eq!(control(&ctl, "fault clear 2"), "ok");
+    // (Well under the stall's 60 s.)
+    let reply = emu.read_until_prompt(Duration::from_secs(20));
+    assert_bytes(&reply, &ok(I_REPLY), "I? released by fault clear");
 }

@@ -66,6 +66,11 @@ pub(crate) struct FaultSet {
     fired: Vec<Fired>,
     /// Bumped whenever rules change (the driver then refreshes the cores' Wi-Fi faults).
     generation: u64,
+    /// Commands a `serial.stall` holds: (rule id, module). Bounded: a stall fires once per rule
+    /// and module.
+    stalled: Vec<(usize, usize)>,
+    /// Modules whose held command a `fault clear` released (the driver hands it on at once).
+    released: Vec<usize>,
 }
 
 impl FaultSet {
@@ -76,6 +81,8 @@ impl FaultSet {
             rules: Vec::new(),
             fired: Vec::new(),
             generation: 0,
+            stalled: Vec::new(),
+            released: Vec::new(),
         }
     }
 
@@ -109,15 +116,35 @@ impl FaultSet {
         Ok(id)
     }
 
-    /// Remove one rule, or all. False if there is no such rule.
+    /// Remove one rule, or all. False if there is no such rule. A command a cleared
+    /// `serial.stall` still holds is released ([`FaultSet::take_released`]): clearing a fault
+    /// ends what it does, as a reset does.
     pub(crate) fn clear(&mut self, id: Option<usize>) -> bool {
         let before = self.rules.len();
         match id {
             Some(id) => self.rules.retain(|r| r.id != id),
             None => self.rules.clear(),
         }
+        let gone = |rule: usize| id.is_none_or(|id| id == rule);
+        for &(_, module) in self.stalled.iter().filter(|(rule, _)| gone(*rule)) {
+            if !self.released.contains(&module) {
+                self.released.push(module);
+            }
+        }
+        self.stalled.retain(|(rule, _)| !gone(*rule));
         self.generation += 1;
         id.is_none() || self.rules.len() < before
+    }
+
+    /// Modules whose stalled command a [`FaultSet::clear`] released since the last call: the
+    /// driver hands it to the module now.
+    pub(crate) fn take_released(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// The stalled command of `module` was handed on (its time ran out, or the module reset).
+    pub(crate) fn stall_over(&mut self, module: usize) {
+        self.stalled.retain(|&(_, m)| m != module);
     }
 
     /// One line per rule: `<id> <rule> fired=<n>`.
@@ -269,6 +296,7 @@ impl FaultSet {
             unreachable!("matched above")
         };
         self.rules[k].done.push(module);
+        self.stalled.push((self.rules[k].id, module));
         self.fire(k, module, format!("next command held {d:?}"));
         Some(d)
     }
@@ -278,8 +306,10 @@ impl FaultSet {
         let due = self.rules.iter().position(|r| {
             r.applies(module)
                 && match r.rule.kind {
+                    // `after=18446744073709551615cmds` is never, not a wrap to now.
                     rule::Kind::ModuleReset(When::Commands(n)) => {
-                        commands >= r.base_commands.get(&module).copied().unwrap_or(0) + n
+                        let base = r.base_commands.get(&module).copied().unwrap_or(0);
+                        base.checked_add(n).is_some_and(|due| commands >= due)
                     }
                     rule::Kind::ModuleReset(When::After(d)) => now >= r.added + d,
                     _ => false,
@@ -480,5 +510,40 @@ mod tests {
         assert!(s.clear(Some(1)));
         assert!(!s.clear(Some(99)));
         assert_eq!(s.list().len(), 2);
+    }
+
+    #[test]
+    fn a_reset_countless_commands_away_never_wraps_to_now() {
+        let (mut s, now) = set(&["module.reset after=18446744073709551615cmds"]);
+        for n in [0, 1, 2, 1000, u64::MAX - 1] {
+            assert!(!s.reset_due(0, n, now), "fired at {n}");
+        }
+        let mut s = FaultSet::new(1);
+        s.add(
+            parse("module.reset after=18446744073709551615cmds").unwrap(),
+            now,
+            &[7],
+        )
+        .unwrap();
+        assert!(!s.reset_due(0, 8, now), "base + n wrapped");
+        assert!(!s.reset_due(0, u64::MAX, now));
+    }
+
+    #[test]
+    fn clearing_a_stall_releases_the_command_it_holds() {
+        let (mut s, _) = set(&["serial.stall 30s module=0", "serial.stall 30s module=1"]);
+        assert!(s.stall(0).is_some());
+        assert!(s.stall(1).is_some());
+        assert!(s.take_released().is_empty());
+        assert!(s.clear(Some(2)));
+        assert_eq!(s.take_released(), [1], "only the cleared rule's module");
+        assert!(s.clear(None));
+        assert_eq!(s.take_released(), [0]);
+        // A stall whose time ran out holds nothing to release.
+        let (mut s, _) = set(&["serial.stall 1ms"]);
+        assert!(s.stall(0).is_some());
+        s.stall_over(0);
+        assert!(s.clear(None));
+        assert!(s.take_released().is_empty());
     }
 }
