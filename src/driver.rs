@@ -594,6 +594,7 @@ impl<M: Core> Driver<M> {
     fn power_cycle(&mut self, idx: ModuleIdx, why: &str) {
         if let Some(line) = self.lines.get_mut(idx) {
             line.power_cycle(idx, &mut self.tracer, why);
+            self.faults.power_cycled(idx);
         }
     }
 

@@ -8,7 +8,8 @@
 //! with tag `>` for what the host sent (as the module framed it: a command line with its CR, or a
 //! payload), `<` for what the module wrote, `*` for a note (network, TLS, line and power events).
 //! Texts are escaped as Rust byte strings (`\r`, `\n`, `\xNN`); PG payloads, passphrases and
-//! key-like stray lines are redacted by the module before they get here. The file is created
+//! lines that are not commands are redacted by the module (fault notes by the fault layer)
+//! before they get here. The file is created
 //! without following a symbolic link, mode 0600: it holds the module's traffic.
 
 use eswifi_core::module::{TraceKind, TraceRecord};

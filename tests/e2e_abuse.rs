@@ -429,3 +429,80 @@ fn fault_rules_refuse_what_they_do_not_understand_and_clear_releases_a_stall() {
     let reply = emu.read_until_prompt(Duration::from_secs(20));
     assert_bytes(&reply, &ok(I_REPLY), "I? released by fault clear");
 }
+
+// ---- secrets in fault notes and the transcript ----------------------------------------------
+
+/// Whether `text` holds any 8-byte run of `secret` (key material, a passphrase).
+fn leaks(text: &str, secret: &[u8]) -> Option<String> {
+    secret
+        .windows(8)
+        .filter(|w| w.iter().all(|b| b.is_ascii_alphanumeric()))
+        .find(|w| text.contains(std::str::from_utf8(w).unwrap()))
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+}
+
+#[test]
+fn noise_notes_and_the_transcript_never_show_a_key_or_a_passphrase() {
+    let pki = eswifi_test_support::pki::pki();
+    let key = pki.client.key_pem.replace('\n', "\r\n");
+    let pass = "Sup3rSecretPassphrase";
+    let ctl = short_socket_path();
+    let dir = TempDir::new("abuse-noise");
+    let trace = dir.path().join("trace.log");
+    let mut emu = Emu::start_with(
+        None,
+        &[
+            "--control",
+            ctl.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--seed",
+            "5",
+        ],
+    );
+    // Without noise: a passphrase with a space for `=` is not a command, and not shown.
+    emu.write(format!("C2 {pass}\r").as_bytes());
+    assert_bytes(
+        &emu.read_until_prompt(Duration::from_secs(20)),
+        UNKNOWN_COMMAND,
+        "C2 with a space",
+    );
+    // Every byte the host sends corrupted: a key sent with PG, a passphrase with C2.
+    assert_eq!(
+        control(&ctl, "fault add serial.noise corrupt=1.0 dir=in"),
+        "ok 1"
+    );
+    let mut host = format!("PG=0,2,{}\r{key}", key.len()).into_bytes();
+    host.extend_from_slice(format!("C2={pass}\rC2 {pass}\r").as_bytes());
+    host.extend_from_slice(b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r");
+    emu.write(&host);
+    let sent = host.len();
+    let fired = wait_for(
+        Duration::from_secs(20),
+        || control_lines(&ctl, "fault list"),
+        |l| l[0].ends_with(&format!("fired={sent}")),
+    );
+    assert!(fired[0].ends_with(&format!("fired={sent}")), "{fired:?}");
+    assert_eq!(control(&ctl, "fault clear"), "ok");
+    // The module is still there.
+    emu.write(b"\r");
+    let _ = emu.read_for(Duration::from_millis(300));
+    emu.expect_ok(b"I?\r", I_REPLY.as_bytes());
+    let log = std::fs::read_to_string(emu.log_path().unwrap()).unwrap();
+    let t = std::fs::read_to_string(&trace).unwrap();
+    for (name, text) in [("log", &log), ("transcript", &t)] {
+        assert!(
+            !text.contains("Sup3r"),
+            "the passphrase in the {name}:\n{text}"
+        );
+        if let Some(run) = leaks(text, key.as_bytes()) {
+            panic!("key material {run:?} in the {name}:\n{text}");
+        }
+        assert!(
+            text.contains("in a line with C2's secret (") && text.contains("values not shown"),
+            "{name}:\n{text}"
+        );
+    }
+    let hidden = format!("> <{} bytes hidden: not a command>\\r\n", pass.len() + 3);
+    assert!(t.contains(&hidden), "{t}");
+}

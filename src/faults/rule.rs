@@ -14,7 +14,8 @@
 //! tls.alert 127.0.0.1:8443 handshake_failure
 //! ```
 //!
-//! Serial, module and Wi-Fi rules take `module=K` to hit one module only (all by default). DNS
+//! Every rule takes `module=K` to hit one module only (all by default); anything a kind does not
+//! take (an unknown option, one given twice, a word too many) is refused with its usage. DNS
 //! names match case-insensitively, `*` standing for any run of characters (`*.example.com`).
 
 use std::fmt;
