@@ -506,3 +506,46 @@ fn noise_notes_and_the_transcript_never_show_a_key_or_a_passphrase() {
     let hidden = format!("> <{} bytes hidden: not a command>\\r\n", pass.len() + 3);
     assert!(t.contains(&hidden), "{t}");
 }
+
+// ---- the transcript on a full disk ----------------------------------------------------------
+
+#[test]
+fn a_transcript_on_a_full_disk_warns_once_and_counts_what_it_lost() {
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    let mut emu = Emu::start_with(None, &["--trace", "/dev/full"]);
+    for _ in 0..50 {
+        emu.expect_ok(b"I?\r", I_REPLY.as_bytes());
+    }
+    emu.stop();
+    let log = std::fs::read_to_string(emu.log_path().unwrap()).unwrap();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("trace")).collect();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "one warning when writing fails, one count at the end:\n{}",
+        warnings.join("\n")
+    );
+    assert!(
+        warnings[0].ends_with(
+            "trace /dev/full: No space left on device (os error 28); records are lost until it \
+             can be written again"
+        ),
+        "{}",
+        warnings[0]
+    );
+    // The boot banner, 50 commands and 50 replies at least.
+    let lost: u64 = warnings[1]
+        .split("trace /dev/full: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", warnings[1]));
+    assert!(lost >= 101, "{}", warnings[1]);
+    assert!(
+        warnings[1].ends_with(&format!(
+            "{lost} records lost (No space left on device (os error 28))"
+        )),
+        "{}",
+        warnings[1]
+    );
+}
