@@ -96,30 +96,54 @@ pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
 }
 
 /// Create (or replace) an output file the user named, mode 0600: a regular file there is
-/// replaced by a fresh one (its old mode, owner and hard links keep nothing of what is written),
-/// a character device (`/dev/null`) is written as it is, and a symbolic link, a directory or a
-/// FIFO is refused by name and left alone.
+/// replaced by a fresh one (its old mode, owner and hard links keep nothing of what is written).
+/// A stream someone reads (a terminal, a pipe or FIFO with a reader, `/dev/null`; also behind a
+/// symbolic link, as `/dev/stdout` is) is written as it is, nothing created or truncated. A
+/// symbolic link to a file or to nothing, a directory, a FIFO nobody reads is refused by name and
+/// left alone.
 pub fn create_private(path: &Path) -> io::Result<File> {
     match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-        Ok(m) if m.file_type().is_file() => std::fs::remove_file(path)?,
-        Ok(m) if m.file_type().is_char_device() => {
-            return OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(path);
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_new(path, 0o600),
+        Err(e) => Err(e),
+        Ok(m) if m.file_type().is_file() => {
+            std::fs::remove_file(path)?;
+            create_new(path, 0o600)
         }
-        Ok(m) => {
-            let why = if m.file_type().is_symlink() {
-                "a symbolic link, which is not followed; remove it or name another file".to_string()
-            } else {
-                format!("{}, not a regular file", kind(m.file_type()))
-            };
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, why));
-        }
+        Ok(m) if m.file_type().is_dir() => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a directory, not a regular file",
+        )),
+        Ok(m) => open_stream(path, m.file_type().is_symlink()),
     }
-    create_new(path, 0o600)
+}
+
+/// Open an existing stream for writing: no `O_CREAT` (a dangling link creates nothing), no
+/// `O_TRUNC`, non-blocking while opening (a FIFO without a reader fails instead of waiting); what
+/// turns out to be a regular file (a planted link to one) is refused before a byte is written.
+fn open_stream(path: &Path, link: bool) -> io::Result<File> {
+    let refused = |why: &str| io::Error::new(io::ErrorKind::AlreadyExists, why.to_string());
+    const NOT_FOLLOWED: &str = "which is not followed; remove it or name another file";
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) if link => {
+                refused(&format!("a symbolic link to nothing, {NOT_FOLLOWED}"))
+            }
+            Some(libc::ENXIO) => refused("a FIFO nobody reads, not a regular file"),
+            _ => e,
+        })?;
+    if f.metadata()?.file_type().is_file() {
+        return Err(refused(&format!(
+            "a symbolic link to a regular file, {NOT_FOLLOWED}"
+        )));
+    }
+    // Written as a terminal or a pipe is, blocking (the open only had to not wait).
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(&f, FcntlArg::F_GETFL)?);
+    fcntl(&f, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -203,15 +227,41 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
-        // A FIFO is refused at once (an open for writing would wait for a reader).
+        assert_eq!(
+            create_private(&dangling).unwrap_err().to_string(),
+            "a symbolic link to nothing, which is not followed; remove it or name another file"
+        );
+        assert_eq!(
+            create_private(&link).unwrap_err().to_string(),
+            "a symbolic link to a regular file, which is not followed; remove it or name another \
+             file"
+        );
+        // A FIFO nobody reads is refused at once (an open for writing would wait for a reader).
         let f = d.path().join("fifo");
         fifo(&f);
         let e = create_private(&f).unwrap_err().to_string();
-        assert_eq!(e, "a FIFO, not a regular file");
-        // A character device is written as it is.
+        assert_eq!(e, "a FIFO nobody reads, not a regular file");
+        // One with a reader is a stream, written as it is.
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&f)
+            .unwrap();
+        create_private(&f)
+            .unwrap()
+            .write_all(b"to the reader")
+            .unwrap();
+        let mut got = String::new();
+        (&reader).read_to_string(&mut got).unwrap();
+        assert_eq!(got, "to the reader");
+        // A character device is written as it is, through a link too (`/dev/stdout`).
         create_private(Path::new("/dev/null"))
             .unwrap()
             .write_all(b"x")
             .unwrap();
+        let null = d.path().join("null");
+        symlink("/dev/null", &null).unwrap();
+        create_private(&null).unwrap().write_all(b"x").unwrap();
+        assert!(create_private(d.path()).is_err());
     }
 }
