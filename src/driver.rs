@@ -594,6 +594,7 @@ impl<M: Core> Driver<M> {
     fn power_cycle(&mut self, idx: ModuleIdx, why: &str) {
         if let Some(line) = self.lines.get_mut(idx) {
             line.power_cycle(idx, &mut self.tracer, why);
+            self.faults.power_cycled(idx);
         }
     }
 
@@ -692,7 +693,14 @@ impl<M: Core> Driver<M> {
                             }
                         }
                         Ok(control::Command::FaultClear(id)) => {
-                            if self.faults.clear(id) {
+                            let cleared = self.faults.clear(id);
+                            // A command a cleared stall held goes to its module now.
+                            for k in self.faults.take_released() {
+                                if let Some(line) = self.lines.get_mut(k) {
+                                    line.release_stall(Instant::now());
+                                }
+                            }
+                            if cleared {
                                 "ok".into()
                             } else {
                                 format!("error no fault {}", id.unwrap_or(0))
@@ -918,6 +926,13 @@ impl<M: Core> Line<M> {
         self.core.power_cycle(now);
     }
 
+    /// A `fault clear` ended the stall holding a command: it is due now.
+    fn release_stall(&mut self, now: Instant) {
+        if let Some((at, _)) = &mut self.held_in {
+            *at = now;
+        }
+    }
+
     /// Input waits in the line and the core could take it now (not while a stalled command is
     /// held: its deadline wakes the loop).
     fn read_pending(&self, now: Instant) -> bool {
@@ -992,6 +1007,7 @@ impl<M: Core> Line<M> {
                 // A stalled command: the line is not read meanwhile (bounded).
                 return Ok(());
             }
+            faults.stall_over(idx);
             self.core.handle_serial(&bytes, now);
         }
         loop {

@@ -377,7 +377,8 @@ fn init_logging(cli: &Cli, default: &str) {
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = eswifi_tools::files::read_text_capped(path, eswifi_tools::files::MAX_TEXT_FILE)
+        .map_err(|e| e.to_string())?;
     let config = Config::from_toml(&text)?;
     // The fault rules are the emulator's, not the core's: checked here, at load time.
     crate::driver::config_rules(&config).map_err(|e| e.to_string())?;

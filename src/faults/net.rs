@@ -125,6 +125,9 @@ impl NetFaults {
         match op {
             NetOp::Resolve { query, ref name } => {
                 for (k, r) in set.net_rules() {
+                    if r.module.is_some_and(|m| m != module) {
+                        continue;
+                    }
                     match &r.kind {
                         Kind::DnsFail(n) if name_matches(n, name) => {
                             let name = name.clone();
@@ -605,5 +608,9 @@ mod tests {
             f.due(now + Duration::from_secs(2)).as_slice(),
             [Delivery::Op(0, NetOp::Resolve { .. })]
         ));
+        // `module=K` is honoured, as by every other rule.
+        let mut s = set(&["dns.fail * module=1"]);
+        assert_eq!(f.op(&mut s, 0, q("a.test"), now).len(), 1);
+        assert!(f.op(&mut s, 1, q("a.test"), now).is_empty());
     }
 }

@@ -4,6 +4,13 @@
 
 const MAGIC: &str = "eswifi-emu-otp 1";
 
+/// The largest item `PG` programs: a store file holding more is not one the module wrote.
+pub const MAX_ITEM: usize = crate::iwin::command::MAX_CERT_ITEM;
+
+/// The largest item file: the header line (magic, length, SHA-256: under 100 bytes) and
+/// [`MAX_ITEM`] bytes.
+pub const MAX_ITEM_FILE: u64 = MAX_ITEM as u64 + 128;
+
 fn sha256_hex(data: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, data)
         .as_ref()

@@ -128,6 +128,15 @@ pub fn parser(line: &[u8]) {
             assert_eq!(command::trace_text(line), shown);
         }
     }
+    // A line that is not a command (key material, `C2 secret` mistyped) only as its length.
+    if command::secrecy(line) == command::Secrecy::NotACommand {
+        let n = line.len();
+        assert_eq!(
+            command::log_text(line),
+            format!("<unrecognised line of {n} bytes>")
+        );
+        assert!(command::trace_text(line).starts_with(&format!("<{n} bytes hidden: ")));
+    }
 }
 
 /// The whole module: actions decoded from bytes (host command lines from a table or as they

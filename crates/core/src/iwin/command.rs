@@ -536,32 +536,69 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     })
 }
 
-/// The line as it may appear in a log: known mnemonics with their arguments, except the secrets
-/// (`C2`, `A2`) which are masked; anything else (junk, or stray lines that might be certificate or
-/// key material) only as its length.
-pub(crate) fn log_text(line: &[u8]) -> String {
+/// Which part of a host's command line is secret: the one rule behind the log, the transcript and
+/// the notes of faults that hit the line (`serial.noise`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrecy {
+    /// Nothing: the line may be shown.
+    Public,
+    /// The argument of a passphrase command (`C2=`, `A2=`): the bytes from `from` on.
+    Argument { mnemonic: &'static str, from: usize },
+    /// The whole line, which is not a command: stray key material (a PEM line after a refused `PG`
+    /// header), a passphrase command mistyped (`C2 secret`, `c2=secret`)…
+    NotACommand,
+}
+
+/// How secret `line` (a command line without its CR) is.
+pub fn secrecy(line: &[u8]) -> Secrecy {
     match split(line) {
-        Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(a))) => {
-            format!("{}=<{} bytes hidden>", m.text(), a.len())
+        Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(_))) => Secrecy::Argument {
+            mnemonic: m.text(),
+            from: 3,
+        },
+        Ok(_) => Secrecy::Public,
+        Err(_) if line.is_empty() => Secrecy::Public,
+        Err(_) => Secrecy::NotACommand,
+    }
+}
+
+/// The raw payload `line` announces, if its header is valid: its length, and whether it is secret
+/// (`PG`: certificates and keys; `S3`: the host's data, shown in a transcript).
+pub fn announced_payload(line: &[u8]) -> Option<(usize, bool)> {
+    match parse(line) {
+        Ok(Command::Cert(CertCmd::Program { len, .. })) => Some((len, true)),
+        Ok(Command::Socket(SocketCmd::Send(len))) => Some((len, false)),
+        _ => None,
+    }
+}
+
+/// The line as it may appear in a log: known mnemonics with their arguments, except the secrets
+/// ([`secrecy`]) which are masked or shown only as their length; a command with bytes that are
+/// not ASCII too.
+pub(crate) fn log_text(line: &[u8]) -> String {
+    match secrecy(line) {
+        Secrecy::Argument { mnemonic, from } => {
+            format!("{mnemonic}=<{} bytes hidden>", line.len() - from)
         }
-        Ok(_) if line.is_ascii() => line.escape_ascii().to_string(),
-        _ if line.is_empty() => String::new(),
+        Secrecy::Public if line.is_ascii() => line.escape_ascii().to_string(),
         _ => format!("<unrecognised line of {} bytes>", line.len()),
     }
 }
 
-/// The line as a transcript shows it: what the host sent, escaped, except the secrets (`C2`, `A2`)
-/// and lines that look like certificate or key material (PEM armour, long base64), which are
-/// replaced by their length.
+/// The line as a transcript shows it: what the host sent, escaped, except the secrets
+/// ([`secrecy`]), replaced by their length (and what they look like).
 pub(crate) fn trace_text(line: &[u8]) -> String {
     let b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
     let key_like = line.starts_with(b"-----") || (line.len() >= 16 && line.iter().all(b64));
-    match split(line) {
-        Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(a))) => {
-            format!("{}=<{} bytes hidden>", m.text(), a.len())
+    match secrecy(line) {
+        Secrecy::Argument { mnemonic, from } => {
+            format!("{mnemonic}=<{} bytes hidden>", line.len() - from)
         }
-        Err(_) if key_like => format!("<{} bytes hidden: looks like key material>", line.len()),
-        _ => line.escape_ascii().to_string(),
+        Secrecy::NotACommand if key_like => {
+            format!("<{} bytes hidden: looks like key material>", line.len())
+        }
+        Secrecy::NotACommand => format!("<{} bytes hidden: not a command>", line.len()),
+        Secrecy::Public => line.escape_ascii().to_string(),
     }
 }
 
@@ -1097,10 +1134,28 @@ mod tests {
     }
 
     #[test]
-    fn trace_text_hides_secrets_and_key_material_only() {
+    fn trace_text_hides_what_log_text_hides() {
         assert_eq!(trace_text(b"C2=hunter22"), "C2=<8 bytes hidden>");
         assert_eq!(trace_text(b"P3=127.0.0.1"), "P3=127.0.0.1");
-        assert_eq!(trace_text(b"junk\x01"), "junk\\x01");
+        assert_eq!(trace_text(b"P6=1\x00x"), "P6=1\\x00x");
+        assert_eq!(trace_text(b""), "");
+        // Not a command: a passphrase command mistyped is still a passphrase.
+        assert_eq!(
+            trace_text(b"C2 Sup3rSecret!"),
+            "<15 bytes hidden: not a command>"
+        );
+        assert_eq!(
+            trace_text(b"c2=hunter22"),
+            "<11 bytes hidden: not a command>"
+        );
+        assert_eq!(trace_text(b"junk\x01"), "<5 bytes hidden: not a command>");
+        for line in [&b"C2 Sup3rSecret!"[..], b"A2:x", b"C?"] {
+            let (log, trace) = (log_text(line), trace_text(line));
+            assert_eq!(
+                log.contains("hidden") || log.contains("unrecognised"),
+                trace.contains("hidden")
+            );
+        }
         assert_eq!(
             trace_text(b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw"),
             "<36 bytes hidden: looks like key material>"
@@ -1154,5 +1209,26 @@ mod tests {
             "<unrecognised line of 27 bytes>"
         );
         assert_eq!(log_text(b"P6=1"), "P6=1");
+        assert_eq!(log_text(b"C2 hunter22"), "<unrecognised line of 11 bytes>");
+    }
+
+    #[test]
+    fn secrecy_and_announced_payloads() {
+        assert_eq!(secrecy(b"C1=home"), Secrecy::Public);
+        assert_eq!(secrecy(b"C2"), Secrecy::Public);
+        assert_eq!(
+            secrecy(b"A2=secret99"),
+            Secrecy::Argument {
+                mnemonic: "A2",
+                from: 3
+            }
+        );
+        assert_eq!(secrecy(b"C2 secret99"), Secrecy::NotACommand);
+        assert_eq!(secrecy(b"-----BEGIN"), Secrecy::NotACommand);
+        assert_eq!(secrecy(b""), Secrecy::Public);
+        assert_eq!(announced_payload(b"PG=0,2,0106"), Some((106, true)));
+        assert_eq!(announced_payload(b"S3=0005"), Some((5, false)));
+        assert_eq!(announced_payload(b"PG=9,9,9"), None);
+        assert_eq!(announced_payload(b"S0"), None);
     }
 }

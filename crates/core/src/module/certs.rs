@@ -212,7 +212,7 @@ impl Module {
                 return Err(CertError::NotPem.into());
             }
             log::warn!(
-                "set {set}: {} is not usable PEM ({why}); storing it anyway as the module would — this one-time slot is now used",
+                "set {set}: {} is not usable PEM ({why}); storing it anyway, as the module would",
                 item.label()
             );
         }
@@ -243,6 +243,14 @@ impl Module {
                     item.label(),
                     data.len()
                 );
+                // Said once the write is durable, never before (it may still fail).
+                if Self::is_otp(set) && pem_check(item, &data).is_err() {
+                    log::warn!(
+                        "set {set}: {} holds bytes that are not usable PEM: this one-time slot is \
+                         now used",
+                        item.label()
+                    );
+                }
                 self.certs.sets.put(set, item, data);
                 ok()
             }

@@ -298,7 +298,9 @@ pub fn peers_cmd(args: &PeersArgs) -> ExitCode {
     };
     let lines = peers.var_lines();
     let vars_file = args.dir.join("vars.txt");
-    if let Err(e) = std::fs::write(&vars_file, format!("{}\n", lines.join("\n"))) {
+    let written = crate::files::create_private(&vars_file)
+        .and_then(|mut f| f.write_all(format!("{}\n", lines.join("\n")).as_bytes()));
+    if let Err(e) = written {
         log::warn!("{}: {e}", vars_file.display());
     }
     {

@@ -124,7 +124,7 @@ pub struct TermArgs {
 fn load_config(global: &Global, events: Option<EventMode>) -> Result<Config, String> {
     let mut config = match &global.config {
         None => Config::default(),
-        Some(path) => std::fs::read_to_string(path)
+        Some(path) => crate::files::read_text_capped(path, crate::files::MAX_TEXT_FILE)
             .map_err(|e| e.to_string())
             .and_then(|t| Config::from_toml(&t))
             .map_err(|e| format!("{}: {e}", path.display()))?,
@@ -222,7 +222,7 @@ pub fn run_cmd(args: &RunArgs, global: &Global, start: Start) -> ExitCode {
 }
 
 fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
+    let mut f = crate::files::create_private(path)?;
     f.write_all(data)?;
     f.sync_all()
 }

@@ -157,7 +157,7 @@ struct Recorder {
 
 impl Recorder {
     fn create(path: &Path, port: &str) -> io::Result<Recorder> {
-        let mut file = File::create(path)?;
+        let mut file = crate::files::create_private(path)?;
         writeln!(
             file,
             "// Recorded with `eswifi-emu term` on {port}.\n// Replay with: eswifi-emu run {} [--port …]",
@@ -291,13 +291,16 @@ impl Term {
             Some(p) => {
                 let data = match p {
                     Payload::Bytes(b) => b.clone(),
-                    Payload::File(f) => match std::fs::read(f) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            self.say_error(&format!("{f}: {e}"));
-                            return Ok(true);
+                    Payload::File(f) => {
+                        match crate::files::read_capped(Path::new(f), super::run::MAX_PAYLOAD_FILE)
+                        {
+                            Ok(d) => d,
+                            Err(e) => {
+                                self.say_error(&format!("{f}: {e}"));
+                                return Ok(true);
+                            }
                         }
-                    },
+                    }
                 };
                 bytes.extend_from_slice(data.len().to_string().as_bytes());
                 bytes.push(b'\r');
