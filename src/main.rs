@@ -144,7 +144,7 @@ struct ServeArgs {
     reset_on_open: bool,
 
     /// Emulate N independent modules (1-256), each with its own line, MAC, loopback address and
-    /// certificate sets (DIR/m<k>).
+    /// certificate sets (`DIR/m<k>`).
     #[arg(long, value_name = "N", default_value_t = 1)]
     modules: usize,
 
