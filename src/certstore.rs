@@ -13,8 +13,8 @@
 //!
 //! Blocking IO: the driver calls [`CertStore::write`] from a worker thread, never from the event loop.
 
-use eswifi_core::item::{decode_item, encode_item};
-use eswifi_core::module::certs::{CertSets, Item, SET_COUNT};
+use eswifi_core::item::{decode_item, encode_item, Item};
+use eswifi_core::module::certs::{CertSets, SET_COUNT};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -1,6 +1,36 @@
-//! The on-disk form of one certificate item (layer: wire, pure): a one-line header
+//! A certificate set's [`Item`] and the on-disk form of one (layer: wire, pure): a one-line header
 //! `eswifi-emu-otp 1 <len> <sha256>` and then exactly the bytes the host programmed. The store
 //! (the emulator's `certstore`) writes and reads files; this codec decides what a complete item is.
+
+/// One item of a certificate set, numbered as `PG` numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Item {
+    Ca = 0,
+    Cert = 1,
+    Key = 2,
+}
+
+impl Item {
+    pub const ALL: [Item; 3] = [Item::Ca, Item::Cert, Item::Key];
+
+    /// File stem in the on-disk store.
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            Item::Ca => "ca",
+            Item::Cert => "cert",
+            Item::Key => "key",
+        }
+    }
+
+    /// Human name for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Item::Ca => "root CA",
+            Item::Cert => "client certificate",
+            Item::Key => "client key",
+        }
+    }
+}
 
 const MAGIC: &str = "eswifi-emu-otp 1";
 

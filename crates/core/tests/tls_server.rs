@@ -3,7 +3,8 @@
 //! TCP, and the module drives the server sessions. No sockets, no clock.
 
 use eswifi_core::config::Config;
-use eswifi_core::module::certs::{CertSets, Item};
+use eswifi_core::item::Item;
+use eswifi_core::module::certs::CertSets;
 use eswifi_core::module::io::{CloseHow, ConnId, NetEvent, NetOp, ACCEPTED_BIT};
 use eswifi_core::module::Module;
 use rustls::pki_types::pem::PemObject;

@@ -10,7 +10,7 @@
 //! - no operation names a connection after the module closed it.
 
 use crate::config::{Config, EventMode};
-use crate::iwin::command::{self, Command, Mnemonic, SocketCmd};
+use crate::iwin::command::{self, Command, Mnemonic, Protocol, SocketCmd};
 use crate::module::io::{
     self, CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp, SendSeq,
 };
@@ -385,7 +385,9 @@ fn adds_own_bytes(line: &[u8]) -> bool {
         .collect();
     matches!(
         command::parse(&seen),
-        Ok(Command::Socket(SocketCmd::SetProtocol(p))) if p >= 3
+        Ok(Command::Socket(SocketCmd::SetProtocol(
+            Protocol::Tls | Protocol::Mqtt
+        )))
     )
 }
 

@@ -5,10 +5,10 @@
 
 use super::error::{Error, SocketError, TlsError};
 use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp};
-use super::socket::{Opening, Protocol, SocketState, Stream, UdpSock};
+use super::socket::{Opening, SocketState, Stream, UdpSock};
 use super::tls::{SetupError, TlsSession};
 use super::{ok, payload, Answer, Busy, Module, PayloadFor, Step};
-use crate::iwin::command::SocketCmd;
+use crate::iwin::command::{Protocol, SocketCmd, TlsVerify};
 use crate::iwin::reply::Reply;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -33,7 +33,7 @@ impl Module {
         match cmd {
             Select(None) => return payload(cur.to_string()),
             Select(Some(i)) => self.current = i as usize,
-            SetProtocol(p) => s.protocol = Protocol::from_code(p),
+            SetProtocol(p) => s.protocol = p,
             SetLocalPort(p) => {
                 s.local_port = p;
                 s.local_port_set = true;
@@ -537,7 +537,7 @@ impl Module {
                     conn: stream.conn,
                     how: CloseHow::Abort,
                 });
-                let advanced = self.sockets[i].tls_verify == 2;
+                let advanced = self.sockets[i].tls_verify == TlsVerify::Required;
                 self.finish_connect(i, Err(TlsError::Handshake { advanced }.into()));
             }
             SocketState::Open(stream) => {
@@ -749,7 +749,7 @@ impl Module {
         self.abort_socket(i, "connect timed out");
         Err(if handshaking {
             TlsError::Handshake {
-                advanced: self.sockets[i].tls_verify == 2,
+                advanced: self.sockets[i].tls_verify == TlsVerify::Required,
             }
             .into()
         } else if proto.is_datagram() {

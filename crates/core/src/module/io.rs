@@ -187,7 +187,7 @@ pub enum StoreOp {
     Item {
         req: u64,
         set: usize,
-        item: crate::module::certs::Item,
+        item: crate::item::Item,
         data: Vec<u8>,
     },
     /// The saved settings (`Z1`), as [`crate::module::Module`] serialises them.

@@ -32,12 +32,13 @@ pub mod system;
 pub mod tls;
 
 use crate::config::{Bus, Config, EventMode};
+use crate::item::Item;
 use crate::iwin::command::{self, Command, Mnemonic, ParseError, SystemCmd};
 use crate::iwin::framer::{Frame, Framer};
 use crate::iwin::profile::{FwVersion, Profile};
 use crate::iwin::reply::{Reason, Reply, Wire};
 use ap::SoftAp;
-use certs::{Certs, Item};
+use certs::Certs;
 use error::Error;
 use io::{CloseHow, ConnId, NetEvent, NetOp, QueryId, StoreOp};
 use ping::PingSettings;

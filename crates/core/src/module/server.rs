@@ -11,10 +11,10 @@
 
 use super::error::{ServerError, TlsError};
 use super::io::{CloseHow, ConnId, NetOp};
-use super::socket::{Opening, Protocol, SocketState, Stream, Waiting};
+use super::socket::{Opening, SocketState, Stream, Waiting};
 use super::tls::{SetupError, TlsSession};
 use super::{ok, Answer, Busy, EventClass, Module, Step};
-use crate::iwin::command::ServerCmd;
+use crate::iwin::command::{AcceptLoop, Protocol, ServerCmd, ServerMode};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -22,15 +22,16 @@ impl Module {
     pub(super) fn server_command(&mut self, cmd: ServerCmd, now: Instant) -> Step {
         let i = self.current;
         match cmd {
-            ServerCmd::Server(0) => {
+            ServerCmd::Server(ServerMode::Stop) => {
                 self.stop_server(i, now);
                 ok()
             }
-            ServerCmd::Server(10) => {
+            ServerCmd::Server(ServerMode::NextClient) => {
                 self.next_client(i, now);
                 ok()
             }
-            ServerCmd::Server(mode) => self.start_server(i, mode == 11, now),
+            ServerCmd::Server(ServerMode::Start) => self.start_server(i, false, now),
+            ServerCmd::Server(ServerMode::StartMulti) => self.start_server(i, true, now),
             ServerCmd::AcceptLoop(v) => {
                 let state = self.sockets[i].state_mut();
                 let is_udp_server = matches!(state, SocketState::Udp(u) if u.server.is_some());
@@ -41,9 +42,10 @@ impl Module {
                     return Err(ServerError::NotServing.into());
                 };
                 match v {
-                    0 | 1 => l.accept_loop = v == 1,
-                    2 => self.close_current(i, now),
-                    _ => self.next_client(i, now),
+                    AcceptLoop::Off => l.accept_loop = false,
+                    AcceptLoop::On => l.accept_loop = true,
+                    AcceptLoop::CloseClient => self.close_current(i, now),
+                    AcceptLoop::NextClient => self.next_client(i, now),
                 }
                 ok()
             }

@@ -5,6 +5,7 @@
 
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
 use super::tls::{TlsServerParams, TlsSession};
+use crate::iwin::command::{Protocol, TlsVerify};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -14,31 +15,6 @@ pub(crate) const RX_LIMIT: usize = 64 * 1024;
 /// UDP senders a server remembers having announced (`[UDP SVR] Accepted`); the least recently heard
 /// one is forgotten first, and announced again if it comes back.
 pub(crate) const UDP_SENDERS: usize = 64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    Tcp = 0,
-    Udp = 1,
-    UdpLite = 2,
-    Tls = 3,
-    Mqtt = 4,
-}
-
-impl Protocol {
-    pub(crate) fn from_code(c: u8) -> Protocol {
-        match c {
-            1 => Protocol::Udp,
-            2 => Protocol::UdpLite,
-            3 => Protocol::Tls,
-            4 => Protocol::Mqtt,
-            _ => Protocol::Tcp,
-        }
-    }
-
-    pub(crate) fn is_datagram(self) -> bool {
-        matches!(self, Protocol::Udp | Protocol::UdpLite)
-    }
-}
 
 /// Received data: a byte stream (TCP/TLS) or whole datagrams (UDP).
 #[derive(Debug, Default)]
@@ -347,7 +323,7 @@ pub(crate) struct Socket {
     pub(crate) remote_ip: Ipv4Addr,
     pub(crate) remote_port: u16,
     pub(crate) backlog: u8,
-    pub(crate) tls_verify: u8,
+    pub(crate) tls_verify: TlsVerify,
     /// `PB=1`: a failed CA verification is reported but the connection proceeds.
     pub(crate) verify_report_only: bool,
     pub(crate) keepalive: (bool, u32),
@@ -371,7 +347,7 @@ impl Default for Socket {
             remote_ip: Ipv4Addr::UNSPECIFIED,
             remote_port: 5025,
             backlog: 8,
-            tls_verify: 0,
+            tls_verify: TlsVerify::None,
             verify_report_only: false,
             keepalive: (false, 7_200_000),
             read_size: 1460,
@@ -433,7 +409,7 @@ impl Socket {
         };
         let mut line = format!(
             "{},{},{},{},{},{},{},{},{},{}",
-            self.protocol as u8,
+            self.protocol.code(),
             self.client_ip,
             self.local_port,
             self.remote_ip,

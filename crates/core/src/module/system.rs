@@ -6,7 +6,7 @@ use super::io::{CloseHow, NetOp, StoreOp};
 use super::saved::Saved;
 use super::{ok, payload, Answer, Busy, Durable, Module, Step, STORE_TIMEOUT};
 use crate::config::Config;
-use crate::iwin::command::{self, GpioCmd, LedArg, Mnemonic, PowerCmd, SystemCmd};
+use crate::iwin::command::{self, Code, GpioCmd, LedArg, Mnemonic, PowerCmd, SystemCmd};
 use crate::iwin::profile::Profile;
 use crate::iwin::reply::{MessageType, Reply};
 use std::collections::BTreeMap;
@@ -57,11 +57,9 @@ const LEDS_DEFAULT: [u8; 3] = [4, 3, 1];
 impl System {
     pub(crate) fn power_on(cfg: &Config) -> System {
         System {
-            mt: if cfg.module.message_type == 1 {
-                MessageType::Simple
-            } else {
-                MessageType::Normal
-            },
+            // Config::validate checked it is 0 or 1.
+            mt: MessageType::from_code(cfg.module.message_type.into())
+                .unwrap_or(MessageType::Normal),
             suppress: 0,
             // Config::validate checked the MAC.
             mac: command::parse_mac(&cfg.identity.mac)
@@ -106,11 +104,7 @@ impl Module {
                 ))
             }
             SetMessageType(t) => {
-                self.sys.mt = if t == 1 {
-                    MessageType::Simple
-                } else {
-                    MessageType::Normal
-                };
+                self.sys.mt = t;
                 ok()
             }
             SetMessageSuppress(v) => {
@@ -358,7 +352,7 @@ impl Module {
             mac: sys.mac,
             product_name: sys.product_name,
             baud: sys.baud,
-            message_type: (sys.mt == MessageType::Simple) as u8,
+            message_type: sys.mt.code(),
             suppress: sys.suppress,
         }
     }
@@ -371,7 +365,7 @@ impl Module {
             mac: self.sys.mac,
             product_name: self.sys.product_name.clone(),
             baud: self.sys.baud,
-            message_type: (self.sys.mt == MessageType::Simple) as u8,
+            message_type: self.sys.mt.code(),
             suppress: self.sys.suppress,
         }
     }
@@ -382,11 +376,7 @@ impl Module {
         self.sys.mac = s.mac;
         self.sys.product_name = s.product_name;
         self.sys.baud = s.baud;
-        self.sys.mt = if s.message_type == 1 {
-            MessageType::Simple
-        } else {
-            MessageType::Normal
-        };
+        self.sys.mt = MessageType::from_code(s.message_type.into()).unwrap_or(MessageType::Normal);
         self.sys.suppress = s.suppress;
     }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{AccessPoint, Config, Security};
-use crate::module::certs::Item;
+use crate::item::Item;
 use crate::module::io::{CloseReason, ConnectError, StoreOp};
 use crate::module::socket::RX_LIMIT;
 use std::net::SocketAddrV4;

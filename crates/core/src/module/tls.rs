@@ -12,6 +12,8 @@
 //! area's business.
 
 use super::socket::RxQueue;
+use crate::item::Item;
+use crate::iwin::command::TlsVerify;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -38,8 +40,8 @@ pub(crate) const CLIENT_AUTH_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct TlsParams {
     /// The active set (`PF=0,<set>`), for diagnostics.
     pub(crate) set: usize,
-    /// `P9`: 0 none, 1 root CA if programmed, 2 root CA + client certificate and key.
-    pub(crate) verify: u8,
+    /// `P9`: none, root CA if programmed, root CA + client certificate and key.
+    pub(crate) verify: TlsVerify,
     /// `PB=1`: a failed verification is logged but the connection proceeds.
     pub(crate) report_only: bool,
     /// PEM bytes of the set's root CA when it is to be used for verification.
@@ -71,8 +73,8 @@ impl std::fmt::Debug for TlsParams {
 pub(crate) struct TlsServerParams {
     /// The active set (`PF=0,<set>`), for diagnostics.
     pub(crate) set: usize,
-    /// `P9`: 0 no client certificate, 1 one is verified if presented, 2 one is required.
-    pub(crate) verify: u8,
+    /// `P9`: no client certificate, one is verified if presented, one is required.
+    pub(crate) verify: TlsVerify,
     /// PEM of the set's certificate and key: the server's identity.
     pub(crate) cert: Vec<u8>,
     pub(crate) key: Vec<u8>,
@@ -546,10 +548,10 @@ fn server_config(p: &TlsServerParams, now: UnixTime) -> Result<Arc<ServerConfig>
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| SetupError::Other(e.to_string()))?;
     let builder = match (&p.ca, p.verify) {
-        (Some(ca), 1 | 2) => {
+        (Some(ca), TlsVerify::Optional | TlsVerify::Required) => {
             let roots = Arc::new(roots_of(ca, p.set)?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-            let verifier = if p.verify == 2 {
+            let verifier = if p.verify == TlsVerify::Required {
                 verifier
             } else {
                 verifier.allow_unauthenticated()
@@ -634,8 +636,7 @@ pub(crate) fn describe_as_server(e: &rustls::Error) -> String {
 }
 
 /// Whether `data` holds PEM of the kind the item needs (trailing NUL and CRLF line ends are fine).
-pub fn pem_check(item: super::certs::Item, data: &[u8]) -> Result<(), String> {
-    use super::certs::Item;
+pub fn pem_check(item: Item, data: &[u8]) -> Result<(), String> {
     match item {
         Item::Ca | Item::Cert => {
             let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(data).collect();
