@@ -19,7 +19,7 @@ use crate::serial::{FrontEnd, Pacer, Port, Pty, PtyLink};
 use crate::trace::Tracer;
 use eswifi_core::config::Config;
 use eswifi_core::module::io::{ConnId, NetEvent, NetOp, StoreOp};
-use eswifi_core::module::{LineOp, Module, Status, TraceRecord};
+use eswifi_core::module::{FaultFired, LineOp, Module, Status, TraceRecord};
 use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
@@ -84,7 +84,7 @@ pub(crate) trait Core {
     }
     fn set_wifi_faults(&mut self, _faults: eswifi_core::module::WifiFaults) {}
     fn link_down(&mut self, _now: Instant) {}
-    fn poll_fault_fired(&mut self) -> Option<String> {
+    fn poll_fault_fired(&mut self) -> Option<FaultFired> {
         None
     }
 }
@@ -144,7 +144,7 @@ impl Core for Module {
     fn link_down(&mut self, now: Instant) {
         Module::link_down(self, now)
     }
-    fn poll_fault_fired(&mut self) -> Option<String> {
+    fn poll_fault_fired(&mut self) -> Option<FaultFired> {
         Module::poll_fault_fired(self)
     }
 }

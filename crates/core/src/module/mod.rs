@@ -258,6 +258,21 @@ pub struct WifiFaults {
     pub seed: u64,
 }
 
+/// A fault the module applied itself (from its [`WifiFaults`]), for the fault layer to count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultFired {
+    /// `wifi.join-fail`: joining `ssid` failed by chance.
+    JoinFail { ssid: String },
+}
+
+impl std::fmt::Display for FaultFired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FaultFired::JoinFail { ssid } => write!(f, "wifi.join-fail: joining {ssid:?} fails"),
+        }
+    }
+}
+
 /// The module's wall clock: the driver says once what `Instant` corresponds to what Unix time, and
 /// the core derives the rest (for certificate validity), so it never reads a clock.
 #[derive(Debug, Clone, Copy)]
@@ -316,7 +331,7 @@ pub struct Module {
     wifi_faults: WifiFaults,
     wifi_rng: crate::rng::Rng,
     /// Faults the module applied, for the fault layer's counts.
-    faults_fired: VecDeque<String>,
+    faults_fired: VecDeque<FaultFired>,
     /// Commands executed since power-up (for `module.reset after=N`).
     commands: u64,
 }
@@ -561,8 +576,8 @@ impl Module {
         self.pump(now);
     }
 
-    /// A fault the module applied since the last call (`<kind>: <what>`).
-    pub fn poll_fault_fired(&mut self) -> Option<String> {
+    /// A fault the module applied since the last call.
+    pub fn poll_fault_fired(&mut self) -> Option<FaultFired> {
         self.faults_fired.pop_front()
     }
 
@@ -571,7 +586,7 @@ impl Module {
         self.commands
     }
 
-    fn fault_fired(&mut self, what: String) {
+    fn fault_fired(&mut self, what: FaultFired) {
         log::info!("fault {what}");
         self.note(self.last_now, format!("fault {what}"));
         if self.faults_fired.len() < 64 {

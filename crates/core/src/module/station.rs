@@ -343,7 +343,7 @@ impl Module {
         let outcome = if self.wifi_faults.hidden.contains(&ssid) {
             Err(JoinError::UnknownSsid)
         } else if self.wifi_rng.chance(self.wifi_faults.join_fail) {
-            self.fault_fired(format!("wifi.join-fail: joining {ssid:?} fails"));
+            self.fault_fired(super::FaultFired::JoinFail { ssid: ssid.clone() });
             Err(JoinError::Fault)
         } else {
             join(&self.cfg, settings)
