@@ -18,7 +18,7 @@ use crate::serial::port::Happened;
 use crate::serial::{FrontEnd, Pacer, Port, Pty, PtyLink};
 use crate::trace::Tracer;
 use eswifi_core::config::Config;
-use eswifi_core::module::io::{ConnId, NetEvent, NetOp, StoreOp};
+use eswifi_core::module::io::{ConnId, NetEvent, NetOp, StoreOp, StoreReq};
 use eswifi_core::module::{FaultFired, LineOp, Module, Status, TraceRecord};
 use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -66,7 +66,7 @@ pub(crate) trait Core {
     fn poll_store(&mut self) -> Option<StoreOp> {
         None
     }
-    fn handle_stored(&mut self, _req: u64, _result: Result<(), String>, _now: Instant) {}
+    fn handle_stored(&mut self, _req: StoreReq, _result: Result<(), String>, _now: Instant) {}
     /// Next change to the line (a baud switch after `U0`).
     fn poll_line_op(&mut self) -> Option<LineOp> {
         None
@@ -120,7 +120,7 @@ impl Core for Module {
     fn poll_store(&mut self) -> Option<StoreOp> {
         Module::poll_store(self)
     }
-    fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
+    fn handle_stored(&mut self, req: StoreReq, result: Result<(), String>, now: Instant) {
         Module::handle_stored(self, req, result, now)
     }
     fn poll_line_op(&mut self) -> Option<LineOp> {
@@ -459,7 +459,7 @@ pub(crate) struct Driver<M: Core = Module> {
 /// the loop with the net stack's waker; results are collected every turn.
 struct StoreWorker {
     jobs: mpsc::Sender<(ModuleIdx, CertStore, StoreOp)>,
-    done: mpsc::Receiver<(ModuleIdx, u64, Result<(), String>)>,
+    done: mpsc::Receiver<(ModuleIdx, StoreReq, Result<(), String>)>,
 }
 
 impl StoreWorker {
@@ -1214,7 +1214,7 @@ mod tests {
     //! The loop with small fake cores, a real pty and loopback sockets the tests start themselves.
 
     use super::*;
-    use eswifi_core::module::io::{ConnId, NetEvent, NetOp};
+    use eswifi_core::module::io::{ConnId, NetEvent, NetOp, SendSeq};
     use std::fs::{File, OpenOptions};
     use std::io::{Read, Write};
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
@@ -1359,7 +1359,7 @@ mod tests {
             match ev {
                 NetEvent::Connected { conn, .. } => self.ops.push(NetOp::Send {
                     conn,
-                    seq: 1,
+                    seq: SendSeq(1),
                     data: b"hello".to_vec(),
                     to: None,
                 }),
@@ -1399,7 +1399,7 @@ mod tests {
         let mut host = open_host(pty.slave_path());
         let core = Relay {
             ops: vec![NetOp::Connect {
-                conn: 1,
+                conn: ConnId(1),
                 local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
                 remote,
                 keepalive: None,

@@ -428,6 +428,7 @@ impl NetFaults {
 mod tests {
     use super::*;
     use crate::faults::parse;
+    use eswifi_core::module::io::QueryId;
     use std::net::Ipv4Addr;
 
     fn set(rules: &[&str]) -> FaultSet {
@@ -438,9 +439,9 @@ mod tests {
         s
     }
 
-    fn connect(conn: ConnId, port: u16) -> NetOp {
+    fn connect(conn: u64, port: u16) -> NetOp {
         NetOp::Connect {
-            conn,
+            conn: ConnId(conn),
             local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
             remote: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
             keepalive: None,
@@ -458,7 +459,7 @@ mod tests {
             [Delivery::Event(
                 0,
                 NetEvent::ConnectFailed {
-                    conn: 1,
+                    conn: ConnId(1),
                     error: ConnectError::Refused
                 }
             )]
@@ -469,7 +470,7 @@ mod tests {
             "never answered"
         );
         let close = NetOp::Close {
-            conn: 2,
+            conn: ConnId(2),
             how: CloseHow::Abort,
         };
         assert!(f.op(&mut s, 0, close, now).is_empty());
@@ -486,7 +487,7 @@ mod tests {
             &mut s,
             0,
             NetEvent::Data {
-                conn: 1,
+                conn: ConnId(1),
                 data: b"0123456789abc".to_vec(),
             },
             now,
@@ -494,7 +495,7 @@ mod tests {
         assert_eq!(
             got,
             vec![NetEvent::Data {
-                conn: 1,
+                conn: ConnId(1),
                 data: b"0123456789".to_vec()
             }]
         );
@@ -504,7 +505,7 @@ mod tests {
             Delivery::Event(
                 0,
                 NetEvent::Closed {
-                    conn: 1,
+                    conn: ConnId(1),
                     reason: CloseReason::Error(_)
                 }
             )
@@ -514,7 +515,7 @@ mod tests {
             Delivery::Op(
                 0,
                 NetOp::Close {
-                    conn: 1,
+                    conn: ConnId(1),
                     how: CloseHow::Reset
                 }
             )
@@ -524,7 +525,7 @@ mod tests {
                 &mut s,
                 0,
                 NetEvent::Data {
-                    conn: 1,
+                    conn: ConnId(1),
                     data: b"x".to_vec()
                 },
                 now
@@ -543,7 +544,7 @@ mod tests {
                 &mut s,
                 0,
                 NetEvent::Connected {
-                    conn: 1,
+                    conn: ConnId(1),
                     local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1),
                     peer: None,
                 },
@@ -555,7 +556,7 @@ mod tests {
                 &mut s,
                 0,
                 NetEvent::Data {
-                    conn: 1,
+                    conn: ConnId(1),
                     data: vec![0; 100]
                 },
                 now
@@ -566,7 +567,7 @@ mod tests {
                 &mut s,
                 0,
                 NetEvent::Data {
-                    conn: 1,
+                    conn: ConnId(1),
                     data: vec![1; 100]
                 },
                 now
@@ -588,7 +589,7 @@ mod tests {
         let mut f = NetFaults::default();
         let now = Instant::now();
         let q = |n: &str| NetOp::Resolve {
-            query: 1,
+            query: QueryId(1),
             name: n.into(),
         };
         assert!(f.op(&mut s, 0, q("bad.test"), now).is_empty());

@@ -131,7 +131,7 @@ mod tests {
         let mut got = Vec::from(got);
         got.sort_by_key(|(_, e)| match e {
             NetEvent::Resolved { query, .. } => *query,
-            _ => 0,
+            _ => QueryId(0),
         });
         got
     }
@@ -147,16 +147,16 @@ mod tests {
         let dns = Dns::new(poll.registry(), Token(0)).expect("dns");
         let mut events = VecDeque::new();
         // More lookups than workers: the rest wait in the queue and are answered all the same.
-        for query in 1..=WORKERS as QueryId + 2 {
-            dns.resolve(1, query, "localhost".into(), &mut events);
+        for query in 1..=WORKERS as u64 + 2 {
+            dns.resolve(1, QueryId(query), "localhost".into(), &mut events);
         }
-        dns.resolve(1, 10, "127.0.0.9".into(), &mut events);
+        dns.resolve(1, QueryId(10), "127.0.0.9".into(), &mut events);
         assert!(events.is_empty(), "nothing is answered at once: {events:?}");
         let got = answers(&mut poll, &dns, WORKERS + 3);
-        let mut want: Vec<_> = (1..=WORKERS as QueryId + 2)
-            .map(|q| resolved(1, q, Ipv4Addr::LOCALHOST))
+        let mut want: Vec<_> = (1..=WORKERS as u64 + 2)
+            .map(|q| resolved(1, QueryId(q), Ipv4Addr::LOCALHOST))
             .collect();
-        want.push(resolved(1, 10, Ipv4Addr::new(127, 0, 0, 9)));
+        want.push(resolved(1, QueryId(10), Ipv4Addr::new(127, 0, 0, 9)));
         assert_eq!(got, want);
     }
 
@@ -166,11 +166,11 @@ mod tests {
         let dns = Dns::new(poll.registry(), Token(0)).expect("dns");
         let gate = fill(dns.workers());
         let mut events = VecDeque::new();
-        dns.resolve(3, 7, "localhost".into(), &mut events);
+        dns.resolve(3, QueryId(7), "localhost".into(), &mut events);
         let Some((
             3,
             NetEvent::Resolved {
-                query: 7,
+                query: QueryId(7),
                 result: Err(e),
             },
         )) = events.pop_front()
@@ -183,11 +183,11 @@ mod tests {
 
         // Once the workers are free again the next lookup goes through.
         gate.open();
-        dns.resolve(3, 8, "127.0.0.1".into(), &mut events);
+        dns.resolve(3, QueryId(8), "127.0.0.1".into(), &mut events);
         assert!(events.is_empty(), "{events:?}");
         assert_eq!(
             answers(&mut poll, &dns, 1),
-            vec![resolved(3, 8, Ipv4Addr::LOCALHOST)]
+            vec![resolved(3, QueryId(8), Ipv4Addr::LOCALHOST)]
         );
     }
 }

@@ -103,7 +103,7 @@ fn run(req: &Request) -> Result<Vec<Option<Duration>>, String> {
     let (sock, raw) = open()?;
     let to = SockAddr::from(SocketAddrV4::new(req.target, 0));
     let to = to.as_socket().ok_or("bad target")?;
-    let id = (std::process::id() as u16) ^ (req.query as u16);
+    let id = (std::process::id() as u16) ^ (req.query.0 as u16);
     let mut results = Vec::new();
     let mut buf = [0u8; 1500];
     for seq in 0..req.count {
@@ -185,12 +185,24 @@ mod tests {
         let (done, results) = channel();
         let mut events = VecDeque::new();
         // The loop keeps its waker (a dropped one closes its fd, which takes it out of the poll).
-        submit(request(4), &pool, done, Arc::clone(&waker), &mut events);
+        submit(
+            request(QueryId(4)),
+            &pool,
+            done,
+            Arc::clone(&waker),
+            &mut events,
+        );
         assert!(events.is_empty(), "{events:?}");
         // Loopback answers where ICMP sockets are allowed; elsewhere the error says why. Either way
         // exactly one answer for the request, and a wake-up for the loop.
         match results.recv_timeout(WAIT) {
-            Ok((2, NetEvent::PingDone { query: 4, result })) => {
+            Ok((
+                2,
+                NetEvent::PingDone {
+                    query: QueryId(4),
+                    result,
+                },
+            )) => {
                 if let Ok(rtts) = result {
                     assert_eq!(rtts.len(), 1);
                 }
@@ -215,11 +227,11 @@ mod tests {
         let gate = fill(&pool);
         let (done, results) = channel();
         let mut events = VecDeque::new();
-        submit(request(5), &pool, done, waker, &mut events);
+        submit(request(QueryId(5)), &pool, done, waker, &mut events);
         let Some((
             2,
             NetEvent::PingDone {
-                query: 5,
+                query: QueryId(5),
                 result: Err(e),
             },
         )) = events.pop_front()

@@ -5,7 +5,7 @@
 //! knows. Pure.
 
 use super::error::{CertError, TlsError};
-use super::io::StoreOp;
+use super::io::{StoreOp, StoreReq};
 use super::tls::{pem_check, TlsParams, TlsServerParams};
 use super::{ok, payload, Answer, Busy, Durable, Module, PayloadFor, Step, STORE_TIMEOUT};
 use crate::item::Item;
@@ -182,7 +182,7 @@ impl Module {
                 item.label()
             );
         }
-        let req = self.next_id();
+        let req = self.next_id(StoreReq);
         self.store_ops.push_back(StoreOp::Item {
             req,
             set,
@@ -221,7 +221,7 @@ impl Module {
 
     /// A store result after its command gave up (timeout) or the module reset. What it wrote is
     /// durable all the same, so a programmed item (or saved settings) is known from now on.
-    pub(super) fn late_store_result(&mut self, req: u64, result: Result<(), String>) {
+    pub(super) fn late_store_result(&mut self, req: StoreReq, result: Result<(), String>) {
         log::warn!("store request #{req} finished after its command ended: {result:?}");
         let Some((r, what)) = self.orphan_store.take() else {
             return;

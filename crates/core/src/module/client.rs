@@ -4,7 +4,7 @@
 //! Pure: operations go out as [`NetOp`]s.
 
 use super::error::{Error, SocketError, TlsError};
-use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp};
+use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp, SendSeq};
 use super::socket::{Opening, SocketState, Stream, UdpSock};
 use super::tls::{SetupError, TlsSession};
 use super::{ok, payload, Answer, Busy, Module, PayloadFor, Step};
@@ -106,7 +106,7 @@ impl Module {
             .into());
         }
         let src = self.server_ip();
-        let conn = self.next_id();
+        let conn = self.next_id(ConnId);
         let s = &self.sockets[i];
         let (op, what) = match proto {
             Protocol::Tcp | Protocol::Tls => {
@@ -221,7 +221,7 @@ impl Module {
         if let (CloseHow::Drain, Some(tls)) = (how, stream.tls.as_mut()) {
             tls.close_notify();
             let bytes = tls.output();
-            let seq = self.next_id();
+            let seq = self.next_id(SendSeq);
             self.ops.push_back(NetOp::Send {
                 conn: stream.conn,
                 seq,
@@ -269,7 +269,7 @@ impl Module {
         if data.is_empty() {
             return;
         }
-        let seq = self.next_id();
+        let seq = self.next_id(SendSeq);
         let conn = match self.sockets[i].state_mut() {
             SocketState::Handshaking(s)
             | SocketState::Open(s)

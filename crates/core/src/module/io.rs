@@ -15,15 +15,35 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-/// Identifies one network connection (or UDP socket) for its whole life. Never reused, so a late event
-/// for a connection the core already dropped is recognised and ignored.
-pub type ConnId = u64;
+/// Ids the core hands out (one counter for all, so no two are equal whatever their kind); each kind
+/// is its own type, so one cannot be passed where another is meant. Display shows the number.
+macro_rules! ids {
+    ($($(#[$doc:meta])* $name:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+            pub struct $name(pub u64);
 
-/// Identifies one DNS query or ping.
-pub type QueryId = u64;
+            impl std::fmt::Display for $name {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    self.0.fmt(f)
+                }
+            }
+        )*
+    };
+}
 
-/// Identifies one `Send`; `Sent` echoes it.
-pub type SendSeq = u64;
+ids! {
+    /// Identifies one network connection (or UDP socket) for its whole life. Never reused, so a late
+    /// event for a connection the core already dropped is recognised and ignored.
+    ConnId;
+    /// Identifies one DNS query or ping.
+    QueryId;
+    /// Identifies one `Send`; `Sent` echoes it.
+    SendSeq;
+    /// Identifies one store write; [`crate::module::Module::handle_stored`] names it.
+    StoreReq;
+}
 
 /// Unanswered send bytes the core allows per connection: the emulated socket send buffer.
 pub const SEND_WINDOW: usize = 64 * 1024;
@@ -87,8 +107,8 @@ pub enum NetOp {
     Close { conn: ConnId, how: CloseHow },
 }
 
-/// Set in the ids the driver gives accepted connections.
-pub const ACCEPTED_BIT: ConnId = 1 << 63;
+/// Set in the ids the driver gives accepted connections (`ConnId(ACCEPTED_BIT | n)`).
+pub const ACCEPTED_BIT: u64 = 1 << 63;
 
 /// Why a connection attempt failed (the log carries the detail; the wire reply follows the kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,17 +205,17 @@ impl NetEvent {
 pub enum StoreOp {
     /// One item of a certificate set (`PG`).
     Item {
-        req: u64,
+        req: StoreReq,
         set: usize,
         item: crate::item::Item,
         data: Vec<u8>,
     },
     /// The saved settings (`Z1`), as [`crate::module::Module`] serialises them.
-    Settings { req: u64, data: Vec<u8> },
+    Settings { req: StoreReq, data: Vec<u8> },
 }
 
 impl StoreOp {
-    pub fn req(&self) -> u64 {
+    pub fn req(&self) -> StoreReq {
         match self {
             StoreOp::Item { req, .. } | StoreOp::Settings { req, .. } => *req,
         }

@@ -40,7 +40,7 @@ use crate::iwin::reply::{Reason, Reply, Wire};
 use ap::SoftAp;
 use certs::Certs;
 use error::Error;
-use io::{CloseHow, ConnId, NetEvent, NetOp, QueryId, StoreOp};
+use io::{CloseHow, ConnId, NetEvent, NetOp, QueryId, StoreOp, StoreReq};
 use ping::PingSettings;
 use socket::Socket;
 use station::Station;
@@ -127,7 +127,7 @@ enum Busy {
     },
     /// `PG`/`Z1` waiting for the store to make the data durable.
     Store {
-        req: u64,
+        req: StoreReq,
         what: Durable,
         deadline: Instant,
     },
@@ -319,7 +319,7 @@ pub struct Module {
     saved: Option<Vec<u8>>,
     /// A store write whose command ended before it did (timeout, reset): if it still succeeds,
     /// the data is on flash, and the module must know.
-    orphan_store: Option<(u64, Durable)>,
+    orphan_store: Option<(StoreReq, Durable)>,
     /// The baud rate in effect on the line (`U0` applies the staged `U2` rate).
     line_baud: u32,
     /// Changes to the line the driver must make, in order with the output before them.
@@ -649,7 +649,7 @@ impl Module {
     }
 
     /// Result of a [`StoreOp`]: the data is durable (Ok) or could not be written.
-    pub fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
+    pub fn handle_stored(&mut self, req: StoreReq, result: Result<(), String>, now: Instant) {
         self.last_now = now;
         match self.busy.take() {
             Some(Busy::Store { req: r, what, .. }) if r == req => {
@@ -993,10 +993,11 @@ impl Module {
         }
     }
 
-    fn next_id(&mut self) -> u64 {
+    /// A fresh id of the kind `make` builds (`self.next_id(ConnId)`).
+    fn next_id<T>(&mut self, make: fn(u64) -> T) -> T {
         let id = self.next_id;
         self.next_id += 1;
-        id
+        make(id)
     }
 
     // ---- connections shared by the areas -------------------------------------------------------

@@ -67,7 +67,7 @@ impl Module {
             log::warn!("ping {target}: no network or no target (T1)");
             return payload(reply_text(target, &vec![None; count as usize]));
         }
-        let query = self.next_id();
+        let query = self.next_id(QueryId);
         let interval = Duration::from_millis(delay_ms as u64);
         let timeout = Duration::from_secs(1);
         self.ops.push_back(NetOp::Ping {

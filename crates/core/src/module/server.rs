@@ -76,7 +76,7 @@ impl Module {
             return Err(ServerError::StartFailed.into());
         }
         let local = SocketAddrV4::new(self.server_ip(), self.sockets[i].local_port);
-        let conn = self.next_id();
+        let conn = self.next_id(ConnId);
         let s = &self.sockets[i];
         let (op, what) = match s.protocol {
             Protocol::Tcp => (

@@ -457,20 +457,20 @@ mod tests {
     #[test]
     fn send_window_acks_in_order_only() {
         let mut w = TxWindow::default();
-        w.push(1, 1000);
-        w.push(2, 500);
+        w.push(SendSeq(1), 1000);
+        w.push(SendSeq(2), 500);
         assert_eq!(w.room(), SEND_WINDOW - 1500);
-        assert!(!w.ack(2), "out of order");
-        assert!(w.ack(1));
-        assert!(w.ack(2));
-        assert!(!w.ack(2), "twice");
+        assert!(!w.ack(SendSeq(2)), "out of order");
+        assert!(w.ack(SendSeq(1)));
+        assert!(w.ack(SendSeq(2)));
+        assert!(!w.ack(SendSeq(2)), "twice");
         assert_eq!(w.room(), SEND_WINDOW);
     }
 
     #[test]
     fn udp_server_remembers_a_bounded_set_of_senders() {
         let mut u = UdpSock {
-            conn: 1,
+            conn: ConnId(1),
             rx: RxQueue::default(),
             tx: TxWindow::default(),
             server: Some(VecDeque::new()),

@@ -454,7 +454,7 @@ impl Module {
             self.sockets[self.current].remote_ip = ip;
             return payload(ip.to_string());
         }
-        let query = self.next_id();
+        let query = self.next_id(QueryId);
         self.ops.push_back(NetOp::Resolve {
             query,
             name: name.clone(),

@@ -2,7 +2,7 @@
 //! UART and bus settings, factory defaults, `Z1` saved settings and `ZR`. Pure.
 
 use super::error::SystemError;
-use super::io::{CloseHow, NetOp, StoreOp};
+use super::io::{CloseHow, NetOp, StoreOp, StoreReq};
 use super::saved::Saved;
 use super::{ok, payload, Answer, Busy, Durable, Module, Step, STORE_TIMEOUT};
 use crate::config::Config;
@@ -155,7 +155,7 @@ impl Module {
             }
             SaveSettings => {
                 let data = self.snapshot().encode();
-                let req = self.next_id();
+                let req = self.next_id(StoreReq);
                 self.store_ops.push_back(StoreOp::Settings {
                     req,
                     data: data.clone(),
