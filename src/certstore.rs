@@ -13,7 +13,7 @@
 //!
 //! Blocking IO: the driver calls [`CertStore::write`] from a worker thread, never from the event loop.
 
-use eswifi_core::item::{decode_item, encode_item, Item};
+use eswifi_core::item::{decode_item, encode_item, Item, ItemError};
 use eswifi_core::module::certs::{CertSets, SET_COUNT};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -25,7 +25,7 @@ pub(crate) enum StoreError {
     /// A file exists but is not a complete item.
     Corrupt {
         path: PathBuf,
-        why: String,
+        why: ItemError,
     },
     Io {
         path: PathBuf,

@@ -18,7 +18,7 @@ use crate::serial::port::Happened;
 use crate::serial::{FrontEnd, Pacer, Port, Pty, PtyLink};
 use crate::trace::Tracer;
 use eswifi_core::config::Config;
-use eswifi_core::module::io::{ConnId, NetEvent, NetOp, StoreOp, StoreReq};
+use eswifi_core::module::io::{ConnId, NetEvent, NetOp, StoreOp, StoreReq, WriteError};
 use eswifi_core::module::{FaultFired, LineOp, Module, Status, TraceRecord};
 use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -66,7 +66,7 @@ pub(crate) trait Core {
     fn poll_store(&mut self) -> Option<StoreOp> {
         None
     }
-    fn handle_stored(&mut self, _req: StoreReq, _result: Result<(), String>, _now: Instant) {}
+    fn handle_stored(&mut self, _req: StoreReq, _result: Result<(), WriteError>, _now: Instant) {}
     /// Next change to the line (a baud switch after `U0`).
     fn poll_line_op(&mut self) -> Option<LineOp> {
         None
@@ -120,7 +120,7 @@ impl Core for Module {
     fn poll_store(&mut self) -> Option<StoreOp> {
         Module::poll_store(self)
     }
-    fn handle_stored(&mut self, req: StoreReq, result: Result<(), String>, now: Instant) {
+    fn handle_stored(&mut self, req: StoreReq, result: Result<(), WriteError>, now: Instant) {
         Module::handle_stored(self, req, result, now)
     }
     fn poll_line_op(&mut self) -> Option<LineOp> {
@@ -459,7 +459,7 @@ pub(crate) struct Driver<M: Core = Module> {
 /// the loop with the net stack's waker; results are collected every turn.
 struct StoreWorker {
     jobs: mpsc::Sender<(ModuleIdx, CertStore, StoreOp)>,
-    done: mpsc::Receiver<(ModuleIdx, StoreReq, Result<(), String>)>,
+    done: mpsc::Receiver<(ModuleIdx, StoreReq, Result<(), WriteError>)>,
 }
 
 impl StoreWorker {
@@ -471,15 +471,21 @@ impl StoreWorker {
             .spawn(move || {
                 for (idx, store, op) in job_rx {
                     let req = op.req();
+                    let failed = |path: PathBuf| {
+                        move |e: io::Error| WriteError::Io {
+                            path: path.display().to_string(),
+                            why: e.to_string(),
+                        }
+                    };
                     let result = match op {
                         StoreOp::Item {
                             set, item, data, ..
                         } => store
                             .write(set, item, &data)
-                            .map_err(|e| format!("{}: {e}", store.item_path(set, item).display())),
+                            .map_err(failed(store.item_path(set, item))),
                         StoreOp::Settings { data, .. } => store
                             .write_settings(&data)
-                            .map_err(|e| format!("{}: {e}", store.settings_path().display())),
+                            .map_err(failed(store.settings_path())),
                     };
                     if done_tx.send((idx, req, result)).is_err() {
                         return;
@@ -827,8 +833,7 @@ impl<M: Core> Driver<M> {
                         None => false,
                     };
                     if !sent {
-                        line.core
-                            .handle_stored(req, Err("no certificate store".into()), now);
+                        line.core.handle_stored(req, Err(WriteError::NoStore), now);
                     }
                 }
                 trace_core(&mut self.tracer, idx, &mut line.core);

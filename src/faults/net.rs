@@ -6,7 +6,9 @@
 
 use super::rule::{name_matches, Kind};
 use super::FaultSet;
-use eswifi_core::module::io::{CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp};
+use eswifi_core::module::io::{
+    CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp, ResolveError,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddrV4;
@@ -131,7 +133,7 @@ impl NetFaults {
                             set.fire(k, module, format!("lookup of {name} fails"));
                             let ev = NetEvent::Resolved {
                                 query,
-                                result: Err(format!("{name}: failed by a fault")),
+                                result: Err(ResolveError::Fault),
                             };
                             self.schedule(now, Delivery::Event(module, ev));
                             return vec![];

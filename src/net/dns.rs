@@ -4,16 +4,16 @@
 //! is full the query is answered at once with an error. Nothing here touches the serial line or the
 //! cores.
 
-use super::workers::{Pool, Refused};
+use super::workers::Pool;
 use super::ModuleIdx;
-use eswifi_core::module::io::{NetEvent, QueryId};
+use eswifi_core::module::io::{NetEvent, QueryId, ResolveError};
 use mio::{Registry, Token, Waker};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-type Answer = (ModuleIdx, QueryId, Result<Ipv4Addr, String>);
+type Answer = (ModuleIdx, QueryId, Result<Ipv4Addr, ResolveError>);
 
 pub(super) struct Dns {
     token: Token,
@@ -63,10 +63,7 @@ impl Dns {
         });
         if let Err(e) = submitted {
             log::warn!("m{module} dns #{query}: {e}");
-            let result = Err(match e {
-                Refused::Busy { .. } => format!("resolver busy: {e}"),
-                Refused::Gone => format!("resolver unavailable: {e}"),
-            });
+            let result = Err(ResolveError::Refused(e.to_string()));
             events.push_back((module, NetEvent::Resolved { query, result }));
         }
     }
@@ -90,20 +87,20 @@ impl Dns {
 }
 
 /// The first IPv4 address the system resolver gives for `name`.
-fn lookup(name: &str) -> Result<Ipv4Addr, String> {
+fn lookup(name: &str) -> Result<Ipv4Addr, ResolveError> {
     if name.is_empty() {
-        return Err("empty host name".into());
+        return Err(ResolveError::Lookup("empty host name".into()));
     }
     let addrs = (name, 0)
         .to_socket_addrs()
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|e| ResolveError::Lookup(e.to_string()))?;
     addrs
         .into_iter()
         .find_map(|a| match a {
             SocketAddr::V4(a) => Some(*a.ip()),
             SocketAddr::V6(_) => None,
         })
-        .ok_or_else(|| format!("{name}: no IPv4 address"))
+        .ok_or(ResolveError::NoIpv4)
 }
 
 #[cfg(test)]
@@ -171,14 +168,13 @@ mod tests {
             3,
             NetEvent::Resolved {
                 query: QueryId(7),
-                result: Err(e),
+                result: Err(ResolveError::Refused(why)),
             },
         )) = events.pop_front()
         else {
             panic!("no busy answer: {events:?}");
         };
-        assert!(e.starts_with("resolver busy: "), "{e}");
-        assert!(e.contains(&format!("{QUEUE} jobs")), "{e}");
+        assert!(why.contains(&format!("{QUEUE} jobs")), "{why}");
         assert!(events.is_empty());
 
         // Once the workers are free again the next lookup goes through.

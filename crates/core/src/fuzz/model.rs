@@ -288,7 +288,7 @@ impl World {
                     let result = if ok {
                         Ok(Ipv4Addr::LOCALHOST)
                     } else {
-                        Err("no such host".into())
+                        Err(io::ResolveError::Lookup("no such host".into()))
                     };
                     NetEvent::Resolved { query, result }
                 } else {

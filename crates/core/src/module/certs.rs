@@ -5,7 +5,7 @@
 //! knows. Pure.
 
 use super::error::{CertError, TlsError};
-use super::io::{StoreOp, StoreReq};
+use super::io::{StoreOp, StoreReq, WriteError};
 use super::tls::{pem_check, TlsParams, TlsServerParams};
 use super::{ok, payload, Answer, Busy, Durable, Module, PayloadFor, Step, STORE_TIMEOUT};
 use crate::item::Item;
@@ -197,7 +197,7 @@ impl Module {
     }
 
     /// A store write finished for the command in flight.
-    pub(super) fn stored(&mut self, what: Durable, result: Result<(), String>) -> Step {
+    pub(super) fn stored(&mut self, what: Durable, result: Result<(), WriteError>) -> Step {
         let (set, item, data) = match what {
             Durable::Settings { data } => return self.settings_stored(data, result),
             Durable::Item { set, item, data } => (set, item, data),
@@ -221,7 +221,7 @@ impl Module {
 
     /// A store result after its command gave up (timeout) or the module reset. What it wrote is
     /// durable all the same, so a programmed item (or saved settings) is known from now on.
-    pub(super) fn late_store_result(&mut self, req: StoreReq, result: Result<(), String>) {
+    pub(super) fn late_store_result(&mut self, req: StoreReq, result: Result<(), WriteError>) {
         log::warn!("store request #{req} finished after its command ended: {result:?}");
         let Some((r, what)) = self.orphan_store.take() else {
             return;

@@ -6,7 +6,7 @@
 use super::error::{Error, SocketError, TlsError};
 use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp, SendSeq};
 use super::socket::{Opening, SocketState, Stream, UdpSock};
-use super::tls::{SetupError, TlsSession};
+use super::tls::{SetupError, TlsFailure, TlsSession};
 use super::{ok, payload, Answer, Busy, Module, PayloadFor, Step};
 use crate::iwin::command::{Protocol, SocketCmd, TlsVerify};
 use crate::iwin::reply::Reply;
@@ -526,7 +526,7 @@ impl Module {
 
     /// The TLS session broke: during the handshake `P6=1` fails; later the stream ends (`-1`). A
     /// TLS server's candidate client is dropped unannounced and the next one gets its turn.
-    fn tls_failed(&mut self, i: usize, why: &str, now: Instant) {
+    fn tls_failed(&mut self, i: usize, why: &TlsFailure, now: Instant) {
         let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS failed");
         match old {
             SocketState::Handshaking(stream) => {
@@ -610,7 +610,7 @@ impl Module {
             }
             SocketState::Handshaking(_) | SocketState::Accepting(..) => {
                 self.sockets[i].set_state(i, old, "TLS close_notify");
-                self.tls_failed(i, "peer closed the TLS session during the handshake", now);
+                self.tls_failed(i, &TlsFailure::ClosedInHandshake, now);
             }
             other => {
                 self.sockets[i].set_state(i, other, "TLS close_notify");
@@ -644,7 +644,7 @@ impl Module {
             };
             if late {
                 let ms = self.cfg.timing.connect_timeout_ms;
-                self.tls_failed(i, &format!("no TLS handshake within {ms} ms"), now);
+                self.tls_failed(i, &TlsFailure::HandshakeTimeout { ms }, now);
             }
             let due = match self.sockets[i].state_mut() {
                 SocketState::Handshaking(st) => match st.tls.as_mut() {
@@ -674,11 +674,7 @@ impl Module {
                 match old {
                     SocketState::Handshaking(_) | SocketState::Accepting(..) => {
                         self.sockets[i].set_state(i, old, "peer closed");
-                        self.tls_failed(
-                            i,
-                            "peer closed the connection during the TLS handshake",
-                            now,
-                        );
+                        self.tls_failed(i, &TlsFailure::DroppedInHandshake, now);
                         // The network has closed it already: no Close names it (found by the
                         // `module` fuzz target).
                         self.ops

@@ -12,6 +12,7 @@
 //!   connection at once (`Reset`: with an RST) and is never answered. After a `Close` no other event names the connection.
 //! - The driver never times anything out: every deadline is a core timer ([`crate::module::Module::poll_timeout`]).
 
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -117,26 +118,110 @@ pub enum ConnectError {
     Unreachable,
     TimedOut,
     AddrInUse,
+    /// Anything else: what the system said.
     Other(String),
 }
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Refused => f.write_str("connection refused"),
+            ConnectError::Unreachable => f.write_str("network or host unreachable"),
+            ConnectError::TimedOut => f.write_str("timed out"),
+            ConnectError::AddrInUse => f.write_str("address in use"),
+            ConnectError::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// Orderly end of stream from the peer.
     PeerClosed,
-    /// Reset or any IO error.
+    /// Reset or any IO error: what the system said.
     Error(String),
     /// A `Close { how: Drain }` completed.
     Drained,
 }
+
+/// Why a name lookup ([`NetOp::Resolve`]) found no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// The system resolver failed: what it said.
+    Lookup(String),
+    /// The name has addresses, none of them IPv4.
+    NoIpv4,
+    /// No worker took the lookup (all busy and the queue full, or none left): why.
+    Refused(String),
+    /// A fault (`dns.fail`) made it fail.
+    Fault,
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::Lookup(why) => f.write_str(why),
+            ResolveError::NoIpv4 => f.write_str("no IPv4 address"),
+            ResolveError::Refused(why) => write!(f, "not started: {why}"),
+            ResolveError::Fault => f.write_str("failed by a fault"),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+/// Why a ping ([`NetOp::Ping`]) could not run at all (a lost reply is not an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingError {
+    /// No ICMP socket could be opened (neither datagram nor raw): why.
+    NoSocket(String),
+    /// The socket failed before the first request went out: what the system said.
+    Io(String),
+    /// No worker took the ping (all busy and the queue full, or none left): why.
+    Refused(String),
+}
+
+impl fmt::Display for PingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PingError::NoSocket(why) => write!(f, "no ICMP socket: {why}"),
+            PingError::Io(why) => f.write_str(why),
+            PingError::Refused(why) => write!(f, "not started: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PingError {}
+
+/// Why a store write ([`StoreOp`]) was not made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// The module runs without a store.
+    NoStore,
+    /// Writing `path` failed: what the system said.
+    Io { path: String, why: String },
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::NoStore => f.write_str("no certificate store"),
+            WriteError::Io { path, why } => write!(f, "{path}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
 
 /// Something that happened on the network side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
     Resolved {
         query: QueryId,
-        result: Result<Ipv4Addr, String>,
+        result: Result<Ipv4Addr, ResolveError>,
     },
     /// The connection is established (TCP), the UDP socket is bound, or the listener listens; `local`
     /// is its local address, `peer` the far end of a TCP connection (None for the other two).
@@ -175,11 +260,11 @@ pub enum NetEvent {
         conn: ConnId,
         peer: SocketAddrV4,
     },
-    /// The round trip of each echo request in order (None: no reply in time). `Err` when no ICMP
-    /// socket could be opened at all (the text says why).
+    /// The round trip of each echo request in order (None: no reply in time). `Err` when the
+    /// ping could not run at all.
     PingDone {
         query: QueryId,
-        result: Result<Vec<Option<Duration>>, String>,
+        result: Result<Vec<Option<Duration>>, PingError>,
     },
 }
 

@@ -40,7 +40,7 @@ use crate::iwin::reply::{Reason, Reply, Wire};
 use ap::SoftAp;
 use certs::Certs;
 use error::Error;
-use io::{CloseHow, ConnId, NetEvent, NetOp, QueryId, StoreOp, StoreReq};
+use io::{CloseHow, ConnId, NetEvent, NetOp, QueryId, StoreOp, StoreReq, WriteError};
 use ping::PingSettings;
 use socket::Socket;
 use station::Station;
@@ -49,7 +49,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use system::System;
 
-pub use tls::pem_check;
+pub use tls::{pem_check, PemError};
 
 /// Bytes the host may write ahead of the command being executed; beyond this the driver stops
 /// reading the serial line, so the host's writes block as with hardware flow control.
@@ -649,7 +649,7 @@ impl Module {
     }
 
     /// Result of a [`StoreOp`]: the data is durable (Ok) or could not be written.
-    pub fn handle_stored(&mut self, req: StoreReq, result: Result<(), String>, now: Instant) {
+    pub fn handle_stored(&mut self, req: StoreReq, result: Result<(), WriteError>, now: Instant) {
         self.last_now = now;
         match self.busy.take() {
             Some(Busy::Store { req: r, what, .. }) if r == req => {

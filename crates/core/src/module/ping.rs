@@ -1,7 +1,7 @@
 //! Ping area (layer: core): `T1`/`T2`/`T3` settings, `T0` (the echoes themselves run in the driver's
 //! worker pool) and `T?`. Pure.
 
-use super::io::{NetOp, QueryId};
+use super::io::{NetOp, PingError, QueryId};
 use super::{ok, payload, Answer, Busy, Module, Step};
 use crate::iwin::command::PingCmd;
 use std::net::Ipv4Addr;
@@ -88,7 +88,7 @@ impl Module {
     pub(super) fn on_ping(
         &mut self,
         query: QueryId,
-        result: Result<Vec<Option<Duration>>, String>,
+        result: Result<Vec<Option<Duration>>, PingError>,
     ) {
         let Some(Busy::Ping {
             query: q,

@@ -2,7 +2,7 @@
 //! points, the `F0` scan list, `CD`, and `D0` name lookups. Pure.
 
 use super::error::StationError;
-use super::io::{NetOp, QueryId};
+use super::io::{NetOp, QueryId, ResolveError};
 use super::{ok, payload, Answer, Busy, Module, Step, DNS_TIMEOUT};
 use crate::config::{AccessPoint, Config, Security};
 use crate::iwin::command::ParseError;
@@ -108,6 +108,8 @@ impl std::fmt::Display for JoinError {
         }
     }
 }
+
+impl std::error::Error for JoinError {}
 
 /// Whether host security `asked` (C3) can join an AP using `ap`. C3=4 (WPA/WPA2 mixed, what Zephyr
 /// sends) joins any WPA-family AP; a mixed AP accepts any WPA-family setting.
@@ -467,7 +469,7 @@ impl Module {
         }))
     }
 
-    pub(super) fn on_resolved(&mut self, query: QueryId, result: Result<Ipv4Addr, String>) {
+    pub(super) fn on_resolved(&mut self, query: QueryId, result: Result<Ipv4Addr, ResolveError>) {
         let Some(Busy::Resolve { query: q, .. }) = &self.busy else {
             return;
         };

@@ -2,7 +2,7 @@
 //! UART and bus settings, factory defaults, `Z1` saved settings and `ZR`. Pure.
 
 use super::error::SystemError;
-use super::io::{CloseHow, NetOp, StoreOp, StoreReq};
+use super::io::{CloseHow, NetOp, StoreOp, StoreReq, WriteError};
 use super::saved::Saved;
 use super::{ok, payload, Answer, Busy, Durable, Module, Step, STORE_TIMEOUT};
 use crate::config::Config;
@@ -329,7 +329,11 @@ impl Module {
     }
 
     /// A `Z1` store write finished.
-    pub(super) fn settings_stored(&mut self, data: Vec<u8>, result: Result<(), String>) -> Step {
+    pub(super) fn settings_stored(
+        &mut self,
+        data: Vec<u8>,
+        result: Result<(), WriteError>,
+    ) -> Step {
         match result {
             Ok(()) => {
                 log::info!("settings saved ({} bytes)", data.len());

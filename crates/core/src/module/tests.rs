@@ -4,7 +4,9 @@
 use super::*;
 use crate::config::{AccessPoint, Config, Security};
 use crate::item::Item;
-use crate::module::io::{CloseReason, ConnectError, SendSeq, StoreOp};
+use crate::module::io::{
+    CloseReason, ConnectError, PingError, ResolveError, SendSeq, StoreOp, WriteError,
+};
 use crate::module::socket::RX_LIMIT;
 use std::net::SocketAddrV4;
 
@@ -494,7 +496,7 @@ fn dns_lookup_sets_remote_host_of_current_socket() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        h.net(NetEvent::Resolved { query, result: Err("no such host".into()) }),
+        h.net(NetEvent::Resolved { query, result: Err(ResolveError::Lookup("no such host".into())) }),
         b"\r\n[DNS  LU] Host not found nonexistent.invalid:4\r\nERROR: Unknown Error\r\nUsage: D0 <host name>\r\n> "
     );
 }
@@ -977,7 +979,10 @@ impl H {
             let result = if store_ok {
                 Ok(())
             } else {
-                Err("disk full".to_string())
+                Err(WriteError::Io {
+                    path: "set1/ca.otp".into(),
+                    why: "disk full".into(),
+                })
             };
             self.m.handle_stored(op.req(), result, self.now);
             out.extend(self.m.take_serial());
@@ -1615,7 +1620,7 @@ fn ping_reports_each_echo_and_timeouts() {
     assert_eq!(
         h.net(NetEvent::PingDone {
             query,
-            result: Err("no ICMP socket".into())
+            result: Err(PingError::NoSocket("neither datagram nor raw".into()))
         }),
         ok("Timeout")
     );
