@@ -64,9 +64,11 @@ fn open() -> Result<(UdpSocket, bool), PingError> {
         Ok(s) => (s, false),
         Err(e1) => match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
             Ok(s) => (s, true),
-            Err(e2) => return Err(PingError::NoSocket(format!(
+            Err(e2) => {
+                return Err(PingError::NoSocket(format!(
                 "datagram ({e1}; see net.ipv4.ping_group_range) and raw ({e2}; needs CAP_NET_RAW)"
-            ))),
+            )))
+            }
         },
     };
     // Any fd with recv/send_to semantics will do; UdpSocket gives them without unsafe code.

@@ -116,15 +116,8 @@ enum Busy {
         counted: bool,
         deadline: Instant,
     },
-    /// `S3` whose payload does not fit the send window yet: `rest` goes out as room opens; at the
-    /// deadline (`S2`) the reply is what was accepted.
-    Send {
-        socket: usize,
-        conn: ConnId,
-        rest: Vec<u8>,
-        accepted: usize,
-        deadline: Instant,
-    },
+    /// `S3` whose payload does not fit the send window yet.
+    Send(data::Sending),
     /// `PG`/`Z1` waiting for the store to make the data durable.
     Store {
         req: StoreReq,
@@ -150,7 +143,7 @@ impl Busy {
             Busy::Connect { .. } => "connect",
             Busy::Listen { .. } => "listen",
             Busy::Read { .. } => "read",
-            Busy::Send { .. } => "send",
+            Busy::Send(_) => "send",
             Busy::Store { .. } => "store",
             Busy::Ping { .. } => "ping",
         }
@@ -165,7 +158,7 @@ impl Busy {
             | Busy::Connect { deadline, .. }
             | Busy::Listen { deadline, .. }
             | Busy::Read { deadline, .. }
-            | Busy::Send { deadline, .. }
+            | Busy::Send(data::Sending { deadline, .. })
             | Busy::Store { deadline, .. }
             | Busy::Ping { deadline, .. } => *deadline,
         }
@@ -827,12 +820,12 @@ impl Module {
             Busy::Listen { socket, .. } => self.listen_timed_out(socket),
             Busy::Read { counted: false, .. } => ok(),
             Busy::Read { counted: true, .. } => payload("0000"),
-            Busy::Send {
+            Busy::Send(data::Sending {
                 socket,
                 accepted,
                 rest,
                 ..
-            } => {
+            }) => {
                 log::warn!(
                     "socket {socket}: S3 send window still full after S2; {accepted} bytes accepted, {} dropped",
                     rest.len()
@@ -869,7 +862,7 @@ impl Module {
                     self.reply(r);
                 }
             }
-            Some(Busy::Send { .. }) => self.continue_send(),
+            Some(Busy::Send(_)) => self.continue_send(),
             _ => {}
         }
     }

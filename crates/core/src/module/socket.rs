@@ -1,7 +1,7 @@
 //! One of the module's four sockets (layer: core, pure data): the settings set by `P1`..`P9`, `PK`,
-//! `R*`, `S*`, and its one [`SocketState`], changed only through [`Socket::set_state`] so that every
-//! transition is logged. Receive queues and send windows live inside the states that have a
-//! connection, so no flag can disagree with the state.
+//! `R*`, `S*`, and its one [`SocketState`], changed only through [`Socket::transition`], which maps
+//! the old state to the new one and logs it as it is. Receive queues, send windows and the client a
+//! server serves live inside the states that have them, so no flag can disagree with the state.
 
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
 use super::tls::{TlsServerParams, TlsSession};
@@ -169,6 +169,8 @@ pub(crate) struct Listener {
     /// A TLS server (`P1=3`, `[tls] server`): each client's handshake runs when it becomes
     /// current; until then its ciphertext waits in its receive queue.
     pub(crate) tls: Option<Box<TlsServerParams>>,
+    /// `P?` ClientIP: the last client made current, until the server stops.
+    pub(crate) last_client: Option<Ipv4Addr>,
 }
 
 impl Listener {
@@ -332,8 +334,6 @@ pub(crate) struct Socket {
     pub(crate) read_mode: u8,
     pub(crate) send_size: u16,
     pub(crate) send_timeout_ms: u32,
-    /// `P?` ClientIP: the peer of an accepted client (0.0.0.0 until then).
-    pub(crate) client_ip: Ipv4Addr,
     state: SocketState,
 }
 
@@ -355,7 +355,6 @@ impl Default for Socket {
             read_mode: 0,
             send_size: 1460,
             send_timeout_ms: 5000,
-            client_ip: Ipv4Addr::UNSPECIFIED,
             state: SocketState::Idle,
         }
     }
@@ -370,18 +369,33 @@ impl Socket {
         &mut self.state
     }
 
-    /// The one place a socket changes state; returns the old state (whose connections the caller
-    /// closes or moves on).
-    pub(crate) fn set_state(&mut self, index: usize, new: SocketState, why: &str) -> SocketState {
-        let old = std::mem::replace(&mut self.state, new);
-        if old.name() != self.state.name() {
-            log::debug!(
-                "socket {index}: {} -> {} ({why})",
-                old.name(),
-                self.state.name()
-            );
+    /// The one place a socket changes state: `step` maps the old state to the new one (taking it
+    /// by value, so what it holds moves along) and returns what the caller still has to do with
+    /// what it let go of (a stream to close, a client to announce). The log says `old -> new`.
+    pub(crate) fn transition<R>(
+        &mut self,
+        index: usize,
+        why: &str,
+        step: impl FnOnce(SocketState) -> (SocketState, R),
+    ) -> R {
+        let old = std::mem::take(&mut self.state);
+        let from = old.name();
+        let (new, rest) = step(old);
+        if from != new.name() {
+            log::debug!("socket {index}: {from} -> {} ({why})", new.name());
         }
-        old
+        self.state = new;
+        rest
+    }
+
+    /// `ZR`: the settings go back to their power-up values. The state stays: the module closes it
+    /// first, through [`Socket::transition`].
+    pub(crate) fn restore_settings(&mut self) {
+        let state = std::mem::take(&mut self.state);
+        *self = Socket {
+            state,
+            ..Socket::default()
+        };
     }
 
     /// Holds (or is setting up) a TLS session, or serves TLS: what `[tls] max_sockets` counts.
@@ -407,10 +421,15 @@ impl Socket {
                 None => (0, 0, 0),
             },
         };
+        let client_ip = self
+            .state
+            .listener()
+            .and_then(|l| l.last_client)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let mut line = format!(
             "{},{},{},{},{},{},{},{},{},{}",
             self.protocol.code(),
-            self.client_ip,
+            client_ip,
             self.local_port,
             self.remote_ip,
             self.remote_port,

@@ -470,14 +470,18 @@ impl Module {
     }
 
     pub(super) fn on_resolved(&mut self, query: QueryId, result: Result<Ipv4Addr, ResolveError>) {
-        let Some(Busy::Resolve { query: q, .. }) = &self.busy else {
-            return;
-        };
-        if *q != query {
-            return;
-        }
-        let Some(Busy::Resolve { name, socket, .. }) = self.busy.take() else {
-            unreachable!("checked above")
+        let (name, socket) = match self.busy.take() {
+            Some(Busy::Resolve {
+                query: q,
+                name,
+                socket,
+                ..
+            }) if q == query => (name, socket),
+            other => {
+                // A late answer (the lookup timed out) or none asked for.
+                self.busy = other;
+                return;
+            }
         };
         let step = match result {
             Ok(ip) => {

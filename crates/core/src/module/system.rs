@@ -305,7 +305,9 @@ impl Module {
         }
         self.station.link = None;
         self.station.scan_rest = None;
-        self.sockets = Default::default();
+        for s in &mut self.sockets {
+            s.restore_settings();
+        }
         self.current = 0;
         self.names.clear();
         self.certs.reset_selection();

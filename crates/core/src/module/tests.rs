@@ -12,6 +12,8 @@ use std::net::SocketAddrV4;
 
 /// Issue 10: firmware profiles, the SPI bus, scanning one by one, the legacy and stub commands.
 mod firmware;
+/// Issue 17: every socket transition is logged as it is (old -> new, never through idle).
+mod transitions;
 
 /// The wall clock the test modules believe in (certificate validity is checked against it).
 fn unix_now() -> Duration {
