@@ -35,11 +35,7 @@ impl Item {
 const MAGIC: &str = "eswifi-emu-otp 1";
 
 fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 /// One item file's bytes: the header line, then the data as programmed.

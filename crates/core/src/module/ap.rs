@@ -52,12 +52,15 @@ impl SoftAp {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Soft-AP settings (`AS`, `A1`, `A2`, `AC`, `AL`, `AT`, `Z6`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ApSettings {
+    #[serde(with = "super::saved::text")]
     pub(crate) ssid: Vec<u8>,
     /// `AS=1,…`: the SSID gets `_<MAC>` appended.
     pub(crate) append_mac: bool,
     pub(crate) security: u8,
+    #[serde(with = "super::saved::text")]
     pub(crate) key: Vec<u8>,
     pub(crate) channel: u8,
     pub(crate) lease: u8,
@@ -134,7 +137,7 @@ impl Module {
             }
             ApCmd::ClientRssi => return payload(self.ap_client_lines()),
             ApCmd::Query => {
-                let (mac, running) = (self.sys.mac, self.ap.running);
+                let (mac, running) = (self.sys.settings.mac, self.ap.running);
                 let mut hidden = self.ap.settings.clone();
                 hidden.key = b"<key hidden>".to_vec();
                 return Ok(Answer::Secret {
@@ -153,7 +156,7 @@ impl Module {
         }
         self.ap.running = true;
         let ap = &self.ap.settings;
-        let ssid = String::from_utf8_lossy(&ap.effective_ssid(self.sys.mac)).into_owned();
+        let ssid = String::from_utf8_lossy(&ap.effective_ssid(self.sys.settings.mac)).into_owned();
         log::info!(
             "soft AP {ssid:?} up at {}; servers listen on {}",
             ap.ip,

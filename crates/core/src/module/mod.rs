@@ -313,6 +313,8 @@ pub struct Module {
     /// A store write whose command ended before it did (timeout, reset): if it still succeeds,
     /// the data is on flash, and the module must know.
     orphan_store: Option<(StoreReq, Durable)>,
+    /// The store write rewriting settings saved in the first format as TOML, until it is answered.
+    rewriting: Option<StoreReq>,
     /// The baud rate in effect on the line (`U0` applies the staged `U2` rate).
     line_baud: u32,
     /// Changes to the line the driver must make, in order with the output before them.
@@ -419,6 +421,7 @@ impl Module {
             ping: PingSettings::default(),
             saved: None,
             orphan_store: None,
+            rewriting: None,
             line_baud: config.module.baud,
             line_ops: VecDeque::new(),
             trace: None,
@@ -625,8 +628,9 @@ impl Module {
         self.saved = saved;
         self.out.clear();
         self.power_on_settings();
+        self.rewrite_legacy_saved();
         // Boot applies the saved UART rate; the driver reads it before serving.
-        self.line_baud = self.sys.baud;
+        self.line_baud = self.sys.settings.baud;
         self.boot_output();
         self.auto_join();
     }
@@ -644,6 +648,10 @@ impl Module {
     /// Result of a [`StoreOp`]: the data is durable (Ok) or could not be written.
     pub fn handle_stored(&mut self, req: StoreReq, result: Result<(), WriteError>, now: Instant) {
         self.last_now = now;
+        if self.rewriting == Some(req) {
+            self.rewriting = None;
+            return self.rewritten(result);
+        }
         match self.busy.take() {
             Some(Busy::Store { req: r, what, .. }) if r == req => {
                 let step = self.stored(what, result);
@@ -876,16 +884,18 @@ impl Module {
     // ---- output -------------------------------------------------------------------------------
 
     fn reply(&mut self, r: Reply) {
-        let bytes = self.wire.encode(&r, self.sys.mt);
+        let bytes = self.wire.encode(&r, self.sys.settings.mt);
         log::debug!("rsp  {}", bytes.escape_ascii());
         self.emit(&bytes, None);
     }
 
     /// Reply with a payload that holds a secret: the log shows `log_form` instead.
     fn reply_secret(&mut self, r: Reply, log_form: &[u8]) {
-        let bytes = self.wire.encode(&r, self.sys.mt);
+        let bytes = self.wire.encode(&r, self.sys.settings.mt);
         log::debug!("rsp  {} (secret hidden)", log_form.escape_ascii());
-        let shown = self.wire.encode(&Reply::Ok(log_form.to_vec()), self.sys.mt);
+        let shown = self
+            .wire
+            .encode(&Reply::Ok(log_form.to_vec()), self.sys.settings.mt);
         self.emit(&bytes, Some(&shown));
     }
 
@@ -909,8 +919,11 @@ impl Module {
             EventClass::Server => 2,
             EventClass::Link => 0,
         };
-        if self.sys.suppress & bit != 0 {
-            log::debug!("event suppressed by MS={}: {message}", self.sys.suppress);
+        if self.sys.settings.suppress & bit != 0 {
+            log::debug!(
+                "event suppressed by MS={}: {message}",
+                self.sys.settings.suppress
+            );
             return;
         }
         log::info!("event {message}");

@@ -24,9 +24,11 @@ pub(crate) struct Station {
 }
 
 /// Station settings (`C1`..`CC`, `CN`, `CE`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StationSettings {
+    #[serde(with = "super::saved::text")]
     pub(crate) ssid: Vec<u8>,
+    #[serde(with = "super::saved::text")]
     pub(crate) passphrase: Vec<u8>,
     pub(crate) security: u8,
     pub(crate) dhcp: bool,
@@ -39,6 +41,7 @@ pub(crate) struct StationSettings {
     pub(crate) join_retries: u8,
     pub(crate) auto_connect: u8,
     pub(crate) auth_type: u8,
+    #[serde(with = "super::saved::text")]
     pub(crate) country: Vec<u8>,
     /// `CY=1`: `C?` shows `*RESTRICTED*` instead of the passphrase.
     pub(crate) key_privacy: bool,

@@ -1523,6 +1523,56 @@ fn corrupt_saved_settings_fall_back_to_defaults_with_the_boot_message() {
 }
 
 #[test]
+fn corrupt_toml_settings_fall_back_to_defaults_too() {
+    let mut m = module(&Config::default());
+    m.load_saved(Some(b"[station]\nssid = [\"not\", \"bytes\"]\n".to_vec()));
+    let out = m.take_serial();
+    assert!(
+        out.starts_with(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults\r\n"),
+        "{}",
+        out.escape_ascii()
+    );
+    assert!(m.poll_store().is_none(), "nothing to rewrite");
+}
+
+#[test]
+fn settings_saved_in_the_first_format_apply_and_are_rewritten_as_toml_once() {
+    let file = include_bytes!("../../../../tests/fixtures/settings-v1.saved");
+    let legacy = crate::item::decode_item(file).expect("a complete item");
+    let mut h = H::new();
+    h.m.load_saved(Some(legacy));
+    let boot = h.m.take_serial();
+    assert!(
+        boot.ends_with(b"\r\n> \r\n[JOIN   ] old net, with comma,127.0.0.1,0,0\r\n> "),
+        "CC=1 was saved: {}",
+        boot.escape_ascii()
+    );
+    // The driver is asked to store them again, as TOML; the host sees nothing of it.
+    let (data, out) = h.complete_save();
+    assert_eq!(out, b"");
+    let text = String::from_utf8(data.clone()).expect("text");
+    assert!(text.contains("ssid = \"old net, with comma\""), "{text}");
+    assert!(!text.contains("eswifi-emu-settings 1"), "{text}");
+    assert_eq!(
+        h.send(b"C?\r"),
+        ok("old net, with comma,pw123456,3,1,0,127.0.0.1,255.0.0.0,127.0.0.1,127.0.0.1,0.0.0.0,5,1,0,US,1")
+    );
+    assert_eq!(h.send(b"Z5\r"), ok("02:11:22:33:44:55"));
+    assert_eq!(h.send(b"P0=9\r"), ERR1, "MT=1");
+    // ZR reads what the module now holds (TOML) and asks for no second rewrite.
+    h.send(b"ZR\r");
+    assert!(h.m.poll_store().is_none());
+    assert_eq!(h.send(b"Z5\r"), ok("02:11:22:33:44:55"));
+    // Nor does a restart from the rewritten file.
+    let mut m = module(&Config::default());
+    m.load_saved(Some(data));
+    assert!(m
+        .take_serial()
+        .ends_with(b"\r\n[JOIN   ] old net, with comma,127.0.0.1,0,0\r\n> "));
+    assert!(m.poll_store().is_none());
+}
+
+#[test]
 fn soft_ap_settings_and_servers_on_its_address() {
     let mut h = H::new();
     table(
