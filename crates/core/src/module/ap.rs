@@ -2,10 +2,10 @@
 //! server announces. Pure. While the AP runs, module-side servers listen on its address (a loopback
 //! address, so local programs play the stations that join it).
 
+use super::recent::Recent;
 use super::{ok, payload, Answer, EventClass, Module, Step};
 use crate::iwin::command::ApCmd;
 use crate::iwin::reply::Reply;
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 /// Stations the DHCP server remembers having announced; the least recently seen is forgotten first
@@ -20,7 +20,7 @@ pub(crate) const STATION_RSSI: i32 = -40;
 pub(crate) struct SoftAp {
     pub(crate) settings: ApSettings,
     pub(crate) running: bool,
-    stations: VecDeque<Ipv4Addr>,
+    stations: Recent<Ipv4Addr>,
 }
 
 impl SoftAp {
@@ -28,7 +28,7 @@ impl SoftAp {
         SoftAp {
             settings: ApSettings::power_on(ip),
             running: false,
-            stations: VecDeque::new(),
+            stations: Recent::new(MAX_STATIONS),
         }
     }
 
@@ -39,16 +39,7 @@ impl SoftAp {
 
     /// Note a station at `ip`; true when it is new (to be announced).
     fn lease(&mut self, ip: Ipv4Addr) -> bool {
-        if let Some(k) = self.stations.iter().position(|&a| a == ip) {
-            self.stations.remove(k);
-            self.stations.push_back(ip);
-            return false;
-        }
-        if self.stations.len() >= MAX_STATIONS {
-            self.stations.pop_front();
-        }
-        self.stations.push_back(ip);
-        true
+        self.stations.touch(ip, ())
     }
 }
 
@@ -177,7 +168,7 @@ impl Module {
             return String::new();
         }
         let mut out = String::new();
-        for (n, ip) in self.ap.stations.iter().enumerate() {
+        for (n, ip) in self.ap.stations.keys().enumerate() {
             out.push_str(&format!(
                 "{},{},{}\r\n",
                 n + 1,

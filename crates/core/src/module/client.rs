@@ -5,6 +5,7 @@
 
 use super::error::{Error, SocketError, TlsError};
 use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp, SendSeq};
+use super::recent::Recent;
 use super::socket::{Opening, SocketState, Stream, UdpSock};
 use super::tls::{SetupError, TlsFailure, TlsSession};
 use super::{ok, payload, Answer, Busy, Module, PayloadFor, Step};
@@ -474,7 +475,7 @@ impl Module {
                     conn,
                     rx: Default::default(),
                     tx: Default::default(),
-                    server: server.then(VecDeque::new),
+                    server: server.then(|| Recent::new(super::socket::UDP_SENDERS)),
                 };
                 (SocketState::Udp(Box::new(u)), Opened::Udp { server })
             }

@@ -24,6 +24,7 @@ mod data;
 pub mod error;
 pub mod io;
 pub mod ping;
+mod recent;
 pub mod saved;
 mod server;
 pub mod socket;
@@ -42,6 +43,7 @@ use certs::Certs;
 use error::Error;
 use io::{CloseHow, ConnId, NetEvent, NetOp, QueryId, StoreOp, StoreReq, WriteError};
 use ping::PingSettings;
+use recent::Recent;
 use socket::Socket;
 use station::Station;
 use std::collections::VecDeque;
@@ -302,8 +304,8 @@ pub struct Module {
     ap: SoftAp,
     sockets: [Socket; 4],
     current: usize,
-    /// Host names resolved by `D0`, newest last: the TLS layer sends them as SNI.
-    names: VecDeque<(Ipv4Addr, String)>,
+    /// Host names resolved by `D0`: the TLS layer sends them as SNI.
+    names: Recent<Ipv4Addr, String>,
     /// Connections closing gracefully, and when they are aborted if still not done.
     draining: VecDeque<(ConnId, Instant)>,
     certs: Certs,
@@ -415,7 +417,7 @@ impl Module {
             ap: SoftAp::power_on(config.network.ap_ip),
             sockets: Default::default(),
             current: 0,
-            names: VecDeque::new(),
+            names: Recent::new(MAX_NAMES),
             draining: VecDeque::new(),
             certs: Certs::new(profile.default_aws_set()),
             ping: PingSettings::default(),
@@ -1038,19 +1040,11 @@ impl Module {
 
     /// Remember the name `D0` resolved for `ip` (the newest wins; bounded).
     fn remember_name(&mut self, ip: Ipv4Addr, name: String) {
-        self.names.retain(|(a, _)| *a != ip);
-        if self.names.len() >= MAX_NAMES {
-            self.names.pop_front();
-        }
-        self.names.push_back((ip, name));
+        self.names.touch(ip, name);
     }
 
     fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
-        self.names
-            .iter()
-            .rev()
-            .find(|(a, _)| *a == ip)
-            .map(|(_, n)| n.clone())
+        self.names.get(&ip).cloned()
     }
 }
 

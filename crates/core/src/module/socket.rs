@@ -4,6 +4,7 @@
 //! server serves live inside the states that have them, so no flag can disagree with the state.
 
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
+use super::recent::Recent;
 use super::tls::{TlsServerParams, TlsSession};
 use crate::iwin::command::{Protocol, TlsVerify};
 use std::collections::VecDeque;
@@ -124,26 +125,16 @@ pub(crate) struct UdpSock {
     pub(crate) conn: ConnId,
     pub(crate) rx: RxQueue,
     pub(crate) tx: TxWindow,
-    /// Servers: the senders already announced, most recently heard last.
-    pub(crate) server: Option<VecDeque<SocketAddrV4>>,
+    /// Servers: the senders already announced.
+    pub(crate) server: Option<Recent<SocketAddrV4>>,
 }
 
 impl UdpSock {
     /// Note a datagram from `from`; true when the sender is new (to be announced).
     pub(crate) fn heard(&mut self, from: SocketAddrV4) -> bool {
-        let Some(seen) = &mut self.server else {
-            return false;
-        };
-        if let Some(k) = seen.iter().position(|&a| a == from) {
-            seen.remove(k);
-            seen.push_back(from);
-            return false;
-        }
-        if seen.len() >= UDP_SENDERS {
-            seen.pop_front();
-        }
-        seen.push_back(from);
-        true
+        self.server
+            .as_mut()
+            .is_some_and(|seen| seen.touch(from, ()))
     }
 }
 
@@ -492,7 +483,7 @@ mod tests {
             conn: ConnId(1),
             rx: RxQueue::default(),
             tx: TxWindow::default(),
-            server: Some(VecDeque::new()),
+            server: Some(Recent::new(UDP_SENDERS)),
         };
         let a = |p: u16| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
         assert!(u.heard(a(1)));
