@@ -6,7 +6,7 @@
 //!
 //! The first format (`eswifi-emu-settings 1`, `key=value` lines, strings in hex) is still read, so
 //! that settings saved before stay; the module rewrites such a file as TOML once (see
-//! [`is_legacy`]).
+//! `is_legacy`).
 
 use super::ap::ApSettings;
 use super::station::StationSettings;

@@ -1,5 +1,5 @@
 //! One of the module's four sockets (layer: core, pure data): the settings set by `P1`..`P9`, `PK`,
-//! `R*`, `S*`, and its one [`SocketState`], changed only through [`Socket::transition`], which maps
+//! `R*`, `S*`, and its one `SocketState`, changed only through `Socket::transition`, which maps
 //! the old state to the new one and logs it as it is. Receive queues, send windows and the client a
 //! server serves live inside the states that have them, so no flag can disagree with the state.
 
