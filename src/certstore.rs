@@ -17,8 +17,8 @@
 //!
 //! Blocking IO: the driver calls [`CertStore::write`] from a worker thread, never from the event loop.
 
-use eswifi_core::item::{decode_item, encode_item, MAX_ITEM, MAX_ITEM_FILE};
-use eswifi_core::module::certs::{CertSets, Item, SET_COUNT};
+use eswifi_core::item::{decode_item, encode_item, Item, ItemError, MAX_ITEM, MAX_ITEM_FILE};
+use eswifi_core::module::certs::{CertSets, SET_COUNT};
 use eswifi_tools::files::{create_new, read_capped};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -36,7 +36,7 @@ pub(crate) enum StoreError {
     /// A file exists but is not a complete item.
     Corrupt {
         path: PathBuf,
-        why: String,
+        why: ItemError,
     },
     Io {
         path: PathBuf,

@@ -4,8 +4,8 @@
 //! holds. Key material is never printed.
 
 use crate::certstore::CertStore;
-use eswifi_core::item::MAX_ITEM;
-use eswifi_core::module::certs::{Item, SET_COUNT};
+use eswifi_core::item::{Item, MAX_ITEM};
+use eswifi_core::module::certs::SET_COUNT;
 use eswifi_core::module::pem_check;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -9,7 +9,7 @@ pub(crate) mod net;
 mod noise;
 pub(crate) mod rule;
 
-use eswifi_core::module::WifiFaults;
+use eswifi_core::module::{FaultFired, WifiFaults};
 use eswifi_core::rng::Rng;
 pub(crate) use rule::{parse, Kind, Rule};
 use rule::{Dir, When};
@@ -429,9 +429,12 @@ impl FaultSet {
     }
 
     /// Count a firing reported by a core (a join that failed by a fault).
-    pub(crate) fn core_fired(&mut self, module: usize, what: &str) {
+    pub(crate) fn core_fired(&mut self, module: usize, what: &FaultFired) {
         let k = self.rules.iter().position(|r| {
-            r.applies(module) && kind_name(&r.rule.kind) == what.split(':').next().unwrap_or("")
+            r.applies(module)
+                && match what {
+                    FaultFired::JoinFail { .. } => matches!(r.rule.kind, Kind::WifiJoinFail(_)),
+                }
         });
         if let Some(k) = k {
             self.rules[k].fired += 1;
@@ -680,5 +683,24 @@ mod tests {
         s.stall_over(0);
         assert!(s.clear(None));
         assert!(s.take_released().is_empty());
+    }
+
+    #[test]
+    fn a_join_failure_the_core_reports_counts_for_its_rule_only() {
+        let (mut s, _) = set(&["wifi.slow join=1s", "wifi.join-fail p=1 module=1"]);
+        let fired = FaultFired::JoinFail { ssid: "lab".into() };
+        s.core_fired(0, &fired);
+        assert!(
+            s.list().iter().all(|l| l.ends_with("fired=0")),
+            "module 0: no rule"
+        );
+        s.core_fired(1, &fired);
+        assert_eq!(
+            s.list(),
+            [
+                "1 wifi.slow join=1s fired=0",
+                "2 wifi.join-fail p=1 module=1 fired=1"
+            ]
+        );
     }
 }

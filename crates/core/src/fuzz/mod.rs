@@ -483,9 +483,11 @@ mod tests {
     }
 
     /// Inputs a long run once failed on (`fuzz/regressions/<target>/`), kept so they stay fixed.
+    /// The folder must be there and hold some (a target without a folder has none yet).
     #[test]
     fn regressions() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+        assert!(root.is_dir(), "{} is missing", root.display());
         type Target = fn(&[u8]);
         let targets: [(&str, Target); 4] = [
             ("framer", framer),
@@ -493,14 +495,21 @@ mod tests {
             ("module", module),
             ("cert_item", cert_item),
         ];
+        let mut replayed = 0;
         for (target, f) in targets {
-            let Ok(dir) = std::fs::read_dir(root.join(target)) else {
-                continue;
+            let dir = root.join(target);
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("{}: {e}", dir.display()),
             };
-            for e in dir.flatten() {
-                f(&std::fs::read(e.path()).expect("regression input"));
+            for e in entries {
+                let path = e.expect("a regression entry").path();
+                f(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+                replayed += 1;
             }
         }
+        assert!(replayed > 0, "no regression input under {}", root.display());
     }
 
     /// Writes the seeds to `fuzz/corpus/<target>/` (`cargo test -- --ignored write_seed_corpus`).

@@ -8,7 +8,8 @@
 //! Commands are grouped by the part of the module that owns them ([`Command::System`],
 //! [`Command::Station`], …), so the module's dispatcher is one short match.
 
-use crate::iwin::reply::Reason;
+use crate::item::Item;
+use crate::iwin::reply::{MessageType, Reason};
 use nom::bytes::complete::tag;
 use nom::character::complete::{digit1, hex_digit1};
 use nom::combinator::{all_consuming, map_res};
@@ -233,7 +234,7 @@ pub(crate) enum SystemCmd {
     /// `I?`
     Info,
     /// `MT=<0/1>`
-    SetMessageType(u8),
+    SetMessageType(MessageType),
     /// `MS=<0..3>`
     SetMessageSuppress(u8),
     /// `MR`
@@ -415,7 +416,7 @@ pub(crate) enum SocketCmd {
     /// `P0=<0..3>` selects a socket; `P0` alone reports the current one.
     Select(Option<u8>),
     /// `P1=<0..4>`
-    SetProtocol(u8),
+    SetProtocol(Protocol),
     /// `P2=<port>`
     SetLocalPort(u16),
     /// `P3=<ip>`
@@ -427,7 +428,7 @@ pub(crate) enum SocketCmd {
     /// `P8=<0..16>` — listen backlog.
     SetBacklog(u8),
     /// `P9=<0..2>` — TLS verification level.
-    SetTlsVerify(u8),
+    SetTlsVerify(TlsVerify),
     /// `PB=<0/1>` — on CA verification failure: 0 abort, 1 report only.
     SetVerifyReportOnly(bool),
     /// `PK=<0/1>,<ms>`
@@ -459,11 +460,131 @@ pub(crate) enum SocketCmd {
 /// Module-side servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ServerCmd {
-    /// `P5=<0/1/10/11>` — stop, start, close the current client and take the next, start
-    /// multi-accept.
-    Server(u8),
-    /// `P7=<0..3>` — legacy accept loop: stop, start, close current client, next client.
-    AcceptLoop(u8),
+    /// `P5=<0/1/10/11>`
+    Server(ServerMode),
+    /// `P7=<0..3>` — the legacy accept loop.
+    AcceptLoop(AcceptLoop),
+}
+
+/// A numeric argument that names one of a few choices; any other number is `Bad Argument`.
+pub(crate) trait Code: Sized + Copy + 'static {
+    /// Every choice with its number on the wire.
+    const CODES: &'static [(u32, Self)];
+
+    fn from_code(c: u32) -> Option<Self> {
+        Self::CODES.iter().find(|&&(k, _)| k == c).map(|&(_, v)| v)
+    }
+}
+
+/// `P1`: the transport protocol of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Tcp = 0,
+    Udp = 1,
+    UdpLite = 2,
+    Tls = 3,
+    Mqtt = 4,
+}
+
+impl Code for Protocol {
+    const CODES: &'static [(u32, Protocol)] = &[
+        (0, Protocol::Tcp),
+        (1, Protocol::Udp),
+        (2, Protocol::UdpLite),
+        (3, Protocol::Tls),
+        (4, Protocol::Mqtt),
+    ];
+}
+
+impl Protocol {
+    /// The number `P?` reports.
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn is_datagram(self) -> bool {
+        matches!(self, Protocol::Udp | Protocol::UdpLite)
+    }
+}
+
+/// `P9`: how a TLS socket verifies its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsVerify {
+    /// `P9=0`: nothing is verified.
+    None = 0,
+    /// `P9=1`: the peer's certificate is checked against the set's root CA if one is programmed;
+    /// a server verifies a client certificate if one is presented.
+    Optional = 1,
+    /// `P9=2`: root CA and client certificate and key (a server requires a client certificate).
+    Required = 2,
+}
+
+impl Code for TlsVerify {
+    const CODES: &'static [(u32, TlsVerify)] = &[
+        (0, TlsVerify::None),
+        (1, TlsVerify::Optional),
+        (2, TlsVerify::Required),
+    ];
+}
+
+impl TlsVerify {
+    /// The number the host wrote (`P9=<n>` in logs).
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// `P5`: what to do with a socket's server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerMode {
+    /// `P5=0`
+    Stop,
+    /// `P5=1`
+    Start,
+    /// `P5=10`: close the current client and make the next one current.
+    NextClient,
+    /// `P5=11`: start with the accept loop (multi-accept).
+    StartMulti,
+}
+
+impl Code for ServerMode {
+    const CODES: &'static [(u32, ServerMode)] = &[
+        (0, ServerMode::Stop),
+        (1, ServerMode::Start),
+        (10, ServerMode::NextClient),
+        (11, ServerMode::StartMulti),
+    ];
+}
+
+/// `P7`: the legacy accept loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcceptLoop {
+    /// `P7=0`
+    Off,
+    /// `P7=1`
+    On,
+    /// `P7=2`: close the current client.
+    CloseClient,
+    /// `P7=3`: close the current client and make the next one current.
+    NextClient,
+}
+
+impl Code for AcceptLoop {
+    const CODES: &'static [(u32, AcceptLoop)] = &[
+        (0, AcceptLoop::Off),
+        (1, AcceptLoop::On),
+        (2, AcceptLoop::CloseClient),
+        (3, AcceptLoop::NextClient),
+    ];
+}
+
+impl Code for MessageType {
+    const CODES: &'static [(u32, MessageType)] =
+        &[(0, MessageType::Normal), (1, MessageType::Simple)];
+}
+
+impl Code for Item {
+    const CODES: &'static [(u32, Item)] = &[(0, Item::Ca), (1, Item::Cert), (2, Item::Key)];
 }
 
 /// Certificate sets and TLS selections.
@@ -476,7 +597,7 @@ pub(crate) enum CertCmd {
     /// `PF=<func>,<set>` (or `PF=<set>`) selects the active set; `PF` alone reports it.
     Select(Option<(u8, u8)>),
     /// `PG=<set>,<type>,<len>` — program one item: `len` raw bytes follow the CR.
-    Program { set: u8, item: u8, len: usize },
+    Program { set: u8, item: Item, len: usize },
 }
 
 /// Which address `C6`..`CA` sets.
@@ -623,7 +744,7 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
         M::CmdModeOn => sys(SystemCmd::CmdMode(true)),
         M::CmdModeOff => sys(SystemCmd::CmdMode(false)),
         M::IQ => none(sys(SystemCmd::Info))?,
-        M::MT => sys(SystemCmd::SetMessageType(num(0, 1)? as u8)),
+        M::MT => sys(SystemCmd::SetMessageType(arg().and_then(coded)?)),
         M::MS => sys(SystemCmd::SetMessageSuppress(num(0, 3)? as u8)),
         M::MR => none(sys(SystemCmd::ReadMessage))?,
         M::Z4 => sys(SystemCmd::SetMac(arg().and_then(|a| {
@@ -776,21 +897,15 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
             None => sock(SocketCmd::Select(None)),
             Some(a) => sock(SocketCmd::Select(Some(ranged(a, 0, 3)? as u8))),
         },
-        M::P1 => sock(SocketCmd::SetProtocol(num(0, 4)? as u8)),
+        M::P1 => sock(SocketCmd::SetProtocol(arg().and_then(coded)?)),
         M::P2 => sock(SocketCmd::SetLocalPort(num(0, 65535)? as u16)),
         M::P3 => sock(SocketCmd::SetRemoteIp(ip()?)),
         M::P4 => sock(SocketCmd::SetRemotePort(num(0, 65535)? as u16)),
-        M::P5 => {
-            let v = num(0, 11)?;
-            if !matches!(v, 0 | 1 | 10 | 11) {
-                return Err(Reason::BadArgument);
-            }
-            C::Server(ServerCmd::Server(v as u8))
-        }
+        M::P5 => C::Server(ServerCmd::Server(arg().and_then(coded)?)),
         M::P6 => sock(SocketCmd::Client(flag()?)),
-        M::P7 => C::Server(ServerCmd::AcceptLoop(num(0, 3)? as u8)),
+        M::P7 => C::Server(ServerCmd::AcceptLoop(arg().and_then(coded)?)),
         M::P8 => sock(SocketCmd::SetBacklog(num(0, 16)? as u8)),
-        M::P9 => sock(SocketCmd::SetTlsVerify(num(0, 2)? as u8)),
+        M::P9 => sock(SocketCmd::SetTlsVerify(arg().and_then(coded)?)),
         M::PK => {
             let fields = fields(arg()?, 2)?;
             let on = ranged(fields[0], 0, 1)? == 1;
@@ -833,7 +948,7 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
             let f = fields(arg()?, 3)?;
             C::Cert(CertCmd::Program {
                 set: ranged(f[0], 0, 3)? as u8,
-                item: ranged(f[1], 0, 2)? as u8,
+                item: coded(f[1])?,
                 len: ranged(f[2], 0, MAX_CERT_ITEM as u32)? as usize,
             })
         }
@@ -902,6 +1017,11 @@ fn ranged(a: &[u8], lo: u32, hi: u32) -> ArgResult<u32> {
         return Err(Reason::BadArgument);
     }
     Ok(v as u32)
+}
+
+/// A decimal number that must be one of `T`'s codes.
+fn coded<T: Code>(a: &[u8]) -> ArgResult<T> {
+    T::from_code(ranged(a, 0, u32::MAX)?).ok_or(Reason::BadArgument)
 }
 
 /// Split comma-separated fields; exactly `n` of them.
@@ -1026,7 +1146,7 @@ mod tests {
             parse(b"PG=0,1,1731"),
             Ok(Command::Cert(CertCmd::Program {
                 set: 0,
-                item: 1,
+                item: Item::Cert,
                 len: 1731
             }))
         );
@@ -1034,7 +1154,7 @@ mod tests {
             parse(b"PG=3,0,0876"),
             Ok(Command::Cert(CertCmd::Program {
                 set: 3,
-                item: 0,
+                item: Item::Ca,
                 len: 876
             }))
         );
@@ -1050,7 +1170,36 @@ mod tests {
             parse(b"PA=1,my.host"),
             Ok(Command::Cert(CertCmd::SetCaName(true, b"my.host".to_vec())))
         );
-        assert_eq!(parse(b"P5=11"), Ok(Command::Server(ServerCmd::Server(11))));
+        assert_eq!(
+            parse(b"P5=11"),
+            Ok(Command::Server(ServerCmd::Server(ServerMode::StartMulti)))
+        );
+        assert_eq!(
+            parse(b"P5=010"),
+            Ok(Command::Server(ServerCmd::Server(ServerMode::NextClient)))
+        );
+        assert_eq!(
+            parse(b"P7=2"),
+            Ok(Command::Server(ServerCmd::AcceptLoop(
+                AcceptLoop::CloseClient
+            )))
+        );
+        assert_eq!(
+            parse(b"P1=3"),
+            Ok(Command::Socket(SocketCmd::SetProtocol(Protocol::Tls)))
+        );
+        assert_eq!(
+            parse(b"P9=2"),
+            Ok(Command::Socket(SocketCmd::SetTlsVerify(
+                TlsVerify::Required
+            )))
+        );
+        assert_eq!(
+            parse(b"MT=1"),
+            Ok(Command::System(SystemCmd::SetMessageType(
+                MessageType::Simple
+            )))
+        );
         assert_eq!(
             parse(b"F0=2"),
             Ok(Command::Station(StationCmd::Scan { one_by_one: true }))
@@ -1115,6 +1264,15 @@ mod tests {
         assert_eq!(err("ZP=7"), Reason::BadArgument);
         assert_eq!(err("G3=1,9,0"), Reason::BadArgument);
         assert_eq!(err("R4=1"), Reason::TooManyArguments);
+        // Numbers that name no choice, and missing ones.
+        for bad in [
+            "P1=5", "P5=2", "P5=12", "P7=4", "P9=3", "MT=2", "PG=0,3,1", "P5=x",
+        ] {
+            assert_eq!(err(bad), Reason::BadArgument, "{bad}");
+        }
+        for missing in ["P1=", "P5", "P7=", "P9", "MT"] {
+            assert_eq!(err(missing), Reason::InsufficientArguments, "{missing}");
+        }
         assert_eq!(parse(b"P0=9").unwrap_err().mnemonic, Some(Mnemonic::P0));
     }
 

@@ -36,10 +36,17 @@ impl Reason {
 /// Message type (`MT`): how errors are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MessageType {
-    /// `ERROR: <reason>` and `Usage: <cmd> <usage>`.
-    Normal,
-    /// Bare `ERROR`.
-    Simple,
+    /// `MT=0`: `ERROR: <reason>` and `Usage: <cmd> <usage>`.
+    Normal = 0,
+    /// `MT=1`: bare `ERROR`.
+    Simple = 1,
+}
+
+impl MessageType {
+    /// The number `MT` takes (and the configuration and the saved settings hold).
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
 }
 
 /// A typed reply to one command.
