@@ -1,12 +1,12 @@
-//! IWIN command parser (layer: wire). One command line (without CR) → a typed [`Command`], or the
+//! IWIN command parser (layer: wire). One command line (without CR) → a typed `Command`, or the
 //! typed reason the module rejects it with. Pure; nom parses the argument primitives.
 //!
 //! Syntax (spec §2.2): a two-character uppercase mnemonic (or `?`, `$$$`, `---`), optionally `=` and
 //! arguments. String settings (SSID, passphrase, host name, product name) take the whole remainder,
 //! commas and spaces included; numbers may carry leading zeros.
 //!
-//! Commands are grouped by the part of the module that owns them ([`Command::System`],
-//! [`Command::Station`], …), so the module's dispatcher is one short match.
+//! Commands are grouped by the part of the module that owns them (`Command::System`,
+//! `Command::Station`, …), so the module's dispatcher is one short match.
 
 use crate::item::Item;
 use crate::iwin::reply::{MessageType, Reason};

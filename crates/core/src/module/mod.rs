@@ -7,14 +7,14 @@
 //! behaviour is testable with byte strings and a fake clock.
 //!
 //! One command executes at a time (the host must wait for a reply, spec §2.2). A command that needs
-//! the network or emulated time leaves a [`Busy`] state with a deadline; bytes that arrive meanwhile
-//! stay in the framer, up to [`SERIAL_IN_LIMIT`], and then the driver stops reading the line.
+//! the network or emulated time leaves a `Busy` state with a deadline; bytes that arrive meanwhile
+//! stay in the framer, up to `SERIAL_IN_LIMIT`, and then the driver stops reading the line.
 //!
-//! Every byte the module writes goes through one [`Wire`] (the reply envelope of the firmware
+//! Every byte the module writes goes through one `Wire` (the reply envelope of the firmware
 //! profile and bus: C6.2.1.8's 12-byte OK, SPI's 0x15 padding and boot cursor, the `-1` form).
 //!
 //! The areas of the module each own their state and commands: [`system`], [`station`], [`ap`],
-//! [`ping`], [`client`] (sockets, `R0`/`S3` in [`data`]), [`server`], [`certs`] and [`tls`]. This
+//! [`ping`], `client` (sockets, `R0`/`S3` in `data`), `server`, [`certs`] and [`tls`]. This
 //! file holds what they share: the command loop, the dispatcher, replies, events and timers.
 
 pub mod ap;
@@ -513,7 +513,7 @@ impl Module {
 
     /// The driver took the output ([`Module::take_serial`]) and the line ops
     /// ([`Module::poll_line_op`]): commands that waited for room in the output (see
-    /// [`SERIAL_OUT_LIMIT`]) or for a line change run now.
+    /// `SERIAL_OUT_LIMIT`) or for a line change run now.
     pub fn handle_output_taken(&mut self, now: Instant) {
         self.last_now = now;
         self.pump(now);
