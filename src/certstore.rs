@@ -11,25 +11,43 @@
 //! cleaning up or erasing. The store directory itself (`--certsets`) is the user's choice and may be
 //! a link; an item file that is a link is still read through it (a write replaces the link itself).
 //!
+//! Every read is bounded and takes only a regular file (`eswifi_tools::files`): an item file over
+//! [`MAX_ITEM_FILE`] (what `PG` can program), a FIFO, a device or a directory at an item's name is
+//! reported by name, never read until memory runs out or waited on.
+//!
 //! Blocking IO: the driver calls [`CertStore::write`] from a worker thread, never from the event loop.
 
-use eswifi_core::item::{decode_item, encode_item};
-use eswifi_core::module::certs::{CertSets, Item, SET_COUNT};
-use std::fs::{self, File, OpenOptions, Permissions};
+use eswifi_core::item::{decode_item, encode_item, Item, ItemError, MAX_ITEM, MAX_ITEM_FILE};
+use eswifi_core::module::certs::{CertSets, SET_COUNT};
+use eswifi_tools::files::{create_new, read_capped};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// The largest saved-settings file read (they are a few hundred bytes).
+const MAX_SETTINGS_FILE: u64 = 64 * 1024;
+
+/// The remedy a refusal names: what `flash --erase` removes, and what it cannot.
+const REMEDY: &str = "remove it or run `eswifi-emu flash --erase`";
 
 #[derive(Debug)]
 pub(crate) enum StoreError {
     /// A file exists but is not a complete item.
     Corrupt {
         path: PathBuf,
-        why: String,
+        why: ItemError,
     },
     Io {
         path: PathBuf,
         err: io::Error,
+    },
+    /// Something other than an item file where one belongs: a FIFO, a device, a directory, a
+    /// file larger than any item (never read to its end).
+    NotAnItem {
+        path: PathBuf,
+        why: String,
+        dir: bool,
     },
     /// A set directory is a symbolic link (never followed).
     Symlink {
@@ -42,16 +60,43 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Corrupt { path, why } => write!(
                 f,
-                "certificate store file {} is corrupt or torn ({why}); remove it or run `eswifi-emu flash --erase`",
+                "certificate store file {} is corrupt or torn ({why}); {REMEDY}",
                 path.display()
             ),
-            StoreError::Io { path, err } => write!(f, "certificate store {}: {err}", path.display()),
+            StoreError::NotAnItem { path, why, dir } => write!(
+                f,
+                "certificate store {} is not an item file: {why}; {}",
+                path.display(),
+                // A directory is the one thing `flash --erase` leaves alone.
+                if *dir {
+                    "remove it (`eswifi-emu flash --erase` removes files only)"
+                } else {
+                    REMEDY
+                }
+            ),
+            StoreError::Io { path, err } => {
+                write!(f, "certificate store {}: {err}", path.display())
+            }
             StoreError::Symlink { path } => write!(f, "{}", symlink_refused(path)),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// A bounded read of `path` failed: not an item (refused by kind or size) or an IO error.
+    fn read(path: PathBuf, err: io::Error) -> StoreError {
+        match err.kind() {
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => StoreError::NotAnItem {
+                dir: fs::metadata(&path).is_ok_and(|m| m.is_dir()),
+                why: err.to_string(),
+                path,
+            },
+            _ => StoreError::Io { path, err },
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct CertStore {
@@ -88,41 +133,62 @@ impl CertStore {
         for set in 0..SET_COUNT {
             for item in Item::ALL {
                 let path = self.item_path(set, item);
-                let bytes = match fs::read(&path) {
+                let bytes = match read_capped(&path, MAX_ITEM_FILE) {
                     Ok(b) => b,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(err) => return Err(StoreError::Io { path, err }),
+                    Err(err) => return Err(StoreError::read(path, err)),
                 };
                 let data = decode_item(&bytes).map_err(|why| StoreError::Corrupt {
                     path: path.clone(),
                     why,
                 })?;
+                if data.len() > MAX_ITEM {
+                    return Err(StoreError::NotAnItem {
+                        why: format!(
+                            "it holds {} bytes, more than PG programs ({MAX_ITEM})",
+                            data.len()
+                        ),
+                        path,
+                        dir: false,
+                    });
+                }
                 sets.put(set, item, data);
             }
         }
         Ok(sets)
     }
 
-    /// Remove the temp files an interrupted write left in the set directories (a temp file that is
-    /// a symbolic link is unlinked itself, never its target). A set directory that is a symbolic
-    /// link is an error naming it, and nothing in it is touched.
+    /// Remove the temp files an interrupted write left in the set directories and beside the saved
+    /// settings (`.settings.saved.tmp` holds the passphrase: it must not outlive a kill during
+    /// `Z1`). A temp file that is a symbolic link is unlinked itself, never its target; one that
+    /// cannot be removed (a directory) is logged as such, and writing that item fails until it is
+    /// gone. A set directory that is a symbolic link is an error naming it, and nothing in it is
+    /// touched.
     pub(crate) fn remove_stale_temps(&self) -> Result<(), StoreError> {
+        let mut temps = vec![temp_path(&self.settings_path())];
         for set in 0..SET_COUNT {
             let set_dir = self.set_dir(set);
             if is_symlink(&set_dir) {
                 return Err(StoreError::Symlink { path: set_dir });
             }
             if let Ok(entries) = fs::read_dir(&set_dir) {
-                for e in entries.flatten() {
-                    let name = e.file_name();
-                    if name.to_string_lossy().ends_with(".tmp") {
-                        log::info!(
-                            "removing {} left by an interrupted write",
-                            e.path().display()
-                        );
-                        let _ = fs::remove_file(e.path());
-                    }
-                }
+                temps.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        for path in temps {
+            match fs::remove_file(&path) {
+                Ok(()) => log::info!("removed {} left by an interrupted write", path.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!(
+                    "{} is left from an interrupted write but cannot be removed ({e}); writing \
+                     that item fails until it is gone",
+                    path.display()
+                ),
             }
         }
         Ok(())
@@ -155,42 +221,68 @@ impl CertStore {
     /// The saved settings, if any were saved; a torn or corrupt file is an error naming it.
     pub(crate) fn load_settings(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.settings_path();
-        match fs::read(&path) {
+        match read_capped(&path, MAX_SETTINGS_FILE) {
             Ok(bytes) => decode_item(&bytes)
                 .map(Some)
                 .map_err(|why| StoreError::Corrupt { path, why }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(StoreError::Io { path, err }),
+            Err(err) => Err(StoreError::read(path, err)),
         }
     }
 
-    /// Remove every item of every set (the offline "flash a complete firmware image"). A set
-    /// directory that is a symbolic link is an error naming it (checked for every set first, so
-    /// nothing is erased then).
+    /// Remove every item of every set and the saved settings (the offline "flash a complete
+    /// firmware image", which clears the module's flash): whatever is at an item's name (a corrupt
+    /// file, a FIFO, a link: never its target) goes. What it cannot remove is refused before
+    /// anything is erased, naming it: a set directory that is a symbolic link, a directory at an
+    /// item's name.
     pub(crate) fn erase(&self) -> io::Result<()> {
+        let mut files = vec![self.settings_path()];
         for set in 0..SET_COUNT {
             let set_dir = self.set_dir(set);
             if is_symlink(&set_dir) {
                 return Err(io::Error::other(symlink_refused(&set_dir)));
             }
+            files.extend(Item::ALL.map(|item| self.item_path(set, item)));
+        }
+        for path in &files {
+            if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                return Err(io::Error::other(format!(
+                    "{} is a directory, not an item; nothing was erased (remove it, then erase)",
+                    path.display()
+                )));
+            }
+        }
+        for path in &files {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+                }
+                _ => {}
+            }
         }
         for set in 0..SET_COUNT {
-            let set_dir = self.set_dir(set);
-            let dir = match open_set_dir(&set_dir) {
-                Ok(dir) => dir,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            match open_set_dir(&self.set_dir(set)) {
+                Ok(dir) => dir.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
-            };
-            for item in Item::ALL {
-                match fs::remove_file(self.item_path(set, item)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
             }
-            dir.sync_all()?;
         }
-        Ok(())
+        match open_dir(&self.dir, true) {
+            Ok(dir) => dir.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
+}
+
+/// The temp file beside `path` that a crash-safe write of it goes through (`.<name>.tmp`).
+fn temp_path(path: &Path) -> PathBuf {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent.join(format!(".{name}.tmp"))
 }
 
 /// Write `data` under the checked header to `path` via a temp file beside it: write, fsync, rename,
@@ -199,24 +291,13 @@ impl CertStore {
 /// symbolic link) is unlinked and the temp file created fresh, never through a link; its mode is
 /// set on the descriptor, so neither a stale file's mode nor the umask changes it.
 fn write_durable(dir: &File, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp"));
+    let tmp = temp_path(path);
     match fs::remove_file(&tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(Permissions::from_mode(mode))?;
+        let mut f = create_new(&tmp, mode)?;
         f.write_all(&encode_item(data))?;
         f.sync_all()?;
     }

@@ -79,6 +79,29 @@ struct Client {
     eof: bool,
 }
 
+/// Bind a listening socket at `path` that no one else can connect to at any moment, whatever the
+/// umask: it is bound inside a fresh 0700 directory beside `path`, made 0600 there, and renamed
+/// into place (a `chmod` after a `bind` at `path` leaves a window where it is connectable).
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(".")
+        .rand_bytes(6)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)?;
+    // A socket path has at most 107 bytes: keep the path as given (relative stays relative, where
+    // tempfile made it absolute), 10 bytes longer at most.
+    let name = dir.path().file_name().unwrap_or_default();
+    let tmp = parent.join(name).join("s");
+    let listener = UnixListener::bind(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(listener)
+}
+
 /// The listening socket and its clients.
 pub(crate) struct ControlServer {
     path: PathBuf,
@@ -104,8 +127,7 @@ impl ControlServer {
             }
             std::fs::remove_file(path)?;
         }
-        let mut listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let mut listener = bind_private(path)?;
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(ControlServer {
             path: path.to_owned(),

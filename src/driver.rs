@@ -18,8 +18,8 @@ use crate::serial::port::Happened;
 use crate::serial::{FrontEnd, Pacer, Port, Pty, PtyLink};
 use crate::trace::Tracer;
 use eswifi_core::config::Config;
-use eswifi_core::module::io::{ConnId, NetEvent, NetOp, StoreOp};
-use eswifi_core::module::{LineOp, Module, Status, TraceRecord};
+use eswifi_core::module::io::{ConnId, NetEvent, NetOp, StoreOp, StoreReq, WriteError};
+use eswifi_core::module::{FaultFired, LineOp, Module, Status, TraceRecord};
 use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
@@ -66,7 +66,7 @@ pub(crate) trait Core {
     fn poll_store(&mut self) -> Option<StoreOp> {
         None
     }
-    fn handle_stored(&mut self, _req: u64, _result: Result<(), String>, _now: Instant) {}
+    fn handle_stored(&mut self, _req: StoreReq, _result: Result<(), WriteError>, _now: Instant) {}
     /// Next change to the line (a baud switch after `U0`).
     fn poll_line_op(&mut self) -> Option<LineOp> {
         None
@@ -84,7 +84,7 @@ pub(crate) trait Core {
     }
     fn set_wifi_faults(&mut self, _faults: eswifi_core::module::WifiFaults) {}
     fn link_down(&mut self, _now: Instant) {}
-    fn poll_fault_fired(&mut self) -> Option<String> {
+    fn poll_fault_fired(&mut self) -> Option<FaultFired> {
         None
     }
 }
@@ -120,7 +120,7 @@ impl Core for Module {
     fn poll_store(&mut self) -> Option<StoreOp> {
         Module::poll_store(self)
     }
-    fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
+    fn handle_stored(&mut self, req: StoreReq, result: Result<(), WriteError>, now: Instant) {
         Module::handle_stored(self, req, result, now)
     }
     fn poll_line_op(&mut self) -> Option<LineOp> {
@@ -144,7 +144,7 @@ impl Core for Module {
     fn link_down(&mut self, now: Instant) {
         Module::link_down(self, now)
     }
-    fn poll_fault_fired(&mut self) -> Option<String> {
+    fn poll_fault_fired(&mut self) -> Option<FaultFired> {
         Module::poll_fault_fired(self)
     }
 }
@@ -479,7 +479,7 @@ pub(crate) struct Driver<M: Core = Module> {
 /// the loop with the net stack's waker; results are collected every turn.
 struct StoreWorker {
     jobs: mpsc::Sender<(ModuleIdx, CertStore, StoreOp)>,
-    done: mpsc::Receiver<(ModuleIdx, u64, Result<(), String>)>,
+    done: mpsc::Receiver<(ModuleIdx, StoreReq, Result<(), WriteError>)>,
 }
 
 impl StoreWorker {
@@ -491,15 +491,21 @@ impl StoreWorker {
             .spawn(move || {
                 for (idx, store, op) in job_rx {
                     let req = op.req();
+                    let failed = |path: PathBuf| {
+                        move |e: io::Error| WriteError::Io {
+                            path: path.display().to_string(),
+                            why: e.to_string(),
+                        }
+                    };
                     let result = match op {
                         StoreOp::Item {
                             set, item, data, ..
                         } => store
                             .write(set, item, &data)
-                            .map_err(|e| format!("{}: {e}", store.item_path(set, item).display())),
+                            .map_err(failed(store.item_path(set, item))),
                         StoreOp::Settings { data, .. } => store
                             .write_settings(&data)
-                            .map_err(|e| format!("{}: {e}", store.settings_path().display())),
+                            .map_err(failed(store.settings_path())),
                     };
                     if done_tx.send((idx, req, result)).is_err() {
                         return;
@@ -625,6 +631,7 @@ impl<M: Core> Driver<M> {
     fn power_cycle(&mut self, idx: ModuleIdx, why: &str) {
         if let Some(line) = self.lines.get_mut(idx) {
             line.power_cycle(idx, &mut self.tracer, why);
+            self.faults.power_cycled(idx);
         }
     }
 
@@ -723,7 +730,14 @@ impl<M: Core> Driver<M> {
                             }
                         }
                         Ok(control::Command::FaultClear(id)) => {
-                            if self.faults.clear(id) {
+                            let cleared = self.faults.clear(id);
+                            // A command a cleared stall held goes to its module now.
+                            for k in self.faults.take_released() {
+                                if let Some(line) = self.lines.get_mut(k) {
+                                    line.release_stall(Instant::now());
+                                }
+                            }
+                            if cleared {
                                 "ok".into()
                             } else {
                                 format!("error no fault {}", id.unwrap_or(0))
@@ -858,8 +872,7 @@ impl<M: Core> Driver<M> {
                         None => false,
                     };
                     if !sent {
-                        line.core
-                            .handle_stored(req, Err("no certificate store".into()), now);
+                        line.core.handle_stored(req, Err(WriteError::NoStore), now);
                     }
                 }
                 trace_core(&mut self.tracer, idx, &mut line.core);
@@ -949,6 +962,13 @@ impl<M: Core> Line<M> {
         self.core.power_cycle(now);
     }
 
+    /// A `fault clear` ended the stall holding a command: it is due now.
+    fn release_stall(&mut self, now: Instant) {
+        if let Some((at, _)) = &mut self.held_in {
+            *at = now;
+        }
+    }
+
     /// Input waits in the line and the core could take it now (not while a stalled command is
     /// held: its deadline wakes the loop).
     fn read_pending(&self, now: Instant) -> bool {
@@ -1023,6 +1043,7 @@ impl<M: Core> Line<M> {
                 // A stalled command: the line is not read meanwhile (bounded).
                 return Ok(());
             }
+            faults.stall_over(idx);
             self.core.handle_serial(&bytes, now);
         }
         loop {
@@ -1245,7 +1266,7 @@ mod tests {
     //! The loop with small fake cores, a real pty and loopback sockets the tests start themselves.
 
     use super::*;
-    use eswifi_core::module::io::{ConnId, NetEvent, NetOp};
+    use eswifi_core::module::io::{ConnId, NetEvent, NetOp, SendSeq};
     use std::fs::{File, OpenOptions};
     use std::io::{Read, Write};
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
@@ -1390,7 +1411,7 @@ mod tests {
             match ev {
                 NetEvent::Connected { conn, .. } => self.ops.push(NetOp::Send {
                     conn,
-                    seq: 1,
+                    seq: SendSeq(1),
                     data: b"hello".to_vec(),
                     to: None,
                 }),
@@ -1430,7 +1451,7 @@ mod tests {
         let mut host = open_host(pty.slave_path());
         let core = Relay {
             ops: vec![NetOp::Connect {
-                conn: 1,
+                conn: ConnId(1),
                 local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
                 remote,
                 keepalive: None,

@@ -213,7 +213,7 @@ struct ServeArgs {
     reset_on_open: bool,
 
     /// Emulate N independent modules (1-256), each with its own line, MAC, loopback address and
-    /// certificate sets (DIR/m<k>).
+    /// certificate sets (`DIR/m<k>`).
     #[arg(long, value_name = "N", default_value_t = 1)]
     modules: usize,
 
@@ -610,7 +610,8 @@ fn init_logging(cli: &Cli, default: &str, capture: bool) {
 }
 
 fn read_config_file(path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| e.to_string())
+    eswifi_tools::files::read_text_capped(path, eswifi_tools::files::MAX_TEXT_FILE)
+        .map_err(|e| e.to_string())
 }
 
 fn load_config(layers: &[eswifi_core::presets::Layer<'_>]) -> Result<Config, String> {

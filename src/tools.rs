@@ -4,7 +4,8 @@
 //! holds. Key material is never printed.
 
 use crate::certstore::CertStore;
-use eswifi_core::module::certs::{Item, SET_COUNT};
+use eswifi_core::item::{Item, MAX_ITEM};
+use eswifi_core::module::certs::SET_COUNT;
 use eswifi_core::module::pem_check;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -45,7 +46,9 @@ pub(crate) fn flash(store: &CertStore, plan: &FlashPlan) -> Result<Vec<String>, 
     // Read everything first, so a missing file changes nothing.
     let mut data = Vec::new();
     for (item, path) in &items {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // No bigger than PG could program: the store refuses to load more.
+        let bytes = eswifi_tools::files::read_capped(path, MAX_ITEM as u64)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         if bytes.is_empty() {
             return Err(format!("{}: empty file", path.display()));
         }
@@ -60,7 +63,7 @@ pub(crate) fn flash(store: &CertStore, plan: &FlashPlan) -> Result<Vec<String>, 
             .erase()
             .map_err(|e| format!("erasing {}: {e}", store.dir().display()))?;
         done.push(format!(
-            "erased every certificate set in {}",
+            "erased every certificate set and the saved settings in {}",
             store.dir().display()
         ));
     }

@@ -737,7 +737,10 @@ fn flash_and_certs_tools() {
     // --erase empties everything.
     let (code, out, err) = run_tool(&["--certsets", d, "flash", "--erase"], TOOL);
     assert_eq!(code, Some(0), "erase: {out} {err}");
-    assert_eq!(out, format!("erased every certificate set in {d}\n"));
+    assert_eq!(
+        out,
+        format!("erased every certificate set and the saved settings in {d}\n")
+    );
     let listing = certs_listing(store.path());
     assert_eq!(
         listing,

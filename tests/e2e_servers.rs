@@ -824,3 +824,65 @@ fn saved_settings_survive_reset_and_restart_unsaved_ones_do_not() {
     emu.expect(b"CS\r", &ok("0"));
     emu.stop();
 }
+
+/// A store whose `settings.saved` an emulator wrote before saved settings were TOML (`Z1` after
+/// `C1=old net, with comma`, `C2=pw123456`, `C3=3`, `CC=1`, `ZN=Old Name`, `Z4=02:11:22:33:44:55`,
+/// `AS=0,old ap`, `MS=2`, `MT=1`): the module boots with those settings, the file is rewritten as
+/// TOML, and the next boot reads that.
+#[test]
+fn settings_saved_in_the_first_format_are_kept_and_rewritten_as_toml() {
+    let certs = TempDir::new("certs-v1");
+    let path = certs.path().join("settings.saved");
+    std::fs::write(&path, include_bytes!("fixtures/settings-v1.saved")).unwrap();
+    let dir = certs.path().to_str().unwrap().to_string();
+    let args = ["--certsets", dir.as_str()];
+    let join_line = b"\r\n[JOIN   ] old net, with comma,127.0.0.1,0,0\r\n> ";
+    let check = |emu: &mut Emu| {
+        let mut boot = emu.boot.clone();
+        if !boot.ends_with(join_line) {
+            boot.extend(emu.read_until_prompt(SECS));
+        }
+        assert!(boot.ends_with(join_line), "CC=1 saved: {}", esc(&boot));
+        emu.expect(
+            b"C?\r",
+            &ok("old net, with comma,pw123456,3,1,0,127.0.0.1,255.0.0.0,127.0.0.1,127.0.0.1,0.0.0.0,5,1,0,US,1"),
+        );
+        emu.expect(
+            b"I?\r",
+            &ok("ISM43362-M3G-L44-UART,C3.5.2.3.STM,v3.5.2,v1.4.0.rc1,v8.2.1,120000000,Old Name"),
+        );
+        emu.expect(b"Z5\r", &ok("02:11:22:33:44:55"));
+        emu.expect(b"A?\r", &ok("old ap,127.0.10.2,1,0,,1,24,0"));
+        emu.expect(b"P0=9\r", ERR1);
+    };
+    let mut emu = Emu::start_with(None, &args);
+    check(&mut emu);
+    // The store writes on a worker thread: wait (bounded) until the file is no longer the first
+    // format. It is a complete item at every moment.
+    let deadline = Instant::now() + SECS;
+    let text = loop {
+        let data = eswifi_core::item::decode_item(&std::fs::read(&path).unwrap())
+            .expect("settings.saved is a complete item");
+        if !data.starts_with(b"eswifi-emu-settings 1\n") {
+            break String::from_utf8(data).expect("text");
+        }
+        assert!(Instant::now() < deadline, "settings.saved not rewritten");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for line in [
+        "[system]\nmac = \"02:11:22:33:44:55\"\nproduct_name = \"Old Name\"\n",
+        "message_type = 1\nsuppress = 2\n",
+        "[station]\nssid = \"old net, with comma\"\npassphrase = \"pw123456\"\nsecurity = 3\n",
+        "auto_connect = 1\n",
+        "[ap]\nssid = \"old ap\"\nappend_mac = false\n",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    emu.stop();
+    // The next boot reads the TOML, and leaves the file as it is.
+    let mut emu = Emu::start_with(None, &args);
+    check(&mut emu);
+    emu.stop();
+    let data = eswifi_core::item::decode_item(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(String::from_utf8(data).unwrap(), text);
+}

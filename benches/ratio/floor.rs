@@ -20,15 +20,7 @@ pub const ENV: &str = "ESWIFI_BENCH_FLOOR";
 /// The module's read size (`R1`'s default), which the floor's `R0` matches.
 const READ_SIZE: usize = 1460;
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
-}
-
-pub fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use eswifi_core::hex::encode as to_hex;
 
 fn connect(var: &str) -> Option<TcpStream> {
     let addr = std::env::var(var).ok()?;
@@ -61,7 +53,10 @@ pub fn main() -> ! {
         }
         stdout.flush().expect("stdout");
     }
-    let reply = std::env::var("REPLY").map_or_else(|_| b"\r\n\r\nOK\r\n> ".to_vec(), |h| hex(&h));
+    let reply = std::env::var("REPLY").map_or_else(
+        |_| b"\r\n\r\nOK\r\n> ".to_vec(),
+        |h| eswifi_core::hex::decode(&h).expect("REPLY is hex"),
+    );
     serve(&mut masters[0], &reply, connect("SINK"), connect("SOURCE"));
 }
 

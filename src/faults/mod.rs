@@ -6,9 +6,10 @@
 //! seed and the same inputs give the same faults. No IO; time comes in as arguments.
 
 pub(crate) mod net;
+mod noise;
 pub(crate) mod rule;
 
-use eswifi_core::module::WifiFaults;
+use eswifi_core::module::{FaultFired, WifiFaults};
 use eswifi_core::rng::Rng;
 pub(crate) use rule::{parse, Kind, Rule};
 use rule::{Dir, When};
@@ -17,11 +18,6 @@ use std::time::{Duration, Instant};
 
 /// Rules active at once (a control-socket client cannot grow this without bound).
 pub(crate) const MAX_RULES: usize = 64;
-
-/// A byte as the transcript escapes it, quoted.
-fn show(b: u8) -> String {
-    format!("'{}'", [b].escape_ascii())
-}
 
 /// One active rule.
 #[derive(Debug)]
@@ -35,6 +31,8 @@ struct Active {
     /// One-shot rules are done once they fired (per module).
     done: Vec<usize>,
     rngs: HashMap<usize, Rng>,
+    /// Where each module's input is, for `serial.noise` notes (what may be shown).
+    input: HashMap<usize, noise::InStream>,
 }
 
 impl Active {
@@ -66,6 +64,11 @@ pub(crate) struct FaultSet {
     fired: Vec<Fired>,
     /// Bumped whenever rules change (the driver then refreshes the cores' Wi-Fi faults).
     generation: u64,
+    /// Commands a `serial.stall` holds: (rule id, module). Bounded: a stall fires once per rule
+    /// and module.
+    stalled: Vec<(usize, usize)>,
+    /// Modules whose held command a `fault clear` released (the driver hands it on at once).
+    released: Vec<usize>,
 }
 
 impl FaultSet {
@@ -76,6 +79,8 @@ impl FaultSet {
             rules: Vec::new(),
             fired: Vec::new(),
             generation: 0,
+            stalled: Vec::new(),
+            released: Vec::new(),
         }
     }
 
@@ -108,20 +113,75 @@ impl FaultSet {
             base_commands: commands.iter().copied().enumerate().collect(),
             done: Vec::new(),
             rngs: HashMap::new(),
+            input: HashMap::new(),
         });
         self.generation += 1;
         Ok(id)
     }
 
-    /// Remove one rule, or all. False if there is no such rule.
+    /// Remove one rule, or all. False if there is no such rule. A command a cleared
+    /// `serial.stall` still holds is released ([`FaultSet::take_released`]): clearing a fault
+    /// ends what it does, as a reset does.
     pub(crate) fn clear(&mut self, id: Option<usize>) -> bool {
         let before = self.rules.len();
-        match id {
-            Some(id) => self.rules.retain(|r| r.id != id),
-            None => self.rules.clear(),
+        let gone = |rule: usize| id.is_none_or(|id| id == rule);
+        // Noise notes still waiting for the end of a line are told now, without values.
+        for k in 0..self.rules.len() {
+            if gone(self.rules[k].id) {
+                self.abandon_input(k, None);
+            }
         }
+        self.rules.retain(|r| !gone(r.id));
+        for &(_, module) in self.stalled.iter().filter(|(rule, _)| gone(*rule)) {
+            if !self.released.contains(&module) {
+                self.released.push(module);
+            }
+        }
+        self.stalled.retain(|(rule, _)| !gone(*rule));
         self.generation += 1;
         id.is_none() || self.rules.len() < before
+    }
+
+    /// Modules whose stalled command a [`FaultSet::clear`] released since the last call: the
+    /// driver hands it to the module now.
+    pub(crate) fn take_released(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// The stalled command of `module` was handed on (its time ran out, or the module reset).
+    pub(crate) fn stall_over(&mut self, module: usize) {
+        self.stalled.retain(|&(_, m)| m != module);
+    }
+
+    /// `module` was power-cycled (a reset, the control socket, a brown-out): its framer starts
+    /// afresh, and so does what the noise notes follow; a command a stall held is gone.
+    pub(crate) fn power_cycled(&mut self, module: usize) {
+        for k in 0..self.rules.len() {
+            self.abandon_input(k, Some(module));
+        }
+        self.stall_over(module);
+    }
+
+    /// The input rule `k` follows for `module` (all modules: None) ends unfinished.
+    fn abandon_input(&mut self, k: usize, module: Option<usize>) {
+        let input = &mut self.rules[k].input;
+        let mut modules: Vec<usize> = input
+            .keys()
+            .copied()
+            .filter(|m| module.is_none_or(|x| x == *m))
+            .collect();
+        modules.sort_unstable();
+        let streams: Vec<_> = modules
+            .into_iter()
+            .filter_map(|m| input.remove(&m).map(|s| (m, s)))
+            .collect();
+        for (m, mut s) in streams {
+            let mut notes = Vec::new();
+            s.abandon(&mut notes);
+            for n in notes {
+                self.note(k, m, n);
+            }
+        }
     }
 
     /// One line per rule: `<id> <rule> fired=<n>`.
@@ -143,8 +203,13 @@ impl FaultSet {
     }
 
     fn fire(&mut self, k: usize, module: usize, what: String) {
-        let r = &mut self.rules[k];
-        r.fired += 1;
+        self.rules[k].fired += 1;
+        self.note(k, module, what);
+    }
+
+    /// Log and trace what rule `k` did (its firings counted apart).
+    fn note(&mut self, k: usize, module: usize, what: String) {
+        let r = &self.rules[k];
         let text = format!("fault #{} {}: {what}", r.id, kind_name(&r.rule.kind));
         log::info!("module {module}: {text}");
         self.fired.push(Fired { module, text });
@@ -230,29 +295,47 @@ impl FaultSet {
             if d != Dir::Both && d != dir {
                 continue;
             }
-            let way = if dir == Dir::In { "in" } else { "out" };
             let rng = self.rules[k].rng(seed, module);
             let mut kept = Vec::with_capacity(bytes.len());
-            // One note per byte hit: the same seed gives the same notes however the bytes were
-            // chunked by reads and writes.
-            let mut hits = Vec::new();
+            let mut hits: Vec<Option<noise::Hit>> = Vec::with_capacity(bytes.len());
             for &b in bytes.iter() {
-                if rng.chance(drop) {
-                    hits.push(format!("{way}: byte {} dropped", show(b)));
-                    continue;
-                }
-                if rng.chance(corrupt) {
+                let hit = if rng.chance(drop) {
+                    Some(noise::Hit::Dropped(b))
+                } else if rng.chance(corrupt) {
                     // A flipped bit, as line noise does.
                     let c = b ^ (1 << rng.range(0, 7));
-                    hits.push(format!("{way}: byte {} corrupted to {}", show(b), show(c)));
                     kept.push(c);
-                    continue;
+                    Some(noise::Hit::Corrupted(b, c))
+                } else {
+                    kept.push(b);
+                    None
+                };
+                hits.push(hit);
+            }
+            let n = hits.iter().flatten().count();
+            self.rules[k].fired += n as u64;
+            // A note may show a byte only outside a secret (`noise` says which): per line or
+            // payload on input, so the same seed gives the same notes however the bytes were
+            // chunked by reads; per piece on output. The input is followed even where nothing
+            // was hit, to know where the next hit falls.
+            let mut notes = Vec::new();
+            if dir == Dir::In {
+                let stream = self.rules[k].input.entry(module).or_default();
+                for (&b, hit) in bytes.iter().zip(hits) {
+                    stream.byte(b, hit, &mut notes);
                 }
-                kept.push(b);
+            } else if n > 0 {
+                let mut counted = noise::Counted::default();
+                for (at, hit) in hits.into_iter().enumerate() {
+                    if let Some(h) = hit {
+                        counted.add(at, h);
+                    }
+                }
+                notes.push(counted.note("out", "a piece of output", bytes.len()));
             }
             *bytes = kept;
-            for hit in hits {
-                self.fire(k, module, hit);
+            for note in notes {
+                self.note(k, module, note);
             }
         }
     }
@@ -273,6 +356,7 @@ impl FaultSet {
             unreachable!("matched above")
         };
         self.rules[k].done.push(module);
+        self.stalled.push((self.rules[k].id, module));
         self.fire(k, module, format!("next command held {d:?}"));
         Some(d)
     }
@@ -282,8 +366,10 @@ impl FaultSet {
         let due = self.rules.iter().position(|r| {
             r.applies(module)
                 && match r.rule.kind {
+                    // `after=18446744073709551615cmds` is never, not a wrap to now.
                     rule::Kind::ModuleReset(When::Commands(n)) => {
-                        commands >= r.base_commands.get(&module).copied().unwrap_or(0) + n
+                        let base = r.base_commands.get(&module).copied().unwrap_or(0);
+                        base.checked_add(n).is_some_and(|due| commands >= due)
                     }
                     rule::Kind::ModuleReset(When::After(d)) => now >= r.added + d,
                     _ => false,
@@ -294,6 +380,7 @@ impl FaultSet {
         };
         self.rules[k].done.push(module);
         self.fire(k, module, "brown-out: the module reboots".into());
+        self.power_cycled(module);
         true
     }
 
@@ -346,9 +433,12 @@ impl FaultSet {
     }
 
     /// Count a firing reported by a core (a join that failed by a fault).
-    pub(crate) fn core_fired(&mut self, module: usize, what: &str) {
+    pub(crate) fn core_fired(&mut self, module: usize, what: &FaultFired) {
         let k = self.rules.iter().position(|r| {
-            r.applies(module) && kind_name(&r.rule.kind) == what.split(':').next().unwrap_or("")
+            r.applies(module)
+                && match what {
+                    FaultFired::JoinFail { .. } => matches!(r.rule.kind, Kind::WifiJoinFail(_)),
+                }
         });
         if let Some(k) = k {
             self.rules[k].fired += 1;
@@ -437,7 +527,12 @@ mod tests {
 
     #[test]
     fn noise_is_the_same_however_the_bytes_were_chunked() {
-        let input: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let input: Vec<u8> = b"I?\rP3=127.0.0.1\rS3=0004\rabcd\r"
+            .iter()
+            .copied()
+            .cycle()
+            .take(5000)
+            .collect();
         let (mut whole, _) = set(&["serial.noise drop=0.01 corrupt=0.01 dir=both"]);
         let (mut chunked, _) = set(&["serial.noise drop=0.01 corrupt=0.01 dir=both"]);
         let a = whole.input(0, input.clone());
@@ -451,6 +546,7 @@ mod tests {
         };
         let (na, nb) = (notes(&mut whole), notes(&mut chunked));
         assert_eq!(na, nb);
+        // These lines are public: one note per dropped byte, naming it.
         let dropped = na.iter().filter(|n| n.ends_with("dropped")).count();
         assert_eq!(dropped, input.len() - a.len(), "one note per dropped byte");
         assert!(na.iter().any(|n| n.contains("corrupted to")));
@@ -459,6 +555,78 @@ mod tests {
             "{}",
             na[0]
         );
+    }
+
+    /// The issue's reproduction: every byte corrupted, a PEM key sent with `PG`, a passphrase
+    /// with `C2` (and with a space for `=`), a PEM line after a refused header: no note shows a
+    /// byte of them, and the counts add up.
+    #[test]
+    fn noise_notes_never_show_a_secret_byte() {
+        let key = b"-----BEGIN PRIVATE KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\n";
+        let mut input = format!("PG=0,2,{:04}\r", key.len()).into_bytes();
+        input.extend_from_slice(key);
+        input.extend_from_slice(b"C2=Sup3rSecret\rC2 Sup3rSecret\rMIIEvQIBADANBgkq\rI?\r");
+        let (mut s, _) = set(&["serial.noise corrupt=1.0 dir=in"]);
+        for chunk in input.chunks(5) {
+            s.input(0, chunk.to_vec());
+        }
+        let notes: Vec<String> = s.take_fired().into_iter().map(|f| f.text).collect();
+        let all = notes.join("\n");
+        for secret in ["Sup3r", "'S'", "'u'", "'M'", "MIIE", "BEGIN"] {
+            assert!(!all.contains(secret), "{secret:?} in\n{all}");
+        }
+        assert!(all.contains("in a PG payload ("), "{all}");
+        assert!(all.contains("in a line with C2's secret ("), "{all}");
+        assert!(all.contains("in a line that is not a command ("), "{all}");
+        // Only I? is public: its three bytes are named.
+        assert_eq!(
+            notes.iter().filter(|n| n.contains("in: byte '")).count(),
+            3 + 12
+        );
+        assert_eq!(
+            s.list()[0],
+            format!("1 serial.noise corrupt=1.0 dir=in fired={}", input.len())
+        );
+    }
+
+    #[test]
+    fn output_noise_notes_give_positions_only() {
+        let (mut s, now) = set(&["serial.noise corrupt=1.0 dir=out"]);
+        let out = s.output(0, b"\r\nlab,secret99,3\r\nOK\r\n> ".to_vec(), now);
+        assert_ne!(out[0].1, b"\r\nlab,secret99,3\r\nOK\r\n> ");
+        let notes: Vec<String> = s.take_fired().into_iter().map(|f| f.text).collect();
+        assert_eq!(
+            notes,
+            [
+                "fault #1 serial.noise: out: 24 bytes corrupted in a piece of output (bytes 0, 1, \
+              2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, … of 24); values not shown"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_cut_by_a_reset_or_a_clear_is_told_without_values() {
+        let (mut s, now) = set(&["serial.noise drop=1.0 dir=in"]);
+        s.input(0, b"MIIE".to_vec());
+        assert!(!s.has_fired(), "a line's notes wait for its CR");
+        s.power_cycled(0);
+        let n: Vec<String> = s.take_fired().into_iter().map(|f| f.text).collect();
+        assert_eq!(
+            n,
+            [
+                "fault #1 serial.noise: in: 4 bytes dropped in an unfinished line (bytes 0, 1, 2, \
+              3 of 4); values not shown"
+            ]
+        );
+        s.input(1, b"C2=x".to_vec());
+        assert!(s.clear(None));
+        let n: Vec<String> = s.take_fired().into_iter().map(|f| f.text).collect();
+        assert_eq!(n.len(), 1);
+        assert!(
+            n[0].contains("4 bytes dropped in an unfinished line"),
+            "{n:?}"
+        );
+        let _ = now;
     }
 
     #[test]
@@ -484,5 +652,59 @@ mod tests {
         assert!(s.clear(Some(1)));
         assert!(!s.clear(Some(99)));
         assert_eq!(s.list().len(), 2);
+    }
+
+    #[test]
+    fn a_reset_countless_commands_away_never_wraps_to_now() {
+        let (mut s, now) = set(&["module.reset after=18446744073709551615cmds"]);
+        for n in [0, 1, 2, 1000, u64::MAX - 1] {
+            assert!(!s.reset_due(0, n, now), "fired at {n}");
+        }
+        let mut s = FaultSet::new(1);
+        s.add(
+            parse("module.reset after=18446744073709551615cmds").unwrap(),
+            now,
+            &[7],
+        )
+        .unwrap();
+        assert!(!s.reset_due(0, 8, now), "base + n wrapped");
+        assert!(!s.reset_due(0, u64::MAX, now));
+    }
+
+    #[test]
+    fn clearing_a_stall_releases_the_command_it_holds() {
+        let (mut s, _) = set(&["serial.stall 30s module=0", "serial.stall 30s module=1"]);
+        assert!(s.stall(0).is_some());
+        assert!(s.stall(1).is_some());
+        assert!(s.take_released().is_empty());
+        assert!(s.clear(Some(2)));
+        assert_eq!(s.take_released(), [1], "only the cleared rule's module");
+        assert!(s.clear(None));
+        assert_eq!(s.take_released(), [0]);
+        // A stall whose time ran out holds nothing to release.
+        let (mut s, _) = set(&["serial.stall 1ms"]);
+        assert!(s.stall(0).is_some());
+        s.stall_over(0);
+        assert!(s.clear(None));
+        assert!(s.take_released().is_empty());
+    }
+
+    #[test]
+    fn a_join_failure_the_core_reports_counts_for_its_rule_only() {
+        let (mut s, _) = set(&["wifi.slow join=1s", "wifi.join-fail p=1 module=1"]);
+        let fired = FaultFired::JoinFail { ssid: "lab".into() };
+        s.core_fired(0, &fired);
+        assert!(
+            s.list().iter().all(|l| l.ends_with("fired=0")),
+            "module 0: no rule"
+        );
+        s.core_fired(1, &fired);
+        assert_eq!(
+            s.list(),
+            [
+                "1 wifi.slow join=1s fired=0",
+                "2 wifi.join-fail p=1 module=1 fired=1"
+            ]
+        );
     }
 }

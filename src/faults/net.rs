@@ -6,7 +6,9 @@
 
 use super::rule::{name_matches, Kind};
 use super::FaultSet;
-use eswifi_core::module::io::{CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp};
+use eswifi_core::module::io::{
+    CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp, ResolveError,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddrV4;
@@ -125,13 +127,16 @@ impl NetFaults {
         match op {
             NetOp::Resolve { query, ref name } => {
                 for (k, r) in set.net_rules() {
+                    if r.module.is_some_and(|m| m != module) {
+                        continue;
+                    }
                     match &r.kind {
                         Kind::DnsFail(n) if name_matches(n, name) => {
                             let name = name.clone();
                             set.fire(k, module, format!("lookup of {name} fails"));
                             let ev = NetEvent::Resolved {
                                 query,
-                                result: Err(format!("{name}: failed by a fault")),
+                                result: Err(ResolveError::Fault),
                             };
                             self.schedule(now, Delivery::Event(module, ev));
                             return vec![];
@@ -428,6 +433,7 @@ impl NetFaults {
 mod tests {
     use super::*;
     use crate::faults::parse;
+    use eswifi_core::module::io::QueryId;
     use std::net::Ipv4Addr;
 
     fn set(rules: &[&str]) -> FaultSet {
@@ -438,9 +444,9 @@ mod tests {
         s
     }
 
-    fn connect(conn: ConnId, port: u16) -> NetOp {
+    fn connect(conn: u64, port: u16) -> NetOp {
         NetOp::Connect {
-            conn,
+            conn: ConnId(conn),
             local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
             remote: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
             keepalive: None,
@@ -458,7 +464,7 @@ mod tests {
             [Delivery::Event(
                 0,
                 NetEvent::ConnectFailed {
-                    conn: 1,
+                    conn: ConnId(1),
                     error: ConnectError::Refused
                 }
             )]
@@ -469,7 +475,7 @@ mod tests {
             "never answered"
         );
         let close = NetOp::Close {
-            conn: 2,
+            conn: ConnId(2),
             how: CloseHow::Abort,
         };
         assert!(f.op(&mut s, 0, close, now).is_empty());
@@ -486,7 +492,7 @@ mod tests {
             &mut s,
             0,
             NetEvent::Data {
-                conn: 1,
+                conn: ConnId(1),
                 data: b"0123456789abc".to_vec(),
             },
             now,
@@ -494,7 +500,7 @@ mod tests {
         assert_eq!(
             got,
             vec![NetEvent::Data {
-                conn: 1,
+                conn: ConnId(1),
                 data: b"0123456789".to_vec()
             }]
         );
@@ -504,7 +510,7 @@ mod tests {
             Delivery::Event(
                 0,
                 NetEvent::Closed {
-                    conn: 1,
+                    conn: ConnId(1),
                     reason: CloseReason::Error(_)
                 }
             )
@@ -514,7 +520,7 @@ mod tests {
             Delivery::Op(
                 0,
                 NetOp::Close {
-                    conn: 1,
+                    conn: ConnId(1),
                     how: CloseHow::Reset
                 }
             )
@@ -524,7 +530,7 @@ mod tests {
                 &mut s,
                 0,
                 NetEvent::Data {
-                    conn: 1,
+                    conn: ConnId(1),
                     data: b"x".to_vec()
                 },
                 now
@@ -543,7 +549,7 @@ mod tests {
                 &mut s,
                 0,
                 NetEvent::Connected {
-                    conn: 1,
+                    conn: ConnId(1),
                     local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1),
                     peer: None,
                 },
@@ -555,7 +561,7 @@ mod tests {
                 &mut s,
                 0,
                 NetEvent::Data {
-                    conn: 1,
+                    conn: ConnId(1),
                     data: vec![0; 100]
                 },
                 now
@@ -566,7 +572,7 @@ mod tests {
                 &mut s,
                 0,
                 NetEvent::Data {
-                    conn: 1,
+                    conn: ConnId(1),
                     data: vec![1; 100]
                 },
                 now
@@ -588,7 +594,7 @@ mod tests {
         let mut f = NetFaults::default();
         let now = Instant::now();
         let q = |n: &str| NetOp::Resolve {
-            query: 1,
+            query: QueryId(1),
             name: n.into(),
         };
         assert!(f.op(&mut s, 0, q("bad.test"), now).is_empty());
@@ -605,5 +611,9 @@ mod tests {
             f.due(now + Duration::from_secs(2)).as_slice(),
             [Delivery::Op(0, NetOp::Resolve { .. })]
         ));
+        // `module=K` is honoured, as by every other rule.
+        let mut s = set(&["dns.fail * module=1"]);
+        assert_eq!(f.op(&mut s, 0, q("a.test"), now).len(), 1);
+        assert!(f.op(&mut s, 1, q("a.test"), now).is_empty());
     }
 }

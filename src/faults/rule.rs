@@ -14,7 +14,8 @@
 //! tls.alert 127.0.0.1:8443 handshake_failure
 //! ```
 //!
-//! Serial, module and Wi-Fi rules take `module=K` to hit one module only (all by default). DNS
+//! Every rule takes `module=K` to hit one module only (all by default); anything a kind does not
+//! take (an unknown option, one given twice, a word too many) is refused with its usage. DNS
 //! names match case-insensitively, `*` standing for any run of characters (`*.example.com`).
 
 use std::fmt;
@@ -240,33 +241,86 @@ fn target(s: &str) -> Result<Target, String> {
     Ok(Target { ip, port })
 }
 
+/// What a kind of rule takes: its usage, at most how many positional words, and its options.
+/// Anything else on the line is refused with the usage (a typo must not be a rule that silently
+/// does something else).
+fn shape(kind: &str) -> Option<(&'static str, usize, &'static [&'static str])> {
+    Some(match kind {
+        "serial.latency" => ("serial.latency DUR | MIN..MAX", 1, &[]),
+        "serial.split" => ("serial.split MIN..MAX [gap=DUR]", 1, &["gap"]),
+        "serial.noise" => (
+            "serial.noise drop=P and/or corrupt=P [dir=in|out|both]",
+            0,
+            &["drop", "corrupt", "dir"],
+        ),
+        "serial.stall" => ("serial.stall DUR", 1, &[]),
+        "module.reset" => ("module.reset after=Ncmds | at=DUR", 0, &["after", "at"]),
+        "wifi.down" => ("wifi.down [after=DUR]", 0, &["after"]),
+        "wifi.join-fail" => ("wifi.join-fail [p=P]", 0, &["p"]),
+        "wifi.slow" => ("wifi.slow [join=DUR] [scan=DUR]", 0, &["join", "scan"]),
+        // The SSID is every word after the kind.
+        "wifi.hide" => ("wifi.hide SSID", usize::MAX, &[]),
+        "net.refuse" => ("net.refuse HOST:PORT", 1, &[]),
+        "net.blackhole" => ("net.blackhole HOST:PORT", 1, &[]),
+        "net.reset" => ("net.reset HOST:PORT after=NB", 1, &["after"]),
+        "net.close" => ("net.close HOST:PORT after=NB", 1, &["after"]),
+        "net.latency" => ("net.latency HOST:PORT DUR", 2, &[]),
+        "net.bandwidth" => ("net.bandwidth HOST:PORT RATE (e.g. 20kB/s)", 2, &[]),
+        "tls.alert" => ("tls.alert HOST:PORT ALERT (e.g. handshake_failure)", 2, &[]),
+        "dns.fail" => ("dns.fail NAME (* matches any run: *.example.com)", 1, &[]),
+        "dns.delay" => ("dns.delay NAME DUR (* matches any run)", 2, &[]),
+        _ => return None,
+    })
+}
+
 /// Parse one rule line.
 pub(crate) fn parse(line: &str) -> Result<Rule, String> {
     // Shown by `fault list` as one space between words, however it was typed.
     let text = line.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut words: Vec<&str> = text.split_whitespace().collect();
-    if words.is_empty() {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let Some((&kind_name, rest)) = words.split_first() else {
         return Err("empty rule".into());
-    }
-    let mut module = None;
-    words.retain(|w| match w.strip_prefix("module=") {
-        Some(k) => {
-            module = k.parse().ok().or(Some(usize::MAX));
-            false
-        }
-        None => true,
-    });
-    if module == Some(usize::MAX) {
-        return Err("module=K needs a module number".into());
-    }
-    let kind_name = words[0];
-    let args = &words[1..];
-    // key=value options and positional arguments.
-    let opt = |key: &str| {
-        args.iter()
-            .find_map(|a| a.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
     };
-    let pos: Vec<&str> = args.iter().copied().filter(|a| !a.contains('=')).collect();
+    let (usage, max_pos, known) =
+        shape(kind_name).ok_or_else(|| format!("unknown fault kind {kind_name:?}"))?;
+    let mut module = None;
+    let mut opts: Vec<(&str, &str)> = Vec::new();
+    let mut pos: Vec<&str> = Vec::new();
+    for &w in rest {
+        match w.split_once('=') {
+            Some(("module", k)) => {
+                if module.is_some() {
+                    return Err(format!("{kind_name}: module= given twice"));
+                }
+                module = Some(
+                    k.parse::<usize>()
+                        .map_err(|_| "module=K needs a module number".to_string())?,
+                );
+            }
+            // An SSID may hold `=`.
+            Some((key, value)) if max_pos != usize::MAX => {
+                if !known.contains(&key) {
+                    let takes = if known.is_empty() {
+                        "it takes no options".to_string()
+                    } else {
+                        format!("it takes {}=", known.join("=, "))
+                    };
+                    return Err(format!(
+                        "{kind_name}: unknown option {key}= ({takes}; usage: {usage})"
+                    ));
+                }
+                if opts.iter().any(|(k, _)| *k == key) {
+                    return Err(format!("{kind_name}: {key}= given twice"));
+                }
+                opts.push((key, value));
+            }
+            _ if pos.len() == max_pos => {
+                return Err(format!("{kind_name}: unexpected {w:?} (usage: {usage})"));
+            }
+            _ => pos.push(w),
+        }
+    }
+    let opt = |key: &str| opts.iter().find(|(k, _)| *k == key).map(|&(_, v)| v);
     let need = |n: usize, usage: &str| {
         if pos.len() < n {
             Err(format!("{kind_name}: {usage}"))
@@ -530,5 +584,55 @@ mod tests {
         assert!(e("tls.alert *:443 frobnicate").contains("TLS alert"));
         assert!(e("net.bandwidth *:* 20kB").contains("per second"));
         assert!(e("").contains("empty"));
+    }
+
+    #[test]
+    fn what_is_not_understood_is_refused_with_the_reason() {
+        let e = |l: &str| parse(l).unwrap_err();
+        assert_eq!(
+            e("serial.split 1..7 unknown=1"),
+            "serial.split: unknown option unknown= (it takes gap=; usage: serial.split MIN..MAX \
+             [gap=DUR])"
+        );
+        assert_eq!(
+            e("serial.stall 3s gap=1ms"),
+            "serial.stall: unknown option gap= (it takes no options; usage: serial.stall DUR)"
+        );
+        assert_eq!(
+            e("serial.noise drop=0.1 dir=in dir=out"),
+            "serial.noise: dir= given twice"
+        );
+        assert_eq!(
+            e("serial.split 1..7 gap=1ms gap=2ms"),
+            "serial.split: gap= given twice"
+        );
+        assert_eq!(
+            e("net.refuse *:80 module=1 module=2"),
+            "net.refuse: module= given twice"
+        );
+        assert_eq!(
+            e("serial.stall 3s 4s"),
+            "serial.stall: unexpected \"4s\" (usage: serial.stall DUR)"
+        );
+        assert_eq!(
+            e("net.latency *:* 50ms now"),
+            "net.latency: unexpected \"now\" (usage: net.latency HOST:PORT DUR)"
+        );
+        assert_eq!(
+            e("module.reset after=2cmds at=1s"),
+            "module.reset: after=Ncmds or at=DUR"
+        );
+        assert_eq!(e("wifi.down module=x"), "module=K needs a module number");
+        // An SSID is every word, `=` included.
+        assert_eq!(
+            parse("wifi.hide a=b c module=1").unwrap().kind,
+            Kind::WifiHide("a=b c".into())
+        );
+        assert_eq!(
+            parse("module.reset after=18446744073709551615cmds")
+                .unwrap()
+                .kind,
+            Kind::ModuleReset(When::Commands(u64::MAX))
+        );
     }
 }

@@ -4,16 +4,16 @@
 //! is full the query is answered at once with an error. Nothing here touches the serial line or the
 //! cores.
 
-use super::workers::{Pool, Refused};
+use super::workers::Pool;
 use super::ModuleIdx;
-use eswifi_core::module::io::{NetEvent, QueryId};
+use eswifi_core::module::io::{NetEvent, QueryId, ResolveError};
 use mio::{Registry, Token, Waker};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-type Answer = (ModuleIdx, QueryId, Result<Ipv4Addr, String>);
+type Answer = (ModuleIdx, QueryId, Result<Ipv4Addr, ResolveError>);
 
 pub(super) struct Dns {
     token: Token,
@@ -63,10 +63,7 @@ impl Dns {
         });
         if let Err(e) = submitted {
             log::warn!("m{module} dns #{query}: {e}");
-            let result = Err(match e {
-                Refused::Busy { .. } => format!("resolver busy: {e}"),
-                Refused::Gone => format!("resolver unavailable: {e}"),
-            });
+            let result = Err(ResolveError::Refused(e.to_string()));
             events.push_back((module, NetEvent::Resolved { query, result }));
         }
     }
@@ -90,20 +87,20 @@ impl Dns {
 }
 
 /// The first IPv4 address the system resolver gives for `name`.
-fn lookup(name: &str) -> Result<Ipv4Addr, String> {
+fn lookup(name: &str) -> Result<Ipv4Addr, ResolveError> {
     if name.is_empty() {
-        return Err("empty host name".into());
+        return Err(ResolveError::Lookup("empty host name".into()));
     }
     let addrs = (name, 0)
         .to_socket_addrs()
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|e| ResolveError::Lookup(e.to_string()))?;
     addrs
         .into_iter()
         .find_map(|a| match a {
             SocketAddr::V4(a) => Some(*a.ip()),
             SocketAddr::V6(_) => None,
         })
-        .ok_or_else(|| format!("{name}: no IPv4 address"))
+        .ok_or(ResolveError::NoIpv4)
 }
 
 #[cfg(test)]
@@ -131,7 +128,7 @@ mod tests {
         let mut got = Vec::from(got);
         got.sort_by_key(|(_, e)| match e {
             NetEvent::Resolved { query, .. } => *query,
-            _ => 0,
+            _ => QueryId(0),
         });
         got
     }
@@ -147,16 +144,16 @@ mod tests {
         let dns = Dns::new(poll.registry(), Token(0)).expect("dns");
         let mut events = VecDeque::new();
         // More lookups than workers: the rest wait in the queue and are answered all the same.
-        for query in 1..=WORKERS as QueryId + 2 {
-            dns.resolve(1, query, "localhost".into(), &mut events);
+        for query in 1..=WORKERS as u64 + 2 {
+            dns.resolve(1, QueryId(query), "localhost".into(), &mut events);
         }
-        dns.resolve(1, 10, "127.0.0.9".into(), &mut events);
+        dns.resolve(1, QueryId(10), "127.0.0.9".into(), &mut events);
         assert!(events.is_empty(), "nothing is answered at once: {events:?}");
         let got = answers(&mut poll, &dns, WORKERS + 3);
-        let mut want: Vec<_> = (1..=WORKERS as QueryId + 2)
-            .map(|q| resolved(1, q, Ipv4Addr::LOCALHOST))
+        let mut want: Vec<_> = (1..=WORKERS as u64 + 2)
+            .map(|q| resolved(1, QueryId(q), Ipv4Addr::LOCALHOST))
             .collect();
-        want.push(resolved(1, 10, Ipv4Addr::new(127, 0, 0, 9)));
+        want.push(resolved(1, QueryId(10), Ipv4Addr::new(127, 0, 0, 9)));
         assert_eq!(got, want);
     }
 
@@ -166,28 +163,27 @@ mod tests {
         let dns = Dns::new(poll.registry(), Token(0)).expect("dns");
         let gate = fill(dns.workers());
         let mut events = VecDeque::new();
-        dns.resolve(3, 7, "localhost".into(), &mut events);
+        dns.resolve(3, QueryId(7), "localhost".into(), &mut events);
         let Some((
             3,
             NetEvent::Resolved {
-                query: 7,
-                result: Err(e),
+                query: QueryId(7),
+                result: Err(ResolveError::Refused(why)),
             },
         )) = events.pop_front()
         else {
             panic!("no busy answer: {events:?}");
         };
-        assert!(e.starts_with("resolver busy: "), "{e}");
-        assert!(e.contains(&format!("{QUEUE} jobs")), "{e}");
+        assert!(why.contains(&format!("{QUEUE} jobs")), "{why}");
         assert!(events.is_empty());
 
         // Once the workers are free again the next lookup goes through.
         gate.open();
-        dns.resolve(3, 8, "127.0.0.1".into(), &mut events);
+        dns.resolve(3, QueryId(8), "127.0.0.1".into(), &mut events);
         assert!(events.is_empty(), "{events:?}");
         assert_eq!(
             answers(&mut poll, &dns, 1),
-            vec![resolved(3, 8, Ipv4Addr::LOCALHOST)]
+            vec![resolved(3, QueryId(8), Ipv4Addr::LOCALHOST)]
         );
     }
 }

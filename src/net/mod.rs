@@ -40,8 +40,9 @@ pub(crate) struct NetStack {
     events: VecDeque<(ModuleIdx, NetEvent)>,
     dns: dns::Dns,
     scratch: Vec<u8>,
-    /// Ids for accepted connections (with [`ACCEPTED_BIT`] set, disjoint from the cores' ids).
-    next_accepted: ConnId,
+    /// The number of the next accepted connection (its id has [`ACCEPTED_BIT`] set, so it is
+    /// disjoint from the cores' ids).
+    next_accepted: u64,
     /// Results of ping workers; they wake the loop with the DNS waker.
     ping_tx: std::sync::mpsc::Sender<(ModuleIdx, NetEvent)>,
     ping_rx: std::sync::mpsc::Receiver<(ModuleIdx, NetEvent)>,
@@ -105,7 +106,7 @@ impl NetStack {
             events: VecDeque::new(),
             dns: dns::Dns::new(registry, dns_token)?,
             scratch: vec![0; READ_BUF],
-            next_accepted: ACCEPTED_BIT | 1,
+            next_accepted: 1,
             ping_tx,
             ping_rx,
         })
@@ -403,7 +404,7 @@ impl NetStack {
             let (module, listener) = (*module, *id);
             match l.accept() {
                 Ok((stream, SocketAddr::V4(peer))) => {
-                    let conn = self.next_accepted;
+                    let conn = ConnId(ACCEPTED_BIT | self.next_accepted);
                     self.next_accepted += 1;
                     log::debug!("m{module} listener #{listener} accepted #{conn} from {peer}");
                     if self.insert(registry, module, conn, Kind::Tcp(Tcp::new(stream, false))) {

@@ -4,9 +4,9 @@
 //! Results go back over a channel and the loop's waker; a request the pool refuses (its queue is
 //! full) is answered at once with an error, which the module answers with `Timeout` lines.
 
-use super::workers::{Pool, Refused};
+use super::workers::Pool;
 use crate::net::ModuleIdx;
-use eswifi_core::module::io::{NetEvent, QueryId};
+use eswifi_core::module::io::{NetEvent, PingError, QueryId};
 use mio::Waker;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::VecDeque;
@@ -51,26 +51,23 @@ pub(super) fn submit(
     });
     if let Err(e) = submitted {
         log::warn!("m{module} ping #{query} {target}: {e}");
-        let result = Err(match e {
-            Refused::Busy { .. } => format!("ping busy: {e}"),
-            Refused::Gone => format!("ping unavailable: {e}"),
-        });
+        let result = Err(PingError::Refused(e.to_string()));
         events.push_back((module, NetEvent::PingDone { query, result }));
     }
 }
 
 /// Open an ICMP socket: datagram (unprivileged) first, raw second. Returns the socket and whether
 /// replies carry an IP header (raw).
-fn open() -> Result<(UdpSocket, bool), String> {
+fn open() -> Result<(UdpSocket, bool), PingError> {
     let dgram = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4));
     let (sock, raw) = match dgram {
         Ok(s) => (s, false),
         Err(e1) => match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
             Ok(s) => (s, true),
             Err(e2) => {
-                return Err(format!(
-                    "no ICMP socket: datagram ({e1}; see net.ipv4.ping_group_range) and raw ({e2}; needs CAP_NET_RAW)"
-                ))
+                return Err(PingError::NoSocket(format!(
+                "datagram ({e1}; see net.ipv4.ping_group_range) and raw ({e2}; needs CAP_NET_RAW)"
+            )))
             }
         },
     };
@@ -99,11 +96,13 @@ fn echo_request(id: u16, seq: u16) -> Vec<u8> {
     pkt
 }
 
-fn run(req: &Request) -> Result<Vec<Option<Duration>>, String> {
+fn run(req: &Request) -> Result<Vec<Option<Duration>>, PingError> {
     let (sock, raw) = open()?;
     let to = SockAddr::from(SocketAddrV4::new(req.target, 0));
-    let to = to.as_socket().ok_or("bad target")?;
-    let id = (std::process::id() as u16) ^ (req.query as u16);
+    let to = to
+        .as_socket()
+        .ok_or_else(|| PingError::Io(format!("bad target {}", req.target)))?;
+    let id = (std::process::id() as u16) ^ (req.query.0 as u16);
     let mut results = Vec::new();
     let mut buf = [0u8; 1500];
     for seq in 0..req.count {
@@ -124,7 +123,7 @@ fn run(req: &Request) -> Result<Vec<Option<Duration>>, String> {
             .filter(|d| !d.is_zero())
         {
             sock.set_read_timeout(Some(left))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| PingError::Io(e.to_string()))?;
             let n = match sock.recv(&mut buf) {
                 Ok(n) => n,
                 Err(e)
@@ -136,7 +135,7 @@ fn run(req: &Request) -> Result<Vec<Option<Duration>>, String> {
                     break
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("receive: {e}")),
+                Err(e) => return Err(PingError::Io(format!("receive: {e}"))),
             };
             let icmp = if raw {
                 let ihl = ((buf[0] & 0x0f) as usize) * 4;
@@ -185,12 +184,24 @@ mod tests {
         let (done, results) = channel();
         let mut events = VecDeque::new();
         // The loop keeps its waker (a dropped one closes its fd, which takes it out of the poll).
-        submit(request(4), &pool, done, Arc::clone(&waker), &mut events);
+        submit(
+            request(QueryId(4)),
+            &pool,
+            done,
+            Arc::clone(&waker),
+            &mut events,
+        );
         assert!(events.is_empty(), "{events:?}");
         // Loopback answers where ICMP sockets are allowed; elsewhere the error says why. Either way
         // exactly one answer for the request, and a wake-up for the loop.
         match results.recv_timeout(WAIT) {
-            Ok((2, NetEvent::PingDone { query: 4, result })) => {
+            Ok((
+                2,
+                NetEvent::PingDone {
+                    query: QueryId(4),
+                    result,
+                },
+            )) => {
                 if let Ok(rtts) = result {
                     assert_eq!(rtts.len(), 1);
                 }
@@ -215,18 +226,18 @@ mod tests {
         let gate = fill(&pool);
         let (done, results) = channel();
         let mut events = VecDeque::new();
-        submit(request(5), &pool, done, waker, &mut events);
+        submit(request(QueryId(5)), &pool, done, waker, &mut events);
         let Some((
             2,
             NetEvent::PingDone {
-                query: 5,
-                result: Err(e),
+                query: QueryId(5),
+                result: Err(PingError::Refused(why)),
             },
         )) = events.pop_front()
         else {
             panic!("no busy answer: {events:?}");
         };
-        assert!(e.starts_with("ping busy: "), "{e}");
+        assert!(why.contains("workers are busy"), "{why}");
         assert!(events.is_empty());
         gate.open();
         assert!(results.try_recv().is_err(), "the refused ping ran");

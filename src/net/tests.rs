@@ -1,6 +1,7 @@
 //! NetStack against real loopback sockets the tests start themselves. Every wait is bounded.
 
 use super::*;
+use eswifi_core::module::io::QueryId;
 use mio::{Events, Poll};
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
@@ -120,7 +121,7 @@ fn tcp_connect_send_receive_peer_close() {
     h.op(
         0,
         NetOp::Connect {
-            conn: 7,
+            conn: ConnId(7),
             local: SocketAddrV4::new(LO, 0),
             remote: addr,
             keepalive: Some(Duration::from_secs(30)),
@@ -128,7 +129,7 @@ fn tcp_connect_send_receive_peer_close() {
     );
     let evs = h.expect("Connected", |e| matches!(e, NetEvent::Connected { .. }));
     let NetEvent::Connected {
-        conn: 7,
+        conn: ConnId(7),
         local,
         peer: reached,
     } = evs[0]
@@ -140,7 +141,7 @@ fn tcp_connect_send_receive_peer_close() {
     assert_eq!(peer_sees, SocketAddr::V4(local));
 
     // Keep-alive reached the socket.
-    let token = h.net.by_id[&(0, 7)];
+    let token = h.net.by_id[&(0, ConnId(7))];
     let Kind::Tcp(tcp) = &h.net.conns[&token].kind else {
         panic!("not tcp")
     };
@@ -155,15 +156,21 @@ fn tcp_connect_send_receive_peer_close() {
     h.op(
         0,
         NetOp::Send {
-            conn: 7,
-            seq: 1,
+            conn: ConnId(7),
+            seq: SendSeq(1),
             data: b"hello".to_vec(),
             to: None,
         },
     );
     assert_eq!(
         h.net.pop_event(),
-        Some((0, NetEvent::Sent { conn: 7, seq: 1 }))
+        Some((
+            0,
+            NetEvent::Sent {
+                conn: ConnId(7),
+                seq: SendSeq(1)
+            }
+        ))
     );
     let mut buf = [0u8; 5];
     peer.read_exact(&mut buf).expect("peer read");
@@ -172,11 +179,11 @@ fn tcp_connect_send_receive_peer_close() {
     peer.write_all(b"world").expect("peer write");
     peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
     let evs = h.expect("Closed", |e| matches!(e, NetEvent::Closed { .. }));
-    assert_eq!(data_of(&evs, 7), b"world");
+    assert_eq!(data_of(&evs, ConnId(7)), b"world");
     assert_eq!(
         evs.last(),
         Some(&NetEvent::Closed {
-            conn: 7,
+            conn: ConnId(7),
             reason: CloseReason::PeerClosed
         })
     );
@@ -191,7 +198,7 @@ fn tcp_refused() {
     h.op(
         0,
         NetOp::Connect {
-            conn: 1,
+            conn: ConnId(1),
             local: SocketAddrV4::new(LO, 0),
             remote: addr,
             keepalive: None,
@@ -203,7 +210,7 @@ fn tcp_refused() {
     assert_eq!(
         evs,
         vec![NetEvent::ConnectFailed {
-            conn: 1,
+            conn: ConnId(1),
             error: ConnectError::Refused
         }]
     );
@@ -218,7 +225,7 @@ fn tcp_local_port_in_use() {
     h.op(
         0,
         NetOp::Connect {
-            conn: 1,
+            conn: ConnId(1),
             local: addr,
             remote,
             keepalive: None,
@@ -229,7 +236,7 @@ fn tcp_local_port_in_use() {
         Some((
             0,
             NetEvent::ConnectFailed {
-                conn: 1,
+                conn: ConnId(1),
                 error: ConnectError::AddrInUse
             }
         ))
@@ -240,7 +247,7 @@ fn tcp_local_port_in_use() {
 fn reads_respect_room() {
     let mut h = Harness::new();
     let (l, addr) = listener();
-    h.connect(0, 1, addr);
+    h.connect(0, ConnId(1), addr);
     let (mut peer, _) = l.accept().expect("accept");
     peer.write_all(b"0123456789").expect("peer write");
 
@@ -269,14 +276,14 @@ fn reads_respect_room() {
         }
     }
     let evs: Vec<NetEvent> = evs.into_iter().map(|(_, e)| e).collect();
-    assert_eq!(data_of(&evs, 1), b"0123456789");
+    assert_eq!(data_of(&evs, ConnId(1)), b"0123456789");
 }
 
 #[test]
 fn sent_comes_only_once_the_kernel_has_every_byte() {
     let mut h = Harness::new();
     let (l, addr) = listener();
-    h.connect(0, 1, addr);
+    h.connect(0, ConnId(1), addr);
     let (mut peer, _) = l.accept().expect("accept");
 
     // Fill the kernel buffers: at some point a Send stays unanswered.
@@ -288,8 +295,8 @@ fn sent_comes_only_once_the_kernel_has_every_byte() {
         h.op(
             0,
             NetOp::Send {
-                conn: 1,
-                seq: sends,
+                conn: ConnId(1),
+                seq: SendSeq(sends),
                 data: chunk.clone(),
                 to: None,
             },
@@ -299,15 +306,15 @@ fn sent_comes_only_once_the_kernel_has_every_byte() {
             assert_eq!(
                 ev,
                 NetEvent::Sent {
-                    conn: 1,
-                    seq: answered
+                    conn: ConnId(1),
+                    seq: SendSeq(answered)
                 },
                 "in order"
             );
         }
     }
     assert_eq!(answered + 1, sends, "the peer never pushed back");
-    let token = h.net.by_id[&(0, 1)];
+    let token = h.net.by_id[&(0, ConnId(1))];
     let Kind::Tcp(tcp) = &h.net.conns[&token].kind else {
         panic!("not tcp")
     };
@@ -330,8 +337,8 @@ fn sent_comes_only_once_the_kernel_has_every_byte() {
     assert_eq!(
         evs,
         vec![NetEvent::Sent {
-            conn: 1,
-            seq: sends
+            conn: ConnId(1),
+            seq: SendSeq(sends)
         }]
     );
     assert_eq!(reader.join().expect("reader"), total);
@@ -341,13 +348,13 @@ fn sent_comes_only_once_the_kernel_has_every_byte() {
 fn abort_silences_the_connection() {
     let mut h = Harness::new();
     let (l, addr) = listener();
-    h.connect(0, 1, addr);
+    h.connect(0, ConnId(1), addr);
     let (mut peer, _) = l.accept().expect("accept");
     h.op(
         0,
         NetOp::Send {
-            conn: 1,
-            seq: 1,
+            conn: ConnId(1),
+            seq: SendSeq(1),
             data: b"x".to_vec(),
             to: None,
         },
@@ -356,7 +363,7 @@ fn abort_silences_the_connection() {
     h.op(
         0,
         NetOp::Close {
-            conn: 1,
+            conn: ConnId(1),
             how: CloseHow::Abort,
         },
     );
@@ -370,8 +377,8 @@ fn abort_silences_the_connection() {
     h.op(
         0,
         NetOp::Send {
-            conn: 1,
-            seq: 2,
+            conn: ConnId(1),
+            seq: SendSeq(2),
             data: b"y".to_vec(),
             to: None,
         },
@@ -383,7 +390,7 @@ fn abort_silences_the_connection() {
 fn drain_delivers_every_byte_then_fin_and_reports_once() {
     let mut h = Harness::new();
     let (l, addr) = listener();
-    h.connect(0, 1, addr);
+    h.connect(0, ConnId(1), addr);
     let (mut peer, _) = l.accept().expect("accept");
     // More than the kernel buffers take while the peer does not read.
     let chunk = vec![0xa5; 64 * 1024];
@@ -392,8 +399,8 @@ fn drain_delivers_every_byte_then_fin_and_reports_once() {
         h.op(
             0,
             NetOp::Send {
-                conn: 1,
-                seq,
+                conn: ConnId(1),
+                seq: SendSeq(seq),
                 data: chunk.clone(),
                 to: None,
             },
@@ -402,7 +409,7 @@ fn drain_delivers_every_byte_then_fin_and_reports_once() {
     h.op(
         0,
         NetOp::Close {
-            conn: 1,
+            conn: ConnId(1),
             how: CloseHow::Drain,
         },
     );
@@ -417,7 +424,7 @@ fn drain_delivers_every_byte_then_fin_and_reports_once() {
     assert_eq!(
         evs,
         vec![NetEvent::Closed {
-            conn: 1,
+            conn: ConnId(1),
             reason: CloseReason::Drained
         }],
         "no Sent or Data after Close, one Closed"
@@ -437,7 +444,7 @@ fn udp_send_and_receive() {
     h.op(
         0,
         NetOp::OpenUdp {
-            conn: 3,
+            conn: ConnId(3),
             local: SocketAddrV4::new(LO, 0),
             ephemeral_fallback: false,
         },
@@ -445,7 +452,7 @@ fn udp_send_and_receive() {
     let Some((
         0,
         NetEvent::Connected {
-            conn: 3,
+            conn: ConnId(3),
             local,
             peer: None,
         },
@@ -458,15 +465,21 @@ fn udp_send_and_receive() {
     h.op(
         0,
         NetOp::Send {
-            conn: 3,
-            seq: 9,
+            conn: ConnId(3),
+            seq: SendSeq(9),
             data: b"ping".to_vec(),
             to: Some(peer_addr),
         },
     );
     assert_eq!(
         h.net.pop_event(),
-        Some((0, NetEvent::Sent { conn: 3, seq: 9 }))
+        Some((
+            0,
+            NetEvent::Sent {
+                conn: ConnId(3),
+                seq: SendSeq(9)
+            }
+        ))
     );
     let mut buf = [0u8; 16];
     let (n, from) = peer.recv_from(&mut buf).expect("peer recv");
@@ -481,7 +494,7 @@ fn udp_send_and_receive() {
             (
                 0,
                 NetEvent::Datagram {
-                    conn: 3,
+                    conn: ConnId(3),
                     data: b"pong".to_vec(),
                     from: peer_addr
                 }
@@ -489,7 +502,7 @@ fn udp_send_and_receive() {
             (
                 0,
                 NetEvent::Datagram {
-                    conn: 3,
+                    conn: ConnId(3),
                     data: Vec::new(),
                     from: peer_addr
                 }
@@ -508,7 +521,7 @@ fn udp_port_in_use_falls_back_only_when_asked() {
     h.op(
         0,
         NetOp::OpenUdp {
-            conn: 1,
+            conn: ConnId(1),
             local: taken,
             ephemeral_fallback: false,
         },
@@ -518,7 +531,7 @@ fn udp_port_in_use_falls_back_only_when_asked() {
         Some((
             0,
             NetEvent::ConnectFailed {
-                conn: 1,
+                conn: ConnId(1),
                 error: ConnectError::AddrInUse
             }
         ))
@@ -526,7 +539,7 @@ fn udp_port_in_use_falls_back_only_when_asked() {
     h.op(
         0,
         NetOp::OpenUdp {
-            conn: 2,
+            conn: ConnId(2),
             local: taken,
             ephemeral_fallback: true,
         },
@@ -535,7 +548,7 @@ fn udp_port_in_use_falls_back_only_when_asked() {
         Some((
             0,
             NetEvent::Connected {
-                conn: 2,
+                conn: ConnId(2),
                 local,
                 peer: None,
             },
@@ -551,13 +564,13 @@ fn udp_port_in_use_falls_back_only_when_asked() {
 fn modules_are_kept_apart() {
     let mut h = Harness::new();
     let (l, addr) = listener();
-    let a = h.connect(0, 1, addr);
-    let b = h.connect(1, 1, addr);
+    let a = h.connect(0, ConnId(1), addr);
+    let b = h.connect(1, ConnId(1), addr);
     let (mut pa, sa) = l.accept().expect("accept a");
     let (mut pb, sb) = l.accept().expect("accept b");
     assert_eq!((sa, sb), (SocketAddr::V4(a), SocketAddr::V4(b)));
     let owners: Vec<_> = h.net.conns.values().map(|c| (c.module, c.id)).collect();
-    assert!(owners.contains(&(0, 1)) && owners.contains(&(1, 1)));
+    assert!(owners.contains(&(0, ConnId(1))) && owners.contains(&(1, ConnId(1))));
 
     pa.write_all(b"A").expect("write");
     pb.write_all(b"B").expect("write");
@@ -570,14 +583,14 @@ fn modules_are_kept_apart() {
             (
                 0,
                 NetEvent::Data {
-                    conn: 1,
+                    conn: ConnId(1),
                     data: b"A".to_vec()
                 }
             ),
             (
                 1,
                 NetEvent::Data {
-                    conn: 1,
+                    conn: ConnId(1),
                     data: b"B".to_vec()
                 }
             ),
@@ -591,28 +604,28 @@ fn dns_resolves_off_the_loop() {
     h.op(
         2,
         NetOp::Resolve {
-            query: 1,
+            query: QueryId(1),
             name: "localhost".into(),
         },
     );
     h.op(
         2,
         NetOp::Resolve {
-            query: 2,
+            query: QueryId(2),
             name: "127.0.0.9".into(),
         },
     );
     h.op(
         2,
         NetOp::Resolve {
-            query: 3,
+            query: QueryId(3),
             name: String::new(),
         },
     );
     let mut evs = h.run(WAIT, |evs| evs.len() >= 3);
     evs.sort_by_key(|(_, e)| match e {
         NetEvent::Resolved { query, .. } => *query,
-        _ => 0,
+        _ => QueryId(0),
     });
     assert_eq!(evs.len(), 3, "{evs:?}");
     assert_eq!(
@@ -620,7 +633,7 @@ fn dns_resolves_off_the_loop() {
         (
             2,
             NetEvent::Resolved {
-                query: 1,
+                query: QueryId(1),
                 result: Ok(LO)
             }
         )
@@ -630,7 +643,7 @@ fn dns_resolves_off_the_loop() {
         (
             2,
             NetEvent::Resolved {
-                query: 2,
+                query: QueryId(2),
                 result: Ok(Ipv4Addr::new(127, 0, 0, 9))
             }
         )
@@ -640,7 +653,7 @@ fn dns_resolves_off_the_loop() {
         (
             2,
             NetEvent::Resolved {
-                query: 3,
+                query: QueryId(3),
                 result: Err(_)
             }
         )

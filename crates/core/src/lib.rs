@@ -6,8 +6,9 @@
 //! - [`module`]: the emulated module, a pure state machine (bytes, net events, time in; bytes,
 //!   [`module::io::NetOp`]s and a wake-up time out), and the contract with whatever drives it
 //!   ([`module::io`]).
-//! - [`config`]: configuration data, [`presets`] the per-driver fragments of it; [`item`]: the certificate store's item codec; [`rng`]: the
-//!   seeded generator behind every random choice.
+//! - [`config`]: configuration data, [`presets`] the per-driver fragments of it; [`item`]: the
+//!   certificate store's item codec; [`rng`]: the seeded generator behind every random choice;
+//!   [`hex`]: lower-case hex.
 //! - `fuzz` (tests and the `fuzzing` feature only): fuzz targets checking invariants.
 //!
 //! No clock is read and no file descriptor touched anywhere in this crate.
@@ -18,6 +19,7 @@
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+pub mod hex;
 pub mod item;
 pub mod iwin;
 pub mod module;

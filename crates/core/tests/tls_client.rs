@@ -3,7 +3,8 @@
 //! module distinguishes has its own case.
 
 use eswifi_core::config::Config;
-use eswifi_core::module::certs::{CertSets, Item};
+use eswifi_core::item::Item;
+use eswifi_core::module::certs::CertSets;
 use eswifi_core::module::io::{CloseHow, ConnId, NetEvent, NetOp};
 use eswifi_core::module::Module;
 use rustls::{ServerConfig, ServerConnection};

@@ -3,7 +3,8 @@
 //! TCP, and the module drives the server sessions. No sockets, no clock.
 
 use eswifi_core::config::Config;
-use eswifi_core::module::certs::{CertSets, Item};
+use eswifi_core::item::Item;
+use eswifi_core::module::certs::CertSets;
 use eswifi_core::module::io::{CloseHow, ConnId, NetEvent, NetOp, ACCEPTED_BIT};
 use eswifi_core::module::Module;
 use rustls::pki_types::pem::PemObject;
@@ -138,7 +139,7 @@ impl Srv {
 
     /// A client connects (TCP) and sends its ClientHello; returns its connection id.
     fn connect(&mut self, n: u64, c: Client) -> ConnId {
-        let conn = ACCEPTED_BIT | n;
+        let conn = ConnId(ACCEPTED_BIT | n);
         self.clients.insert(conn, c);
         let listener = self.listener.expect("listening");
         let peer = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 20), 50000 + n as u16);
@@ -336,7 +337,7 @@ fn a_failed_handshake_gives_the_next_waiting_client_its_turn() {
     let mut s = Srv::new(true, set0(true, true, true));
     assert_eq!(s.listen(2), OK);
     // A client connects but says nothing: it holds the server until the handshake deadline.
-    let idle = ACCEPTED_BIT | 7;
+    let idle = ConnId(ACCEPTED_BIT | 7);
     let listener = s.listener.unwrap();
     let peer = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 20), 50007);
     s.m.handle_net(

@@ -210,9 +210,8 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-pub fn hex(data: &[u8]) -> String {
-    data.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Lower-case hex, as an item file's header writes its digest.
+pub use eswifi_core::hex::encode as hex;
 
 // ---- rustls servers -----------------------------------------------------------------------------
 

@@ -4,8 +4,10 @@
 //!
 //! - [`script`]: terminal scripts (`run`) and the interactive terminal (`term`).
 //! - [`peers`]: loopback servers the shipped scripts talk to (`peers`).
+//! - [`files`]: bounded reads and private output files (the emulator's too).
 
 #![warn(unreachable_pub)]
 
+pub mod files;
 pub mod peers;
 pub mod script;

@@ -128,6 +128,26 @@ pub fn parser(line: &[u8]) {
             assert_eq!(command::trace_text(line), shown);
         }
     }
+    // A line that is not a command: its length, after at most its first two bytes (a mistyped
+    // `cs`), and only its length when it might be a secret (key material, `C2 secret` or
+    // `c2=secret` mistyped).
+    if command::secrecy(line) == command::Secrecy::NotACommand {
+        let n = line.len();
+        let hidden = format!("<unrecognised line of {n} bytes>");
+        let secret_like = line.contains(&b'=')
+            || (n >= 2 && matches!(&line[..2].to_ascii_uppercase()[..], b"C2" | b"A2"))
+            || (n > 2
+                && line
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/'));
+        let want = match n {
+            _ if secret_like => hidden,
+            0..=2 => line.escape_ascii().to_string(),
+            _ => format!("{}… {hidden}", line[..2].escape_ascii()),
+        };
+        assert_eq!(command::log_text(line), want);
+        assert!(command::trace_text(line).starts_with(&format!("<{n} bytes hidden: ")));
+    }
 }
 
 /// The whole module: actions decoded from bytes (host command lines from a table or as they
@@ -474,9 +494,11 @@ mod tests {
     }
 
     /// Inputs a long run once failed on (`fuzz/regressions/<target>/`), kept so they stay fixed.
+    /// The folder must be there and hold some (a target without a folder has none yet).
     #[test]
     fn regressions() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+        assert!(root.is_dir(), "{} is missing", root.display());
         type Target = fn(&[u8]);
         let targets: [(&str, Target); 4] = [
             ("framer", framer),
@@ -484,14 +506,21 @@ mod tests {
             ("module", module),
             ("cert_item", cert_item),
         ];
+        let mut replayed = 0;
         for (target, f) in targets {
-            let Ok(dir) = std::fs::read_dir(root.join(target)) else {
-                continue;
+            let dir = root.join(target);
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("{}: {e}", dir.display()),
             };
-            for e in dir.flatten() {
-                f(&std::fs::read(e.path()).expect("regression input"));
+            for e in entries {
+                let path = e.expect("a regression entry").path();
+                f(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+                replayed += 1;
             }
         }
+        assert!(replayed > 0, "no regression input under {}", root.display());
     }
 
     /// Writes the seeds to `fuzz/corpus/<target>/` (`cargo test -- --ignored write_seed_corpus`).

@@ -10,10 +10,10 @@
 //! - no operation names a connection after the module closed it.
 
 use crate::config::{Config, EventMode};
-use crate::iwin::command::{self, Command, Mnemonic, SocketCmd};
+use crate::iwin::command::{self, Command, Mnemonic, Protocol, SocketCmd};
 use crate::iwin::reply::parse::Parser;
 use crate::module::io::{
-    self, CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp, SendSeq,
+    self, CloseHow, CloseReason, ConnId, ConnectError, NetEvent, NetOp, QueryId, SendSeq,
 };
 use crate::module::Module;
 use std::collections::{HashSet, VecDeque};
@@ -177,10 +177,10 @@ struct World {
     open: Vec<ConnId>,
     listeners: Vec<ConnId>,
     unacked: VecDeque<(ConnId, SendSeq)>,
-    queries: Vec<(u64, bool)>,
+    queries: Vec<(QueryId, bool)>,
     draining: Vec<ConnId>,
     closed: HashSet<ConnId>,
-    next_accepted: ConnId,
+    next_accepted: u64,
     /// Every byte handed to the network, in order.
     sent: Vec<u8>,
 }
@@ -273,7 +273,7 @@ impl World {
             NetAction::Accept(n) => {
                 let listener = pick(&self.listeners, n)?;
                 self.next_accepted += 1;
-                let conn = io::ACCEPTED_BIT | self.next_accepted;
+                let conn = ConnId(io::ACCEPTED_BIT | self.next_accepted);
                 self.open.push(conn);
                 let peer = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 9), n as u16 + 1000);
                 NetEvent::Accepted {
@@ -289,7 +289,7 @@ impl World {
                     let result = if ok {
                         Ok(Ipv4Addr::LOCALHOST)
                     } else {
-                        Err("no such host".into())
+                        Err(io::ResolveError::Lookup("no such host".into()))
                     };
                     NetEvent::Resolved { query, result }
                 } else {
@@ -391,7 +391,9 @@ fn adds_own_bytes(line: &[u8]) -> bool {
         .collect();
     matches!(
         command::parse(&seen),
-        Ok(Command::Socket(SocketCmd::SetProtocol(p))) if p >= 3
+        Ok(Command::Socket(SocketCmd::SetProtocol(
+            Protocol::Tls | Protocol::Mqtt
+        )))
     )
 }
 

@@ -1,14 +1,15 @@
-//! IWIN command parser (layer: wire). One command line (without CR) → a typed [`Command`], or the
+//! IWIN command parser (layer: wire). One command line (without CR) → a typed `Command`, or the
 //! typed reason the module rejects it with. Pure; nom parses the argument primitives.
 //!
 //! Syntax (spec §2.2): a two-character uppercase mnemonic (or `?`, `$$$`, `---`), optionally `=` and
 //! arguments. String settings (SSID, passphrase, host name, product name) take the whole remainder,
 //! commas and spaces included; numbers may carry leading zeros.
 //!
-//! Commands are grouped by the part of the module that owns them ([`Command::System`],
-//! [`Command::Station`], …), so the module's dispatcher is one short match.
+//! Commands are grouped by the part of the module that owns them (`Command::System`,
+//! `Command::Station`, …), so the module's dispatcher is one short match.
 
-use crate::iwin::reply::Reason;
+use crate::item::Item;
+use crate::iwin::reply::{MessageType, Reason};
 use nom::bytes::complete::tag;
 use nom::character::complete::{digit1, hex_digit1};
 use nom::combinator::{all_consuming, map_res};
@@ -233,7 +234,7 @@ pub(crate) enum SystemCmd {
     /// `I?`
     Info,
     /// `MT=<0/1>`
-    SetMessageType(u8),
+    SetMessageType(MessageType),
     /// `MS=<0..3>`
     SetMessageSuppress(u8),
     /// `MR`
@@ -415,7 +416,7 @@ pub(crate) enum SocketCmd {
     /// `P0=<0..3>` selects a socket; `P0` alone reports the current one.
     Select(Option<u8>),
     /// `P1=<0..4>`
-    SetProtocol(u8),
+    SetProtocol(Protocol),
     /// `P2=<port>`
     SetLocalPort(u16),
     /// `P3=<ip>`
@@ -427,7 +428,7 @@ pub(crate) enum SocketCmd {
     /// `P8=<0..16>` — listen backlog.
     SetBacklog(u8),
     /// `P9=<0..2>` — TLS verification level.
-    SetTlsVerify(u8),
+    SetTlsVerify(TlsVerify),
     /// `PB=<0/1>` — on CA verification failure: 0 abort, 1 report only.
     SetVerifyReportOnly(bool),
     /// `PK=<0/1>,<ms>`
@@ -459,11 +460,131 @@ pub(crate) enum SocketCmd {
 /// Module-side servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ServerCmd {
-    /// `P5=<0/1/10/11>` — stop, start, close the current client and take the next, start
-    /// multi-accept.
-    Server(u8),
-    /// `P7=<0..3>` — legacy accept loop: stop, start, close current client, next client.
-    AcceptLoop(u8),
+    /// `P5=<0/1/10/11>`
+    Server(ServerMode),
+    /// `P7=<0..3>` — the legacy accept loop.
+    AcceptLoop(AcceptLoop),
+}
+
+/// A numeric argument that names one of a few choices; any other number is `Bad Argument`.
+pub(crate) trait Code: Sized + Copy + 'static {
+    /// Every choice with its number on the wire.
+    const CODES: &'static [(u32, Self)];
+
+    fn from_code(c: u32) -> Option<Self> {
+        Self::CODES.iter().find(|&&(k, _)| k == c).map(|&(_, v)| v)
+    }
+}
+
+/// `P1`: the transport protocol of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Tcp = 0,
+    Udp = 1,
+    UdpLite = 2,
+    Tls = 3,
+    Mqtt = 4,
+}
+
+impl Code for Protocol {
+    const CODES: &'static [(u32, Protocol)] = &[
+        (0, Protocol::Tcp),
+        (1, Protocol::Udp),
+        (2, Protocol::UdpLite),
+        (3, Protocol::Tls),
+        (4, Protocol::Mqtt),
+    ];
+}
+
+impl Protocol {
+    /// The number `P?` reports.
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn is_datagram(self) -> bool {
+        matches!(self, Protocol::Udp | Protocol::UdpLite)
+    }
+}
+
+/// `P9`: how a TLS socket verifies its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsVerify {
+    /// `P9=0`: nothing is verified.
+    None = 0,
+    /// `P9=1`: the peer's certificate is checked against the set's root CA if one is programmed;
+    /// a server verifies a client certificate if one is presented.
+    Optional = 1,
+    /// `P9=2`: root CA and client certificate and key (a server requires a client certificate).
+    Required = 2,
+}
+
+impl Code for TlsVerify {
+    const CODES: &'static [(u32, TlsVerify)] = &[
+        (0, TlsVerify::None),
+        (1, TlsVerify::Optional),
+        (2, TlsVerify::Required),
+    ];
+}
+
+impl TlsVerify {
+    /// The number the host wrote (`P9=<n>` in logs).
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// `P5`: what to do with a socket's server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerMode {
+    /// `P5=0`
+    Stop,
+    /// `P5=1`
+    Start,
+    /// `P5=10`: close the current client and make the next one current.
+    NextClient,
+    /// `P5=11`: start with the accept loop (multi-accept).
+    StartMulti,
+}
+
+impl Code for ServerMode {
+    const CODES: &'static [(u32, ServerMode)] = &[
+        (0, ServerMode::Stop),
+        (1, ServerMode::Start),
+        (10, ServerMode::NextClient),
+        (11, ServerMode::StartMulti),
+    ];
+}
+
+/// `P7`: the legacy accept loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcceptLoop {
+    /// `P7=0`
+    Off,
+    /// `P7=1`
+    On,
+    /// `P7=2`: close the current client.
+    CloseClient,
+    /// `P7=3`: close the current client and make the next one current.
+    NextClient,
+}
+
+impl Code for AcceptLoop {
+    const CODES: &'static [(u32, AcceptLoop)] = &[
+        (0, AcceptLoop::Off),
+        (1, AcceptLoop::On),
+        (2, AcceptLoop::CloseClient),
+        (3, AcceptLoop::NextClient),
+    ];
+}
+
+impl Code for MessageType {
+    const CODES: &'static [(u32, MessageType)] =
+        &[(0, MessageType::Normal), (1, MessageType::Simple)];
+}
+
+impl Code for Item {
+    const CODES: &'static [(u32, Item)] = &[(0, Item::Ca), (1, Item::Cert), (2, Item::Key)];
 }
 
 /// Certificate sets and TLS selections.
@@ -476,7 +597,7 @@ pub(crate) enum CertCmd {
     /// `PF=<func>,<set>` (or `PF=<set>`) selects the active set; `PF` alone reports it.
     Select(Option<(u8, u8)>),
     /// `PG=<set>,<type>,<len>` — program one item: `len` raw bytes follow the CR.
-    Program { set: u8, item: u8, len: usize },
+    Program { set: u8, item: Item, len: usize },
 }
 
 /// Which address `C6`..`CA` sets.
@@ -536,25 +657,68 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command, ParseError> {
     })
 }
 
-/// The line as it may appear in a log: known mnemonics with their arguments, except the secrets
-/// (`C2`, `A2`) which are masked; anything else (junk, or stray lines that might be certificate or
-/// key material) as its length, after its first two bytes (a mnemonic's size: a mistyped `cs`
-/// shows as `cs`) when it cannot be a secret: no `=` (no `c2=passphrase` typed wrong), and not a
-/// line of base64 longer than a mnemonic (a PEM key's body).
-pub(crate) fn log_text(line: &[u8]) -> String {
-    let base64 = |b: &[u8]| {
-        b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
-    };
+/// Which part of a host's command line is secret: the one rule behind the log, the transcript and
+/// the notes of faults that hit the line (`serial.noise`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrecy {
+    /// Nothing: the line may be shown.
+    Public,
+    /// The argument of a passphrase command (`C2=`, `A2=`): the bytes from `from` on.
+    Argument { mnemonic: &'static str, from: usize },
+    /// The whole line, which is not a command: stray key material (a PEM line after a refused `PG`
+    /// header), a passphrase command mistyped (`C2 secret`, `c2=secret`)…
+    NotACommand,
+}
+
+/// How secret `line` (a command line without its CR) is.
+pub fn secrecy(line: &[u8]) -> Secrecy {
     match split(line) {
-        Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(a))) => {
-            format!("{}=<{} bytes hidden>", m.text(), a.len())
+        Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(_))) => Secrecy::Argument {
+            mnemonic: m.text(),
+            from: 3,
+        },
+        Ok(_) => Secrecy::Public,
+        Err(_) if line.is_empty() => Secrecy::Public,
+        Err(_) => Secrecy::NotACommand,
+    }
+}
+
+/// Whether a line that is not a command may show its first two bytes in the log: not when it holds
+/// `=` (`c2=passphrase` mistyped), starts like a passphrase command (`C2 secret`), or is base64
+/// longer than a mnemonic (a PEM key's body).
+fn shows_a_prefix(line: &[u8]) -> bool {
+    let passphrase =
+        line.len() >= 2 && matches!(&line[..2].to_ascii_uppercase()[..], b"C2" | b"A2");
+    let base64 = line
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/');
+    !line.contains(&b'=') && !passphrase && (line.len() <= 2 || !base64)
+}
+
+/// The raw payload `line` announces, if its header is valid: its length, and whether it is secret
+/// (`PG`: certificates and keys; `S3`: the host's data, shown in a transcript).
+pub fn announced_payload(line: &[u8]) -> Option<(usize, bool)> {
+    match parse(line) {
+        Ok(Command::Cert(CertCmd::Program { len, .. })) => Some((len, true)),
+        Ok(Command::Socket(SocketCmd::Send(len))) => Some((len, false)),
+        _ => None,
+    }
+}
+
+/// The line as it may appear in a log: known mnemonics with their arguments, except the secrets
+/// ([`secrecy`]) which are masked or shown only as their length; a command with bytes that are
+/// not ASCII too. A line that is not a command shows its first two bytes (a mnemonic's size: a
+/// mistyped `cs` shows as `cs`) when it cannot be a secret ([`shows_a_prefix`]).
+pub(crate) fn log_text(line: &[u8]) -> String {
+    match secrecy(line) {
+        Secrecy::Argument { mnemonic, from } => {
+            format!("{mnemonic}=<{} bytes hidden>", line.len() - from)
         }
-        Ok(_) if line.is_ascii() => line.escape_ascii().to_string(),
-        _ if line.is_empty() => String::new(),
-        _ if line.contains(&b'=') => format!("<unrecognised line of {} bytes>", line.len()),
-        _ if line.len() <= 2 => line.escape_ascii().to_string(),
-        _ if !base64(line) => format!(
+        Secrecy::Public if line.is_ascii() => line.escape_ascii().to_string(),
+        Secrecy::NotACommand if shows_a_prefix(line) && line.len() <= 2 => {
+            line.escape_ascii().to_string()
+        }
+        Secrecy::NotACommand if shows_a_prefix(line) => format!(
             "{}… <unrecognised line of {} bytes>",
             line[..2].escape_ascii(),
             line.len()
@@ -563,18 +727,20 @@ pub(crate) fn log_text(line: &[u8]) -> String {
     }
 }
 
-/// The line as a transcript shows it: what the host sent, escaped, except the secrets (`C2`, `A2`)
-/// and lines that look like certificate or key material (PEM armour, long base64), which are
-/// replaced by their length.
+/// The line as a transcript shows it: what the host sent, escaped, except the secrets
+/// ([`secrecy`]), replaced by their length (and what they look like).
 pub(crate) fn trace_text(line: &[u8]) -> String {
     let b64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
     let key_like = line.starts_with(b"-----") || (line.len() >= 16 && line.iter().all(b64));
-    match split(line) {
-        Ok((m @ (Mnemonic::C2 | Mnemonic::A2), Some(a))) => {
-            format!("{}=<{} bytes hidden>", m.text(), a.len())
+    match secrecy(line) {
+        Secrecy::Argument { mnemonic, from } => {
+            format!("{mnemonic}=<{} bytes hidden>", line.len() - from)
         }
-        Err(_) if key_like => format!("<{} bytes hidden: looks like key material>", line.len()),
-        _ => line.escape_ascii().to_string(),
+        Secrecy::NotACommand if key_like => {
+            format!("<{} bytes hidden: looks like key material>", line.len())
+        }
+        Secrecy::NotACommand => format!("<{} bytes hidden: not a command>", line.len()),
+        Secrecy::Public => line.escape_ascii().to_string(),
     }
 }
 
@@ -599,7 +765,7 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
         M::CmdModeOn => sys(SystemCmd::CmdMode(true)),
         M::CmdModeOff => sys(SystemCmd::CmdMode(false)),
         M::IQ => none(sys(SystemCmd::Info))?,
-        M::MT => sys(SystemCmd::SetMessageType(num(0, 1)? as u8)),
+        M::MT => sys(SystemCmd::SetMessageType(arg().and_then(coded)?)),
         M::MS => sys(SystemCmd::SetMessageSuppress(num(0, 3)? as u8)),
         M::MR => none(sys(SystemCmd::ReadMessage))?,
         M::Z4 => sys(SystemCmd::SetMac(arg().and_then(|a| {
@@ -752,21 +918,15 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
             None => sock(SocketCmd::Select(None)),
             Some(a) => sock(SocketCmd::Select(Some(ranged(a, 0, 3)? as u8))),
         },
-        M::P1 => sock(SocketCmd::SetProtocol(num(0, 4)? as u8)),
+        M::P1 => sock(SocketCmd::SetProtocol(arg().and_then(coded)?)),
         M::P2 => sock(SocketCmd::SetLocalPort(num(0, 65535)? as u16)),
         M::P3 => sock(SocketCmd::SetRemoteIp(ip()?)),
         M::P4 => sock(SocketCmd::SetRemotePort(num(0, 65535)? as u16)),
-        M::P5 => {
-            let v = num(0, 11)?;
-            if !matches!(v, 0 | 1 | 10 | 11) {
-                return Err(Reason::BadArgument);
-            }
-            C::Server(ServerCmd::Server(v as u8))
-        }
+        M::P5 => C::Server(ServerCmd::Server(arg().and_then(coded)?)),
         M::P6 => sock(SocketCmd::Client(flag()?)),
-        M::P7 => C::Server(ServerCmd::AcceptLoop(num(0, 3)? as u8)),
+        M::P7 => C::Server(ServerCmd::AcceptLoop(arg().and_then(coded)?)),
         M::P8 => sock(SocketCmd::SetBacklog(num(0, 16)? as u8)),
-        M::P9 => sock(SocketCmd::SetTlsVerify(num(0, 2)? as u8)),
+        M::P9 => sock(SocketCmd::SetTlsVerify(arg().and_then(coded)?)),
         M::PK => {
             let fields = fields(arg()?, 2)?;
             let on = ranged(fields[0], 0, 1)? == 1;
@@ -809,7 +969,7 @@ fn parse_args(m: Mnemonic, args: Option<&[u8]>) -> ArgResult<Command> {
             let f = fields(arg()?, 3)?;
             C::Cert(CertCmd::Program {
                 set: ranged(f[0], 0, 3)? as u8,
-                item: ranged(f[1], 0, 2)? as u8,
+                item: coded(f[1])?,
                 len: ranged(f[2], 0, MAX_CERT_ITEM as u32)? as usize,
             })
         }
@@ -878,6 +1038,11 @@ fn ranged(a: &[u8], lo: u32, hi: u32) -> ArgResult<u32> {
         return Err(Reason::BadArgument);
     }
     Ok(v as u32)
+}
+
+/// A decimal number that must be one of `T`'s codes.
+fn coded<T: Code>(a: &[u8]) -> ArgResult<T> {
+    T::from_code(ranged(a, 0, u32::MAX)?).ok_or(Reason::BadArgument)
 }
 
 /// Split comma-separated fields; exactly `n` of them.
@@ -1002,7 +1167,7 @@ mod tests {
             parse(b"PG=0,1,1731"),
             Ok(Command::Cert(CertCmd::Program {
                 set: 0,
-                item: 1,
+                item: Item::Cert,
                 len: 1731
             }))
         );
@@ -1010,7 +1175,7 @@ mod tests {
             parse(b"PG=3,0,0876"),
             Ok(Command::Cert(CertCmd::Program {
                 set: 3,
-                item: 0,
+                item: Item::Ca,
                 len: 876
             }))
         );
@@ -1026,7 +1191,36 @@ mod tests {
             parse(b"PA=1,my.host"),
             Ok(Command::Cert(CertCmd::SetCaName(true, b"my.host".to_vec())))
         );
-        assert_eq!(parse(b"P5=11"), Ok(Command::Server(ServerCmd::Server(11))));
+        assert_eq!(
+            parse(b"P5=11"),
+            Ok(Command::Server(ServerCmd::Server(ServerMode::StartMulti)))
+        );
+        assert_eq!(
+            parse(b"P5=010"),
+            Ok(Command::Server(ServerCmd::Server(ServerMode::NextClient)))
+        );
+        assert_eq!(
+            parse(b"P7=2"),
+            Ok(Command::Server(ServerCmd::AcceptLoop(
+                AcceptLoop::CloseClient
+            )))
+        );
+        assert_eq!(
+            parse(b"P1=3"),
+            Ok(Command::Socket(SocketCmd::SetProtocol(Protocol::Tls)))
+        );
+        assert_eq!(
+            parse(b"P9=2"),
+            Ok(Command::Socket(SocketCmd::SetTlsVerify(
+                TlsVerify::Required
+            )))
+        );
+        assert_eq!(
+            parse(b"MT=1"),
+            Ok(Command::System(SystemCmd::SetMessageType(
+                MessageType::Simple
+            )))
+        );
         assert_eq!(
             parse(b"F0=2"),
             Ok(Command::Station(StationCmd::Scan { one_by_one: true }))
@@ -1091,6 +1285,15 @@ mod tests {
         assert_eq!(err("ZP=7"), Reason::BadArgument);
         assert_eq!(err("G3=1,9,0"), Reason::BadArgument);
         assert_eq!(err("R4=1"), Reason::TooManyArguments);
+        // Numbers that name no choice, and missing ones.
+        for bad in [
+            "P1=5", "P5=2", "P5=12", "P7=4", "P9=3", "MT=2", "PG=0,3,1", "P5=x",
+        ] {
+            assert_eq!(err(bad), Reason::BadArgument, "{bad}");
+        }
+        for missing in ["P1=", "P5", "P7=", "P9", "MT"] {
+            assert_eq!(err(missing), Reason::InsufficientArguments, "{missing}");
+        }
         assert_eq!(parse(b"P0=9").unwrap_err().mnemonic, Some(Mnemonic::P0));
     }
 
@@ -1110,10 +1313,28 @@ mod tests {
     }
 
     #[test]
-    fn trace_text_hides_secrets_and_key_material_only() {
+    fn trace_text_hides_what_log_text_hides() {
         assert_eq!(trace_text(b"C2=hunter22"), "C2=<8 bytes hidden>");
         assert_eq!(trace_text(b"P3=127.0.0.1"), "P3=127.0.0.1");
-        assert_eq!(trace_text(b"junk\x01"), "junk\\x01");
+        assert_eq!(trace_text(b"P6=1\x00x"), "P6=1\\x00x");
+        assert_eq!(trace_text(b""), "");
+        // Not a command: a passphrase command mistyped is still a passphrase.
+        assert_eq!(
+            trace_text(b"C2 Sup3rSecret!"),
+            "<15 bytes hidden: not a command>"
+        );
+        assert_eq!(
+            trace_text(b"c2=hunter22"),
+            "<11 bytes hidden: not a command>"
+        );
+        assert_eq!(trace_text(b"junk\x01"), "<5 bytes hidden: not a command>");
+        for line in [&b"C2 Sup3rSecret!"[..], b"A2:x", b"C?"] {
+            let (log, trace) = (log_text(line), trace_text(line));
+            assert_eq!(
+                log.contains("hidden") || log.contains("unrecognised"),
+                trace.contains("hidden")
+            );
+        }
         assert_eq!(
             trace_text(b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw"),
             "<36 bytes hidden: looks like key material>"
@@ -1175,5 +1396,26 @@ mod tests {
         assert_eq!(log_text(b"c2=hunter22"), "<unrecognised line of 11 bytes>");
         assert_eq!(log_text(b"ab+cd/ef=="), "<unrecognised line of 10 bytes>");
         assert_eq!(log_text(b"abcd"), "<unrecognised line of 4 bytes>");
+        assert_eq!(log_text(b"C2 hunter22"), "<unrecognised line of 11 bytes>");
+    }
+
+    #[test]
+    fn secrecy_and_announced_payloads() {
+        assert_eq!(secrecy(b"C1=home"), Secrecy::Public);
+        assert_eq!(secrecy(b"C2"), Secrecy::Public);
+        assert_eq!(
+            secrecy(b"A2=secret99"),
+            Secrecy::Argument {
+                mnemonic: "A2",
+                from: 3
+            }
+        );
+        assert_eq!(secrecy(b"C2 secret99"), Secrecy::NotACommand);
+        assert_eq!(secrecy(b"-----BEGIN"), Secrecy::NotACommand);
+        assert_eq!(secrecy(b""), Secrecy::Public);
+        assert_eq!(announced_payload(b"PG=0,2,0106"), Some((106, true)));
+        assert_eq!(announced_payload(b"S3=0005"), Some((5, false)));
+        assert_eq!(announced_payload(b"PG=9,9,9"), None);
+        assert_eq!(announced_payload(b"S0"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! IWIN framer (layer: wire). Splits the host's byte stream into command lines and raw payloads.
 //! Pure: no IO, no clock. The module decides, after parsing a header line, whether raw payload bytes
 //! follow (`S3=<n>\r<n bytes>`, `PG=…,<len>\r<len bytes>`) and tells the framer with
-//! [`Framer::expect_payload`]; until then bytes after a CR are not interpreted, so nothing is lost.
+//! `Framer::expect_payload`; until then bytes after a CR are not interpreted, so nothing is lost.
 //! Between commands LF and NUL are padding; on the SPI bus 0x15 is too (the datasheet's worked
 //! example pads an odd-length command with it, ST's driver with LF).
 
@@ -14,9 +14,9 @@ use crate::iwin::reply::SPI_PAD;
 pub enum Frame {
     /// A command line without its CR (LF and NUL bytes removed; on SPI also 0x15).
     Line(Vec<u8>),
-    /// A line grew past [`MAX_LINE`]; carries its first bytes. The rest, up to the next CR, is discarded.
+    /// A line grew past `MAX_LINE`; carries its first bytes. The rest, up to the next CR, is discarded.
     Overlong(Vec<u8>),
-    /// The raw bytes announced by the last [`Framer::expect_payload`].
+    /// The raw bytes announced by the last `Framer::expect_payload`.
     Payload(Vec<u8>),
 }
 

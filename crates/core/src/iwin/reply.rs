@@ -1,6 +1,6 @@
 //! IWIN reply encoder (layer: wire), and its decoder for hosts ([`parse`]). The only place that knows the response envelopes of spec §2.3:
 //! `\r\n<payload>\r\nOK\r\n> `, the MT=0 / MT=1 error forms, the closed-socket `-1` forms and the
-//! asynchronous-message form, and what a firmware profile and the bus change in them ([`Wire`]: the
+//! asynchronous-message form, and what a firmware profile and the bus change in them (`Wire`: the
 //! C6.2.1.8 12-byte OK, SPI's 0x15 padding and boot cursor). Pure.
 
 pub mod parse;
@@ -36,10 +36,17 @@ impl Reason {
 /// Message type (`MT`): how errors are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MessageType {
-    /// `ERROR: <reason>` and `Usage: <cmd> <usage>`.
-    Normal,
-    /// Bare `ERROR`.
-    Simple,
+    /// `MT=0`: `ERROR: <reason>` and `Usage: <cmd> <usage>`.
+    Normal = 0,
+    /// `MT=1`: bare `ERROR`.
+    Simple = 1,
+}
+
+impl MessageType {
+    /// The number `MT` takes (and the configuration and the saved settings hold).
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
 }
 
 /// A typed reply to one command.

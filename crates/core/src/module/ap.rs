@@ -2,10 +2,10 @@
 //! server announces. Pure. While the AP runs, module-side servers listen on its address (a loopback
 //! address, so local programs play the stations that join it).
 
+use super::recent::Recent;
 use super::{ok, payload, Answer, EventClass, Module, Step};
 use crate::iwin::command::ApCmd;
 use crate::iwin::reply::Reply;
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 /// Stations the DHCP server remembers having announced; the least recently seen is forgotten first
@@ -20,7 +20,7 @@ pub(crate) const STATION_RSSI: i32 = -40;
 pub(crate) struct SoftAp {
     pub(crate) settings: ApSettings,
     pub(crate) running: bool,
-    stations: VecDeque<Ipv4Addr>,
+    stations: Recent<Ipv4Addr>,
 }
 
 impl SoftAp {
@@ -28,7 +28,7 @@ impl SoftAp {
         SoftAp {
             settings: ApSettings::power_on(ip),
             running: false,
-            stations: VecDeque::new(),
+            stations: Recent::new(MAX_STATIONS),
         }
     }
 
@@ -39,25 +39,19 @@ impl SoftAp {
 
     /// Note a station at `ip`; true when it is new (to be announced).
     fn lease(&mut self, ip: Ipv4Addr) -> bool {
-        if let Some(k) = self.stations.iter().position(|&a| a == ip) {
-            self.stations.remove(k);
-            self.stations.push_back(ip);
-            return false;
-        }
-        if self.stations.len() >= MAX_STATIONS {
-            self.stations.pop_front();
-        }
-        self.stations.push_back(ip);
-        true
+        self.stations.touch(ip, ())
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Soft-AP settings (`AS`, `A1`, `A2`, `AC`, `AL`, `AT`, `Z6`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ApSettings {
+    #[serde(with = "super::saved::text")]
     pub(crate) ssid: Vec<u8>,
     /// `AS=1,…`: the SSID gets `_<MAC>` appended.
     pub(crate) append_mac: bool,
     pub(crate) security: u8,
+    #[serde(with = "super::saved::text")]
     pub(crate) key: Vec<u8>,
     pub(crate) channel: u8,
     pub(crate) lease: u8,
@@ -134,7 +128,7 @@ impl Module {
             }
             ApCmd::ClientRssi => return payload(self.ap_client_lines()),
             ApCmd::Query => {
-                let (mac, running) = (self.sys.mac, self.ap.running);
+                let (mac, running) = (self.sys.settings.mac, self.ap.running);
                 let mut hidden = self.ap.settings.clone();
                 hidden.key = b"<key hidden>".to_vec();
                 return Ok(Answer::Secret {
@@ -153,7 +147,7 @@ impl Module {
         }
         self.ap.running = true;
         let ap = &self.ap.settings;
-        let ssid = String::from_utf8_lossy(&ap.effective_ssid(self.sys.mac)).into_owned();
+        let ssid = String::from_utf8_lossy(&ap.effective_ssid(self.sys.settings.mac)).into_owned();
         log::info!(
             "soft AP {ssid:?} up at {}; servers listen on {}",
             ap.ip,
@@ -174,7 +168,7 @@ impl Module {
             return String::new();
         }
         let mut out = String::new();
-        for (n, ip) in self.ap.stations.iter().enumerate() {
+        for (n, ip) in self.ap.stations.keys().enumerate() {
             out.push_str(&format!(
                 "{},{},{}\r\n",
                 n + 1,

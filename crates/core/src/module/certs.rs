@@ -5,10 +5,11 @@
 //! knows. Pure.
 
 use super::error::{CertError, TlsError};
-use super::io::StoreOp;
+use super::io::{StoreOp, StoreReq, WriteError};
 use super::tls::{pem_check, TlsParams, TlsServerParams};
 use super::{ok, payload, Answer, Busy, Durable, Module, PayloadFor, Step, STORE_TIMEOUT};
-use crate::iwin::command::{CertCmd, Mnemonic};
+use crate::item::Item;
+use crate::iwin::command::{CertCmd, Mnemonic, TlsVerify};
 use std::time::{Duration, Instant};
 
 /// Number of sets addressable (0..=3); whether set 3 is usable depends on the firmware profile.
@@ -47,40 +48,6 @@ impl Certs {
         self.tls_set = 0;
         self.aws_set = self.aws_default;
         self.ca_name = None;
-    }
-}
-
-/// One item of a set, numbered as `PG` numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Item {
-    Ca = 0,
-    Cert = 1,
-    Key = 2,
-}
-
-impl Item {
-    pub const ALL: [Item; 3] = [Item::Ca, Item::Cert, Item::Key];
-
-    pub(crate) fn from_code(c: u8) -> Option<Item> {
-        Item::ALL.get(c as usize).copied()
-    }
-
-    /// File stem in the on-disk store.
-    pub fn file_stem(self) -> &'static str {
-        match self {
-            Item::Ca => "ca",
-            Item::Cert => "cert",
-            Item::Key => "key",
-        }
-    }
-
-    /// Human name for logs.
-    pub fn label(self) -> &'static str {
-        match self {
-            Item::Ca => "root CA",
-            Item::Cert => "client certificate",
-            Item::Key => "client key",
-        }
     }
 }
 
@@ -128,7 +95,6 @@ impl Module {
                 ok()
             }
             CertCmd::Program { set, item, len } => {
-                let item = Item::from_code(item).unwrap_or(Item::Ca);
                 if !self.set_usable(set as usize) {
                     return Err(CertError::NoSuchSet(Mnemonic::PG).into());
                 }
@@ -212,11 +178,11 @@ impl Module {
                 return Err(CertError::NotPem.into());
             }
             log::warn!(
-                "set {set}: {} is not usable PEM ({why}); storing it anyway as the module would — this one-time slot is now used",
+                "set {set}: {} is not usable PEM ({why}); storing it anyway, as the module would",
                 item.label()
             );
         }
-        let req = self.next_id();
+        let req = self.next_id(StoreReq);
         self.store_ops.push_back(StoreOp::Item {
             req,
             set,
@@ -231,7 +197,7 @@ impl Module {
     }
 
     /// A store write finished for the command in flight.
-    pub(super) fn stored(&mut self, what: Durable, result: Result<(), String>) -> Step {
+    pub(super) fn stored(&mut self, what: Durable, result: Result<(), WriteError>) -> Step {
         let (set, item, data) = match what {
             Durable::Settings { data } => return self.settings_stored(data, result),
             Durable::Item { set, item, data } => (set, item, data),
@@ -243,6 +209,14 @@ impl Module {
                     item.label(),
                     data.len()
                 );
+                // Said once the write is durable, never before (it may still fail).
+                if Self::is_otp(set) && pem_check(item, &data).is_err() {
+                    log::warn!(
+                        "set {set}: {} holds bytes that are not usable PEM: this one-time slot is \
+                         now used",
+                        item.label()
+                    );
+                }
                 self.certs.sets.put(set, item, data);
                 ok()
             }
@@ -255,7 +229,7 @@ impl Module {
 
     /// A store result after its command gave up (timeout) or the module reset. What it wrote is
     /// durable all the same, so a programmed item (or saved settings) is known from now on.
-    pub(super) fn late_store_result(&mut self, req: u64, result: Result<(), String>) {
+    pub(super) fn late_store_result(&mut self, req: StoreReq, result: Result<(), WriteError>) {
         log::warn!("store request #{req} finished after its command ended: {result:?}");
         let Some((r, what)) = self.orphan_store.take() else {
             return;
@@ -312,18 +286,19 @@ impl Module {
             );
             return Err(TlsError::NoCertOrKey);
         };
-        if verify == 2 && ca.is_none() {
+        if verify == TlsVerify::Required && ca.is_none() {
             log::warn!(
                 "socket {i}: P9=2 checks client certificates against the root CA of set {set}, which has none"
             );
             return Err(TlsError::NoCertOrKey);
         }
-        let ca = if verify >= 1 { ca } else { None };
+        let ca = if verify == TlsVerify::None { None } else { ca };
         log::info!(
-            "socket {i}: TLS server with set {set}, P9={verify} ({})",
+            "socket {i}: TLS server with set {set}, P9={} ({})",
+            verify.code(),
             match (verify, ca.is_some()) {
-                (2, _) => "client certificate required",
-                (1, true) => "client certificate verified if presented",
+                (TlsVerify::Required, _) => "client certificate required",
+                (TlsVerify::Optional, true) => "client certificate verified if presented",
                 _ => "no client certificate",
             }
         );
@@ -347,7 +322,7 @@ impl Module {
             sets.get(set, Item::Cert),
             sets.get(set, Item::Key),
         );
-        if s.tls_verify == 2 {
+        if s.tls_verify == TlsVerify::Required {
             let missing: Vec<&str> = [(ca, Item::Ca), (cert, Item::Cert), (key, Item::Key)]
                 .iter()
                 .filter(|(d, _)| d.is_none())
@@ -361,9 +336,13 @@ impl Module {
                 return Err(TlsError::NoCertOrKey);
             }
         }
-        let use_ca = if s.tls_verify >= 1 { ca } else { None };
+        let use_ca = if s.tls_verify == TlsVerify::None {
+            None
+        } else {
+            ca
+        };
         let client = match (s.tls_verify, cert, key) {
-            (2, Some(cert), Some(key)) => Some((cert.to_vec(), key.to_vec())),
+            (TlsVerify::Required, Some(cert), Some(key)) => Some((cert.to_vec(), key.to_vec())),
             _ => None,
         };
         let server_name = self
@@ -375,11 +354,11 @@ impl Module {
             "socket {i}: TLS to {}:{} with set {set}, P9={} ({}), server name {:?}",
             s.remote_ip,
             s.remote_port,
-            s.tls_verify,
+            s.tls_verify.code(),
             match (s.tls_verify, use_ca.is_some()) {
-                (0, _) | (1, false) => "no verification",
-                (1, true) => "root CA",
-                _ => "root CA + client certificate",
+                (TlsVerify::None, _) | (TlsVerify::Optional, false) => "no verification",
+                (TlsVerify::Optional, true) => "root CA",
+                (TlsVerify::Required, _) => "root CA + client certificate",
             },
             server_name
         );

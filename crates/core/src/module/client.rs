@@ -4,15 +4,51 @@
 //! Pure: operations go out as [`NetOp`]s.
 
 use super::error::{Error, SocketError, TlsError};
-use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp};
-use super::socket::{Opening, Protocol, SocketState, Stream, UdpSock};
-use super::tls::{SetupError, TlsSession};
+use super::io::{CloseHow, CloseReason, ConnId, ConnectError, NetOp, SendSeq};
+use super::recent::Recent;
+use super::socket::{Opening, SocketState, Stream, UdpSock};
+use super::tls::{SetupError, TlsFailure, TlsSession};
 use super::{ok, payload, Answer, Busy, Module, PayloadFor, Step};
-use crate::iwin::command::SocketCmd;
+use crate::iwin::command::{Protocol, SocketCmd, TlsVerify};
 use crate::iwin::reply::Reply;
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
+
+/// A connection a transition let go of, for the module to close ([`Module::release`]).
+pub(super) enum Release {
+    /// A stream: a TLS one that closes gracefully says close_notify first.
+    Stream(Box<Stream>),
+    Conn(ConnId),
+}
+
+/// What an open under way became (see [`Module::on_connected`]).
+enum Opened {
+    Tcp,
+    Tls,
+    Udp { server: bool },
+    Server { tls: bool },
+}
+
+/// What a broken TLS session took down (see [`Module::tls_failed`]).
+enum Broke {
+    /// A client's handshake: `P6=1` fails.
+    Handshake {
+        conn: ConnId,
+        set: usize,
+    },
+    /// An established client connection.
+    Connection(ConnId),
+    /// A TLS server's candidate client, never announced.
+    Candidate {
+        conn: ConnId,
+        set: usize,
+        peer: SocketAddrV4,
+    },
+    /// A TLS server's current client.
+    Client(ConnId),
+    Nothing,
+}
 
 /// Where a connection id lives in the module.
 pub(super) enum Owner {
@@ -33,7 +69,7 @@ impl Module {
         match cmd {
             Select(None) => return payload(cur.to_string()),
             Select(Some(i)) => self.current = i as usize,
-            SetProtocol(p) => s.protocol = Protocol::from_code(p),
+            SetProtocol(p) => s.protocol = p,
             SetLocalPort(p) => {
                 s.local_port = p;
                 s.local_port_set = true;
@@ -106,7 +142,7 @@ impl Module {
             .into());
         }
         let src = self.server_ip();
-        let conn = self.next_id();
+        let conn = self.next_id(ConnId);
         let s = &self.sockets[i];
         let (op, what) = match proto {
             Protocol::Tcp | Protocol::Tls => {
@@ -167,7 +203,7 @@ impl Module {
             }
         };
         log::info!("socket {i}: {op:?}");
-        self.sockets[i].set_state(i, SocketState::Opening { conn, what }, "P6=1");
+        self.sockets[i].transition(i, "P6=1", |_| (SocketState::Opening { conn, what }, ()));
         self.ops.push_back(op);
         let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
         Ok(Answer::Wait(Busy::Connect {
@@ -179,38 +215,53 @@ impl Module {
     /// `P6=0`: close the client connection (gracefully: what was sent is delivered). A server's
     /// listener is left alone; its current client is closed.
     fn stop_client(&mut self, i: usize, now: Instant) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, "P6=0");
-        let keep = match old {
-            SocketState::Open(stream) => {
+        use SocketState as S;
+        // What to close, how, and whether the transcript notes it.
+        let closing = self.sockets[i].transition(i, "P6=0", |old| match old {
+            S::Open(stream) => {
                 log::info!("socket {i}: closed by host");
-                self.note_socket(i, "closed by host".to_string());
-                self.close_stream(*stream, CloseHow::Drain, now);
-                SocketState::Idle
+                (
+                    S::Idle,
+                    Some((Release::Stream(stream), CloseHow::Drain, true)),
+                )
             }
-            SocketState::Udp(u) if u.server.is_none() => {
-                self.close_conn(u.conn, CloseHow::Abort, now);
-                SocketState::Idle
-            }
-            SocketState::Serving(l, stream) => {
+            S::Udp(u) if u.server.is_none() => (
+                S::Idle,
+                Some((Release::Conn(u.conn), CloseHow::Abort, false)),
+            ),
+            S::Serving(l, stream) => {
                 log::info!("socket {i}: current client closed by host");
-                self.close_stream(*stream, CloseHow::Drain, now);
-                SocketState::Listening(l)
+                let release = Release::Stream(stream);
+                (S::Listening(l), Some((release, CloseHow::Drain, false)))
             }
-            SocketState::Accepting(l, stream, peer) => {
+            S::Accepting(l, stream, peer) => {
                 log::info!("socket {i}: TLS client {peer} closed by host during its handshake");
-                self.close_stream(*stream, CloseHow::Abort, now);
-                SocketState::Listening(l)
+                let release = Release::Stream(stream);
+                (S::Listening(l), Some((release, CloseHow::Abort, false)))
             }
-            SocketState::ServingEnded(l, _) => SocketState::Listening(l),
+            S::ServingEnded(l, _) => (S::Listening(l), None),
             // A UDP server's socket is its listener: only P5=0 stops it.
-            other @ (SocketState::Udp(_) | SocketState::Listening(_)) => other,
-            SocketState::Idle | SocketState::Ended(_) => SocketState::Idle,
-            other @ (SocketState::Opening { .. } | SocketState::Handshaking(_)) => {
+            other @ (S::Udp(_) | S::Listening(_)) => (other, None),
+            S::Idle | S::Ended(_) => (S::Idle, None),
+            other @ (S::Opening { .. } | S::Handshaking(_)) => {
                 log::error!("socket {i}: P6=0 while opening (a command was in flight)");
-                other
+                (other, None)
             }
-        };
-        self.sockets[i].set_state(i, keep, "P6=0");
+        });
+        if let Some((release, how, note)) = closing {
+            if note {
+                self.note_socket(i, "closed by host".to_string());
+            }
+            self.release(release, how, now);
+        }
+    }
+
+    /// Close what a transition let go of.
+    pub(super) fn release(&mut self, what: Release, how: CloseHow, now: Instant) {
+        match what {
+            Release::Stream(stream) => self.close_stream(*stream, how, now),
+            Release::Conn(conn) => self.close_conn(conn, how, now),
+        }
     }
 
     /// A transcript note about socket `i`.
@@ -223,7 +274,7 @@ impl Module {
         if let (CloseHow::Drain, Some(tls)) = (how, stream.tls.as_mut()) {
             tls.close_notify();
             let bytes = tls.output();
-            let seq = self.next_id();
+            let seq = self.next_id(SendSeq);
             self.ops.push_back(NetOp::Send {
                 conn: stream.conn,
                 seq,
@@ -237,31 +288,32 @@ impl Module {
     /// The network went away under socket `i`: its connections are dropped and it reads `-1`
     /// (what it had received still comes first).
     pub(super) fn end_socket(&mut self, i: usize) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, "link down");
-        for conn in old.conns() {
+        let conns = self.sockets[i].transition(i, "link down", |old| {
+            let conns = old.conns();
+            let new = match old {
+                SocketState::Idle => SocketState::Idle,
+                mut other => {
+                    SocketState::Ended(other.rx_mut().map(std::mem::take).unwrap_or_default())
+                }
+            };
+            (new, conns)
+        });
+        for conn in conns {
             self.ops.push_back(NetOp::Close {
                 conn,
                 how: CloseHow::Abort,
             });
         }
-        let new = match old {
-            SocketState::Idle => SocketState::Idle,
-            mut other => SocketState::Ended(other.rx_mut().map(std::mem::take).unwrap_or_default()),
-        };
-        self.sockets[i].set_state(i, new, "link down");
     }
 
     /// Drop everything socket `i` has open (reset, `CD`, a failed open).
     pub(super) fn abort_socket(&mut self, i: usize, why: &str) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, why);
-        for conn in old.conns() {
+        let conns = self.sockets[i].transition(i, why, |old| (SocketState::Idle, old.conns()));
+        for conn in conns {
             self.ops.push_back(NetOp::Close {
                 conn,
                 how: CloseHow::Abort,
             });
-        }
-        if old.listener().is_some() {
-            self.sockets[i].client_ip = Ipv4Addr::UNSPECIFIED;
         }
     }
 
@@ -271,7 +323,7 @@ impl Module {
         if data.is_empty() {
             return;
         }
-        let seq = self.next_id();
+        let seq = self.next_id(SendSeq);
         let conn = match self.sockets[i].state_mut() {
             SocketState::Handshaking(s)
             | SocketState::Open(s)
@@ -356,18 +408,19 @@ impl Module {
             // A late answer for an attempt the module gave up on (it closed it then).
             return;
         };
-        let SocketState::Opening { what, .. } =
-            self.sockets[i].set_state(i, SocketState::Idle, "opened")
-        else {
-            unreachable!("owner said opening")
-        };
-        match what {
-            Opening::Tcp => {
+        let opened = self.sockets[i].transition(i, "opened", |old| match old {
+            SocketState::Opening { what, .. } => {
+                let (new, opened) = Self::opened(conn, what);
+                (new, Some(opened))
+            }
+            other => (other, None),
+        });
+        match opened {
+            None => {}
+            Some(Opened::Tcp) => {
                 let to = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
                 log::info!("socket {i}: connected from {local} to {to}");
                 self.note_socket(i, format!("connected from {local} to {to}"));
-                let stream = Box::new(Stream::new(conn, None));
-                self.sockets[i].set_state(i, SocketState::Open(stream), "connected");
                 // C3.5.2.x names the address the connection reached; the others say OK.
                 let reply = match peer {
                     Some(p) if self.profile.announces_tcp_connect() => {
@@ -381,45 +434,63 @@ impl Module {
                 };
                 self.finish_connect(i, Ok(Answer::Reply(reply)));
             }
-            Opening::Tls(client) => {
+            Some(Opened::Tls) => {
                 log::info!("socket {i}: connected from {local}; TLS handshake");
                 self.note_socket(i, format!("connected from {local}; TLS handshake"));
-                let stream = Box::new(Stream::new(conn, Some(client)));
-                self.sockets[i].set_state(i, SocketState::Handshaking(stream), "connected");
                 self.flush_tls(i, now);
             }
-            Opening::Udp | Opening::UdpServer => {
-                let server = matches!(what, Opening::UdpServer);
+            Some(Opened::Udp { server }) => {
                 log::info!(
                     "socket {i}: UDP {} on {local}",
                     if server { "server" } else { "socket" }
                 );
                 self.note_socket(i, format!("UDP bound on {local}"));
-                let u = UdpSock {
-                    conn,
-                    rx: Default::default(),
-                    tx: Default::default(),
-                    server: server.then(VecDeque::new),
-                };
-                self.sockets[i].set_state(i, SocketState::Udp(Box::new(u)), "bound");
                 if server {
                     self.finish_listen(i, ok());
                 } else {
                     self.finish_connect(i, ok());
                 }
             }
-            Opening::TcpServer { accept_loop, tls } => {
-                let kind = if tls.is_some() { "TLS" } else { "TCP" };
+            Some(Opened::Server { tls }) => {
+                let kind = if tls { "TLS" } else { "TCP" };
                 log::info!("socket {i}: {kind} server on {local}");
                 self.note_socket(i, format!("{kind} server listening on {local}"));
+                self.finish_listen(i, ok());
+            }
+        }
+    }
+
+    /// The state an open under way becomes once the driver has done it.
+    fn opened(conn: ConnId, what: Opening) -> (SocketState, Opened) {
+        match what {
+            Opening::Tcp => (
+                SocketState::Open(Box::new(Stream::new(conn, None))),
+                Opened::Tcp,
+            ),
+            Opening::Tls(client) => (
+                SocketState::Handshaking(Box::new(Stream::new(conn, Some(client)))),
+                Opened::Tls,
+            ),
+            Opening::Udp | Opening::UdpServer => {
+                let server = matches!(what, Opening::UdpServer);
+                let u = UdpSock {
+                    conn,
+                    rx: Default::default(),
+                    tx: Default::default(),
+                    server: server.then(|| Recent::new(super::socket::UDP_SENDERS)),
+                };
+                (SocketState::Udp(Box::new(u)), Opened::Udp { server })
+            }
+            Opening::TcpServer { accept_loop, tls } => {
+                let opened = Opened::Server { tls: tls.is_some() };
                 let l = super::socket::Listener {
                     conn,
                     accept_loop,
                     waiting: VecDeque::new(),
                     tls,
+                    last_client: None,
                 };
-                self.sockets[i].set_state(i, SocketState::Listening(Box::new(l)), "listening");
-                self.finish_listen(i, ok());
+                (SocketState::Listening(Box::new(l)), opened)
             }
         }
     }
@@ -428,10 +499,18 @@ impl Module {
         let Some(Owner::Opening(i)) = self.owner(conn) else {
             return;
         };
-        let SocketState::Opening { what, .. } =
-            self.sockets[i].set_state(i, SocketState::Idle, "open failed")
-        else {
-            unreachable!("owner said opening")
+        // GH80 behaviour: a refused TCP connect says OK now, -1 on the first read or send.
+        let refused_ok = error == ConnectError::Refused && self.cfg.quirks.refused_connect_ok;
+        let what = self.sockets[i].transition(i, "open failed", |old| match old {
+            SocketState::Opening {
+                what: what @ (Opening::Tcp | Opening::Tls(_)),
+                ..
+            } if refused_ok => (SocketState::Ended(Default::default()), Some(what)),
+            SocketState::Opening { what, .. } => (SocketState::Idle, Some(what)),
+            other => (other, None),
+        });
+        let Some(what) = what else {
+            return;
         };
         self.note_socket(i, format!("open failed: {error:?}"));
         let s = &self.sockets[i];
@@ -453,9 +532,7 @@ impl Module {
                     s.remote_ip,
                     s.remote_port
                 );
-                if error == ConnectError::Refused && self.cfg.quirks.refused_connect_ok {
-                    // GH80 behaviour: OK now, -1 on the first read or send.
-                    self.sockets[i].set_state(i, SocketState::Ended(Default::default()), "refused");
+                if refused_ok {
                     self.finish_connect(i, ok());
                 } else {
                     self.finish_connect(i, Err(SocketError::ConnectFailed.into()));
@@ -516,43 +593,53 @@ impl Module {
 
     /// The handshake (and any client-certificate grace) is over: `P6=1` answers OK.
     fn tls_established(&mut self, i: usize) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS established");
-        let SocketState::Handshaking(stream) = old else {
-            self.sockets[i].set_state(i, old, "not handshaking");
-            return;
-        };
-        self.sockets[i].set_state(i, SocketState::Open(stream), "TLS established");
-        self.note_socket(i, "TLS established".to_string());
-        self.finish_connect(i, ok());
+        let done = self.sockets[i].transition(i, "TLS established", |old| match old {
+            SocketState::Handshaking(stream) => (SocketState::Open(stream), true),
+            other => (other, false),
+        });
+        if done {
+            self.note_socket(i, "TLS established".to_string());
+            self.finish_connect(i, ok());
+        }
     }
 
     /// The TLS session broke: during the handshake `P6=1` fails; later the stream ends (`-1`). A
     /// TLS server's candidate client is dropped unannounced and the next one gets its turn.
-    fn tls_failed(&mut self, i: usize, why: &str, now: Instant) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS failed");
-        match old {
-            SocketState::Handshaking(stream) => {
-                let set = stream.tls.as_ref().map_or(0, |t| t.set());
+    fn tls_failed(&mut self, i: usize, why: &TlsFailure, now: Instant) {
+        use SocketState as S;
+        let set_of = |s: &Stream| s.tls.as_ref().map_or(0, |t| t.set());
+        let broke = self.sockets[i].transition(i, "TLS failed", |old| match old {
+            S::Handshaking(stream) => {
+                let set = set_of(&stream);
+                (
+                    S::Idle,
+                    Broke::Handshake {
+                        conn: stream.conn,
+                        set,
+                    },
+                )
+            }
+            S::Open(stream) => (S::Ended(stream.rx), Broke::Connection(stream.conn)),
+            S::Accepting(l, stream, peer) => {
+                let set = set_of(&stream);
+                let conn = stream.conn;
+                (S::Listening(l), Broke::Candidate { conn, set, peer })
+            }
+            S::Serving(l, stream) => (S::ServingEnded(l, stream.rx), Broke::Client(stream.conn)),
+            other => (other, Broke::Nothing),
+        });
+        let conn = match broke {
+            Broke::Handshake { conn, set } => {
                 log::warn!("socket {i}: TLS handshake with set {set} failed: {why}");
                 self.note_socket(i, format!("TLS handshake with set {set} failed: {why}"));
-                self.ops.push_back(NetOp::Close {
-                    conn: stream.conn,
-                    how: CloseHow::Abort,
-                });
-                let advanced = self.sockets[i].tls_verify == 2;
-                self.finish_connect(i, Err(TlsError::Handshake { advanced }.into()));
+                conn
             }
-            SocketState::Open(stream) => {
+            Broke::Connection(conn) => {
                 log::info!("socket {i}: TLS connection ended: {why}");
                 self.note_socket(i, format!("TLS connection ended: {why}"));
-                self.ops.push_back(NetOp::Close {
-                    conn: stream.conn,
-                    how: CloseHow::Abort,
-                });
-                self.sockets[i].set_state(i, SocketState::Ended(stream.rx), "TLS failed");
+                conn
             }
-            SocketState::Accepting(l, stream, peer) => {
-                let set = stream.tls.as_ref().map_or(0, |t| t.set());
+            Broke::Candidate { conn, set, peer } => {
                 log::warn!(
                     "socket {i}: TLS client {peer} failed the handshake with set {set}: {why}; not announced"
                 );
@@ -560,34 +647,42 @@ impl Module {
                     i,
                     format!("TLS client {peer} failed the handshake with set {set}: {why}"),
                 );
-                self.ops.push_back(NetOp::Close {
-                    conn: stream.conn,
-                    how: CloseHow::Abort,
-                });
-                self.sockets[i].set_state(i, SocketState::Listening(l), "TLS client failed");
-                self.promote(i, now);
+                conn
             }
-            SocketState::Serving(l, stream) => {
+            Broke::Client(conn) => {
                 log::info!("socket {i}: TLS client connection ended: {why}");
                 self.note_socket(i, format!("TLS client connection ended: {why}"));
-                self.ops.push_back(NetOp::Close {
-                    conn: stream.conn,
-                    how: CloseHow::Abort,
-                });
-                let ended = SocketState::ServingEnded(l, stream.rx);
-                self.sockets[i].set_state(i, ended, "TLS failed");
+                conn
             }
-            other => {
-                self.sockets[i].set_state(i, other, "TLS failed");
+            Broke::Nothing => return,
+        };
+        self.ops.push_back(NetOp::Close {
+            conn,
+            how: CloseHow::Abort,
+        });
+        match broke {
+            Broke::Handshake { .. } => {
+                let advanced = self.sockets[i].tls_verify == TlsVerify::Required;
+                self.finish_connect(i, Err(TlsError::Handshake { advanced }.into()));
             }
+            Broke::Candidate { .. } => self.promote(i, now),
+            _ => {}
         }
     }
 
     /// The peer sent close_notify: its data is read, then `-1`; our side closes too.
     fn tls_peer_closed(&mut self, i: usize, now: Instant) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS close_notify");
-        // Answer close_notify with ours; what was received stays readable.
-        let close = |m: &mut Module, stream: Box<Stream>| {
+        use SocketState as S;
+        if matches!(
+            self.sockets[i].state(),
+            S::Handshaking(_) | S::Accepting(..)
+        ) {
+            self.tls_failed(i, &TlsFailure::ClosedInHandshake, now);
+            return;
+        }
+        // What was received stays readable; the rest of the stream closes, answering the peer's
+        // close_notify with ours.
+        let split = |stream: Box<Stream>| {
             let Stream { conn, rx, tls, .. } = *stream;
             let closing = Stream {
                 conn,
@@ -595,28 +690,23 @@ impl Module {
                 tx: Default::default(),
                 tls,
             };
-            m.close_stream(closing, CloseHow::Drain, now);
-            rx
+            (rx, closing)
         };
-        match old {
-            SocketState::Open(stream) => {
+        let closing = self.sockets[i].transition(i, "TLS close_notify", |old| match old {
+            S::Open(stream) => {
                 log::info!("socket {i}: peer closed the TLS session");
-                let rx = close(self, stream);
-                self.sockets[i].set_state(i, SocketState::Ended(rx), "TLS close_notify");
+                let (rx, closing) = split(stream);
+                (S::Ended(rx), Some(closing))
             }
-            SocketState::Serving(l, stream) => {
+            S::Serving(l, stream) => {
                 log::info!("socket {i}: the current client closed its TLS session");
-                let rx = close(self, stream);
-                let ended = SocketState::ServingEnded(l, rx);
-                self.sockets[i].set_state(i, ended, "TLS close_notify");
+                let (rx, closing) = split(stream);
+                (S::ServingEnded(l, rx), Some(closing))
             }
-            SocketState::Handshaking(_) | SocketState::Accepting(..) => {
-                self.sockets[i].set_state(i, old, "TLS close_notify");
-                self.tls_failed(i, "peer closed the TLS session during the handshake", now);
-            }
-            other => {
-                self.sockets[i].set_state(i, other, "TLS close_notify");
-            }
+            other => (other, None),
+        });
+        if let Some(closing) = closing {
+            self.close_stream(closing, CloseHow::Drain, now);
         }
     }
 
@@ -646,7 +736,7 @@ impl Module {
             };
             if late {
                 let ms = self.cfg.timing.connect_timeout_ms;
-                self.tls_failed(i, &format!("no TLS handshake within {ms} ms"), now);
+                self.tls_failed(i, &TlsFailure::HandshakeTimeout { ms }, now);
             }
             let due = match self.sockets[i].state_mut() {
                 SocketState::Handshaking(st) => match st.tls.as_mut() {
@@ -672,42 +762,39 @@ impl Module {
         }
         match self.owner(conn) {
             Some(Owner::Stream(i)) => {
-                let old = self.sockets[i].set_state(i, SocketState::Idle, "peer closed");
-                match old {
-                    SocketState::Handshaking(_) | SocketState::Accepting(..) => {
-                        self.sockets[i].set_state(i, old, "peer closed");
-                        self.tls_failed(
-                            i,
-                            "peer closed the connection during the TLS handshake",
-                            now,
-                        );
-                        // The network has closed it already: no Close names it (found by the
-                        // `module` fuzz target).
-                        self.ops
-                            .retain(|op| !matches!(op, NetOp::Close { conn: c, .. } if *c == conn));
-                    }
-                    SocketState::Open(stream) => {
+                use SocketState as S;
+                if matches!(
+                    self.sockets[i].state(),
+                    S::Handshaking(_) | S::Accepting(..)
+                ) {
+                    self.tls_failed(i, &TlsFailure::DroppedInHandshake, now);
+                    // The network has closed it already: no Close names it (found by the
+                    // `module` fuzz target).
+                    self.ops
+                        .retain(|op| !matches!(op, NetOp::Close { conn: c, .. } if *c == conn));
+                    return;
+                }
+                let note = self.sockets[i].transition(i, "peer closed", |old| match old {
+                    S::Open(stream) => {
                         log::info!("socket {i}: connection ended: {reason:?}");
-                        self.note_socket(i, format!("connection ended: {reason:?}"));
-                        self.sockets[i].set_state(i, SocketState::Ended(stream.rx), "peer closed");
+                        (S::Ended(stream.rx), Some("connection ended"))
                     }
-                    SocketState::Serving(l, stream) => {
+                    S::Serving(l, stream) => {
                         log::info!("socket {i}: current client left: {reason:?}");
-                        self.note_socket(i, format!("client left: {reason:?}"));
-                        let new = SocketState::ServingEnded(l, stream.rx);
-                        self.sockets[i].set_state(i, new, "client left");
+                        (S::ServingEnded(l, stream.rx), Some("client left"))
                     }
-                    other => {
-                        self.sockets[i].set_state(i, other, "peer closed");
-                    }
+                    other => (other, None),
+                });
+                if let Some(what) = note {
+                    self.note_socket(i, format!("{what}: {reason:?}"));
                 }
             }
             Some(Owner::Udp(i)) => {
                 log::info!("socket {i}: UDP socket ended: {reason:?}");
-                let old = self.sockets[i].set_state(i, SocketState::Idle, "closed");
-                if let SocketState::Udp(u) = old {
-                    self.sockets[i].set_state(i, SocketState::Ended(u.rx), "closed");
-                }
+                self.sockets[i].transition(i, "closed", |old| match old {
+                    SocketState::Udp(u) => (SocketState::Ended(u.rx), ()),
+                    other => (other, ()),
+                });
             }
             Some(Owner::Waiting(i)) => {
                 if let Some(w) = self.sockets[i]
@@ -751,7 +838,7 @@ impl Module {
         self.abort_socket(i, "connect timed out");
         Err(if handshaking {
             TlsError::Handshake {
-                advanced: self.sockets[i].tls_verify == 2,
+                advanced: self.sockets[i].tls_verify == TlsVerify::Required,
             }
             .into()
         } else if proto.is_datagram() {

@@ -16,6 +16,17 @@ use crate::iwin::reply::Reply;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
+/// An `S3` whose payload does not fit the send window yet: `rest` goes out as room opens; at the
+/// deadline (`S2`) the reply is what was accepted.
+#[derive(Debug)]
+pub(super) struct Sending {
+    pub(super) socket: usize,
+    pub(super) conn: ConnId,
+    pub(super) rest: Vec<u8>,
+    pub(super) accepted: usize,
+    pub(super) deadline: Instant,
+}
+
 /// Most bytes a TLS record adds to the plaintext it carries (header, nonce, tag, content type).
 const TLS_RECORD_OVERHEAD: usize = 64;
 
@@ -83,12 +94,13 @@ impl Module {
             SocketState::Idle if s.protocol.is_datagram() => Reply::ok(),
             SocketState::Idle | SocketState::Ended(_) => Reply::Closed(Mnemonic::R0),
             SocketState::ServingEnded(..) => {
-                let old = s.set_state(i, SocketState::Idle, "-1 read");
-                let SocketState::ServingEnded(l, _) = old else {
-                    unreachable!("matched above")
-                };
-                let accept_loop = l.accept_loop;
-                s.set_state(i, SocketState::Listening(l), "-1 read");
+                let accept_loop = s.transition(i, "-1 read", |old| match old {
+                    SocketState::ServingEnded(l, _) => {
+                        let accept_loop = l.accept_loop;
+                        (SocketState::Listening(l), accept_loop)
+                    }
+                    other => (other, false),
+                });
                 if accept_loop {
                     self.promote(i, now);
                 }
@@ -129,36 +141,35 @@ impl Module {
             0 => S2_MAX_MS,
             ms => ms,
         };
-        let busy = Busy::Send {
+        let job = Sending {
             socket: i,
             conn,
             rest: data,
             accepted: 0,
             deadline: now + Duration::from_millis(wait as u64),
         };
-        match self.push_send(busy, to) {
+        match self.push_send(job, to) {
             Ok(accepted) => {
                 debug_assert_eq!(accepted, len);
                 payload(accepted.to_string())
             }
-            Err(busy) => {
+            Err(job) => {
                 log::debug!("socket {i}: send window full; S3 waits up to {wait} ms");
-                Ok(Answer::Wait(busy))
+                Ok(Answer::Wait(Busy::Send(job)))
             }
         }
     }
 
     /// Room opened (or the connection went away): go on with a waiting `S3`.
     pub(super) fn continue_send(&mut self) {
-        let (i, conn, accepted) = match &self.busy {
-            Some(Busy::Send {
-                socket,
-                conn,
-                accepted,
-                ..
-            }) => (*socket, *conn, *accepted),
-            _ => return,
+        let job = match self.busy.take() {
+            Some(Busy::Send(job)) => job,
+            other => {
+                self.busy = other;
+                return;
+            }
         };
+        let (i, conn, accepted) = (job.socket, job.conn, job.accepted);
         let s = &self.sockets[i];
         let alive = match s.state() {
             SocketState::Open(st) | SocketState::Serving(_, st) => st.conn == conn,
@@ -177,38 +188,26 @@ impl Module {
             };
             return self.finish(step);
         }
-        let Some(busy) = self.busy.take() else {
-            unreachable!("checked above")
-        };
-        let s = &self.sockets[i];
         let to = s
             .protocol
             .is_datagram()
             .then(|| SocketAddrV4::new(s.remote_ip, s.remote_port));
-        match self.push_send(busy, to) {
+        match self.push_send(job, to) {
             Ok(accepted) => self.conclude(payload(accepted.to_string())),
-            Err(busy) => self.busy = Some(busy),
+            Err(job) => self.busy = Some(Busy::Send(job)),
         }
     }
 
-    /// Hand as much of a `Busy::Send` to the driver as the window takes: `Ok(total accepted)` when
-    /// all of it went, else the rest to wait with.
-    fn push_send(&mut self, busy: Busy, to: Option<SocketAddrV4>) -> Result<usize, Busy> {
-        let Busy::Send {
-            socket: i,
-            conn,
-            mut rest,
-            mut accepted,
-            deadline,
-        } = busy
-        else {
-            unreachable!("only sends are pushed")
-        };
+    /// Hand as much of `job` to the driver as the window takes: `Ok(total accepted)` when all of
+    /// it went, else the rest to wait with.
+    fn push_send(&mut self, mut job: Sending, to: Option<SocketAddrV4>) -> Result<usize, Sending> {
+        let i = job.socket;
         let (room, tls) = match self.sockets[i].state() {
             SocketState::Open(st) | SocketState::Serving(_, st) => (st.tx.room(), st.tls.is_some()),
             SocketState::Udp(u) => (u.tx.room(), false),
             _ => (0, false),
         };
+        let rest = &mut job.rest;
         let take = if to.is_some() {
             // A datagram goes whole or not at all.
             if room >= rest.len() {
@@ -231,18 +230,12 @@ impl Module {
                 _ => chunk,
             };
             self.transmit(i, wire, to);
-            accepted += take;
+            job.accepted += take;
         }
-        if rest.is_empty() {
-            Ok(accepted)
+        if job.rest.is_empty() {
+            Ok(job.accepted)
         } else {
-            Err(Busy::Send {
-                socket: i,
-                conn,
-                rest,
-                accepted,
-                deadline,
-            })
+            Err(job)
         }
     }
 
@@ -273,16 +266,14 @@ impl Module {
 
     /// A datagram arrived: a UDP server announces a sender it has not heard lately.
     pub(super) fn on_datagram(&mut self, conn: ConnId, data: Vec<u8>, from: SocketAddrV4) {
-        let Some(i) = self
-            .sockets
-            .iter()
-            .position(|s| matches!(s.state(), SocketState::Udp(u) if u.conn == conn))
-        else {
+        let Some((port, u)) = self.sockets.iter_mut().find_map(|s| {
+            let port = s.local_port;
+            match s.state_mut() {
+                SocketState::Udp(u) if u.conn == conn => Some((port, u)),
+                _ => None,
+            }
+        }) else {
             return;
-        };
-        let port = self.sockets[i].local_port;
-        let SocketState::Udp(u) = self.sockets[i].state_mut() else {
-            unreachable!("found above")
         };
         let new_sender = u.heard(from);
         u.rx.push_datagram(data, from);

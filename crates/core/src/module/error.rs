@@ -1,5 +1,5 @@
 //! Why a command failed (layer: core). Each area of the module has its own small error enum; the
-//! module's log says the detailed reason, and [`Error::reply`] — the one function that knows the
+//! module's log says the detailed reason, and `Error::reply` — the one function that knows the
 //! wire texts of failures — turns an error into the reply the firmware sends.
 
 use crate::iwin::command::{Mnemonic, ParseError};

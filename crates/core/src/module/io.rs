@@ -12,18 +12,39 @@
 //!   connection at once (`Reset`: with an RST) and is never answered. After a `Close` no other event names the connection.
 //! - The driver never times anything out: every deadline is a core timer ([`crate::module::Module::poll_timeout`]).
 
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-/// Identifies one network connection (or UDP socket) for its whole life. Never reused, so a late event
-/// for a connection the core already dropped is recognised and ignored.
-pub type ConnId = u64;
+/// Ids the core hands out (one counter for all, so no two are equal whatever their kind); each kind
+/// is its own type, so one cannot be passed where another is meant. Display shows the number.
+macro_rules! ids {
+    ($($(#[$doc:meta])* $name:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+            pub struct $name(pub u64);
 
-/// Identifies one DNS query or ping.
-pub type QueryId = u64;
+            impl std::fmt::Display for $name {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    self.0.fmt(f)
+                }
+            }
+        )*
+    };
+}
 
-/// Identifies one `Send`; `Sent` echoes it.
-pub type SendSeq = u64;
+ids! {
+    /// Identifies one network connection (or UDP socket) for its whole life. Never reused, so a late
+    /// event for a connection the core already dropped is recognised and ignored.
+    ConnId;
+    /// Identifies one DNS query or ping.
+    QueryId;
+    /// Identifies one `Send`; `Sent` echoes it.
+    SendSeq;
+    /// Identifies one store write; [`crate::module::Module::handle_stored`] names it.
+    StoreReq;
+}
 
 /// Unanswered send bytes the core allows per connection: the emulated socket send buffer.
 pub const SEND_WINDOW: usize = 64 * 1024;
@@ -87,8 +108,8 @@ pub enum NetOp {
     Close { conn: ConnId, how: CloseHow },
 }
 
-/// Set in the ids the driver gives accepted connections.
-pub const ACCEPTED_BIT: ConnId = 1 << 63;
+/// Set in the ids the driver gives accepted connections (`ConnId(ACCEPTED_BIT | n)`).
+pub const ACCEPTED_BIT: u64 = 1 << 63;
 
 /// Why a connection attempt failed (the log carries the detail; the wire reply follows the kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,26 +118,110 @@ pub enum ConnectError {
     Unreachable,
     TimedOut,
     AddrInUse,
+    /// Anything else: what the system said.
     Other(String),
 }
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Refused => f.write_str("connection refused"),
+            ConnectError::Unreachable => f.write_str("network or host unreachable"),
+            ConnectError::TimedOut => f.write_str("timed out"),
+            ConnectError::AddrInUse => f.write_str("address in use"),
+            ConnectError::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// Orderly end of stream from the peer.
     PeerClosed,
-    /// Reset or any IO error.
+    /// Reset or any IO error: what the system said.
     Error(String),
     /// A `Close { how: Drain }` completed.
     Drained,
 }
+
+/// Why a name lookup ([`NetOp::Resolve`]) found no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// The system resolver failed: what it said.
+    Lookup(String),
+    /// The name has addresses, none of them IPv4.
+    NoIpv4,
+    /// No worker took the lookup (all busy and the queue full, or none left): why.
+    Refused(String),
+    /// A fault (`dns.fail`) made it fail.
+    Fault,
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::Lookup(why) => f.write_str(why),
+            ResolveError::NoIpv4 => f.write_str("no IPv4 address"),
+            ResolveError::Refused(why) => write!(f, "not started: {why}"),
+            ResolveError::Fault => f.write_str("failed by a fault"),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+/// Why a ping ([`NetOp::Ping`]) could not run at all (a lost reply is not an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingError {
+    /// No ICMP socket could be opened (neither datagram nor raw): why.
+    NoSocket(String),
+    /// The socket failed before the first request went out: what the system said.
+    Io(String),
+    /// No worker took the ping (all busy and the queue full, or none left): why.
+    Refused(String),
+}
+
+impl fmt::Display for PingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PingError::NoSocket(why) => write!(f, "no ICMP socket: {why}"),
+            PingError::Io(why) => f.write_str(why),
+            PingError::Refused(why) => write!(f, "not started: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PingError {}
+
+/// Why a store write ([`StoreOp`]) was not made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// The module runs without a store.
+    NoStore,
+    /// Writing `path` failed: what the system said.
+    Io { path: String, why: String },
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::NoStore => f.write_str("no certificate store"),
+            WriteError::Io { path, why } => write!(f, "{path}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
 
 /// Something that happened on the network side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
     Resolved {
         query: QueryId,
-        result: Result<Ipv4Addr, String>,
+        result: Result<Ipv4Addr, ResolveError>,
     },
     /// The connection is established (TCP), the UDP socket is bound, or the listener listens; `local`
     /// is its local address, `peer` the far end of a TCP connection (None for the other two).
@@ -155,11 +260,11 @@ pub enum NetEvent {
         conn: ConnId,
         peer: SocketAddrV4,
     },
-    /// The round trip of each echo request in order (None: no reply in time). `Err` when no ICMP
-    /// socket could be opened at all (the text says why).
+    /// The round trip of each echo request in order (None: no reply in time). `Err` when the
+    /// ping could not run at all.
     PingDone {
         query: QueryId,
-        result: Result<Vec<Option<Duration>>, String>,
+        result: Result<Vec<Option<Duration>>, PingError>,
     },
 }
 
@@ -185,17 +290,17 @@ impl NetEvent {
 pub enum StoreOp {
     /// One item of a certificate set (`PG`).
     Item {
-        req: u64,
+        req: StoreReq,
         set: usize,
-        item: crate::module::certs::Item,
+        item: crate::item::Item,
         data: Vec<u8>,
     },
     /// The saved settings (`Z1`), as [`crate::module::Module`] serialises them.
-    Settings { req: u64, data: Vec<u8> },
+    Settings { req: StoreReq, data: Vec<u8> },
 }
 
 impl StoreOp {
-    pub fn req(&self) -> u64 {
+    pub fn req(&self) -> StoreReq {
         match self {
             StoreOp::Item { req, .. } | StoreOp::Settings { req, .. } => *req,
         }

@@ -7,14 +7,14 @@
 //! behaviour is testable with byte strings and a fake clock.
 //!
 //! One command executes at a time (the host must wait for a reply, spec §2.2). A command that needs
-//! the network or emulated time leaves a [`Busy`] state with a deadline; bytes that arrive meanwhile
-//! stay in the framer, up to [`SERIAL_IN_LIMIT`], and then the driver stops reading the line.
+//! the network or emulated time leaves a `Busy` state with a deadline; bytes that arrive meanwhile
+//! stay in the framer, up to `SERIAL_IN_LIMIT`, and then the driver stops reading the line.
 //!
-//! Every byte the module writes goes through one [`Wire`] (the reply envelope of the firmware
+//! Every byte the module writes goes through one `Wire` (the reply envelope of the firmware
 //! profile and bus: C6.2.1.8's 12-byte OK, SPI's 0x15 padding and boot cursor, the `-1` form).
 //!
 //! The areas of the module each own their state and commands: [`system`], [`station`], [`ap`],
-//! [`ping`], [`client`] (sockets, `R0`/`S3` in [`data`]), [`server`], [`certs`] and [`tls`]. This
+//! [`ping`], `client` (sockets, `R0`/`S3` in `data`), `server`, [`certs`] and [`tls`]. This
 //! file holds what they share: the command loop, the dispatcher, replies, events and timers.
 
 pub mod ap;
@@ -24,6 +24,7 @@ mod data;
 pub mod error;
 pub mod io;
 pub mod ping;
+mod recent;
 pub mod saved;
 mod server;
 pub mod socket;
@@ -32,15 +33,17 @@ pub mod system;
 pub mod tls;
 
 use crate::config::{Bus, Config, EventMode};
+use crate::item::Item;
 use crate::iwin::command::{self, Command, Mnemonic, ParseError, SystemCmd};
 use crate::iwin::framer::{Frame, Framer};
 use crate::iwin::profile::{FwVersion, Profile};
 use crate::iwin::reply::{Reason, Reply, Wire};
 use ap::SoftAp;
-use certs::{Certs, Item};
+use certs::Certs;
 use error::Error;
-use io::{CloseHow, ConnId, NetEvent, NetOp, QueryId, StoreOp};
+use io::{CloseHow, ConnId, NetEvent, NetOp, QueryId, StoreOp, StoreReq, WriteError};
 use ping::PingSettings;
+use recent::Recent;
 use socket::Socket;
 use station::Station;
 use std::collections::VecDeque;
@@ -48,7 +51,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use system::System;
 
-pub use tls::pem_check;
+pub use tls::{pem_check, PemError};
 
 /// Bytes the host may write ahead of the command being executed; beyond this the driver stops
 /// reading the serial line, so the host's writes block as with hardware flow control.
@@ -115,18 +118,11 @@ enum Busy {
         counted: bool,
         deadline: Instant,
     },
-    /// `S3` whose payload does not fit the send window yet: `rest` goes out as room opens; at the
-    /// deadline (`S2`) the reply is what was accepted.
-    Send {
-        socket: usize,
-        conn: ConnId,
-        rest: Vec<u8>,
-        accepted: usize,
-        deadline: Instant,
-    },
+    /// `S3` whose payload does not fit the send window yet.
+    Send(data::Sending),
     /// `PG`/`Z1` waiting for the store to make the data durable.
     Store {
-        req: u64,
+        req: StoreReq,
         what: Durable,
         deadline: Instant,
     },
@@ -149,7 +145,7 @@ impl Busy {
             Busy::Connect { .. } => "connect",
             Busy::Listen { .. } => "listen",
             Busy::Read { .. } => "read",
-            Busy::Send { .. } => "send",
+            Busy::Send(_) => "send",
             Busy::Store { .. } => "store",
             Busy::Ping { .. } => "ping",
         }
@@ -164,7 +160,7 @@ impl Busy {
             | Busy::Connect { deadline, .. }
             | Busy::Listen { deadline, .. }
             | Busy::Read { deadline, .. }
-            | Busy::Send { deadline, .. }
+            | Busy::Send(data::Sending { deadline, .. })
             | Busy::Store { deadline, .. }
             | Busy::Ping { deadline, .. } => *deadline,
         }
@@ -257,6 +253,21 @@ pub struct WifiFaults {
     pub seed: u64,
 }
 
+/// A fault the module applied itself (from its [`WifiFaults`]), for the fault layer to count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultFired {
+    /// `wifi.join-fail`: joining `ssid` failed by chance.
+    JoinFail { ssid: String },
+}
+
+impl std::fmt::Display for FaultFired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FaultFired::JoinFail { ssid } => write!(f, "wifi.join-fail: joining {ssid:?} fails"),
+        }
+    }
+}
+
 /// The module's wall clock: the driver says once what `Instant` corresponds to what Unix time, and
 /// the core derives the rest (for certificate validity), so it never reads a clock.
 #[derive(Debug, Clone, Copy)]
@@ -293,8 +304,8 @@ pub struct Module {
     ap: SoftAp,
     sockets: [Socket; 4],
     current: usize,
-    /// Host names resolved by `D0`, newest last: the TLS layer sends them as SNI.
-    names: VecDeque<(Ipv4Addr, String)>,
+    /// Host names resolved by `D0`: the TLS layer sends them as SNI.
+    names: Recent<Ipv4Addr, String>,
     /// Connections closing gracefully, and when they are aborted if still not done.
     draining: VecDeque<(ConnId, Instant)>,
     certs: Certs,
@@ -303,7 +314,9 @@ pub struct Module {
     saved: Option<Vec<u8>>,
     /// A store write whose command ended before it did (timeout, reset): if it still succeeds,
     /// the data is on flash, and the module must know.
-    orphan_store: Option<(u64, Durable)>,
+    orphan_store: Option<(StoreReq, Durable)>,
+    /// The store write rewriting settings saved in the first format as TOML, until it is answered.
+    rewriting: Option<StoreReq>,
     /// The baud rate in effect on the line (`U0` applies the staged `U2` rate).
     line_baud: u32,
     /// Changes to the line the driver must make, in order with the output before them.
@@ -315,7 +328,7 @@ pub struct Module {
     wifi_faults: WifiFaults,
     wifi_rng: crate::rng::Rng,
     /// Faults the module applied, for the fault layer's counts.
-    faults_fired: VecDeque<String>,
+    faults_fired: VecDeque<FaultFired>,
     /// Commands executed since power-up (for `module.reset after=N`).
     commands: u64,
 }
@@ -405,12 +418,13 @@ impl Module {
             ap: SoftAp::power_on(config.network.ap_ip),
             sockets: Default::default(),
             current: 0,
-            names: VecDeque::new(),
+            names: Recent::new(MAX_NAMES),
             draining: VecDeque::new(),
             certs: Certs::new(profile.default_aws_set()),
             ping: PingSettings::default(),
             saved: None,
             orphan_store: None,
+            rewriting: None,
             line_baud: config.module.baud,
             line_ops: VecDeque::new(),
             trace: None,
@@ -500,7 +514,7 @@ impl Module {
 
     /// The driver took the output ([`Module::take_serial`]) and the line ops
     /// ([`Module::poll_line_op`]): commands that waited for room in the output (see
-    /// [`SERIAL_OUT_LIMIT`]) or for a line change run now.
+    /// `SERIAL_OUT_LIMIT`) or for a line change run now.
     pub fn handle_output_taken(&mut self, now: Instant) {
         self.last_now = now;
         self.pump(now);
@@ -561,8 +575,8 @@ impl Module {
         self.pump(now);
     }
 
-    /// A fault the module applied since the last call (`<kind>: <what>`).
-    pub fn poll_fault_fired(&mut self) -> Option<String> {
+    /// A fault the module applied since the last call.
+    pub fn poll_fault_fired(&mut self) -> Option<FaultFired> {
         self.faults_fired.pop_front()
     }
 
@@ -571,7 +585,7 @@ impl Module {
         self.commands
     }
 
-    fn fault_fired(&mut self, what: String) {
+    fn fault_fired(&mut self, what: FaultFired) {
         log::info!("fault {what}");
         self.note(self.last_now, format!("fault {what}"));
         if self.faults_fired.len() < 64 {
@@ -617,8 +631,9 @@ impl Module {
         self.saved = saved;
         self.out.clear();
         self.power_on_settings();
+        self.rewrite_legacy_saved();
         // Boot applies the saved UART rate; the driver reads it before serving.
-        self.line_baud = self.sys.baud;
+        self.line_baud = self.sys.settings.baud;
         self.boot_output();
         self.auto_join();
     }
@@ -634,8 +649,12 @@ impl Module {
     }
 
     /// Result of a [`StoreOp`]: the data is durable (Ok) or could not be written.
-    pub fn handle_stored(&mut self, req: u64, result: Result<(), String>, now: Instant) {
+    pub fn handle_stored(&mut self, req: StoreReq, result: Result<(), WriteError>, now: Instant) {
         self.last_now = now;
+        if self.rewriting == Some(req) {
+            self.rewriting = None;
+            return self.rewritten(result);
+        }
         match self.busy.take() {
             Some(Busy::Store { req: r, what, .. }) if r == req => {
                 let step = self.stored(what, result);
@@ -818,12 +837,12 @@ impl Module {
             Busy::Listen { socket, .. } => self.listen_timed_out(socket),
             Busy::Read { counted: false, .. } => ok(),
             Busy::Read { counted: true, .. } => payload("0000"),
-            Busy::Send {
+            Busy::Send(data::Sending {
                 socket,
                 accepted,
                 rest,
                 ..
-            } => {
+            }) => {
                 log::warn!(
                     "socket {socket}: S3 send window still full after S2; {accepted} bytes accepted, {} dropped",
                     rest.len()
@@ -860,7 +879,7 @@ impl Module {
                     self.reply(r);
                 }
             }
-            Some(Busy::Send { .. }) => self.continue_send(),
+            Some(Busy::Send(_)) => self.continue_send(),
             _ => {}
         }
     }
@@ -874,16 +893,18 @@ impl Module {
     // ---- output -------------------------------------------------------------------------------
 
     fn reply(&mut self, r: Reply) {
-        let bytes = self.wire.encode(&r, self.sys.mt);
+        let bytes = self.wire.encode(&r, self.sys.settings.mt);
         log::debug!("rsp  {}", bytes.escape_ascii());
         self.emit(&bytes, None);
     }
 
     /// Reply with a payload that holds a secret: the log shows `log_form` instead.
     fn reply_secret(&mut self, r: Reply, log_form: &[u8]) {
-        let bytes = self.wire.encode(&r, self.sys.mt);
+        let bytes = self.wire.encode(&r, self.sys.settings.mt);
         log::debug!("rsp  {} (secret hidden)", log_form.escape_ascii());
-        let shown = self.wire.encode(&Reply::Ok(log_form.to_vec()), self.sys.mt);
+        let shown = self
+            .wire
+            .encode(&Reply::Ok(log_form.to_vec()), self.sys.settings.mt);
         self.emit(&bytes, Some(&shown));
     }
 
@@ -907,8 +928,11 @@ impl Module {
             EventClass::Server => 2,
             EventClass::Link => 0,
         };
-        if self.sys.suppress & bit != 0 {
-            log::debug!("event suppressed by MS={}: {message}", self.sys.suppress);
+        if self.sys.settings.suppress & bit != 0 {
+            log::debug!(
+                "event suppressed by MS={}: {message}",
+                self.sys.settings.suppress
+            );
             return;
         }
         log::info!("event {message}");
@@ -984,10 +1008,11 @@ impl Module {
         }
     }
 
-    fn next_id(&mut self) -> u64 {
+    /// A fresh id of the kind `make` builds (`self.next_id(ConnId)`).
+    fn next_id<T>(&mut self, make: fn(u64) -> T) -> T {
         let id = self.next_id;
         self.next_id += 1;
-        id
+        make(id)
     }
 
     // ---- connections shared by the areas -------------------------------------------------------
@@ -1022,19 +1047,11 @@ impl Module {
 
     /// Remember the name `D0` resolved for `ip` (the newest wins; bounded).
     fn remember_name(&mut self, ip: Ipv4Addr, name: String) {
-        self.names.retain(|(a, _)| *a != ip);
-        if self.names.len() >= MAX_NAMES {
-            self.names.pop_front();
-        }
-        self.names.push_back((ip, name));
+        self.names.touch(ip, name);
     }
 
     fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
-        self.names
-            .iter()
-            .rev()
-            .find(|(a, _)| *a == ip)
-            .map(|(_, n)| n.clone())
+        self.names.get(&ip).cloned()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Ping area (layer: core): `T1`/`T2`/`T3` settings, `T0` (the echoes themselves run in the driver's
 //! worker pool) and `T?`. Pure.
 
-use super::io::{NetOp, QueryId};
+use super::io::{NetOp, PingError, QueryId};
 use super::{ok, payload, Answer, Busy, Module, Step};
 use crate::iwin::command::PingCmd;
 use std::net::Ipv4Addr;
@@ -67,7 +67,7 @@ impl Module {
             log::warn!("ping {target}: no network or no target (T1)");
             return payload(reply_text(target, &vec![None; count as usize]));
         }
-        let query = self.next_id();
+        let query = self.next_id(QueryId);
         let interval = Duration::from_millis(delay_ms as u64);
         let timeout = Duration::from_secs(1);
         self.ops.push_back(NetOp::Ping {
@@ -88,7 +88,7 @@ impl Module {
     pub(super) fn on_ping(
         &mut self,
         query: QueryId,
-        result: Result<Vec<Option<Duration>>, String>,
+        result: Result<Vec<Option<Duration>>, PingError>,
     ) {
         let Some(Busy::Ping {
             query: q,

@@ -9,28 +9,64 @@
 //! A client that fails its handshake (or does not finish it within `connect_timeout_ms`) is
 //! closed unannounced, the reason logged, and the next waiting client gets its turn. Pure.
 
+use super::client::Release;
 use super::error::{ServerError, TlsError};
 use super::io::{CloseHow, ConnId, NetOp};
-use super::socket::{Opening, Protocol, SocketState, Stream, Waiting};
+use super::socket::{Listener, Opening, RxQueue, SocketState, Stream, Waiting};
 use super::tls::{SetupError, TlsSession};
 use super::{ok, Answer, Busy, EventClass, Module, Step};
-use crate::iwin::command::ServerCmd;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use crate::config::KeyLogSink;
+use crate::iwin::command::{AcceptLoop, Protocol, ServerCmd, ServerMode};
+use rustls::pki_types::UnixTime;
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
+
+/// What stopping a server let go of (see [`Module::stop_server`]).
+enum Stopped {
+    /// A TCP server: its listener (waiting clients inside) and its current client (or TLS
+    /// candidate), if any, with how it closes.
+    Tcp(Box<Listener>, Option<(Release, CloseHow)>),
+    Udp(ConnId),
+    Nothing,
+}
+
+/// What became of the next waiting client (see [`Module::promote`]).
+enum Promoted {
+    /// No client waits (or the server has one already).
+    Nobody,
+    /// It is current now (to be announced).
+    Current(SocketAddrV4),
+    /// A TLS client that left before its turn.
+    Gone(SocketAddrV4),
+    /// A TLS client whose session could not be set up (its connection is to be closed).
+    NoSession {
+        conn: ConnId,
+        peer: SocketAddrV4,
+        error: SetupError,
+    },
+    /// A TLS client whose handshake runs now: `rx` holds what it sent while it waited.
+    Handshake {
+        conn: ConnId,
+        peer: SocketAddrV4,
+        set: usize,
+        rx: RxQueue,
+    },
+}
 
 impl Module {
     pub(super) fn server_command(&mut self, cmd: ServerCmd, now: Instant) -> Step {
         let i = self.current;
         match cmd {
-            ServerCmd::Server(0) => {
+            ServerCmd::Server(ServerMode::Stop) => {
                 self.stop_server(i, now);
                 ok()
             }
-            ServerCmd::Server(10) => {
+            ServerCmd::Server(ServerMode::NextClient) => {
                 self.next_client(i, now);
                 ok()
             }
-            ServerCmd::Server(mode) => self.start_server(i, mode == 11, now),
+            ServerCmd::Server(ServerMode::Start) => self.start_server(i, false, now),
+            ServerCmd::Server(ServerMode::StartMulti) => self.start_server(i, true, now),
             ServerCmd::AcceptLoop(v) => {
                 let state = self.sockets[i].state_mut();
                 let is_udp_server = matches!(state, SocketState::Udp(u) if u.server.is_some());
@@ -41,9 +77,10 @@ impl Module {
                     return Err(ServerError::NotServing.into());
                 };
                 match v {
-                    0 | 1 => l.accept_loop = v == 1,
-                    2 => self.close_current(i, now),
-                    _ => self.next_client(i, now),
+                    AcceptLoop::Off => l.accept_loop = false,
+                    AcceptLoop::On => l.accept_loop = true,
+                    AcceptLoop::CloseClient => self.close_current(i, now),
+                    AcceptLoop::NextClient => self.next_client(i, now),
                 }
                 ok()
             }
@@ -74,7 +111,7 @@ impl Module {
             return Err(ServerError::StartFailed.into());
         }
         let local = SocketAddrV4::new(self.server_ip(), self.sockets[i].local_port);
-        let conn = self.next_id();
+        let conn = self.next_id(ConnId);
         let s = &self.sockets[i];
         let (op, what) = match s.protocol {
             Protocol::Tcp => (
@@ -126,7 +163,7 @@ impl Module {
             }
         };
         log::info!("socket {i}: {op:?}");
-        self.sockets[i].set_state(i, SocketState::Opening { conn, what }, "P5");
+        self.sockets[i].transition(i, "P5", |_| (SocketState::Opening { conn, what }, ()));
         self.ops.push_back(op);
         let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
         Ok(Answer::Wait(Busy::Listen {
@@ -137,57 +174,61 @@ impl Module {
 
     /// `P5=0`: stop serving; the current client is closed gracefully, the rest at once.
     fn stop_server(&mut self, i: usize, now: Instant) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, "P5=0");
-        let (listener, current) = match old {
-            SocketState::Listening(l) | SocketState::ServingEnded(l, _) => (l, None),
-            SocketState::Serving(l, s) => (l, Some(s)),
-            SocketState::Accepting(l, s, _) => {
-                self.close_conn(s.conn, CloseHow::Abort, now);
-                (l, None)
+        use SocketState as S;
+        let stopped = self.sockets[i].transition(i, "P5=0", |old| match old {
+            S::Listening(l) | S::ServingEnded(l, _) => (S::Idle, Stopped::Tcp(l, None)),
+            S::Serving(l, s) => {
+                let current = (Release::Stream(s), CloseHow::Drain);
+                (S::Idle, Stopped::Tcp(l, Some(current)))
             }
-            SocketState::Udp(u) if u.server.is_some() => {
+            S::Accepting(l, s, _) => {
+                let candidate = (Release::Conn(s.conn), CloseHow::Abort);
+                (S::Idle, Stopped::Tcp(l, Some(candidate)))
+            }
+            S::Udp(u) if u.server.is_some() => (S::Idle, Stopped::Udp(u.conn)),
+            // Not a server: nothing to stop.
+            other => (other, Stopped::Nothing),
+        });
+        let (listener, current) = match stopped {
+            Stopped::Tcp(l, current) => (l, current),
+            Stopped::Udp(conn) => {
                 log::info!("socket {i}: UDP server stopped");
-                self.close_conn(u.conn, CloseHow::Abort, now);
+                self.close_conn(conn, CloseHow::Abort, now);
                 return;
             }
-            other => {
-                // Not a server: nothing to stop.
-                self.sockets[i].set_state(i, other, "P5=0 on no server");
-                return;
-            }
+            Stopped::Nothing => return,
         };
         log::info!("socket {i}: server stopped");
-        if let Some(s) = current {
-            self.close_stream(*s, CloseHow::Drain, now);
+        if let Some((what, how)) = current {
+            self.release(what, how, now);
         }
         for conn in listener.live_waiting() {
             self.close_conn(conn, CloseHow::Abort, now);
         }
         self.close_conn(listener.conn, CloseHow::Abort, now);
-        self.sockets[i].client_ip = Ipv4Addr::UNSPECIFIED;
     }
 
     /// Close the current client of a TCP server (the server keeps listening).
     fn close_current(&mut self, i: usize, now: Instant) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, "client closed");
-        let l = match old {
-            SocketState::Serving(l, s) => {
+        use SocketState as S;
+        let closing = self.sockets[i].transition(i, "client closed", |old| match old {
+            S::Serving(l, s) => {
                 log::info!("socket {i}: current client closed");
-                self.close_stream(*s, CloseHow::Drain, now);
-                l
+                (S::Listening(l), Some((Release::Stream(s), CloseHow::Drain)))
             }
-            SocketState::Accepting(l, s, peer) => {
+            S::Accepting(l, s, peer) => {
                 log::info!("socket {i}: TLS client {peer} closed during its handshake");
-                self.close_conn(s.conn, CloseHow::Abort, now);
-                l
+                (
+                    S::Listening(l),
+                    Some((Release::Conn(s.conn), CloseHow::Abort)),
+                )
             }
-            SocketState::ServingEnded(l, _) | SocketState::Listening(l) => l,
-            other => {
-                self.sockets[i].set_state(i, other, "no client to close");
-                return;
-            }
-        };
-        self.sockets[i].set_state(i, SocketState::Listening(l), "client closed");
+            S::ServingEnded(l, _) => (S::Listening(l), None),
+            other => (other, None),
+        });
+        if let Some((what, how)) = closing {
+            self.release(what, how, now);
+        }
     }
 
     /// `P5=10`/`P7=3`: close the current client and make the next waiting one current.
@@ -202,81 +243,105 @@ impl Module {
     /// Make the oldest waiting client current, announcing it (only from `Listening`). A TLS
     /// server starts the client's handshake instead; it is announced when that completes.
     pub(super) fn promote(&mut self, i: usize, now: Instant) {
+        let unix = self.clock.unix(now);
+        let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
+        let key_log = self.cfg.key_log.clone();
         // Each round takes one waiting client off the (bounded) queue.
-        while let Some((l, w)) = self.next_waiting(i) {
-            let Waiting {
-                conn,
-                peer,
-                mut rx,
-                closed,
-            } = w;
-            let Some(params) = l.tls.clone() else {
-                let new = if closed {
-                    SocketState::ServingEnded(l, rx)
-                } else {
-                    let mut stream = Stream::new(conn, None);
-                    stream.rx = rx;
-                    SocketState::Serving(l, Box::new(stream))
-                };
-                self.sockets[i].set_state(i, new, "client is current");
-                self.announce(i, peer);
-                return;
-            };
-            if closed {
-                log::info!("socket {i}: TLS client {peer} left before its handshake");
-                self.sockets[i].set_state(i, SocketState::Listening(l), "client gone");
-                continue;
-            }
-            let deadline = now + Duration::from_millis(self.cfg.timing.connect_timeout_ms);
-            let unix = self.clock.unix(now);
-            let session = match TlsSession::start_server(&params, unix, deadline, &self.cfg.key_log)
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    log::warn!("socket {i}: no TLS session for client {peer}: {e:?}");
+        loop {
+            let next = self.sockets[i].transition(i, "next client", |old| match old {
+                SocketState::Listening(mut l) => match l.waiting.pop_front() {
+                    Some(w) => Self::next_current(l, w, unix, deadline, &key_log),
+                    None => (SocketState::Listening(l), Promoted::Nobody),
+                },
+                other => (other, Promoted::Nobody),
+            });
+            match next {
+                Promoted::Nobody => return,
+                Promoted::Current(peer) => {
+                    self.announce(i, peer);
+                    return;
+                }
+                Promoted::Gone(peer) => {
+                    log::info!("socket {i}: TLS client {peer} left before its handshake");
+                }
+                Promoted::NoSession { conn, peer, error } => {
+                    log::warn!("socket {i}: no TLS session for client {peer}: {error:?}");
                     self.ops.push_back(NetOp::Close {
                         conn,
                         how: CloseHow::Abort,
                     });
-                    self.sockets[i].set_state(i, SocketState::Listening(l), "TLS setup failed");
-                    continue;
                 }
-            };
-            log::info!(
-                "socket {i}: TLS handshake with client {peer} (set {})",
-                params.set
-            );
-            self.note_socket(i, format!("TLS handshake with client {peer}"));
-            let stream = Box::new(Stream::new(conn, Some(Box::new(session))));
-            let new = SocketState::Accepting(l, stream, peer);
-            self.sockets[i].set_state(i, new, "TLS handshake");
-            // What the client sent while it waited is its ClientHello (and more).
-            let hello: Vec<u8> = rx.take(usize::MAX).map(|(d, _)| d).unwrap_or_default();
-            if !hello.is_empty() {
-                self.on_data(conn, &hello, now);
+                Promoted::Handshake {
+                    conn,
+                    peer,
+                    set,
+                    mut rx,
+                } => {
+                    log::info!("socket {i}: TLS handshake with client {peer} (set {set})");
+                    self.note_socket(i, format!("TLS handshake with client {peer}"));
+                    // What the client sent while it waited is its ClientHello (and more).
+                    let hello: Vec<u8> = rx.take(usize::MAX).map(|(d, _)| d).unwrap_or_default();
+                    if !hello.is_empty() {
+                        self.on_data(conn, &hello, now);
+                    }
+                    return;
+                }
             }
-            return;
         }
     }
 
-    /// Take the oldest waiting client of a server with no current client.
-    fn next_waiting(&mut self, i: usize) -> Option<(Box<super::socket::Listener>, Waiting)> {
-        let s = &mut self.sockets[i];
-        let SocketState::Listening(l) = s.state_mut() else {
-            return None;
+    /// What a server with no current client becomes when `w` is next: serving it (a plain server),
+    /// or running its handshake (TLS, which must be done by `deadline`, with certificates judged
+    /// at wall time `unix`).
+    fn next_current(
+        mut l: Box<Listener>,
+        w: Waiting,
+        unix: UnixTime,
+        deadline: Instant,
+        key_log: &KeyLogSink,
+    ) -> (SocketState, Promoted) {
+        let Waiting {
+            conn,
+            peer,
+            rx,
+            closed,
+        } = w;
+        let Some(params) = l.tls.clone() else {
+            l.last_client = Some(*peer.ip());
+            let new = if closed {
+                SocketState::ServingEnded(l, rx)
+            } else {
+                let mut stream = Stream::new(conn, None);
+                stream.rx = rx;
+                SocketState::Serving(l, Box::new(stream))
+            };
+            return (new, Promoted::Current(peer));
         };
-        let w = l.waiting.pop_front()?;
-        let SocketState::Listening(l) = s.set_state(i, SocketState::Idle, "promote") else {
-            unreachable!("matched above")
-        };
-        Some((l, w))
+        if closed {
+            return (SocketState::Listening(l), Promoted::Gone(peer));
+        }
+        match TlsSession::start_server(&params, unix, deadline, key_log) {
+            Ok(t) => {
+                let stream = Box::new(Stream::new(conn, Some(Box::new(t))));
+                let promoted = Promoted::Handshake {
+                    conn,
+                    peer,
+                    set: params.set,
+                    rx,
+                };
+                (SocketState::Accepting(l, stream, peer), promoted)
+            }
+            Err(error) => (
+                SocketState::Listening(l),
+                Promoted::NoSession { conn, peer, error },
+            ),
+        }
     }
 
     /// The current client (`peer`) is ready: `P?` reports it (ClientIP and, as ST and CMSIS read
     /// it, RemotePort) and the host is told.
     fn announce(&mut self, i: usize, peer: SocketAddrV4) {
         let s = &mut self.sockets[i];
-        s.client_ip = *peer.ip();
         s.remote_port = peer.port();
         let local_port = s.local_port;
         log::info!("socket {i}: client {peer} is current");
@@ -289,13 +354,16 @@ impl Module {
 
     /// A TLS server's client completed its handshake: it is the current client now.
     pub(super) fn tls_accepted(&mut self, i: usize) {
-        let old = self.sockets[i].set_state(i, SocketState::Idle, "TLS client accepted");
-        let SocketState::Accepting(l, stream, peer) = old else {
-            self.sockets[i].set_state(i, old, "not accepting");
-            return;
-        };
-        self.sockets[i].set_state(i, SocketState::Serving(l, stream), "TLS client accepted");
-        self.announce(i, peer);
+        let accepted = self.sockets[i].transition(i, "TLS client accepted", |old| match old {
+            SocketState::Accepting(mut l, stream, peer) => {
+                l.last_client = Some(*peer.ip());
+                (SocketState::Serving(l, stream), Some(peer))
+            }
+            other => (other, None),
+        });
+        if let Some(peer) = accepted {
+            self.announce(i, peer);
+        }
     }
 
     pub(super) fn on_accepted(

@@ -1,10 +1,12 @@
 //! One of the module's four sockets (layer: core, pure data): the settings set by `P1`..`P9`, `PK`,
-//! `R*`, `S*`, and its one [`SocketState`], changed only through [`Socket::set_state`] so that every
-//! transition is logged. Receive queues and send windows live inside the states that have a
-//! connection, so no flag can disagree with the state.
+//! `R*`, `S*`, and its one `SocketState`, changed only through `Socket::transition`, which maps
+//! the old state to the new one and logs it as it is. Receive queues, send windows and the client a
+//! server serves live inside the states that have them, so no flag can disagree with the state.
 
 use super::io::{ConnId, SendSeq, SEND_WINDOW};
+use super::recent::Recent;
 use super::tls::{TlsServerParams, TlsSession};
+use crate::iwin::command::{Protocol, TlsVerify};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -14,31 +16,6 @@ pub(crate) const RX_LIMIT: usize = 64 * 1024;
 /// UDP senders a server remembers having announced (`[UDP SVR] Accepted`); the least recently heard
 /// one is forgotten first, and announced again if it comes back.
 pub(crate) const UDP_SENDERS: usize = 64;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    Tcp = 0,
-    Udp = 1,
-    UdpLite = 2,
-    Tls = 3,
-    Mqtt = 4,
-}
-
-impl Protocol {
-    pub(crate) fn from_code(c: u8) -> Protocol {
-        match c {
-            1 => Protocol::Udp,
-            2 => Protocol::UdpLite,
-            3 => Protocol::Tls,
-            4 => Protocol::Mqtt,
-            _ => Protocol::Tcp,
-        }
-    }
-
-    pub(crate) fn is_datagram(self) -> bool {
-        matches!(self, Protocol::Udp | Protocol::UdpLite)
-    }
-}
 
 /// Received data: a byte stream (TCP/TLS) or whole datagrams (UDP).
 #[derive(Debug, Default)]
@@ -148,26 +125,16 @@ pub(crate) struct UdpSock {
     pub(crate) conn: ConnId,
     pub(crate) rx: RxQueue,
     pub(crate) tx: TxWindow,
-    /// Servers: the senders already announced, most recently heard last.
-    pub(crate) server: Option<VecDeque<SocketAddrV4>>,
+    /// Servers: the senders already announced.
+    pub(crate) server: Option<Recent<SocketAddrV4>>,
 }
 
 impl UdpSock {
     /// Note a datagram from `from`; true when the sender is new (to be announced).
     pub(crate) fn heard(&mut self, from: SocketAddrV4) -> bool {
-        let Some(seen) = &mut self.server else {
-            return false;
-        };
-        if let Some(k) = seen.iter().position(|&a| a == from) {
-            seen.remove(k);
-            seen.push_back(from);
-            return false;
-        }
-        if seen.len() >= UDP_SENDERS {
-            seen.pop_front();
-        }
-        seen.push_back(from);
-        true
+        self.server
+            .as_mut()
+            .is_some_and(|seen| seen.touch(from, ()))
     }
 }
 
@@ -193,6 +160,8 @@ pub(crate) struct Listener {
     /// A TLS server (`P1=3`, `[tls] server`): each client's handshake runs when it becomes
     /// current; until then its ciphertext waits in its receive queue.
     pub(crate) tls: Option<Box<TlsServerParams>>,
+    /// `P?` ClientIP: the last client made current, until the server stops.
+    pub(crate) last_client: Option<Ipv4Addr>,
 }
 
 impl Listener {
@@ -347,7 +316,7 @@ pub(crate) struct Socket {
     pub(crate) remote_ip: Ipv4Addr,
     pub(crate) remote_port: u16,
     pub(crate) backlog: u8,
-    pub(crate) tls_verify: u8,
+    pub(crate) tls_verify: TlsVerify,
     /// `PB=1`: a failed CA verification is reported but the connection proceeds.
     pub(crate) verify_report_only: bool,
     pub(crate) keepalive: (bool, u32),
@@ -356,8 +325,6 @@ pub(crate) struct Socket {
     pub(crate) read_mode: u8,
     pub(crate) send_size: u16,
     pub(crate) send_timeout_ms: u32,
-    /// `P?` ClientIP: the peer of an accepted client (0.0.0.0 until then).
-    pub(crate) client_ip: Ipv4Addr,
     state: SocketState,
 }
 
@@ -371,7 +338,7 @@ impl Default for Socket {
             remote_ip: Ipv4Addr::UNSPECIFIED,
             remote_port: 5025,
             backlog: 8,
-            tls_verify: 0,
+            tls_verify: TlsVerify::None,
             verify_report_only: false,
             keepalive: (false, 7_200_000),
             read_size: 1460,
@@ -379,7 +346,6 @@ impl Default for Socket {
             read_mode: 0,
             send_size: 1460,
             send_timeout_ms: 5000,
-            client_ip: Ipv4Addr::UNSPECIFIED,
             state: SocketState::Idle,
         }
     }
@@ -394,18 +360,33 @@ impl Socket {
         &mut self.state
     }
 
-    /// The one place a socket changes state; returns the old state (whose connections the caller
-    /// closes or moves on).
-    pub(crate) fn set_state(&mut self, index: usize, new: SocketState, why: &str) -> SocketState {
-        let old = std::mem::replace(&mut self.state, new);
-        if old.name() != self.state.name() {
-            log::debug!(
-                "socket {index}: {} -> {} ({why})",
-                old.name(),
-                self.state.name()
-            );
+    /// The one place a socket changes state: `step` maps the old state to the new one (taking it
+    /// by value, so what it holds moves along) and returns what the caller still has to do with
+    /// what it let go of (a stream to close, a client to announce). The log says `old -> new`.
+    pub(crate) fn transition<R>(
+        &mut self,
+        index: usize,
+        why: &str,
+        step: impl FnOnce(SocketState) -> (SocketState, R),
+    ) -> R {
+        let old = std::mem::take(&mut self.state);
+        let from = old.name();
+        let (new, rest) = step(old);
+        if from != new.name() {
+            log::debug!("socket {index}: {from} -> {} ({why})", new.name());
         }
-        old
+        self.state = new;
+        rest
+    }
+
+    /// `ZR`: the settings go back to their power-up values. The state stays: the module closes it
+    /// first, through [`Socket::transition`].
+    pub(crate) fn restore_settings(&mut self) {
+        let state = std::mem::take(&mut self.state);
+        *self = Socket {
+            state,
+            ..Socket::default()
+        };
     }
 
     /// Holds (or is setting up) a TLS session, or serves TLS: what `[tls] max_sockets` counts.
@@ -431,10 +412,15 @@ impl Socket {
                 None => (0, 0, 0),
             },
         };
+        let client_ip = self
+            .state
+            .listener()
+            .and_then(|l| l.last_client)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let mut line = format!(
             "{},{},{},{},{},{},{},{},{},{}",
-            self.protocol as u8,
-            self.client_ip,
+            self.protocol.code(),
+            client_ip,
             self.local_port,
             self.remote_ip,
             self.remote_port,
@@ -481,23 +467,23 @@ mod tests {
     #[test]
     fn send_window_acks_in_order_only() {
         let mut w = TxWindow::default();
-        w.push(1, 1000);
-        w.push(2, 500);
+        w.push(SendSeq(1), 1000);
+        w.push(SendSeq(2), 500);
         assert_eq!(w.room(), SEND_WINDOW - 1500);
-        assert!(!w.ack(2), "out of order");
-        assert!(w.ack(1));
-        assert!(w.ack(2));
-        assert!(!w.ack(2), "twice");
+        assert!(!w.ack(SendSeq(2)), "out of order");
+        assert!(w.ack(SendSeq(1)));
+        assert!(w.ack(SendSeq(2)));
+        assert!(!w.ack(SendSeq(2)), "twice");
         assert_eq!(w.room(), SEND_WINDOW);
     }
 
     #[test]
     fn udp_server_remembers_a_bounded_set_of_senders() {
         let mut u = UdpSock {
-            conn: 1,
+            conn: ConnId(1),
             rx: RxQueue::default(),
             tx: TxWindow::default(),
-            server: Some(VecDeque::new()),
+            server: Some(Recent::new(UDP_SENDERS)),
         };
         let a = |p: u16| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
         assert!(u.heard(a(1)));

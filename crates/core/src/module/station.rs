@@ -2,7 +2,7 @@
 //! points, the `F0` scan list, `CD`, and `D0` name lookups. Pure.
 
 use super::error::StationError;
-use super::io::{NetOp, QueryId};
+use super::io::{NetOp, QueryId, ResolveError};
 use super::{ok, payload, Answer, Busy, Module, Step, DNS_TIMEOUT};
 use crate::config::{AccessPoint, Config, Security};
 use crate::iwin::command::ParseError;
@@ -24,9 +24,11 @@ pub(crate) struct Station {
 }
 
 /// Station settings (`C1`..`CC`, `CN`, `CE`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StationSettings {
+    #[serde(with = "super::saved::text")]
     pub(crate) ssid: Vec<u8>,
+    #[serde(with = "super::saved::text")]
     pub(crate) passphrase: Vec<u8>,
     pub(crate) security: u8,
     pub(crate) dhcp: bool,
@@ -39,6 +41,7 @@ pub(crate) struct StationSettings {
     pub(crate) join_retries: u8,
     pub(crate) auto_connect: u8,
     pub(crate) auth_type: u8,
+    #[serde(with = "super::saved::text")]
     pub(crate) country: Vec<u8>,
     /// `CY=1`: `C?` shows `*RESTRICTED*` instead of the passphrase.
     pub(crate) key_privacy: bool,
@@ -108,6 +111,8 @@ impl std::fmt::Display for JoinError {
         }
     }
 }
+
+impl std::error::Error for JoinError {}
 
 /// Whether host security `asked` (C3) can join an AP using `ap`. C3=4 (WPA/WPA2 mixed, what Zephyr
 /// sends) joins any WPA-family AP; a mixed AP accepts any WPA-family setting.
@@ -343,7 +348,7 @@ impl Module {
         let outcome = if self.wifi_faults.hidden.contains(&ssid) {
             Err(JoinError::UnknownSsid)
         } else if self.wifi_rng.chance(self.wifi_faults.join_fail) {
-            self.fault_fired(format!("wifi.join-fail: joining {ssid:?} fails"));
+            self.fault_fired(super::FaultFired::JoinFail { ssid: ssid.clone() });
             Err(JoinError::Fault)
         } else {
             join(&self.cfg, settings)
@@ -454,7 +459,7 @@ impl Module {
             self.sockets[self.current].remote_ip = ip;
             return payload(ip.to_string());
         }
-        let query = self.next_id();
+        let query = self.next_id(QueryId);
         self.ops.push_back(NetOp::Resolve {
             query,
             name: name.clone(),
@@ -467,15 +472,19 @@ impl Module {
         }))
     }
 
-    pub(super) fn on_resolved(&mut self, query: QueryId, result: Result<Ipv4Addr, String>) {
-        let Some(Busy::Resolve { query: q, .. }) = &self.busy else {
-            return;
-        };
-        if *q != query {
-            return;
-        }
-        let Some(Busy::Resolve { name, socket, .. }) = self.busy.take() else {
-            unreachable!("checked above")
+    pub(super) fn on_resolved(&mut self, query: QueryId, result: Result<Ipv4Addr, ResolveError>) {
+        let (name, socket) = match self.busy.take() {
+            Some(Busy::Resolve {
+                query: q,
+                name,
+                socket,
+                ..
+            }) if q == query => (name, socket),
+            other => {
+                // A late answer (the lookup timed out) or none asked for.
+                self.busy = other;
+                return;
+            }
         };
         let step = match result {
             Ok(ip) => {

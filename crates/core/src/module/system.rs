@@ -2,13 +2,14 @@
 //! UART and bus settings, factory defaults, `Z1` saved settings and `ZR`. Pure.
 
 use super::error::SystemError;
-use super::io::{CloseHow, NetOp, StoreOp};
-use super::saved::Saved;
+use super::io::{CloseHow, NetOp, StoreOp, StoreReq, WriteError};
+use super::saved::{self, Saved};
 use super::{ok, payload, Answer, Busy, Durable, Module, Step, STORE_TIMEOUT};
 use crate::config::Config;
-use crate::iwin::command::{self, GpioCmd, LedArg, Mnemonic, PowerCmd, SystemCmd};
+use crate::iwin::command::{self, Code, GpioCmd, LedArg, Mnemonic, PowerCmd, SystemCmd};
 use crate::iwin::profile::Profile;
 use crate::iwin::reply::{MessageType, Reply};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -33,11 +34,8 @@ pub(crate) fn banner(profile: Profile) -> &'static [u8] {
 /// Settings that `ZR` restores to their power-up values.
 #[derive(Debug)]
 pub(crate) struct System {
-    pub(crate) mt: MessageType,
-    pub(crate) suppress: u8,
-    pub(crate) mac: [u8; 6],
-    pub(crate) product_name: Vec<u8>,
-    pub(crate) baud: u32,
+    /// What `Z1` saves of them.
+    pub(crate) settings: SystemSettings,
     pub(crate) raw_bypass: u8,
     /// `ZP`: power save (`Z?` PSMode), radio on (`Z?` Radio), beacon interval now and before.
     pub(crate) power_save: bool,
@@ -51,23 +49,88 @@ pub(crate) struct System {
     pub(crate) leds: [u8; 3],
 }
 
-/// `WL` at power-up (spec §3.8: `WL=?` → `4,3,1`).
-const LEDS_DEFAULT: [u8; 3] = [4, 3, 1];
+/// The system settings `Z1` saves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SystemSettings {
+    /// `Z4`; saved as `Z5` shows it.
+    #[serde(with = "mac_text")]
+    pub(crate) mac: [u8; 6],
+    /// `ZN`
+    #[serde(with = "super::saved::text")]
+    pub(crate) product_name: Vec<u8>,
+    /// `U2` (applied by `U0`, and at boot).
+    pub(crate) baud: u32,
+    /// `MT`, saved as its number.
+    #[serde(rename = "message_type", with = "message_type")]
+    pub(crate) mt: MessageType,
+    /// `MS`
+    pub(crate) suppress: u8,
+}
 
-impl System {
-    pub(crate) fn power_on(cfg: &Config) -> System {
-        System {
-            mt: if cfg.module.message_type == 1 {
-                MessageType::Simple
-            } else {
-                MessageType::Normal
-            },
+impl SystemSettings {
+    /// Power-up values (from the configuration).
+    fn power_on(cfg: &Config) -> SystemSettings {
+        SystemSettings {
+            // Config::validate checked it is 0 or 1.
+            mt: MessageType::from_code(cfg.module.message_type.into())
+                .unwrap_or(MessageType::Normal),
             suppress: 0,
             // Config::validate checked the MAC.
             mac: command::parse_mac(&cfg.identity.mac)
                 .unwrap_or([0xC4, 0x7F, 0x51, 0x01, 0x12, 0x31]),
             product_name: cfg.identity.product_name.clone().into_bytes(),
             baud: cfg.module.baud,
+        }
+    }
+}
+
+/// A MAC as `Z5` writes it (`C4:7F:51:01:12:31`).
+fn mac_text(m: &[u8; 6]) -> String {
+    format!(
+        "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// Serde for a MAC: the text `Z5` shows.
+mod mac_text {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(m: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::mac_text(m))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+        let text = String::deserialize(d)?;
+        crate::iwin::command::parse_mac(&text)
+            .ok_or_else(|| D::Error::custom(format!("{text:?} is not a MAC address")))
+    }
+}
+
+/// Serde for `MT`: its number.
+mod message_type {
+    use crate::iwin::command::Code;
+    use crate::iwin::reply::MessageType;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(mt: &MessageType, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(mt.code())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MessageType, D::Error> {
+        let code = u8::deserialize(d)?;
+        MessageType::from_code(code.into())
+            .ok_or_else(|| D::Error::custom(format!("message_type {code} is not 0 or 1")))
+    }
+}
+
+/// `WL` at power-up (spec §3.8: `WL=?` → `4,3,1`).
+const LEDS_DEFAULT: [u8; 3] = [4, 3, 1];
+
+impl System {
+    pub(crate) fn power_on(cfg: &Config) -> System {
+        System {
+            settings: SystemSettings::power_on(cfg),
             raw_bypass: 0,
             power_save: false,
             radio_on: true,
@@ -79,11 +142,7 @@ impl System {
     }
 
     pub(crate) fn mac_text(&self) -> String {
-        let m = self.mac;
-        format!(
-            "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        mac_text(&self.settings.mac)
     }
 }
 
@@ -102,19 +161,15 @@ impl Module {
                     id.stack,
                     id.rtos,
                     id.cpu_clock,
-                    String::from_utf8_lossy(&self.sys.product_name)
+                    String::from_utf8_lossy(&self.sys.settings.product_name)
                 ))
             }
             SetMessageType(t) => {
-                self.sys.mt = if t == 1 {
-                    MessageType::Simple
-                } else {
-                    MessageType::Normal
-                };
+                self.sys.settings.mt = t;
                 ok()
             }
             SetMessageSuppress(v) => {
-                self.sys.suppress = v;
+                self.sys.settings.suppress = v;
                 ok()
             }
             ReadMessage => {
@@ -129,7 +184,7 @@ impl Module {
                 payload(p)
             }
             SetMac(mac) => {
-                self.sys.mac = mac;
+                self.sys.settings.mac = mac;
                 ok()
             }
             GetMac => payload(self.sys.mac_text()),
@@ -144,10 +199,10 @@ impl Module {
                 self.sys.radio_on as u8,
                 self.sys.beacon.0,
                 self.sys.beacon.1,
-                String::from_utf8_lossy(&self.sys.product_name)
+                String::from_utf8_lossy(&self.sys.settings.product_name)
             )),
             SetProductName(n) => {
-                self.sys.product_name = n;
+                self.sys.settings.product_name = n;
                 ok()
             }
             Reset => unreachable!("the dispatcher replies to ZR and resets"),
@@ -161,7 +216,7 @@ impl Module {
             }
             SaveSettings => {
                 let data = self.snapshot().encode();
-                let req = self.next_id();
+                let req = self.next_id(StoreReq);
                 self.store_ops.push_back(StoreOp::Settings {
                     req,
                     data: data.clone(),
@@ -172,9 +227,9 @@ impl Module {
                     deadline: now + STORE_TIMEOUT,
                 }))
             }
-            UartQuery => payload(format!("0,{},8,None,1,Normal", self.sys.baud)),
+            UartQuery => payload(format!("0,{},8,None,1,Normal", self.sys.settings.baud)),
             SetBaud(b) => {
-                self.sys.baud = b;
+                self.sys.settings.baud = b;
                 ok()
             }
             UartApply => {
@@ -311,7 +366,9 @@ impl Module {
         }
         self.station.link = None;
         self.station.scan_rest = None;
-        self.sockets = Default::default();
+        for s in &mut self.sockets {
+            s.restore_settings();
+        }
         self.current = 0;
         self.names.clear();
         self.certs.reset_selection();
@@ -326,16 +383,20 @@ impl Module {
 
     /// Put the configured UART rate into effect (the driver switches the line).
     fn apply_baud(&mut self) {
-        if self.line_baud != self.sys.baud {
-            log::info!("UART rate {} -> {}", self.line_baud, self.sys.baud);
-            self.line_baud = self.sys.baud;
+        if self.line_baud != self.sys.settings.baud {
+            log::info!("UART rate {} -> {}", self.line_baud, self.sys.settings.baud);
+            self.line_baud = self.sys.settings.baud;
             self.line_ops
                 .push_back(super::LineOp::SetBaud(self.line_baud));
         }
     }
 
     /// A `Z1` store write finished.
-    pub(super) fn settings_stored(&mut self, data: Vec<u8>, result: Result<(), String>) -> Step {
+    pub(super) fn settings_stored(
+        &mut self,
+        data: Vec<u8>,
+        result: Result<(), WriteError>,
+    ) -> Step {
         match result {
             Ok(()) => {
                 log::info!("settings saved ({} bytes)", data.len());
@@ -351,43 +412,26 @@ impl Module {
 
     /// Power-up values of everything `Z1` saves.
     fn factory(&self) -> Saved {
-        let sys = System::power_on(&self.cfg);
         Saved {
+            system: SystemSettings::power_on(&self.cfg),
             station: Default::default(),
             ap: super::ap::ApSettings::power_on(self.cfg.network.ap_ip),
-            mac: sys.mac,
-            product_name: sys.product_name,
-            baud: sys.baud,
-            message_type: (sys.mt == MessageType::Simple) as u8,
-            suppress: sys.suppress,
         }
     }
 
     /// The current values of everything `Z1` saves.
     fn snapshot(&self) -> Saved {
         Saved {
+            system: self.sys.settings.clone(),
             station: self.station.settings.clone(),
             ap: self.ap.settings.clone(),
-            mac: self.sys.mac,
-            product_name: self.sys.product_name.clone(),
-            baud: self.sys.baud,
-            message_type: (self.sys.mt == MessageType::Simple) as u8,
-            suppress: self.sys.suppress,
         }
     }
 
     fn apply(&mut self, s: Saved) {
+        self.sys.settings = s.system;
         self.station.settings = s.station;
         self.ap.settings = s.ap;
-        self.sys.mac = s.mac;
-        self.sys.product_name = s.product_name;
-        self.sys.baud = s.baud;
-        self.sys.mt = if s.message_type == 1 {
-            MessageType::Simple
-        } else {
-            MessageType::Normal
-        };
-        self.sys.suppress = s.suppress;
     }
 
     /// `Z0`: factory values now; flash keeps what `Z1` saved until the next `Z1`.
@@ -401,9 +445,8 @@ impl Module {
     pub(super) fn power_on_settings(&mut self) {
         self.factory_settings();
         if let Some(data) = self.saved.clone() {
-            let mut s = self.factory();
-            match s.decode_onto(&data) {
-                Ok(()) => self.apply(s),
+            match self.factory().decode_onto(&data) {
+                Ok(s) => self.apply(s),
                 Err(e) => {
                     log::error!("saved settings unusable ({e}); factory defaults apply");
                     const INVALID: &[u8] = b"[BOOT   ] Invalid CONFIG, restoring defaults";
@@ -415,6 +458,37 @@ impl Module {
                     }
                 }
             }
+        }
+    }
+
+    /// Settings saved in the first format are rewritten as TOML, once, at power-up: the driver
+    /// stores them as it stores a `Z1`, and the module holds the new form from now on.
+    pub(super) fn rewrite_legacy_saved(&mut self) {
+        let Some(data) = &self.saved else {
+            return;
+        };
+        if !saved::is_legacy(data) {
+            return;
+        }
+        // Unusable ones were reported at boot (`Invalid CONFIG`) and stay as they are.
+        let Ok(s) = self.factory().decode_onto(data) else {
+            return;
+        };
+        let data = s.encode();
+        let req = self.next_id(StoreReq);
+        log::info!("saved settings are in the first format: rewriting them as TOML (#{req})");
+        self.saved = Some(data.clone());
+        self.store_ops.push_back(StoreOp::Settings { req, data });
+        self.rewriting = Some(req);
+    }
+
+    /// The store answered the rewrite of [`Module::rewrite_legacy_saved`].
+    pub(super) fn rewritten(&mut self, result: Result<(), WriteError>) {
+        match result {
+            Ok(()) => log::info!("saved settings rewritten as TOML"),
+            Err(e) => log::warn!(
+                "rewriting the saved settings as TOML failed ({e}); the next power-up reads the first format again"
+            ),
         }
     }
 

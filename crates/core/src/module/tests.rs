@@ -3,13 +3,17 @@
 
 use super::*;
 use crate::config::{AccessPoint, Config, Security};
-use crate::module::certs::Item;
-use crate::module::io::{CloseReason, ConnectError, StoreOp};
+use crate::item::Item;
+use crate::module::io::{
+    CloseReason, ConnectError, PingError, ResolveError, SendSeq, StoreOp, WriteError,
+};
 use crate::module::socket::RX_LIMIT;
 use std::net::SocketAddrV4;
 
 /// Issue 10: firmware profiles, the SPI bus, scanning one by one, the legacy and stub commands.
 mod firmware;
+/// Issue 17: every socket transition is logged as it is (old -> new, never through idle).
+mod transitions;
 
 /// The wall clock the test modules believe in (certificate validity is checked against it).
 fn unix_now() -> Duration {
@@ -494,7 +498,7 @@ fn dns_lookup_sets_remote_host_of_current_socket() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        h.net(NetEvent::Resolved { query, result: Err("no such host".into()) }),
+        h.net(NetEvent::Resolved { query, result: Err(ResolveError::Lookup("no such host".into())) }),
         b"\r\n[DNS  LU] Host not found nonexistent.invalid:4\r\nERROR: Unknown Error\r\nUsage: D0 <host name>\r\n> "
     );
 }
@@ -871,7 +875,13 @@ fn a_late_sent_never_completes_a_later_s3() {
     // The next S3 waits for room; an ack for a send other than the oldest changes nothing.
     assert_eq!(h.send(&req), b"");
     assert_eq!(h.net(NetEvent::Sent { conn, seq: seqs[5] }), b"");
-    assert_eq!(h.net(NetEvent::Sent { conn, seq: 999_999 }), b"");
+    assert_eq!(
+        h.net(NetEvent::Sent {
+            conn,
+            seq: SendSeq(999_999)
+        }),
+        b""
+    );
     // The oldest one frees room: exactly one reply.
     assert_eq!(h.net(NetEvent::Sent { conn, seq: seqs[0] }), ok("1460"));
     assert_eq!(h.net(NetEvent::Sent { conn, seq: seqs[1] }), b"");
@@ -920,7 +930,7 @@ fn receive_queue_limit_gives_backpressure() {
         data: vec![7; 1000],
     });
     assert_eq!(h.m.rx_room(conn), RX_LIMIT - 1000);
-    assert_eq!(h.m.rx_room(999_999), 0);
+    assert_eq!(h.m.rx_room(ConnId(999_999)), 0);
 }
 
 #[test]
@@ -971,7 +981,10 @@ impl H {
             let result = if store_ok {
                 Ok(())
             } else {
-                Err("disk full".to_string())
+                Err(WriteError::Io {
+                    path: "set1/ca.otp".into(),
+                    why: "disk full".into(),
+                })
             };
             self.m.handle_stored(op.req(), result, self.now);
             out.extend(self.m.take_serial());
@@ -1137,7 +1150,7 @@ fn tcp_server_accepts_announces_and_serves_the_client() {
     let mut h = H::joined();
     let l = h.tcp_server(0, 8080, 1);
     assert_eq!(h.send(b"P?\r"), ok("0,0.0.0.0,8080,0.0.0.0,5025,1,0,3,0,0"));
-    let c = ACCEPTED + 1;
+    let c = accepted(1);
     assert_eq!(
         h.net(NetEvent::Accepted {
             listener: l,
@@ -1184,7 +1197,7 @@ fn tcp_server_accepts_announces_and_serves_the_client() {
         [OK, OK].concat(),
         "between clients: no data, no -1"
     );
-    let c2 = ACCEPTED + 2;
+    let c2 = accepted(2);
     assert_eq!(
         h.net(NetEvent::Accepted {
             listener: l,
@@ -1201,7 +1214,10 @@ fn tcp_server_accepts_announces_and_serves_the_client() {
     );
 }
 
-const ACCEPTED: ConnId = io::ACCEPTED_BIT;
+/// The id the driver gives its `n`th accepted connection.
+fn accepted(n: u64) -> ConnId {
+    ConnId(io::ACCEPTED_BIT | n)
+}
 
 #[test]
 fn backlog_is_walked_in_order_with_p5_10() {
@@ -1211,11 +1227,11 @@ fn backlog_is_walked_in_order_with_p5_10() {
     for n in 1..=3u16 {
         out.extend(h.net(NetEvent::Accepted {
             listener: l,
-            conn: ACCEPTED + n as u64,
+            conn: accepted(n as u64),
             peer: peer(50000 + n),
         }));
         h.net(NetEvent::Data {
-            conn: ACCEPTED + n as u64,
+            conn: accepted(n as u64),
             data: format!("client{n}").into_bytes(),
         });
     }
@@ -1226,16 +1242,16 @@ fn backlog_is_walked_in_order_with_p5_10() {
     // P8 bounds the clients waiting behind the current one: a fourth waits, a fifth is refused.
     h.net(NetEvent::Accepted {
         listener: l,
-        conn: ACCEPTED + 4,
+        conn: accepted(4),
         peer: peer(50004),
     });
     assert_eq!(h.ops(), vec![]);
     h.net(NetEvent::Accepted {
         listener: l,
-        conn: ACCEPTED + 5,
+        conn: accepted(5),
         peer: peer(50005),
     });
-    assert_eq!(h.ops(), vec![abort(ACCEPTED + 5)]);
+    assert_eq!(h.ops(), vec![abort(accepted(5))]);
     assert_eq!(h.send(b"R0\r"), ok("client1"));
     for n in 2..=3u64 {
         assert_eq!(
@@ -1246,7 +1262,7 @@ fn backlog_is_walked_in_order_with_p5_10() {
             ]
             .concat()
         );
-        assert_eq!(h.ops(), vec![drain(ACCEPTED + n - 1)]);
+        assert_eq!(h.ops(), vec![drain(accepted(n - 1))]);
         assert_eq!(
             h.send(b"P?\r"),
             ok(&format!("0,127.0.0.9,9000,0.0.0.0,{},1,0,3,0,0", 50000 + n))
@@ -1262,12 +1278,12 @@ impl H {
         for n in 1..=2 {
             out.extend(self.net(NetEvent::Accepted {
                 listener: l,
-                conn: ACCEPTED + n,
+                conn: accepted(n),
                 peer: peer(n as u16),
             }));
         }
         out.extend(self.net(NetEvent::Data {
-            conn: ACCEPTED + 2,
+            conn: accepted(2),
             data: data.to_vec(),
         }));
         out
@@ -1280,7 +1296,7 @@ fn multi_accept_moves_to_the_next_client_after_minus_one() {
     let l = h.tcp_server(0, 9001, 11);
     h.two_clients_second_with_data(l, b"second");
     h.net(NetEvent::Closed {
-        conn: ACCEPTED + 1,
+        conn: accepted(1),
         reason: CloseReason::PeerClosed,
     });
     assert_eq!(
@@ -1306,7 +1322,7 @@ fn events_wait_for_the_reply_in_progress_and_ms_suppresses_them() {
     assert_eq!(
         h.net(NetEvent::Accepted {
             listener: l,
-            conn: ACCEPTED + 1,
+            conn: accepted(1),
             peer: peer(3)
         }),
         b""
@@ -1326,7 +1342,7 @@ fn events_wait_for_the_reply_in_progress_and_ms_suppresses_them() {
     h.send(b"MS=2\r");
     h.net(NetEvent::Accepted {
         listener: l,
-        conn: ACCEPTED + 2,
+        conn: accepted(2),
         peer: peer(4),
     });
     assert_eq!(
@@ -1347,7 +1363,7 @@ fn poll_mode_queues_events_for_mr() {
     assert_eq!(
         h.net(NetEvent::Accepted {
             listener: l,
-            conn: ACCEPTED + 1,
+            conn: accepted(1),
             peer: peer(5)
         }),
         b""
@@ -1507,6 +1523,56 @@ fn corrupt_saved_settings_fall_back_to_defaults_with_the_boot_message() {
 }
 
 #[test]
+fn corrupt_toml_settings_fall_back_to_defaults_too() {
+    let mut m = module(&Config::default());
+    m.load_saved(Some(b"[station]\nssid = [\"not\", \"bytes\"]\n".to_vec()));
+    let out = m.take_serial();
+    assert!(
+        out.starts_with(b"\r\n[BOOT   ] Invalid CONFIG, restoring defaults\r\n"),
+        "{}",
+        out.escape_ascii()
+    );
+    assert!(m.poll_store().is_none(), "nothing to rewrite");
+}
+
+#[test]
+fn settings_saved_in_the_first_format_apply_and_are_rewritten_as_toml_once() {
+    let file = include_bytes!("../../../../tests/fixtures/settings-v1.saved");
+    let legacy = crate::item::decode_item(file).expect("a complete item");
+    let mut h = H::new();
+    h.m.load_saved(Some(legacy));
+    let boot = h.m.take_serial();
+    assert!(
+        boot.ends_with(b"\r\n> \r\n[JOIN   ] old net, with comma,127.0.0.1,0,0\r\n> "),
+        "CC=1 was saved: {}",
+        boot.escape_ascii()
+    );
+    // The driver is asked to store them again, as TOML; the host sees nothing of it.
+    let (data, out) = h.complete_save();
+    assert_eq!(out, b"");
+    let text = String::from_utf8(data.clone()).expect("text");
+    assert!(text.contains("ssid = \"old net, with comma\""), "{text}");
+    assert!(!text.contains("eswifi-emu-settings 1"), "{text}");
+    assert_eq!(
+        h.send(b"C?\r"),
+        ok("old net, with comma,pw123456,3,1,0,127.0.0.1,255.0.0.0,127.0.0.1,127.0.0.1,0.0.0.0,5,1,0,US,1")
+    );
+    assert_eq!(h.send(b"Z5\r"), ok("02:11:22:33:44:55"));
+    assert_eq!(h.send(b"P0=9\r"), ERR1, "MT=1");
+    // ZR reads what the module now holds (TOML) and asks for no second rewrite.
+    h.send(b"ZR\r");
+    assert!(h.m.poll_store().is_none());
+    assert_eq!(h.send(b"Z5\r"), ok("02:11:22:33:44:55"));
+    // Nor does a restart from the rewritten file.
+    let mut m = module(&Config::default());
+    m.load_saved(Some(data));
+    assert!(m
+        .take_serial()
+        .ends_with(b"\r\n[JOIN   ] old net, with comma,127.0.0.1,0,0\r\n> "));
+    assert!(m.poll_store().is_none());
+}
+
+#[test]
 fn soft_ap_settings_and_servers_on_its_address() {
     let mut h = H::new();
     table(
@@ -1544,7 +1610,7 @@ fn soft_ap_settings_and_servers_on_its_address() {
         peer: None,
     });
     assert_eq!(
-        h.net(NetEvent::Accepted { listener: l, conn: ACCEPTED + 1, peer: peer(4444) }),
+        h.net(NetEvent::Accepted { listener: l, conn: accepted(1), peer: peer(4444) }),
         b"\r\n[AP DHCP] Assigned 02:00:7F:00:00:09 has 127.0.0.9\r\n> \r\n[TCP SVR] Accepted 127.0.0.9:80\r\n> "
     );
     h.send(b"MS=1\rP5=10\r");
@@ -1606,7 +1672,7 @@ fn ping_reports_each_echo_and_timeouts() {
     assert_eq!(
         h.net(NetEvent::PingDone {
             query,
-            result: Err("no ICMP socket".into())
+            result: Err(PingError::NoSocket("neither datagram nor raw".into()))
         }),
         ok("Timeout")
     );
@@ -1656,17 +1722,17 @@ fn legacy_p7_accept_loop() {
     assert_eq!(h.send(b"P?\r"), ok("0,0.0.0.0,9004,0.0.0.0,5025,1,0,3,1,0"));
     h.net(NetEvent::Accepted {
         listener: l,
-        conn: ACCEPTED + 1,
+        conn: accepted(1),
         peer: peer(1),
     });
     h.net(NetEvent::Accepted {
         listener: l,
-        conn: ACCEPTED + 2,
+        conn: accepted(2),
         peer: peer(2),
     });
     h.net(NetEvent::Accepted {
         listener: l,
-        conn: ACCEPTED + 3,
+        conn: accepted(3),
         peer: peer(3),
     });
     // P7=3: next client; P7=2: close the current one without taking another.
@@ -1678,9 +1744,9 @@ fn legacy_p7_accept_loop() {
         ]
         .concat()
     );
-    assert_eq!(h.ops(), vec![drain(ACCEPTED + 1)]);
+    assert_eq!(h.ops(), vec![drain(accepted(1))]);
     assert_eq!(h.send(b"P7=2\r"), OK);
-    assert_eq!(h.ops(), vec![drain(ACCEPTED + 2)]);
+    assert_eq!(h.ops(), vec![drain(accepted(2))]);
     assert_eq!(
         h.send(b"R2=0\rR0\r"),
         [OK, OK].concat(),
@@ -1709,7 +1775,7 @@ fn poll_mode_keeps_the_newest_events_when_mr_is_never_sent() {
     for n in 1..=40u64 {
         h.net(NetEvent::Accepted {
             listener: l,
-            conn: ACCEPTED + n,
+            conn: accepted(n),
             peer: peer(n as u16),
         });
         h.send(b"P5=10\r");
@@ -1783,7 +1849,7 @@ fn r0_gets_one_reply_when_the_current_client_leaves_and_the_next_one_has_data() 
         h.two_clients_second_with_data(l, b"second");
         assert_eq!(h.send(b"R2=10000\rR0\r"), OK, "R0 waits");
         let out = h.net(NetEvent::Closed {
-            conn: ACCEPTED + 1,
+            conn: accepted(1),
             reason: CloseReason::PeerClosed,
         });
         let want = [CLOSED, b"\r\n[TCP SVR] Accepted 127.0.0.9:9100\r\n> "].concat();
@@ -1917,7 +1983,8 @@ fn transcript_records_both_directions_and_redacts_secrets() {
             "C?\\r",
             "PG=0,2,0005\\r",
             "[payload of 5 bytes redacted]",
-            "\\x02junk\\r",
+            // Not a command: shown by its length (it may be key material, or `C2 secret`).
+            "<5 bytes hidden: not a command>\\r",
         ]
     );
     let outs: Vec<&str> = recs

@@ -13,6 +13,8 @@
 
 use super::socket::RxQueue;
 use crate::config::KeyLogSink;
+use crate::item::Item;
+use crate::iwin::command::TlsVerify;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -39,8 +41,8 @@ pub(crate) const CLIENT_AUTH_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct TlsParams {
     /// The active set (`PF=0,<set>`), for diagnostics.
     pub(crate) set: usize,
-    /// `P9`: 0 none, 1 root CA if programmed, 2 root CA + client certificate and key.
-    pub(crate) verify: u8,
+    /// `P9`: none, root CA if programmed, root CA + client certificate and key.
+    pub(crate) verify: TlsVerify,
     /// `PB=1`: a failed verification is logged but the connection proceeds.
     pub(crate) report_only: bool,
     /// PEM bytes of the set's root CA when it is to be used for verification.
@@ -72,8 +74,8 @@ impl std::fmt::Debug for TlsParams {
 pub(crate) struct TlsServerParams {
     /// The active set (`PF=0,<set>`), for diagnostics.
     pub(crate) set: usize,
-    /// `P9`: 0 no client certificate, 1 one is verified if presented, 2 one is required.
-    pub(crate) verify: u8,
+    /// `P9`: no client certificate, one is verified if presented, one is required.
+    pub(crate) verify: TlsVerify,
     /// PEM of the set's certificate and key: the server's identity.
     pub(crate) cert: Vec<u8>,
     pub(crate) key: Vec<u8>,
@@ -93,7 +95,7 @@ impl std::fmt::Debug for TlsServerParams {
     }
 }
 
-/// Why a TLS session could not even be set up from the set's items.
+/// Why a TLS session could not even be set up from the set's items (each says why in full).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SetupError {
     /// The root CA does not parse or is not a usable CA certificate.
@@ -102,6 +104,63 @@ pub(crate) enum SetupError {
     ClientCert(String),
     Other(String),
 }
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetupError::RootCa(why) | SetupError::ClientCert(why) | SetupError::Other(why) => {
+                f.write_str(why)
+            }
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Why an established or handshaking TLS session ended; Display is the precise reason for the log
+/// and the transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TlsFailure {
+    /// The peer's records broke the session (a handshake failure, an alert, not TLS at all), as
+    /// the client (`server` false) or the server sees it.
+    Protocol { error: rustls::Error, server: bool },
+    /// Taking in the received bytes failed.
+    Receive(String),
+    /// Reading the decrypted data failed.
+    Read(String),
+    /// The peer sent close_notify before the handshake was done.
+    ClosedInHandshake,
+    /// The connection ended before the handshake was done.
+    DroppedInHandshake,
+    /// A server session's client did not finish its handshake in time (`connect_timeout_ms`).
+    HandshakeTimeout { ms: u64 },
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsFailure::Protocol {
+                error,
+                server: false,
+            } => f.write_str(&describe(error)),
+            TlsFailure::Protocol {
+                error,
+                server: true,
+            } => f.write_str(&describe_as_server(error)),
+            TlsFailure::Receive(why) => write!(f, "TLS receive: {why}"),
+            TlsFailure::Read(why) => write!(f, "TLS read: {why}"),
+            TlsFailure::ClosedInHandshake => {
+                f.write_str("peer closed the TLS session during the handshake")
+            }
+            TlsFailure::DroppedInHandshake => {
+                f.write_str("peer closed the connection during the TLS handshake")
+            }
+            TlsFailure::HandshakeTimeout { ms } => write!(f, "no TLS handshake within {ms} ms"),
+        }
+    }
+}
+
+impl std::error::Error for TlsFailure {}
 
 /// What a batch of received ciphertext did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +312,7 @@ impl TlsSession {
         data: &[u8],
         rx: &mut RxQueue,
         now: Instant,
-    ) -> Result<Input, String> {
+    ) -> Result<Input, TlsFailure> {
         // Anything from the server after our certificate went out means it accepted it (a rejection
         // arrives as an alert, which fails below).
         let answer_to_grace = self.grace_until.is_some() && !data.is_empty();
@@ -264,15 +323,12 @@ impl TlsSession {
             match self.conn.read_tls(&mut rest) {
                 Ok(0) => break, // close_notify seen: rustls reads no more
                 Ok(_) => {}
-                Err(e) => return Err(format!("TLS receive: {e}")),
+                Err(e) => return Err(TlsFailure::Receive(e.to_string())),
             }
-            self.conn.process_new_packets().map_err(|e| {
-                if self.is_server() {
-                    describe_as_server(&e)
-                } else {
-                    describe(&e)
-                }
-            })?;
+            let server = self.is_server();
+            self.conn
+                .process_new_packets()
+                .map_err(|error| TlsFailure::Protocol { error, server })?;
             if was_handshaking && !self.conn.is_handshaking() {
                 // A server has judged the client's certificate once its handshake is done.
                 let tls13 = !self.is_server()
@@ -299,14 +355,14 @@ impl TlsSession {
     }
 
     /// Move decrypted data into `rx`; true when the peer's close_notify was reached.
-    fn drain_plaintext(&mut self, rx: &mut RxQueue) -> Result<bool, String> {
+    fn drain_plaintext(&mut self, rx: &mut RxQueue) -> Result<bool, TlsFailure> {
         let mut buf = [0u8; 4096];
         loop {
             match self.conn.reader().read(&mut buf) {
                 Ok(0) => return Ok(true),
                 Ok(n) => rx.push_stream(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(format!("TLS read: {e}")),
+                Err(e) => return Err(TlsFailure::Read(e.to_string())),
             }
         }
     }
@@ -569,10 +625,10 @@ fn server_config(p: &TlsServerParams, now: UnixTime) -> Result<Arc<ServerConfig>
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| SetupError::Other(e.to_string()))?;
     let builder = match (&p.ca, p.verify) {
-        (Some(ca), 1 | 2) => {
+        (Some(ca), TlsVerify::Optional | TlsVerify::Required) => {
             let roots = Arc::new(roots_of(ca, p.set)?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-            let verifier = if p.verify == 2 {
+            let verifier = if p.verify == TlsVerify::Required {
                 verifier
             } else {
                 verifier.allow_unauthenticated()
@@ -656,20 +712,42 @@ pub(crate) fn describe_as_server(e: &rustls::Error) -> String {
     }
 }
 
+/// Why an item is not PEM of the kind it needs to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemError {
+    /// A root CA or certificate item without a `CERTIFICATE` section.
+    NoCertificate,
+    /// PEM that does not parse: why.
+    BadPem(String),
+    /// A key item without a private key: why.
+    NoKey(String),
+}
+
+impl std::fmt::Display for PemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemError::NoCertificate => f.write_str("no CERTIFICATE section found"),
+            PemError::BadPem(why) => write!(f, "bad PEM: {why}"),
+            PemError::NoKey(why) => write!(f, "no private key: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PemError {}
+
 /// Whether `data` holds PEM of the kind the item needs (trailing NUL and CRLF line ends are fine).
-pub fn pem_check(item: super::certs::Item, data: &[u8]) -> Result<(), String> {
-    use super::certs::Item;
+pub fn pem_check(item: Item, data: &[u8]) -> Result<(), PemError> {
     match item {
         Item::Ca | Item::Cert => {
             let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(data).collect();
             match certs {
                 Ok(c) if !c.is_empty() => Ok(()),
-                Ok(_) => Err("no CERTIFICATE section found".into()),
-                Err(e) => Err(format!("bad PEM: {e}")),
+                Ok(_) => Err(PemError::NoCertificate),
+                Err(e) => Err(PemError::BadPem(e.to_string())),
             }
         }
         Item::Key => PrivateKeyDer::from_pem_slice(data)
             .map(|_| ())
-            .map_err(|e| format!("no private key: {e}")),
+            .map_err(|e| PemError::NoKey(e.to_string())),
     }
 }

@@ -1,8 +1,8 @@
 //! `eswifi-emu peers`: everything the shipped scripts talk to, on this machine (layer: tool).
 //! A TCP, a UDP and a TLS echo; a mutual-TLS echo that requires a client certificate; the WW101
 //! WWEP server (plain and TLS, one database); a secure WebSocket echo; and a call-back client that
-//! connects to the module's own servers ([`dial`]). Demo certificates are made in a directory
-//! ([`pki`]) so that `PG=…,@DIR/ca.pem` works, and the `--var` values the scripts need are printed.
+//! connects to the module's own servers (`dial`). Demo certificates are made in a directory
+//! (`pki`) so that `PG=…,@DIR/ca.pem` works, and the `--var` values the scripts need are printed.
 
 mod dial;
 mod pki;
@@ -298,7 +298,9 @@ pub fn peers_cmd(args: &PeersArgs) -> ExitCode {
     };
     let lines = peers.var_lines();
     let vars_file = args.dir.join("vars.txt");
-    if let Err(e) = std::fs::write(&vars_file, format!("{}\n", lines.join("\n"))) {
+    let written = crate::files::create_private(&vars_file)
+        .and_then(|mut f| f.write_all(format!("{}\n", lines.join("\n")).as_bytes()));
+    if let Err(e) = written {
         log::warn!("{}: {e}", vars_file.display());
     }
     {

@@ -9,7 +9,6 @@ use rcgen::{
 };
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub(super) const CA: &str = "ca.pem";
@@ -92,16 +91,7 @@ fn leaf_params(
 fn write(path: &Path, data: &str, private: bool) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if private { 0o600 } else { 0o644 })
-        .open(&tmp)?;
-    f.set_permissions(std::fs::Permissions::from_mode(if private {
-        0o600
-    } else {
-        0o644
-    }))?;
+    let mut f = crate::files::create_new(&tmp, if private { 0o600 } else { 0o644 })?;
     f.write_all(data.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -111,7 +101,8 @@ fn write(path: &Path, data: &str, private: bool) -> io::Result<()> {
 /// the server certificate's names (the address peers serve on, when not loopback).
 pub(super) fn load_or_create(dir: &Path, extra_ip: Option<IpAddr>) -> Result<DemoPki, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let read = |name: &str| std::fs::read_to_string(dir.join(name));
+    let read =
+        |name: &str| crate::files::read_text_capped(&dir.join(name), crate::files::MAX_TEXT_FILE);
     if ALL.iter().all(|n| dir.join(n).is_file()) {
         let got = (|| -> io::Result<DemoPki> {
             Ok(DemoPki {
@@ -165,6 +156,7 @@ pub(super) fn load_or_create(dir: &Path, extra_ip: Option<IpAddr>) -> Result<Dem
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn made_once_then_reused_with_private_keys() {

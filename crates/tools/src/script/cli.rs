@@ -132,7 +132,8 @@ fn load_config(global: &Global, events: Option<EventMode>) -> Result<Config, Str
         None => None,
         Some(path) => Some((
             format!("--config {}", path.display()),
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            crate::files::read_text_capped(path, crate::files::MAX_TEXT_FILE)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
         )),
     };
     let presets: Vec<_> = global
@@ -308,7 +309,7 @@ fn writable_path(path: &Path) -> std::io::Result<()> {
 }
 
 fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
+    let mut f = crate::files::create_private(path)?;
     f.write_all(data)?;
     f.sync_all()
 }

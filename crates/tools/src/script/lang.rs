@@ -603,7 +603,12 @@ fn parse_directive(text: &str) -> Result<Item, String> {
     }
 }
 
-/// Replace every `${NAME}` using `lookup`; an undefined name is an error naming it.
+/// Longest text a line may expand to (`set A ${A}${A}` doubles it each line: this stops it long
+/// before memory runs out).
+pub(crate) const MAX_EXPANSION: usize = 64 * 1024;
+
+/// Replace every `${NAME}` using `lookup`; an undefined name is an error naming it, and so is an
+/// expansion longer than [`MAX_EXPANSION`].
 pub(crate) fn substitute(
     input: &[u8],
     lookup: &dyn Fn(&str) -> Option<Vec<u8>>,
@@ -621,6 +626,15 @@ pub(crate) fn substitute(
                 return Err(format!("`${{{name}}}` is not a variable name"));
             }
             match lookup(&name) {
+                Some(v) if out.len() + v.len() > MAX_EXPANSION => {
+                    return Err(format!(
+                        "the line expands to more than {} KiB at `${{{name}}}` ({} bytes so far, \
+                         {} more from it)",
+                        MAX_EXPANSION / 1024,
+                        out.len(),
+                        v.len()
+                    ))
+                }
                 Some(v) => out.extend_from_slice(&v),
                 None => {
                     return Err(format!(
@@ -889,6 +903,12 @@ mod tests {
         assert_eq!(substitute(b"$$$ and $x", &look).unwrap(), b"$$$ and $x");
         assert!(substitute(b"${NOPE}", &look).unwrap_err().contains("NOPE"));
         assert!(substitute(b"${A", &look).unwrap_err().contains("closing"));
+        let big = |n: &str| (n == "B").then(|| vec![b'x'; MAX_EXPANSION / 2]);
+        assert_eq!(substitute(b"${B}${B}", &big).unwrap().len(), MAX_EXPANSION);
+        assert_eq!(
+            substitute(b"${B}${B}x${B}", &big).unwrap_err(),
+            "the line expands to more than 64 KiB at `${B}` (65537 bytes so far, 32768 more from it)"
+        );
     }
 
     #[test]

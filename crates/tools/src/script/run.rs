@@ -17,7 +17,7 @@ const UNTIL_PAUSE: Duration = Duration::from_millis(50);
 /// Deepest `include` nesting (a loop of includes stops here).
 const MAX_INCLUDE_DEPTH: usize = 16;
 /// Largest `@file` payload read.
-const MAX_PAYLOAD_FILE: u64 = 1024 * 1024;
+pub(super) const MAX_PAYLOAD_FILE: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub(super) struct Options {
@@ -161,7 +161,7 @@ enum ScriptError {
 }
 
 fn read_script(path: &Path) -> Result<Vec<Line>, ScriptError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_text_capped(path, crate::files::MAX_TEXT_FILE)
         .map_err(|e| ScriptError::Read(format!("cannot read it: {e}")))?;
     lang::parse(&text).map_err(|e| ScriptError::Parse {
         line: e.line,
@@ -189,7 +189,7 @@ fn loc_width(top: &Path) -> usize {
         if seen > 64 {
             break;
         }
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        let Ok(text) = crate::files::read_text_capped(&file, crate::files::MAX_TEXT_FILE) else {
             continue;
         };
         let name = file
@@ -983,14 +983,7 @@ pub(super) fn relative_to(file: &Path, p: &str) -> PathBuf {
 }
 
 fn read_payload(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path)?;
-    let mut data = Vec::new();
-    f.take(MAX_PAYLOAD_FILE + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > MAX_PAYLOAD_FILE {
-        return Err(std::io::Error::other("larger than 1 MiB"));
-    }
-    Ok(data)
+    crate::files::read_capped(path, MAX_PAYLOAD_FILE)
 }
 
 /// The closing line: `N passed, M failed` (scripts).

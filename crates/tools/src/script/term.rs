@@ -162,7 +162,7 @@ pub(super) struct Recorder {
 
 impl Recorder {
     pub(super) fn create(path: &Path) -> io::Result<Recorder> {
-        let file = File::create(path)?;
+        let file = crate::files::create_private(path)?;
         Ok(Recorder {
             file,
             path: path.to_owned(),
@@ -331,13 +331,16 @@ impl Term {
             Some(p) => {
                 let data = match p {
                     Payload::Bytes(b) => b.clone(),
-                    Payload::File(f) => match std::fs::read(f) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            self.say_error(&format!("{f}: {e}"));
-                            return Ok(true);
+                    Payload::File(f) => {
+                        match crate::files::read_capped(Path::new(f), super::run::MAX_PAYLOAD_FILE)
+                        {
+                            Ok(d) => d,
+                            Err(e) => {
+                                self.say_error(&format!("{f}: {e}"));
+                                return Ok(true);
+                            }
                         }
-                    },
+                    }
                 };
                 bytes.extend_from_slice(data.len().to_string().as_bytes());
                 bytes.push(b'\r');

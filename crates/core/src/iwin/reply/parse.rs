@@ -1,4 +1,4 @@
-//! The host's side of [`super::Wire`] (layer: wire, pure): cuts what a module writes into units —
+//! The host's side of `Wire` (layer: wire, pure): cuts what a module writes into units —
 //! replies, asynchronous messages, prompts, boot output — by the envelopes the encoder writes
 //! (spec §2.3, §2.4), so a host never has to wait for quiet to know a reply has ended. Used by the
 //! script runner, the terminal, the tests, the fuzz model and the benchmarks.

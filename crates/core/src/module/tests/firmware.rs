@@ -331,7 +331,7 @@ fn spi_bus_pads_odd_replies_boots_with_the_cursor_and_delivers_events_by_mr() {
     let l = h.tcp_server(0, 9003, 1);
     let accepted = h.net(NetEvent::Accepted {
         listener: l,
-        conn: ACCEPTED + 1,
+        conn: accepted(1),
         peer: peer(5),
     });
     assert_eq!(accepted, b"", "nothing unsolicited on SPI");
@@ -502,7 +502,7 @@ fn ar_lists_the_soft_ap_stations_as_mongoose_parses_them() {
         let peer = SocketAddrV4::new(Ipv4Addr::from(ip), 40000 + n as u16);
         h.net(NetEvent::Accepted {
             listener: l,
-            conn: ACCEPTED + n,
+            conn: accepted(n),
             peer,
         });
     }
