@@ -369,6 +369,15 @@ impl Module {
     /// Power the module up at `now`, when the wall clock reads `unix_now` (time since the Unix
     /// epoch); the boot banner and prompt are ready in [`Module::take_serial`].
     pub fn new(config: &Config, now: Instant, unix_now: Duration) -> Module {
+        let mut m = Module::unbooted(config, now, unix_now);
+        m.boot_output();
+        m
+    }
+
+    /// Every field at its power-up value, nothing printed yet. [`Module::new`] boots from it, and
+    /// a reset rebuilds the volatile state from it (see `system::reset`), so a field added later
+    /// cannot be forgotten there.
+    fn unbooted(config: &Config, now: Instant, unix_now: Duration) -> Module {
         let profile = Profile::from_firmware(&config.identity.firmware).unwrap_or_else(|| {
             // Config::validate refuses such a string; a configuration built in code may still hold one.
             log::warn!(
@@ -384,7 +393,7 @@ impl Module {
             spi: config.module.bus == Bus::Spi,
             closed: config.quirks.closed_reply,
         };
-        let mut m = Module {
+        Module {
             profile,
             wire,
             framer: Framer::new(config.quirks.drop_byte_after_payload)
@@ -419,9 +428,7 @@ impl Module {
             faults_fired: VecDeque::new(),
             commands: 0,
             cfg: config.clone(),
-        };
-        m.boot_output();
-        m
+        }
     }
 
     /// Bytes the host wrote to the serial line (at most [`Module::serial_room`] of them).
