@@ -318,6 +318,8 @@ pub struct Module {
     faults_fired: VecDeque<String>,
     /// Commands executed since power-up (for `module.reset after=N`).
     commands: u64,
+    /// The host was told (in the log) that it ends lines with LF alone.
+    lf_noted: bool,
 }
 
 /// A change to the serial line itself.
@@ -427,6 +429,7 @@ impl Module {
             wifi_rng: crate::rng::Rng::new(0),
             faults_fired: VecDeque::new(),
             commands: 0,
+            lf_noted: false,
             cfg: config.clone(),
         }
     }
@@ -737,6 +740,14 @@ impl Module {
                     }
                 }
             }
+        }
+        if self.framer.take_lf_in_line() && !self.lf_noted {
+            // Once: pyserial users and `picocom --omap crlf` end lines with LF, and nothing else
+            // would tell them why the module stays silent.
+            self.lf_noted = true;
+            log::info!(
+                "the host ends a line with LF alone (\\n): the module ends a command at CR (\\r) and waits for one"
+            );
         }
         self.flush_events();
     }
