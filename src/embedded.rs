@@ -111,7 +111,8 @@ pub(crate) fn start(
                 let slave = pty.slave_path().to_owned();
                 let mut driver = Driver::new()?;
                 driver.seed_faults(seed);
-                let idx = driver.add(module, crate::serial::port::Port::pty(pty, false)?)?;
+                let port = crate::serial::port::Port::pty(pty);
+                let idx = driver.add(module, port, crate::driver::LineSetup::default())?;
                 driver.set_store(idx, store);
                 for rule in rules {
                     driver.add_fault(rule).map_err(io::Error::other)?;

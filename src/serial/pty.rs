@@ -17,8 +17,23 @@ pub(crate) struct Pty {
     /// Never read or written. Holding it keeps the slave side open while no host program has it
     /// open, so the master does not report HUP/EIO (which would spin an edge-triggered loop and lose
     /// the termios settings) between one host session and the next.
-    _slave: OwnedFd,
+    slave: OwnedFd,
     slave_path: PathBuf,
+    /// Packet mode (TIOCPKT): each read of the master starts with a status byte, which says when
+    /// the host threw its input away.
+    packet: bool,
+}
+
+/// Packet mode's status bit for "the slave's input queue was flushed" (linux/tty.h; not in libc).
+const TIOCPKT_FLUSHREAD: u8 = 1;
+
+/// What a read of the master gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Got {
+    /// Data bytes, at the start of the buffer.
+    pub n: usize,
+    /// The host flushed its input (what the emulator wrote and the host had not read is gone).
+    pub flushed: bool,
 }
 
 impl Pty {
@@ -43,9 +58,33 @@ impl Pty {
         let slave_path = nix::unistd::ttyname(&slave)?;
         Ok(Pty {
             master: File::from(master),
-            _slave: slave,
+            slave,
             slave_path,
+            packet: false,
         })
+    }
+
+    /// Report the host's input flushes ([`Got::flushed`]): packet mode on the master.
+    pub(crate) fn report_flushes(&mut self) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: TIOCPKT reads one int from the pointer, which outlives the call.
+        let r = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCPKT, &on) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.packet = true;
+        Ok(())
+    }
+
+    /// Bytes a read takes besides the data (packet mode's status byte).
+    pub(crate) fn overhead(&self) -> usize {
+        usize::from(self.packet)
+    }
+
+    /// Throw away what the emulator wrote and no host has read (a host that left, a stale banner).
+    pub(crate) fn drop_unread_output(&self) -> io::Result<()> {
+        nix::sys::termios::tcflush(&self.slave, nix::sys::termios::FlushArg::TCIFLUSH)?;
+        Ok(())
     }
 
     /// The path a host program opens (e.g. `/dev/pts/7`).
@@ -53,9 +92,26 @@ impl Pty {
         &self.slave_path
     }
 
-    /// Read what the host wrote. `WouldBlock` when there is nothing.
-    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.master).read(buf)
+    /// Read what the host wrote into `buf` (which needs [`Pty::overhead`] bytes more than the
+    /// data). `WouldBlock` when there is nothing.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<Got> {
+        let mut flushed = false;
+        loop {
+            let n = match (&self.master).read(buf) {
+                // A flush seen, then nothing: say so (n = 0 is never an end here).
+                Err(e) if flushed && e.kind() == io::ErrorKind::WouldBlock => 0,
+                r => r?,
+            };
+            if !self.packet || n == 0 {
+                return Ok(Got { n, flushed });
+            }
+            if buf[0] == 0 {
+                buf.copy_within(1..n, 0);
+                return Ok(Got { n: n - 1, flushed });
+            }
+            // A status alone; data may follow in the next read.
+            flushed |= buf[0] & TIOCPKT_FLUSHREAD != 0;
+        }
     }
 
     /// Write towards the host. `WouldBlock` when the line is full.
@@ -180,8 +236,8 @@ mod tests {
         while got.len() < want && Instant::now() < deadline {
             loop {
                 match pty.read(&mut buf) {
-                    Ok(0) => panic!("master saw EOF"),
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Ok(g) if g.n == 0 => panic!("master saw EOF"),
+                    Ok(g) => got.extend_from_slice(&buf[..g.n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => panic!("master read: {e}"),
                 }

@@ -21,6 +21,7 @@ pub mod ap;
 pub mod certs;
 mod client;
 mod data;
+mod edge;
 pub mod error;
 pub mod io;
 pub mod ping;
@@ -48,6 +49,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use system::System;
 
+pub use edge::{Input, Output};
 pub use tls::pem_check;
 
 /// Bytes the host may write ahead of the command being executed; beyond this the driver stops
@@ -320,6 +322,8 @@ pub struct Module {
     commands: u64,
     /// The host was told (in the log) that it ends lines with LF alone.
     lf_noted: bool,
+    /// Reboots not yet reported: the commands executed before them (see [`Output::Rebooted`]).
+    rebooted: Option<u64>,
 }
 
 /// A change to the serial line itself.
@@ -430,6 +434,7 @@ impl Module {
             faults_fired: VecDeque::new(),
             commands: 0,
             lf_noted: false,
+            rebooted: None,
             cfg: config.clone(),
         }
     }

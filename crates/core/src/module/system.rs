@@ -314,7 +314,9 @@ impl Module {
         // outlives a reset is carried over, by name.
         let fresh = Module::unbooted(&self.cfg, self.last_now, Duration::ZERO);
         let old = std::mem::replace(self, fresh);
+        let commands = old.commands + old.rebooted.unwrap_or(0);
         self.keep_over_reset(old);
+        self.rebooted = Some(commands);
         self.power_on_settings();
         self.apply_baud();
         self.boot_output();
