@@ -224,8 +224,8 @@ impl<M: Core> Driver<M> {
     /// earliest timer), hand each event to its owner, let lines with news and due timers take
     /// their turn, carry out control requests and store results, settle.
     pub(crate) fn step(&mut self, max_wait: Option<Duration>) -> io::Result<Flow> {
-        if !self.settled {
-            self.settle()?;
+        if !self.settled && self.settle()? == Flow::Shutdown {
+            return Ok(Flow::Shutdown);
         }
         let timeout = self.poll_timeout(max_wait);
         match self.poll.poll(&mut self.events, timeout) {

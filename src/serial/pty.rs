@@ -142,13 +142,29 @@ pub(crate) struct PtyLink {
 }
 
 impl PtyLink {
-    /// Make `path` a symlink to `target`. Only a symlink already at `path` (stale, e.g. left by an
-    /// emulator that was killed, or live) is replaced; anything else there (a regular file, a
-    /// directory, a fifo…) is refused with an `AlreadyExists` error naming the path, and left
-    /// untouched: `--link` names a place for a link, and must never destroy the user's data.
+    /// Make `path` a symlink to `target`. Only a stale symlink already at `path` (left by an
+    /// emulator that was killed: its pty is gone) is replaced; a link to a pty that exists (some
+    /// process holds it: another emulator's) is refused with an `AddrInUse` error naming the path,
+    /// and anything else there (a regular file, a directory, a fifo…) with `AlreadyExists`, and
+    /// left untouched: `--link` names a place for a link, and must never destroy the user's data.
     pub(crate) fn create(path: &Path, target: &Path) -> io::Result<PtyLink> {
+        use std::os::unix::fs::FileTypeExt;
         match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_symlink() => {}
+            Ok(meta) if meta.file_type().is_symlink() => {
+                // A pty's node exists only while some process holds its master.
+                if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device()) {
+                    let to = std::fs::read_link(path).unwrap_or_default();
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "refusing to take over {}: it links to {}, a terminal in use \
+                             (another emulator's?)",
+                            path.display(),
+                            to.display()
+                        ),
+                    ));
+                }
+            }
             Ok(meta) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -417,13 +433,30 @@ mod tests {
     fn link_left_alone_if_taken_over() {
         let path = temp_path("takeover");
         let link = PtyLink::create(&path, Path::new("/dev/null")).expect("link");
-        let other = PtyLink::create(&path, Path::new("/dev/zero")).expect("second link");
+        // Someone else has put a link of their own there since.
+        std::fs::remove_file(&path).expect("remove");
+        std::os::unix::fs::symlink("/dev/zero", &path).expect("their link");
         drop(link);
         assert_eq!(
             std::fs::read_link(&path).expect("still there"),
             Path::new("/dev/zero")
         );
-        drop(other);
-        assert!(std::fs::symlink_metadata(&path).is_err());
+        std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn link_to_a_terminal_in_use_is_refused() {
+        let pty = Pty::open().expect("openpty");
+        let path = temp_path("live");
+        let _ = std::fs::remove_file(&path);
+        let live = PtyLink::create(&path, pty.slave_path()).expect("link");
+        let err = PtyLink::create(&path, Path::new("/dev/null")).expect_err("live");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_link(&path).expect("kept"), pty.slave_path());
+        drop(live);
     }
 }
