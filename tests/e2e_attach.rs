@@ -129,7 +129,7 @@ fn stdio_answers_every_command_received_before_the_end_of_input() {
     );
     assert_eq!(code, Some(0));
     let want = [
-        &OK[..],
+        OK,
         OK,
         &ok("[JOIN   ] lab,127.0.0.1,0,0"),
         &ok("127.0.0.1"),
