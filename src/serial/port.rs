@@ -58,6 +58,9 @@ pub(crate) struct Happened {
     pub flushed: bool,
     /// A `--listen` host waits to be accepted.
     pub acceptable: bool,
+    /// The host's end of input (or an error) is queued behind its data: read on to it, a short
+    /// read does not mean the line is drained.
+    pub hup: bool,
 }
 
 impl Happened {
@@ -71,6 +74,7 @@ impl Happened {
         self.ended |= other.ended;
         self.flushed |= other.flushed;
         self.acceptable |= other.acceptable;
+        self.hup |= other.hup;
     }
 }
 
@@ -237,6 +241,8 @@ impl Port {
             _ => Happened {
                 readable: event.is_readable() || event.is_read_closed() || event.is_error(),
                 writable: event.is_writable(),
+                hup: matches!(self, Port::Stdio { .. })
+                    && (event.is_read_closed() || event.is_error()),
                 ..Happened::default()
             },
         }

@@ -100,6 +100,7 @@ impl Listen {
         let mut h = Happened::default();
         if second {
             h.readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            h.hup = event.is_read_closed() || event.is_error();
             h.writable = event.is_writable();
         } else if let Some((_, peer)) = &self.conn {
             // Not accepted: the kernel keeps it (and what it sends) until this host leaves.
@@ -290,6 +291,7 @@ impl Connect {
             return h;
         }
         h.readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        h.hup = event.is_read_closed() || event.is_error();
         h.writable = event.is_writable();
         h
     }
