@@ -229,7 +229,14 @@ impl<M: Core> Line<M> {
             };
             self.power_cycle(cx, why);
         }
+        if matches!(self.host, Host::Quiet { .. }) && fx.power_cycle {
+            let q = self.times.quiet;
+            let note = format!("boot output held until the host has been quiet for {q:?}");
+            cx.journal.note(self.idx, cx.now, &note);
+        }
         if let Some(boot) = fx.send {
+            cx.journal
+                .note(self.idx, cx.now, "host quiet: boot output sent");
             self.faults
                 .send(cx.faults, self.idx, boot, &mut self.out, cx.now);
         }
