@@ -48,8 +48,9 @@ enum Op {
     Burst(u8),
     /// `I?`, its reply read a few bytes at a time.
     SlowInfo,
-    /// Close and open again; flush the input after opening, or not.
-    Reopen { flush: bool },
+    /// Close and open again; flush the input after opening, or not; speak at once (`I?` right
+    /// after opening, before the emulator has seen the open), or not.
+    Reopen { flush: bool, speak: bool },
     /// Send `I?` and leave without reading the reply; a new host attaches.
     Leave,
     /// A second host attaches while the first is there; the first leaves; the second goes on.
@@ -67,7 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Status),
         2 => (2u8..6).prop_map(Op::Burst),
         1 => Just(Op::SlowInfo),
-        2 => any::<bool>().prop_map(|flush| Op::Reopen { flush }),
+        2 => (any::<bool>(), any::<bool>()).prop_map(|(flush, speak)| Op::Reopen { flush, speak }),
         2 => Just(Op::Leave),
         2 => Just(Op::Overlap),
         1 => Just(Op::HalfClose),
@@ -300,9 +301,19 @@ impl World {
                 let want = self.model.info();
                 self.exchange(b"I?\r", &want, 5);
             }
-            Op::Reopen { flush } => {
+            Op::Reopen {
+                flush,
+                speak: false,
+            } => {
                 self.host = Host::pty(Path::new("/dev/null"));
                 self.attach(flush);
+            }
+            Op::Reopen { speak: true, .. } => {
+                self.host = Host::pty(Path::new("/dev/null"));
+                self.host = self.new_host();
+                let want = self.model.info();
+                self.exchange(b"I?\r", &want, 4096);
+                assert_bytes(&self.host.read_for(QUIET), b"", "one reply");
             }
             Op::Leave => {
                 self.host.write(b"I?\r");
@@ -324,7 +335,10 @@ impl World {
                     assert_bytes(&got, &want, "the reply after the end of input, then EOF");
                     self.attach(false);
                 }
-                None => self.apply(&Op::Reopen { flush: false }),
+                None => self.apply(&Op::Reopen {
+                    flush: false,
+                    speak: false,
+                }),
             },
             Op::Reset => {
                 assert_eq!(control(&self.ctl, "reset"), "ok");
@@ -340,7 +354,10 @@ impl World {
     /// A second host while the first is attached.
     fn overlap(&mut self) {
         match self.front {
-            Front::Connect => self.apply(&Op::Reopen { flush: false }),
+            Front::Connect => self.apply(&Op::Reopen {
+                flush: false,
+                speak: false,
+            }),
             Front::Listen => {
                 // It connects and speaks at once; it is told nothing until the first leaves.
                 let mut second = Host::tcp(TcpStream::connect(&self.emu.lines[0]).unwrap());

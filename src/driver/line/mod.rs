@@ -120,7 +120,7 @@ impl<M: Core> Line<M> {
         let mut moved = false;
         for _ in 0..MAX_HOSTS_PER_TURN {
             // What the host did to the line.
-            self.attachment(cx, &mut h)?;
+            self.attachment(cx, &mut h);
             // Read what it sent; its end of input, a pty flush or its departure show here.
             moved |= self.read(cx, &mut h)?;
             self.departure(cx, &mut h);
@@ -145,7 +145,7 @@ impl<M: Core> Line<M> {
     }
 
     /// Opens and closes the poll reported, in the order they happened.
-    fn attachment(&mut self, cx: &mut Ctx, h: &mut Happened) -> io::Result<()> {
+    fn attachment(&mut self, cx: &mut Ctx, h: &mut Happened) {
         let order = match (h.opened, h.closed, h.closed_first) {
             (true, true, true) => [Some(Event::Closed), Some(Event::Opened)],
             (true, true, false) => [Some(Event::Opened), Some(Event::Closed)],
@@ -154,16 +154,10 @@ impl<M: Core> Line<M> {
             _ => [None, None],
         };
         (h.opened, h.closed, h.closed_first) = (false, false, false);
+        // (A pty is one queue for every opener: bytes waiting when one host left and another
+        // came in the same turn are taken as the new host's, which cannot wait for a reply that
+        // went nowhere.)
         for ev in order.into_iter().flatten() {
-            let gone = matches!(self.host, Host::Absent | Host::Leaving { .. });
-            if ev == Event::Opened && gone && matches!(self.port, Port::Pty(_)) {
-                // What a departed pty host wrote before it closed is its own (one queue for
-                // every opener): it runs before the new host is attached, its replies go nowhere.
-                // (A TCP host's bytes leave with its connection.)
-                self.want_read = true;
-                self.read(cx, h)?;
-                self.drain(cx, Take::ToHost);
-            }
             self.host_event(cx, ev);
         }
         if h.readable {
@@ -172,7 +166,6 @@ impl<M: Core> Line<M> {
         if h.writable {
             self.blocked = false;
         }
-        Ok(())
     }
 
     /// Ends and departures found by reading or writing.
