@@ -7,20 +7,23 @@
 //! [ID]` (`ok`) and `fault list` (one line per rule, then `ok <count>`) manage faults. Anything
 //! else: `error <reason>`.
 
+use crate::net::WriteQueue;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// Longest command line; a longer one is answered with an error and dropped.
+/// Longest command line; a longer one is answered with one error and discarded up to its newline.
 pub(crate) const MAX_LINE: usize = 1024;
 
 /// Clients served at once; more are refused.
 pub(crate) const MAX_CLIENTS: usize = 16;
 
-/// Answer bytes a client may leave unread before it is dropped.
+/// Answer bytes a client may leave unread before it is dropped (its input stops being read at
+/// [`PAUSE_ANSWERS`] already; the answers of one turn can go beyond that).
 pub(crate) const MAX_PENDING_ANSWER: usize = 1 << 20;
 
 /// A parsed control command.
@@ -69,14 +72,147 @@ pub(crate) fn parse(line: &str) -> Result<Command, String> {
     }
 }
 
+/// Bytes read from one client per loop turn: a client that floods the socket gets its share of
+/// the turn, and the serial lines theirs.
+pub(crate) const READ_BUDGET: usize = 4096;
+
+/// Commands carried out for one client per loop turn.
+pub(crate) const LINES_PER_TURN: usize = 16;
+
+/// Answer bytes a client may leave unread before its input is no longer read (it is dropped at
+/// [`MAX_PENDING_ANSWER`]).
+pub(crate) const PAUSE_ANSWERS: usize = 64 * 1024;
+
+/// A client that sent nothing and read nothing for this long is closed.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// With every slot taken, a client idle this long makes room for a new one.
+pub(crate) const EVICT_AFTER: Duration = Duration::from_secs(1);
+
 struct Client {
     stream: UnixStream,
+    /// Read, not yet split into lines (at most [`READ_BUDGET`]).
     inbuf: Vec<u8>,
-    out: Vec<u8>,
+    /// Lines split off `inbuf` so far.
+    pos: usize,
+    /// The line being received (at most [`MAX_LINE`] bytes).
+    line: Vec<u8>,
+    /// Discarding the rest of an overlong line, up to its newline.
+    skipping: bool,
+    out: WriteQueue,
     writable: bool,
+    /// The socket may hold input not yet read.
+    readable: bool,
     /// The client finished sending (`echo status | socat …` shuts its side): it goes once its
     /// answers are out.
     eof: bool,
+    /// When it last sent or read something.
+    active: Instant,
+}
+
+impl Client {
+    fn new(stream: UnixStream, now: Instant) -> Client {
+        Client {
+            stream,
+            inbuf: Vec::new(),
+            pos: 0,
+            line: Vec::new(),
+            skipping: false,
+            out: WriteQueue::default(),
+            writable: false,
+            readable: true,
+            eof: false,
+            active: now,
+        }
+    }
+
+    /// Input not yet looked at, or not yet read while the client has room for answers.
+    fn pending(&self) -> bool {
+        self.pos < self.inbuf.len()
+            || (self.readable && !self.eof && self.out.len() < PAUSE_ANSWERS)
+    }
+
+    /// Read at most [`READ_BUDGET`] bytes (once what was read before is used up).
+    fn read(&mut self, now: Instant) {
+        if self.pos < self.inbuf.len()
+            || !self.readable
+            || self.eof
+            || self.out.len() >= PAUSE_ANSWERS
+        {
+            return;
+        }
+        self.inbuf.clear();
+        self.pos = 0;
+        let mut chunk = [0u8; 1024];
+        while self.inbuf.len() < READ_BUDGET {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    self.active = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    break;
+                }
+                Err(_) => {
+                    self.eof = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The next complete line (or error), at most `left` of them; a line ended by the end of
+    /// input is a line. An overlong line is one error, its rest discarded up to its newline.
+    fn next_line(&mut self) -> Option<Result<Command, String>> {
+        while self.pos < self.inbuf.len() {
+            let rest = &self.inbuf[self.pos..];
+            let (take, ended) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, true),
+                None => (rest.len(), false),
+            };
+            self.pos += take + usize::from(ended);
+            let overlong = !self.skipping && self.line.len() + take > MAX_LINE;
+            if !self.skipping && !overlong {
+                self.line.extend_from_slice(&rest[..take]);
+            }
+            if overlong {
+                self.line.clear();
+                self.skipping = !ended;
+                return Some(Err(format!("line longer than {MAX_LINE} bytes")));
+            }
+            if ended {
+                if std::mem::take(&mut self.skipping) {
+                    continue;
+                }
+                if let Some(cmd) = self.complete() {
+                    return Some(cmd);
+                }
+            }
+        }
+        if self.eof && !self.skipping && !self.line.is_empty() {
+            return self.complete();
+        }
+        None
+    }
+
+    /// The line received, parsed (an empty one is no command).
+    fn complete(&mut self) -> Option<Result<Command, String>> {
+        let line = std::mem::take(&mut self.line);
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
+        (!text.is_empty()).then(|| parse(text))
+    }
+
+    /// Done: it sent its last byte, every line is handled and every answer out.
+    fn finished(&self) -> bool {
+        self.eof && self.pos >= self.inbuf.len() && self.out.is_empty()
+    }
 }
 
 /// Bind a listening socket at `path` that no one else can connect to at any moment, whatever the
@@ -105,19 +241,22 @@ fn bind_private(path: &Path) -> io::Result<UnixListener> {
 /// The listening socket and its clients.
 pub(crate) struct ControlServer {
     path: PathBuf,
+    /// The socket file we made (device and inode): removed at exit only if it is still ours.
+    made: (u64, u64),
     listener: UnixListener,
     token: Token,
     clients: HashMap<Token, Client>,
 }
 
 impl ControlServer {
-    /// Bind `path` (a stale socket there is replaced; anything else is refused) with mode 0600.
+    /// Bind `path` with mode 0600. A socket nobody listens on (left by an emulator that was
+    /// killed) is replaced; a live one (another emulator's) or anything else there is refused.
     pub(crate) fn bind(
         path: &Path,
         registry: &Registry,
         token: Token,
     ) -> io::Result<ControlServer> {
-        use std::os::unix::fs::FileTypeExt;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
                 return Err(io::Error::new(
@@ -125,12 +264,29 @@ impl ControlServer {
                     format!("{} exists and is not a socket", path.display()),
                 ));
             }
-            std::fs::remove_file(path)?;
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{}: another emulator is serving its control socket there",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    log::info!("{}: replacing a stale control socket", path.display());
+                    std::fs::remove_file(path)?;
+                }
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            }
         }
         let mut listener = bind_private(path)?;
+        let meta = std::fs::symlink_metadata(path)?;
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(ControlServer {
             path: path.to_owned(),
+            made: (meta.dev(), meta.ino()),
             listener,
             token,
             clients: HashMap::new(),
@@ -141,131 +297,145 @@ impl ControlServer {
         token == self.token || self.clients.contains_key(&token)
     }
 
-    /// Handle readiness for `token`; returns the commands that arrived, each with the client to
-    /// answer (`answer` with the same token).
+    /// Readiness for `token`: accept new clients, or note that a client may be read or written.
     pub(crate) fn handle_event(
         &mut self,
         registry: &Registry,
         token: Token,
         alloc: &mut dyn FnMut() -> Token,
-    ) -> Vec<(Token, Result<Command, String>)> {
-        let mut got = Vec::new();
-        if token == self.token {
-            loop {
-                match self.listener.accept() {
-                    Ok((mut stream, _)) => {
-                        if self.clients.len() >= MAX_CLIENTS {
-                            let _ = stream.write_all(b"error too many control clients\n");
-                            continue;
-                        }
-                        let t = alloc();
-                        if registry
-                            .register(&mut stream, t, Interest::READABLE)
-                            .is_ok()
-                        {
-                            self.clients.insert(
-                                t,
-                                Client {
-                                    stream,
-                                    inbuf: Vec::new(),
-                                    out: Vec::new(),
-                                    writable: false,
-                                    eof: false,
-                                },
-                            );
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        log::warn!("control socket: {e}");
-                        break;
-                    }
-                }
+    ) {
+        let now = Instant::now();
+        if token != self.token {
+            if let Some(c) = self.clients.get_mut(&token) {
+                c.readable = true;
             }
-            return got;
+            self.flush(registry, token);
+            return;
         }
-        let Some(c) = self.clients.get_mut(&token) else {
-            return got;
-        };
-        let mut gone = false;
-        let mut buf = [0u8; 1024];
         loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    gone = true;
-                    break;
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.clients.len() >= MAX_CLIENTS && !self.evict_idle(registry, now) {
+                        let _ = stream.write_all(b"error too many control clients\n");
+                        continue;
+                    }
+                    let t = alloc();
+                    if registry
+                        .register(&mut stream, t, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.clients.insert(t, Client::new(stream, now));
+                    }
                 }
-                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    gone = true;
+                Err(e) => {
+                    log::warn!("control socket: {e}");
                     break;
                 }
             }
-            if c.inbuf.len() > MAX_LINE && !c.inbuf[..MAX_LINE].contains(&b'\n') {
-                c.inbuf.clear();
-                got.push((token, Err(format!("line longer than {MAX_LINE} bytes"))));
+        }
+    }
+
+    /// Close the client idle longest, if it has been idle [`EVICT_AFTER`]: room for a new one.
+    fn evict_idle(&mut self, registry: &Registry, now: Instant) -> bool {
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.active) >= EVICT_AFTER)
+            .min_by_key(|(_, c)| c.active)
+            .map(|(t, _)| *t);
+        let Some(t) = oldest else {
+            return false;
+        };
+        log::info!("control client idle; closed to make room for another");
+        if let Some(c) = self.clients.get_mut(&t) {
+            let _ = c
+                .stream
+                .write(b"error closed: idle while another client waited\n");
+        }
+        self.drop_client(registry, t);
+        true
+    }
+
+    /// The commands clients completed this turn, each with the client to answer: at most
+    /// [`READ_BUDGET`] bytes read and [`LINES_PER_TURN`] commands per client. Idle clients are
+    /// closed here.
+    pub(crate) fn take_requests(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+    ) -> Vec<(Token, Result<Command, String>)> {
+        let mut got = Vec::new();
+        let mut idle = Vec::new();
+        for (&t, c) in self.clients.iter_mut() {
+            c.read(now);
+            for _ in 0..LINES_PER_TURN {
+                match c.next_line() {
+                    Some(req) => got.push((t, req)),
+                    None => break,
+                }
+            }
+            if now.saturating_duration_since(c.active) >= IDLE_TIMEOUT {
+                idle.push(t);
             }
         }
-        while let Some(i) = c.inbuf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = c.inbuf.drain(..=i).collect();
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim();
-            if !text.is_empty() {
-                got.push((token, parse(text)));
+        for t in idle {
+            log::info!("control client idle for {IDLE_TIMEOUT:?}; closed");
+            if let Some(c) = self.clients.get_mut(&t) {
+                let _ = c.stream.write(b"error idle; closed\n");
             }
-        }
-        c.eof |= gone;
-        if got.is_empty() {
-            self.done(registry, token);
+            self.drop_client(registry, t);
         }
         got
     }
 
-    /// All answers to what a client sent are queued: send them, and let a client that finished go.
-    pub(crate) fn done(&mut self, registry: &Registry, token: Token) {
-        self.flush(registry, token);
-        if self
-            .clients
-            .get(&token)
-            .is_some_and(|c| c.eof && c.out.is_empty())
-        {
-            self.drop_client(registry, token);
-        }
+    /// Some client has input this turn did not get to (the loop must not sleep).
+    pub(crate) fn pending(&self) -> bool {
+        self.clients.values().any(Client::pending)
     }
 
-    /// Send one answer line to a client (then [`ControlServer::done`]).
+    /// When the next idle client is due to be closed.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.clients.values().map(|c| c.active + IDLE_TIMEOUT).min()
+    }
+
+    /// Queue one answer line for a client (sent by [`ControlServer::flush_all`]).
     pub(crate) fn answer(&mut self, registry: &Registry, token: Token, line: &str) {
         if let Some(c) = self.clients.get_mut(&token) {
-            c.out.extend_from_slice(line.as_bytes());
-            c.out.push(b'\n');
+            c.out.push(line.as_bytes());
+            c.out.push(b"\n");
             if c.out.len() > MAX_PENDING_ANSWER {
                 log::warn!("control client does not read its answers; dropped");
                 self.drop_client(registry, token);
-                return;
             }
         }
-        self.flush(registry, token);
+    }
+
+    /// Send what waits for every client, and let those that finished go.
+    pub(crate) fn flush_all(&mut self, registry: &Registry) {
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for t in tokens {
+            self.flush(registry, t);
+        }
     }
 
     fn flush(&mut self, registry: &Registry, token: Token) {
         let Some(c) = self.clients.get_mut(&token) else {
             return;
         };
-        while !c.out.is_empty() {
-            match c.stream.write(&c.out) {
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.drop_client(registry, token);
-                    return;
-                }
-            }
+        let before = c.out.written();
+        let stream = &mut c.stream;
+        if c.out.flush(|b| stream.write(b)).is_err() {
+            self.drop_client(registry, token);
+            return;
+        }
+        if c.out.written() > before {
+            c.active = Instant::now();
+        }
+        if c.finished() {
+            self.drop_client(registry, token);
+            return;
         }
         let want = !c.out.is_empty();
         if want != c.writable {
@@ -289,7 +459,13 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt;
+        // Another emulator may have taken the path over since (ours was stale to it): leave its.
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.made);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

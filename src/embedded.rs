@@ -113,7 +113,8 @@ pub(crate) fn start(
                 // The host side (`run`, `term`) handles Ctrl-C: in `term` it only cancels a wait.
                 let mut driver = Driver::with_signals(false)?;
                 driver.seed_faults(seed);
-                let idx = driver.add(module, crate::serial::port::Port::pty(pty, false)?)?;
+                let port = crate::serial::port::Port::pty(pty);
+                let idx = driver.add(module, port, crate::driver::LineSetup::default())?;
                 driver.set_store(idx, store);
                 for rule in rules {
                     driver.add_fault(rule).map_err(io::Error::other)?;

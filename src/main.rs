@@ -28,13 +28,14 @@ mod tools;
 mod trace;
 
 use crate::certstore::CertStore;
+use crate::driver::boot::attach_mode;
 use crate::driver::{parse_addr, serve, ServeOptions};
 use crate::serial::port::Flow;
 use crate::serial::FrontEnd;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use eswifi_core::config::{Config, EventMode};
+use eswifi_core::config::{Attach, Config, EventMode};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -207,9 +208,16 @@ struct ServeArgs {
     #[arg(long, group = "front", help_heading = "Serial line")]
     stdio: bool,
 
-    /// Power-cycle a module each time a host opens its line (a pty open, seen with inotify; a
-    /// TCP connection), `[timing] boot_ms` after the open: a reset pin for hosts that pulse one.
-    #[arg(long, help_heading = "Serial line")]
+    /// What a host finds when it opens the line (a pty open, a TCP connection): `keep` the module
+    /// as it was (the first host gets the power-up banner); `reset` the module held in reset for
+    /// `[timing] boot_ms`, then one banner; `prompt` the module reset silently, then one banner
+    /// once the host has been quiet for `[timing] quiet_ms` (hosts that flush their input and
+    /// wait for the prompt). Default: `[module] attach`, else keep.
+    #[arg(long, value_name = "MODE", value_parser = parse_attach, help_heading = "Serial line")]
+    attach: Option<Attach>,
+
+    /// The same as `--attach reset`: a reset pin for hosts that pulse one.
+    #[arg(long, conflicts_with = "attach", help_heading = "Serial line")]
     reset_on_open: bool,
 
     /// Emulate N independent modules (1-256), each with its own line, MAC, loopback address and
@@ -505,6 +513,7 @@ fn main() -> ExitCode {
         }
         config.module.baud = baud;
     }
+    config.module.attach = attach_mode(&config, args.attach, args.reset_on_open);
     let stdio = args.stdio;
     let opts = ServeOptions {
         front: args.front(),
@@ -512,7 +521,6 @@ fn main() -> ExitCode {
         certsets: cli.certsets,
         modules: args.modules,
         pace: args.pace,
-        reset_on_open: args.reset_on_open,
         control: args.control,
         trace: args.trace,
         seed: args.seed,
@@ -597,6 +605,10 @@ fn layers_of<'a>(
         .collect();
     let file = file.map(|(origin, text)| eswifi_core::presets::Layer { origin, text });
     eswifi_core::presets::layers(&presets, file)
+}
+
+fn parse_attach(s: &str) -> Result<Attach, String> {
+    s.parse()
 }
 
 fn init_logging(cli: &Cli, default: &str, capture: bool) {

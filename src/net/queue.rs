@@ -18,6 +18,14 @@ impl WriteQueue {
         self.buf.extend_from_slice(data);
     }
 
+    /// Forget the unsent bytes (their reader is gone); returns how many.
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.len();
+        self.buf.clear();
+        self.pos = 0;
+        n
+    }
+
     /// Unsent bytes.
     pub(crate) fn len(&self) -> usize {
         self.buf.len() - self.pos

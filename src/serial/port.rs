@@ -1,26 +1,19 @@
 //! One serial line as the event loop sees it (layer: edge): a pty, a real tty opened with the
-//! `serialport` crate, a TCP server taking one host at a time, a TCP client that reconnects, or
-//! stdin/stdout. Every kind is non-blocking and registered in the driver's `mio::Poll` with the
-//! tokens the driver gives it. Knows nothing of IWIN.
+//! `serialport` crate, a TCP server taking one host at a time or a TCP client that reconnects
+//! ([`super::tcp`]), or stdin/stdout. Every kind is non-blocking and registered in the driver's
+//! `mio::Poll` with the tokens the driver gives it. Knows nothing of IWIN.
 
 use super::pty::Pty;
+use super::tcp::{Connect, Listen};
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serialport::SerialPort;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-/// Longest wait between two attempts of `--connect` to reach its host.
-pub(crate) const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
-
-/// First wait after a failed or dropped `--connect` connection (doubled each time, up to the max).
-pub(crate) const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Hardware flow control of a real serial port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,45 +39,56 @@ pub(crate) enum FrontEnd {
     Stdio,
 }
 
-/// What an event on the port meant.
+/// What happened on the port (from an event, a read or a write).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Happened {
     /// Input may be waiting.
     pub readable: bool,
     /// Output may go on.
     pub writable: bool,
-    /// A host opened the line (pty open, TCP connection).
+    /// A host attached (the first opener of a pty, a connection).
     pub opened: bool,
-    /// The host closed it (it may come back).
+    /// The host is gone (the last opener of a pty closed it, the connection failed).
     pub closed: bool,
-    /// The line is gone for good (stdin reached its end): time to stop.
+    /// Both of the above, the close first (one pty host left, another came).
+    pub closed_first: bool,
+    /// The host sent its last byte (end of stdin, a half-closed connection).
     pub ended: bool,
+    /// A pty host threw away its unread input.
+    pub flushed: bool,
+    /// A `--listen` host waits to be accepted.
+    pub acceptable: bool,
+    /// The host's end of input (or an error) is queued behind its data: read on to it, a short
+    /// read does not mean the line is drained.
+    pub hup: bool,
+}
+
+impl Happened {
+    /// Everything `other` reports too.
+    pub(crate) fn merge(&mut self, other: Happened) {
+        self.readable |= other.readable;
+        self.writable |= other.writable;
+        self.opened |= other.opened;
+        self.closed |= other.closed;
+        self.closed_first |= other.closed_first;
+        self.ended |= other.ended;
+        self.flushed |= other.flushed;
+        self.acceptable |= other.acceptable;
+        self.hup |= other.hup;
+    }
 }
 
 /// A serial line of one module.
 pub(crate) enum Port {
-    Pty {
-        pty: Pty,
-        /// Reports opens of the slave path (`--reset-on-open`).
-        opens: Option<Inotify>,
-    },
+    Pty(Pty),
     Tty(serialport::TTYPort),
-    Listen {
-        listener: TcpListener,
-        conn: Option<(TcpStream, SocketAddr)>,
-        writable: bool,
-    },
-    Connect {
-        target: SocketAddr,
-        conn: Option<TcpStream>,
-        /// Connected (not still connecting).
-        up: bool,
-        retry_at: Option<Instant>,
-        backoff: Duration,
-        writable: bool,
-    },
+    Listen(Listen),
+    Connect(Connect),
     Stdio {
         writable: bool,
+        /// stdin is watched by the poll; a regular file or /dev/null cannot be (EPERM) and is
+        /// read whenever the module has room, up to its end.
+        polled: bool,
     },
 }
 
@@ -101,21 +105,23 @@ fn tty_fd(t: &serialport::TTYPort) -> BorrowedFd<'_> {
     unsafe { BorrowedFd::borrow_raw(t.as_raw_fd()) }
 }
 
+fn reregister(registry: &Registry, fd: RawFd, token: Token, want: bool) -> io::Result<()> {
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    registry.reregister(&mut SourceFd(&fd), token, interest)
+}
+
 impl Port {
-    /// A pty; with `watch_opens`, host opens of its slave path are reported.
-    pub(crate) fn pty(pty: Pty, watch_opens: bool) -> io::Result<Port> {
-        let opens = if watch_opens {
-            let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-            ino.add_watch(pty.slave_path(), AddWatchFlags::IN_OPEN)?;
-            Some(ino)
-        } else {
-            None
-        };
-        Ok(Port::Pty { pty, opens })
+    /// A pty.
+    pub(crate) fn pty(pty: Pty) -> Port {
+        Port::Pty(pty)
     }
 
     /// A real tty at `path`: 8N1, the given rate and flow control, non-blocking.
-    pub(crate) fn tty(path: &std::path::Path, baud: u32, flow: Flow) -> io::Result<Port> {
+    pub(crate) fn tty(path: &Path, baud: u32, flow: Flow) -> io::Result<Port> {
         let flow = match flow {
             Flow::None => serialport::FlowControl::None,
             Flow::Hw => serialport::FlowControl::Hardware,
@@ -133,84 +139,88 @@ impl Port {
 
     /// A TCP server for one host at a time.
     pub(crate) fn listen(addr: SocketAddr) -> io::Result<Port> {
-        let listener = TcpListener::bind(addr)?;
-        Ok(Port::Listen {
-            listener,
-            conn: None,
-            writable: false,
-        })
+        Listen::bind(addr).map(Port::Listen)
     }
 
-    /// A TCP client of `target` (the first attempt is made at registration).
+    /// A TCP client of `target`.
     pub(crate) fn connect(target: SocketAddr) -> Port {
-        Port::Connect {
-            target,
-            conn: None,
-            up: false,
-            retry_at: Some(Instant::now()),
-            backoff: RECONNECT_BACKOFF,
-            writable: false,
-        }
+        Port::Connect(Connect::new(target))
     }
 
     /// stdin and stdout (made non-blocking).
     pub(crate) fn stdio() -> io::Result<Port> {
         set_nonblocking(io::stdin())?;
         set_nonblocking(io::stdout())?;
-        Ok(Port::Stdio { writable: false })
+        Ok(Port::Stdio {
+            writable: false,
+            polled: true,
+        })
     }
 
     /// How many tokens [`Port::register`] needs.
     pub(crate) fn token_count(&self) -> usize {
         match self {
-            Port::Tty(_) => 1,
-            Port::Pty { .. } | Port::Listen { .. } | Port::Connect { .. } | Port::Stdio { .. } => 2,
+            Port::Tty(_) | Port::Pty(_) => 1,
+            Port::Listen(_) | Port::Connect(_) | Port::Stdio { .. } => 2,
         }
     }
 
     /// What a host is told to open: the pty path, the device, the address.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Port::Pty { pty, .. } => pty.slave_path().display().to_string(),
+            Port::Pty(pty) => pty.slave_path().display().to_string(),
             Port::Tty(t) => t.name().unwrap_or_default(),
-            Port::Listen { listener, .. } => listener
+            Port::Listen(l) => l
                 .local_addr()
                 .map_or_else(|e| format!("?({e})"), |a| a.to_string()),
-            Port::Connect { target, .. } => target.to_string(),
+            Port::Connect(c) => c.target().to_string(),
             Port::Stdio { .. } => "stdio".into(),
         }
     }
 
+    /// The pty's slave path, which the driver watches for opens and closes.
+    pub(crate) fn pty_path(&self) -> Option<&Path> {
+        match self {
+            Port::Pty(pty) => Some(pty.slave_path()),
+            _ => None,
+        }
+    }
+
+    /// A wire with the host always on it (a tty, stdio): no attach or detach.
+    pub(crate) fn always_attached(&self) -> bool {
+        matches!(self, Port::Tty(_) | Port::Stdio { .. })
+    }
+
+    /// Whether readiness events say when input arrives (else the line reads whenever it can).
+    pub(crate) fn polled(&self) -> bool {
+        !matches!(self, Port::Stdio { polled: false, .. })
+    }
+
     /// Register with the poll: `tokens[0]` for the line itself, `tokens[1]` for the second source
-    /// (the open watch, the accepted or outgoing connection, stdout).
+    /// (the accepted or outgoing connection, stdout).
     pub(crate) fn register(&mut self, registry: &Registry, tokens: &[Token]) -> io::Result<()> {
         match self {
-            Port::Pty { pty, opens } => {
-                registry.register(
-                    &mut SourceFd(&pty.as_raw_fd()),
-                    tokens[0],
-                    Interest::READABLE,
-                )?;
-                if let Some(ino) = opens {
-                    registry.register(
-                        &mut SourceFd(&ino.as_fd().as_raw_fd()),
-                        tokens[1],
-                        Interest::READABLE,
-                    )?;
+            Port::Pty(pty) => registry.register(
+                &mut SourceFd(&pty.as_raw_fd()),
+                tokens[0],
+                Interest::READABLE,
+            ),
+            Port::Tty(t) => {
+                registry.register(&mut SourceFd(&t.as_raw_fd()), tokens[0], Interest::READABLE)
+            }
+            Port::Listen(l) => l.register(registry, tokens[0]),
+            Port::Connect(_) => Ok(()),
+            Port::Stdio { polled, .. } => {
+                match registry.register(&mut SourceFd(&0), tokens[0], Interest::READABLE) {
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        log::debug!("stdin is a file: read without waiting for it");
+                        *polled = false;
+                        Ok(())
+                    }
+                    other => other,
                 }
             }
-            Port::Tty(t) => {
-                registry.register(&mut SourceFd(&t.as_raw_fd()), tokens[0], Interest::READABLE)?
-            }
-            Port::Listen { listener, .. } => {
-                registry.register(listener, tokens[0], Interest::READABLE)?
-            }
-            Port::Connect { .. } => {}
-            Port::Stdio { .. } => {
-                registry.register(&mut SourceFd(&0), tokens[0], Interest::READABLE)?;
-            }
         }
-        Ok(())
     }
 
     /// Digest a readiness event for one of the port's tokens.
@@ -219,159 +229,88 @@ impl Port {
         registry: &Registry,
         tokens: &[Token],
         event: &Event,
-    ) -> io::Result<Happened> {
-        let mut h = Happened::default();
-        let second = event.token() == tokens[1 % tokens.len()] && tokens.len() > 1;
+    ) -> Happened {
+        let second = tokens.len() > 1 && event.token() == tokens[1];
         match self {
-            Port::Pty { opens, .. } if second => {
-                if let Some(ino) = opens {
-                    loop {
-                        match ino.read_events() {
-                            Ok(evs) if !evs.is_empty() => h.opened = true,
-                            Ok(_) => break,
-                            Err(nix::errno::Errno::EAGAIN) => break,
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
-            }
-            Port::Listen { listener, conn, .. } if !second => match conn {
-                None => h = accept_one(registry, listener, conn, tokens[1])?,
-                // Not accepted: the kernel keeps it (and what it sends) until this host leaves.
-                Some((_, peer)) => {
-                    log::info!("a host is waiting to connect; {peer} has the line until it leaves")
-                }
+            Port::Listen(l) => l.handle_event(event, second),
+            Port::Connect(c) if second => c.handle_event(registry, event),
+            Port::Stdio { .. } if second => Happened {
+                writable: true,
+                ..Happened::default()
             },
-            Port::Connect {
-                up, conn, target, ..
-            } if second => {
-                if !*up {
-                    if let Some(c) = conn {
-                        match connected(c) {
-                            Ok(true) => {
-                                log::info!("connected to {target}");
-                                *up = true;
-                                h.opened = true;
-                                h.readable = true;
-                                h.writable = true;
-                            }
-                            Ok(false) => {}
-                            Err(e) => {
-                                log::debug!("connect: {e}");
-                                self.drop_conn(registry);
-                                return Ok(Happened::default());
-                            }
-                        }
-                        return Ok(h);
-                    }
-                }
-                h.readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                h.writable = event.is_writable();
-            }
-            Port::Stdio { .. } if second => h.writable = true,
-            _ => {
-                h.readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                h.writable = event.is_writable();
-            }
+            _ => Happened {
+                readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+                writable: event.is_writable(),
+                hup: matches!(self, Port::Stdio { .. })
+                    && (event.is_read_closed() || event.is_error()),
+                ..Happened::default()
+            },
         }
-        Ok(h)
     }
 
-    /// Read what the host sent (`WouldBlock`: nothing now). A host that left is reported in
-    /// `happened.closed` and reads as `WouldBlock`.
+    /// Bytes a read takes besides the data (see [`Pty::overhead`]).
+    pub(crate) fn overhead(&self) -> usize {
+        match self {
+            Port::Pty(pty) => pty.overhead(),
+            _ => 0,
+        }
+    }
+
+    /// Read what the host sent (`WouldBlock`: nothing now; `Ok(0)`: nothing, but see `h`). An
+    /// end of input, a host gone and a pty flush are reported in `h`.
     pub(crate) fn read(
         &mut self,
         registry: &Registry,
         buf: &mut [u8],
-        happened: &mut Happened,
+        h: &mut Happened,
     ) -> io::Result<usize> {
         let r = match self {
-            Port::Pty { pty, .. } => pty.read(buf),
+            Port::Pty(pty) => pty.read(buf).map(|g| {
+                h.flushed |= g.flushed;
+                g.n
+            }),
             Port::Tty(t) => nix::unistd::read(tty_fd(t), buf).map_err(io::Error::from),
-            Port::Listen { conn, .. } => match conn {
-                Some((s, _)) => s.read(buf),
-                None => Err(io::ErrorKind::WouldBlock.into()),
+            Port::Listen(l) => return l.read(registry, buf, h),
+            Port::Connect(c) => return c.read(registry, buf, h),
+            Port::Stdio { .. } => match nix::unistd::read(io::stdin(), buf) {
+                Ok(0) if !buf.is_empty() => {
+                    h.ended = true;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                r => r.map_err(io::Error::from),
             },
-            Port::Connect { conn, up, .. } => match conn {
-                Some(s) if *up => s.read(buf),
-                _ => Err(io::ErrorKind::WouldBlock.into()),
-            },
-            Port::Stdio { .. } => nix::unistd::read(io::stdin(), buf).map_err(io::Error::from),
         };
         match r {
-            Ok(0) if buf.is_empty() => Ok(0),
-            Ok(0) => match self {
-                // Not expected while we hold the slave open; treat as nothing.
-                Port::Pty { .. } | Port::Tty(_) => Err(io::ErrorKind::WouldBlock.into()),
-                Port::Stdio { .. } => {
-                    happened.ended = true;
-                    Err(io::ErrorKind::WouldBlock.into())
-                }
-                Port::Listen { .. } | Port::Connect { .. } => {
-                    happened.closed = true;
-                    self.drop_conn(registry);
-                    Err(io::ErrorKind::WouldBlock.into())
-                }
-            },
-            Err(e)
-                if matches!(self, Port::Listen { .. } | Port::Connect { .. })
-                    && !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-            {
-                log::debug!("host connection: {e}");
-                happened.closed = true;
-                self.drop_conn(registry);
-                Err(io::ErrorKind::WouldBlock.into())
-            }
+            // A pty or tty never ends while the emulator holds it; a flush-only read of a pty
+            // returns 0 too.
+            Ok(0) if !h.flushed => Err(io::ErrorKind::WouldBlock.into()),
             other => other,
         }
     }
 
-    /// Write towards the host (`WouldBlock`: full, or no host connected — the bytes wait).
+    /// Write towards the host (`WouldBlock`: full, or no host connected — the bytes wait). A host
+    /// gone is reported in `h`.
     pub(crate) fn write(
         &mut self,
         registry: &Registry,
         data: &[u8],
-        happened: &mut Happened,
+        h: &mut Happened,
     ) -> io::Result<usize> {
-        let r = match self {
-            Port::Pty { pty, .. } => pty.write(data),
+        match self {
+            Port::Pty(pty) => pty.write(data),
             Port::Tty(t) => nix::unistd::write(tty_fd(t), data).map_err(io::Error::from),
-            Port::Listen { conn, .. } => match conn {
-                Some((s, _)) => s.write(data),
-                None => Err(io::ErrorKind::WouldBlock.into()),
-            },
-            Port::Connect { conn, up, .. } => match conn {
-                Some(s) if *up => s.write(data),
-                _ => Err(io::ErrorKind::WouldBlock.into()),
-            },
+            Port::Listen(l) => l.write(registry, data, h),
+            Port::Connect(c) => c.write(registry, data, h),
             Port::Stdio { .. } => {
                 let out = std::io::stdout();
-                nix::unistd::write(out.as_fd(), data).map_err(io::Error::from)
+                match nix::unistd::write(out.as_fd(), data).map_err(io::Error::from) {
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        h.closed = true;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    other => other,
+                }
             }
-        };
-        match r {
-            Err(e)
-                if matches!(self, Port::Listen { .. } | Port::Connect { .. })
-                    && !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-            {
-                log::debug!("host connection: {e}");
-                happened.closed = true;
-                self.drop_conn(registry);
-                Err(io::ErrorKind::WouldBlock.into())
-            }
-            Err(e)
-                if matches!(self, Port::Stdio { .. }) && e.kind() == io::ErrorKind::BrokenPipe =>
-            {
-                happened.ended = true;
-                Err(io::ErrorKind::WouldBlock.into())
-            }
-            other => other,
         }
     }
 
@@ -383,27 +322,11 @@ impl Port {
         want: bool,
     ) -> io::Result<()> {
         match self {
-            Port::Pty { pty, .. } => reregister(registry, pty.as_raw_fd(), tokens[0], want, true),
-            Port::Tty(t) => reregister(registry, t.as_raw_fd(), tokens[0], want, true),
-            Port::Listen { conn, writable, .. } => match conn {
-                Some((s, _)) if *writable != want => {
-                    registry.reregister(s, tokens[1], interest(want))?;
-                    *writable = want;
-                    Ok(())
-                }
-                _ => Ok(()),
-            },
-            Port::Connect {
-                conn, up, writable, ..
-            } => match conn {
-                Some(s) if *up && *writable != want => {
-                    registry.reregister(s, tokens[1], interest(want))?;
-                    *writable = want;
-                    Ok(())
-                }
-                _ => Ok(()),
-            },
-            Port::Stdio { writable } => {
+            Port::Pty(pty) => reregister(registry, pty.as_raw_fd(), tokens[0], want),
+            Port::Tty(t) => reregister(registry, t.as_raw_fd(), tokens[0], want),
+            Port::Listen(l) => l.want_writable(registry, tokens[1], want),
+            Port::Connect(c) => c.want_writable(registry, tokens[1], want),
+            Port::Stdio { writable, .. } => {
                 if *writable != want {
                     if want {
                         registry.register(&mut SourceFd(&1), tokens[1], Interest::WRITABLE)?;
@@ -433,168 +356,77 @@ impl Port {
         }
     }
 
-    /// When the port wants [`Port::handle_deadline`] (a `--connect` retry).
+    /// Throw away output the host has not read (a pty keeps it for whoever opens it next).
+    pub(crate) fn drop_unread_output(&self) {
+        if let Port::Pty(pty) = self {
+            if let Err(e) = pty.drop_unread_output() {
+                log::debug!("flushing the pty: {e}");
+            }
+        }
+    }
+
+    /// When the port wants [`Port::handle_deadline`] (a `--connect` retry, an accept retry).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self {
-            Port::Connect { retry_at, .. } => *retry_at,
+            Port::Connect(c) => c.next_deadline(),
+            Port::Listen(l) => l.next_deadline(),
             _ => None,
         }
     }
 
-    /// Time has come: (re)connect.
+    /// Time has come: (re)connect; an accept retry makes the host acceptable again.
     pub(crate) fn handle_deadline(
         &mut self,
         registry: &Registry,
         tokens: &[Token],
         now: Instant,
-    ) -> io::Result<()> {
-        if let Port::Connect {
-            target,
-            conn,
-            up,
-            retry_at,
-            writable,
-            ..
-        } = self
-        {
-            if retry_at.is_some_and(|t| t <= now) && conn.is_none() {
-                *retry_at = None;
-                *up = false;
-                match TcpStream::connect(*target) {
-                    Ok(mut s) => {
-                        registry.register(
-                            &mut s,
-                            tokens[1],
-                            Interest::READABLE | Interest::WRITABLE,
-                        )?;
-                        *writable = true;
-                        *conn = Some(s);
-                    }
-                    Err(e) => {
-                        log::debug!("connect {target}: {e}");
-                        self.drop_conn(registry);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Forget the host connection (TCP kinds); `--connect` schedules its next attempt.
-    fn drop_conn(&mut self, registry: &Registry) {
+    ) -> io::Result<Happened> {
+        let mut h = Happened::default();
         match self {
-            Port::Listen { conn, writable, .. } => {
-                if let Some((mut s, peer)) = conn.take() {
-                    let _ = registry.deregister(&mut s);
-                    log::info!("host {peer} disconnected");
-                }
-                *writable = false;
-            }
-            Port::Connect {
-                target,
-                conn,
-                up,
-                retry_at,
-                backoff,
-                writable,
-            } => {
-                if let Some(mut s) = conn.take() {
-                    let _ = registry.deregister(&mut s);
-                    if *up {
-                        log::info!("connection to {target} lost; reconnecting");
-                        *backoff = RECONNECT_BACKOFF;
-                    }
-                }
-                *up = false;
-                *writable = false;
-                *retry_at = Some(Instant::now() + *backoff);
-                *backoff = (*backoff * 2).min(MAX_RECONNECT_BACKOFF);
-            }
+            Port::Connect(c) => c.handle_deadline(registry, tokens[1], now)?,
+            Port::Listen(l) => h.acceptable = l.retry_due(now),
             _ => {}
         }
+        Ok(h)
     }
 
-    /// A host is attached (always true for a pty, a tty and stdio).
-    pub(crate) fn host_attached(&self) -> bool {
-        match self {
-            Port::Listen { conn, .. } => conn.is_some(),
-            Port::Connect { up, .. } => *up,
-            _ => true,
-        }
-    }
-
-    /// Take the next waiting host of a `--listen` port (after the previous one left).
+    /// Take the next waiting `--listen` host (none while one is attached).
     pub(crate) fn accept_next(
         &mut self,
         registry: &Registry,
         tokens: &[Token],
-    ) -> io::Result<Happened> {
+        now: Instant,
+    ) -> Happened {
         match self {
-            Port::Listen { listener, conn, .. } if conn.is_none() => {
-                accept_one(registry, listener, conn, tokens[1])
-            }
-            _ => Ok(Happened::default()),
+            Port::Listen(l) => l.accept_next(registry, tokens[1], now),
+            _ => Happened::default(),
         }
     }
-}
 
-fn interest(writable: bool) -> Interest {
-    if writable {
-        Interest::READABLE | Interest::WRITABLE
-    } else {
-        Interest::READABLE
-    }
-}
-
-fn reregister(
-    registry: &Registry,
-    fd: RawFd,
-    token: Token,
-    want: bool,
-    _readable: bool,
-) -> io::Result<()> {
-    registry.reregister(&mut SourceFd(&fd), token, interest(want))
-}
-
-fn accept_one(
-    registry: &Registry,
-    listener: &TcpListener,
-    conn: &mut Option<(TcpStream, SocketAddr)>,
-    token: Token,
-) -> io::Result<Happened> {
-    let mut h = Happened::default();
-    loop {
-        match listener.accept() {
-            Ok((mut s, peer)) => {
-                registry.register(&mut s, token, Interest::READABLE)?;
-                let _ = s.set_nodelay(true);
-                log::info!("host {peer} connected");
-                *conn = Some((s, peer));
-                h.opened = true;
-                h.readable = true;
-                h.writable = true;
-                return Ok(h);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(h),
-            Err(e) => return Err(e),
+    /// Close the host's connection (it has every reply it asked for, or left); `--connect` then
+    /// reconnects, `--listen` takes the next host.
+    pub(crate) fn close_host(&mut self, registry: &Registry) {
+        match self {
+            Port::Listen(l) => l.close_host(registry),
+            Port::Connect(c) => c.close_host(registry),
+            _ => {}
         }
     }
-}
 
-/// Whether a non-blocking connect finished (Err: it failed).
-fn connected(s: &TcpStream) -> io::Result<bool> {
-    if let Some(e) = s.take_error()? {
-        return Err(e);
-    }
-    match s.peer_addr() {
-        Ok(_) => Ok(true),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotConnected
-                || e.raw_os_error() == Some(libc::EINPROGRESS) =>
-        {
-            Ok(false)
+    /// A host connection exists (always true for a pty, a tty and stdio).
+    pub(crate) fn host_attached(&self) -> bool {
+        match self {
+            Port::Listen(l) => l.host_attached(),
+            Port::Connect(c) => c.host_attached(),
+            _ => true,
         }
-        Err(e) => Err(e),
+    }
+
+    /// Report the host's input flushes (a pty only).
+    pub(crate) fn report_flushes(&mut self) -> io::Result<()> {
+        match self {
+            Port::Pty(pty) => pty.report_flushes(),
+            _ => Ok(()),
+        }
     }
 }

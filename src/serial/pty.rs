@@ -17,8 +17,23 @@ pub(crate) struct Pty {
     /// Never read or written. Holding it keeps the slave side open while no host program has it
     /// open, so the master does not report HUP/EIO (which would spin an edge-triggered loop and lose
     /// the termios settings) between one host session and the next.
-    _slave: OwnedFd,
+    slave: OwnedFd,
     slave_path: PathBuf,
+    /// Packet mode (TIOCPKT): each read of the master starts with a status byte, which says when
+    /// the host threw its input away.
+    packet: bool,
+}
+
+/// Packet mode's status bit for "the slave's input queue was flushed" (linux/tty.h; not in libc).
+const TIOCPKT_FLUSHREAD: u8 = 1;
+
+/// What a read of the master gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Got {
+    /// Data bytes, at the start of the buffer.
+    pub n: usize,
+    /// The host flushed its input (what the emulator wrote and the host had not read is gone).
+    pub flushed: bool,
 }
 
 impl Pty {
@@ -43,9 +58,33 @@ impl Pty {
         let slave_path = nix::unistd::ttyname(&slave)?;
         Ok(Pty {
             master: File::from(master),
-            _slave: slave,
+            slave,
             slave_path,
+            packet: false,
         })
+    }
+
+    /// Report the host's input flushes ([`Got::flushed`]): packet mode on the master.
+    pub(crate) fn report_flushes(&mut self) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: TIOCPKT reads one int from the pointer, which outlives the call.
+        let r = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCPKT, &on) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.packet = true;
+        Ok(())
+    }
+
+    /// Bytes a read takes besides the data (packet mode's status byte).
+    pub(crate) fn overhead(&self) -> usize {
+        usize::from(self.packet)
+    }
+
+    /// Throw away what the emulator wrote and no host has read (a host that left, a stale banner).
+    pub(crate) fn drop_unread_output(&self) -> io::Result<()> {
+        nix::sys::termios::tcflush(&self.slave, nix::sys::termios::FlushArg::TCIFLUSH)?;
+        Ok(())
     }
 
     /// The path a host program opens (e.g. `/dev/pts/7`).
@@ -53,9 +92,26 @@ impl Pty {
         &self.slave_path
     }
 
-    /// Read what the host wrote. `WouldBlock` when there is nothing.
-    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.master).read(buf)
+    /// Read what the host wrote into `buf` (which needs [`Pty::overhead`] bytes more than the
+    /// data). `WouldBlock` when there is nothing.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<Got> {
+        let mut flushed = false;
+        loop {
+            let n = match (&self.master).read(buf) {
+                // A flush seen, then nothing: say so (n = 0 is never an end here).
+                Err(e) if flushed && e.kind() == io::ErrorKind::WouldBlock => 0,
+                r => r?,
+            };
+            if !self.packet || n == 0 {
+                return Ok(Got { n, flushed });
+            }
+            if buf[0] == 0 {
+                buf.copy_within(1..n, 0);
+                return Ok(Got { n: n - 1, flushed });
+            }
+            // A status alone; data may follow in the next read.
+            flushed |= buf[0] & TIOCPKT_FLUSHREAD != 0;
+        }
     }
 
     /// Write towards the host. `WouldBlock` when the line is full.
@@ -86,13 +142,29 @@ pub(crate) struct PtyLink {
 }
 
 impl PtyLink {
-    /// Make `path` a symlink to `target`. Only a symlink already at `path` (stale, e.g. left by an
-    /// emulator that was killed, or live) is replaced; anything else there (a regular file, a
-    /// directory, a fifo…) is refused with an `AlreadyExists` error naming the path, and left
-    /// untouched: `--link` names a place for a link, and must never destroy the user's data.
+    /// Make `path` a symlink to `target`. Only a stale symlink already at `path` (left by an
+    /// emulator that was killed: its pty is gone) is replaced; a link to a pty that exists (some
+    /// process holds it: another emulator's) is refused with an `AddrInUse` error naming the path,
+    /// and anything else there (a regular file, a directory, a fifo…) with `AlreadyExists`, and
+    /// left untouched: `--link` names a place for a link, and must never destroy the user's data.
     pub(crate) fn create(path: &Path, target: &Path) -> io::Result<PtyLink> {
+        use std::os::unix::fs::FileTypeExt;
         match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_symlink() => {}
+            Ok(meta) if meta.file_type().is_symlink() => {
+                // A pty's node exists only while some process holds its master.
+                if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device()) {
+                    let to = std::fs::read_link(path).unwrap_or_default();
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "refusing to take over {}: it links to {}, a terminal in use \
+                             (another emulator's?)",
+                            path.display(),
+                            to.display()
+                        ),
+                    ));
+                }
+            }
             Ok(meta) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -180,8 +252,8 @@ mod tests {
         while got.len() < want && Instant::now() < deadline {
             loop {
                 match pty.read(&mut buf) {
-                    Ok(0) => panic!("master saw EOF"),
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Ok(g) if g.n == 0 => panic!("master saw EOF"),
+                    Ok(g) => got.extend_from_slice(&buf[..g.n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => panic!("master read: {e}"),
                 }
@@ -361,13 +433,30 @@ mod tests {
     fn link_left_alone_if_taken_over() {
         let path = temp_path("takeover");
         let link = PtyLink::create(&path, Path::new("/dev/null")).expect("link");
-        let other = PtyLink::create(&path, Path::new("/dev/zero")).expect("second link");
+        // Someone else has put a link of their own there since.
+        std::fs::remove_file(&path).expect("remove");
+        std::os::unix::fs::symlink("/dev/zero", &path).expect("their link");
         drop(link);
         assert_eq!(
             std::fs::read_link(&path).expect("still there"),
             Path::new("/dev/zero")
         );
-        drop(other);
-        assert!(std::fs::symlink_metadata(&path).is_err());
+        std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn link_to_a_terminal_in_use_is_refused() {
+        let pty = Pty::open().expect("openpty");
+        let path = temp_path("live");
+        let _ = std::fs::remove_file(&path);
+        let live = PtyLink::create(&path, pty.slave_path()).expect("link");
+        let err = PtyLink::create(&path, Path::new("/dev/null")).expect_err("live");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_link(&path).expect("kept"), pty.slave_path());
+        drop(live);
     }
 }

@@ -241,6 +241,39 @@ pub struct ModuleSettings {
     /// For a person at a plain terminal (picocom, screen): echo what the host types and let
     /// Backspace (0x08 or 0x7f) erase. The real module does neither, hence off by default.
     pub terminal: bool,
+    /// What a host finds when it attaches to the line (opens the pty, connects over TCP): see
+    /// [`Attach`]. `--attach` (or `--reset-on-open`) overrides it.
+    pub attach: Attach,
+}
+
+/// What a host finds when it attaches to the line.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Attach {
+    /// The module as it was, and a quiet line; the first host gets what was printed at power-up.
+    #[default]
+    Keep,
+    /// The module held in reset for `[timing] boot_ms` (what the host sends meanwhile is lost),
+    /// then one banner and prompt: a reset pin wired to the host's open.
+    Reset,
+    /// The module reset, and silent until the host has been quiet for `[timing] quiet_ms` (on a
+    /// pty: no byte, no input flush); then one banner and prompt, sent again if a flush on a pty
+    /// throws it away before the host's first byte. For hosts that flush their input at start and
+    /// then wait for the prompt without sending (Zephyr's eswifi driver under QEMU).
+    Prompt,
+}
+
+impl std::str::FromStr for Attach {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Attach, String> {
+        match s {
+            "keep" => Ok(Attach::Keep),
+            "reset" => Ok(Attach::Reset),
+            "prompt" => Ok(Attach::Prompt),
+            _ => Err(format!("{s:?} is not an attach mode (keep, reset, prompt)")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -259,6 +292,7 @@ impl Default for ModuleSettings {
             events: EventMode::default(),
             bus: Bus::default(),
             terminal: false,
+            attach: Attach::default(),
         }
     }
 }
@@ -295,10 +329,13 @@ pub struct Timing {
     pub connect_timeout_ms: u64,
     /// A payload command (`S3=n`) whose bytes stop arriving for this long is abandoned with an error.
     pub payload_timeout_ms: u64,
-    /// With `--reset-on-open`, the module power-cycles this long after a host opens the line (its
-    /// boot time), so a host that flushes or reconfigures the tty right after opening it still
-    /// sees the banner and prompt.
+    /// With `attach = "reset"` (`--reset-on-open`), the module is held in reset this long after a
+    /// host opens the line (its boot time), so a host that flushes or reconfigures the tty right
+    /// after opening it still sees the banner and prompt.
     pub boot_ms: u64,
+    /// With `attach = "prompt"`, how long the host must have been quiet before the module prints
+    /// its banner and prompt.
+    pub quiet_ms: u64,
 }
 
 impl Default for Timing {
@@ -309,6 +346,7 @@ impl Default for Timing {
             connect_timeout_ms: 10_000,
             payload_timeout_ms: 30_000,
             boot_ms: 100,
+            quiet_ms: 1000,
         }
     }
 }

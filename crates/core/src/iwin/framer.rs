@@ -51,6 +51,9 @@ pub(crate) struct Framer {
     terminal: bool,
     /// Echo not yet taken ([`Framer::take_echo`]).
     echo: Vec<u8>,
+    /// An LF came after the text of a line, as if it ended it (a host that ends lines with LF
+    /// alone): see [`Framer::take_lf_in_line`].
+    lf_in_line: bool,
 }
 
 impl Framer {
@@ -137,6 +140,12 @@ impl Framer {
         }
     }
 
+    /// Whether an LF followed the text of a command line since the last call: the host may be
+    /// ending its lines with LF alone, and the module waits for a CR.
+    pub(crate) fn take_lf_in_line(&mut self) -> bool {
+        std::mem::take(&mut self.lf_in_line)
+    }
+
     /// Forget everything buffered (module reset).
     pub(crate) fn clear(&mut self) {
         *self = Framer::new(self.drop_after_payload)
@@ -190,6 +199,7 @@ impl Framer {
                     let mut used = upto;
                     for (k, &b) in pending[..upto].iter().enumerate() {
                         if b == b'\n' || b == 0 || (self.spi && b == SPI_PAD) {
+                            self.lf_in_line |= b == b'\n' && !self.line.is_empty();
                             continue;
                         }
                         if self.terminal && (b == 0x08 || b == 0x7f) {
@@ -279,6 +289,18 @@ mod tests {
         f.push(b"IX\x7f?\r");
         assert_eq!(frames(&mut f), vec![Frame::Line(b"IX\x7f?".to_vec())]);
         assert!(f.take_echo().is_empty());
+    }
+
+    #[test]
+    fn an_lf_after_the_text_of_a_line_is_noticed_but_not_one_after_a_cr() {
+        let mut f = Framer::new(false);
+        f.push(b"I?\r\nC0\r\n\n");
+        assert_eq!(frames(&mut f).len(), 2);
+        assert!(!f.take_lf_in_line(), "ST's LF padding after CR");
+        f.push(b"I?\n");
+        assert!(frames(&mut f).is_empty(), "no CR, no command");
+        assert!(f.take_lf_in_line());
+        assert!(!f.take_lf_in_line(), "taken");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod ap;
 pub mod certs;
 mod client;
 mod data;
+mod edge;
 pub mod error;
 pub mod io;
 pub mod ping;
@@ -51,6 +52,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use system::System;
 
+pub use edge::{Input, Output};
 pub use tls::{pem_check, PemError};
 
 /// Bytes the host may write ahead of the command being executed; beyond this the driver stops
@@ -331,6 +333,10 @@ pub struct Module {
     faults_fired: VecDeque<FaultFired>,
     /// Commands executed since power-up (for `module.reset after=N`).
     commands: u64,
+    /// The host was told (in the log) that it ends lines with LF alone.
+    lf_noted: bool,
+    /// Reboots not yet reported: the commands executed before them (see [`Output::Rebooted`]).
+    rebooted: Option<u64>,
 }
 
 /// A change to the serial line itself.
@@ -382,6 +388,15 @@ impl Module {
     /// Power the module up at `now`, when the wall clock reads `unix_now` (time since the Unix
     /// epoch); the boot banner and prompt are ready in [`Module::take_serial`].
     pub fn new(config: &Config, now: Instant, unix_now: Duration) -> Module {
+        let mut m = Module::unbooted(config, now, unix_now);
+        m.boot_output();
+        m
+    }
+
+    /// Every field at its power-up value, nothing printed yet. [`Module::new`] boots from it, and
+    /// a reset rebuilds the volatile state from it (see `system::reset`), so a field added later
+    /// cannot be forgotten there.
+    fn unbooted(config: &Config, now: Instant, unix_now: Duration) -> Module {
         let profile = Profile::from_firmware(&config.identity.firmware).unwrap_or_else(|| {
             // Config::validate refuses such a string; a configuration built in code may still hold one.
             log::warn!(
@@ -397,7 +412,7 @@ impl Module {
             spi: config.module.bus == Bus::Spi,
             closed: config.quirks.closed_reply,
         };
-        let mut m = Module {
+        Module {
             profile,
             wire,
             framer: Framer::new(config.quirks.drop_byte_after_payload)
@@ -433,10 +448,10 @@ impl Module {
             wifi_rng: crate::rng::Rng::new(0),
             faults_fired: VecDeque::new(),
             commands: 0,
+            lf_noted: false,
+            rebooted: None,
             cfg: config.clone(),
-        };
-        m.boot_output();
-        m
+        }
     }
 
     /// Bytes the host wrote to the serial line (at most [`Module::serial_room`] of them).
@@ -756,6 +771,14 @@ impl Module {
                     }
                 }
             }
+        }
+        if self.framer.take_lf_in_line() && !self.lf_noted {
+            // Once: pyserial users and `picocom --omap crlf` end lines with LF, and nothing else
+            // would tell them why the module stays silent.
+            self.lf_noted = true;
+            log::info!(
+                "the host ends a line with LF alone (\\n): the module ends a command at CR (\\r) and waits for one"
+            );
         }
         self.flush_events();
     }

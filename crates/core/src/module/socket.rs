@@ -379,16 +379,6 @@ impl Socket {
         rest
     }
 
-    /// `ZR`: the settings go back to their power-up values. The state stays: the module closes it
-    /// first, through [`Socket::transition`].
-    pub(crate) fn restore_settings(&mut self) {
-        let state = std::mem::take(&mut self.state);
-        *self = Socket {
-            state,
-            ..Socket::default()
-        };
-    }
-
     /// Holds (or is setting up) a TLS session, or serves TLS: what `[tls] max_sockets` counts.
     pub(crate) fn uses_tls(&self) -> bool {
         match &self.state {

@@ -11,7 +11,7 @@ use crate::iwin::profile::Profile;
 use crate::iwin::reply::{MessageType, Reply};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Reset banner of the C6 UART firmware, verbatim from C6.2.1.11 (FW strings, each line ending
 /// CR LF, the last one CR and then the prompt's `\n> `); the prompt `\r\n> ` follows it.
@@ -364,21 +364,60 @@ impl Module {
         if let Some(super::Busy::Store { req, what, .. }) = self.busy.take() {
             self.orphan_store = Some((req, what));
         }
-        self.station.link = None;
-        self.station.scan_rest = None;
-        for s in &mut self.sockets {
-            s.restore_settings();
-        }
-        self.current = 0;
-        self.names.clear();
-        self.certs.reset_selection();
-        self.events.clear();
-        self.ap.stop();
         log::info!("module reset");
+        // Everything volatile comes back at its power-up value from the constructor; only what
+        // outlives a reset is carried over, by name.
+        let fresh = Module::unbooted(&self.cfg, self.last_now, Duration::ZERO);
+        let old = std::mem::replace(self, fresh);
+        let commands = old.commands + old.rebooted.unwrap_or(0);
+        self.keep_over_reset(old);
+        self.rebooted = Some(commands);
         self.power_on_settings();
         self.apply_baud();
         self.boot_output();
         self.auto_join();
+    }
+
+    /// What survives a reset: flash (certificate sets, `Z1` settings, a store write still under
+    /// way), output and socket closes not yet taken by the driver, the line's rate, the wall clock,
+    /// the ids in use, the transcript and the fault draws. The framer keeps what the host sent
+    /// after `ZR` (a power cycle clears it first).
+    fn keep_over_reset(&mut self, old: Module) {
+        let Module {
+            framer,
+            out,
+            ops,
+            store_ops,
+            next_id,
+            clock,
+            certs,
+            saved,
+            orphan_store,
+            line_baud,
+            line_ops,
+            trace,
+            last_now,
+            wifi_faults,
+            wifi_rng,
+            faults_fired,
+            ..
+        } = old;
+        self.framer = framer;
+        self.out = out;
+        self.ops = ops;
+        self.store_ops = store_ops;
+        self.next_id = next_id;
+        self.clock = clock;
+        self.certs.sets = certs.sets;
+        self.saved = saved;
+        self.orphan_store = orphan_store;
+        self.line_baud = line_baud;
+        self.line_ops = line_ops;
+        self.trace = trace;
+        self.last_now = last_now;
+        self.wifi_faults = wifi_faults;
+        self.wifi_rng = wifi_rng;
+        self.faults_fired = faults_fired;
     }
 
     /// Put the configured UART rate into effect (the driver switches the line).

@@ -223,6 +223,24 @@ fn reset_answers_then_reboots_and_forgets_unsaved_settings() {
     );
 }
 
+/// Edges issue, bug 7: ZR and a power cycle rebuild every volatile setting from its power-up
+/// value (the ping settings were kept) and count commands from power-up again.
+#[test]
+fn reset_and_power_cycle_forget_ping_settings_and_the_command_count() {
+    let mut h = H::new();
+    h.send(b"T1=10.9.9.9\rT2=7\rT3=20\r");
+    assert_eq!(h.send(b"T?\r"), ok("10.9.9.9,7,20"));
+    assert_eq!(h.m.commands(), 4);
+    h.send(b"ZR\r");
+    assert_eq!(h.m.commands(), 0, "commands since power-up");
+    assert_eq!(h.send(b"T?\r"), ok("0.0.0.0,0,0"), "after ZR");
+    h.send(b"T2=7\r");
+    h.m.power_cycle(h.now);
+    h.take();
+    assert_eq!(h.m.commands(), 0);
+    assert_eq!(h.send(b"T?\r"), ok("0.0.0.0,0,0"), "after a power cycle");
+}
+
 #[test]
 fn station_commands_and_join() {
     let mut h = H::new();
