@@ -34,34 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# One command to the emulator's control socket; prints the answer.
-control() {
-  python3 - "$1" "$2" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(5)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-print(s.recv(200).decode().strip())
-PY
-}
-
-# Connect to the emulator's line, read up to the prompt (at most 2 s) and hang up.
-drain() {
-  python3 - "$1" <<'PY'
-import socket, sys, time
-host, port = sys.argv[1].rsplit(":", 1)
-s = socket.create_connection((host, int(port)), timeout=2)
-got, end = b"", time.time() + 2
-while not got.endswith(b"\r\n> ") and time.time() < end:
-    try:
-        got += s.recv(512)
-    except socket.timeout:
-        break
-s.close()
-PY
-}
-
 # Wait (at most 10 s) until FILE holds a line matching PATTERN.
 wait_for() {
   for _ in $(seq 100); do
@@ -105,40 +77,25 @@ mkdir -p "$logs"
 results=()
 for boot in $(seq "$boots"); do
   rm -rf "$work/certs" "$work/console.txt" "$work/emu.addr"
+  # The zephyr preset has attach = "prompt": nothing is sent until the guest has been quiet for
+  # quiet_ms after it connected (its driver flushes the UART at init with the receive interrupt
+  # off; a byte that lands then would stall QEMU's UART for good), then exactly one banner.
   "$emu" --listen 127.0.0.1:0 --preset zephyr --certsets "$work/certs" \
-    --control "$work/ctl" --trace "$logs/boot$boot.trace" >"$work/emu.addr" 2>"$logs/boot$boot.log" &
+    --trace "$logs/boot$boot.trace" >"$work/emu.addr" 2>"$logs/boot$boot.log" &
   emu_pid=$!
   wait_for "$work/emu.addr" ':' "eswifi-emu --listen"
   addr=$(head -n 1 "$work/emu.addr")
-  # The emulator's power-up banner waits for the first host. Read it away first: QEMU's CMSDK
-  # UART would hand its first bytes to the driver while the driver's init flushes the UART with
-  # the receive interrupt off, and a byte that lands then raises no interrupt later: the line
-  # stalls for good (seen in about half the boots before this step).
-  drain "$addr"
   t0=$(date +%s%N)
   timeout 90 qemu-system-arm -M mps2-an385 -nographic -monitor none -kernel "$build/app/zephyr/zephyr.elf" \
     -serial "file:$work/console.txt" -serial "tcp:$addr,nodelay=on" </dev/null 2>"$logs/boot$boot.qemu" &
   qemu_pid=$!
-  # The driver pulses a reset pin that reaches no emulator, then waits (a minute or more) for a
-  # prompt before Zephyr prints its boot banner. So: 1 s after QEMU started (the driver's UART is
-  # set up within milliseconds) the module is reset through the control socket; if the boot
-  # banner is still missing 3 s later, again (at most 3 times). Each reset is in the report.
   # The application prints its verdict and idles: stop QEMU once the verdict is there.
   verdict=""
-  resets=0
-  next_reset=10
   for tick in $(seq 900); do
     console=$(tr -d '\r' 2>/dev/null <"$work/console.txt" || true)
     verdict=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' <<<"$console" || true)
     [ -n "$verdict" ] && break
     kill -0 "$qemu_pid" 2>/dev/null || break
-    if [ "$tick" -ge "$next_reset" ] && [ "$resets" -lt 3 ] \
-      && ! grep -q 'Booting Zephyr' <<<"$console"; then
-      reply=$(control "$work/ctl" reset)
-      resets=$((resets + 1))
-      next_reset=$((tick + 30))
-      echo "zephyr-qemu: boot $boot: no boot banner at $((tick / 10)).$((tick % 10)) s: control-socket reset -> $reply"
-    fi
     sleep 0.1
   done
   ms=$((($(date +%s%N) - t0) / 1000000))
@@ -149,7 +106,7 @@ for boot in $(seq "$boots"); do
   emu_pid="" qemu_pid=""
   echo "---- boot $boot: ${ms} ms"
   tr -d '\r' 2>/dev/null <"$work/console.txt" || true
-  results+=("boot $boot: ${verdict:-no verdict} in ${ms} ms, $resets control-socket reset(s)")
+  results+=("boot $boot: ${verdict:-no verdict} in ${ms} ms")
 done
 echo "---- summary"
 printf '%s\n' "${results[@]}"
