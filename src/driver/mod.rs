@@ -2,7 +2,7 @@
 //! module's serial line, the network stack's sockets and worker waker, the pty open watch, the
 //! control socket and the signals. It holds no protocol state; each concern is a room of its own:
 //!
-//! - [`boot`]: the command line's options, module setup, ports; [`line`]: a module and its serial
+//! - [`boot`]: the command line's options, module setup, ports; [`line`](mod@line): a module and its serial
 //!   line (read, the host's end, the next host, write; pacing, rate switches) with [`attach`], who
 //!   is on the line; [`ctl`]: what control clients ask; [`store`]: the certificate-store worker;
 //!   [`faulty`]: fault injection wrapped around the line and the network; [`journal`]: the
