@@ -22,7 +22,7 @@ pub struct Preset {
 pub const PRESETS: [Preset; 6] = [
     Preset {
         name: "zephyr",
-        summary: "Zephyr's eswifi UART driver: drop the stray byte after each payload",
+        summary: "Zephyr's eswifi UART driver: drop the stray byte after each payload, one prompt once it is ready",
         toml: include_str!("../presets/zephyr.toml"),
     },
     Preset {
